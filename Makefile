@@ -1,0 +1,41 @@
+# netdemo developer loop.  Two commands on a fresh machine:
+#   make run    set up .venv and start the daemon with local defaults
+#   make test   set up .venv and run every test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Extra arguments for the daemon, e.g. make run ARGS="--tcp 9007"
+ARGS ?=
+# Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k echo -x"
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml twisted/plugins/netdemo.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,lint]'
+	# Regenerate Twisted's plugin cache as the installing user.
+	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/twistd -n --pidfile= netdemo $(ARGS)
+
+test: $(STAMP)
+	COLUMNS=80 $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench twisted
+	$(BIN)/ruff format --check src tests bench twisted
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(MAKE) -C bench
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist bench/build .pytest_cache .mypy_cache .ruff_cache
+	find . -name dropin.cache -delete

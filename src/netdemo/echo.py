@@ -1,0 +1,158 @@
+# -*- test-case-name: tests.test_echo -*-
+"""
+TCP echo (RFC 862): every byte back, with flow control.
+
+Compared with the tutorial C{dataReceived -> transport.write} echo:
+
+  - B{half-close}: a client that sends its data and then a FIN (C{socat},
+    C{nc -N}) gets every byte back before the server closes
+    (L{IHalfCloseableProtocol});
+  - B{flow control}: the transport is registered as its own streaming
+    producer, so while more than the transport's buffer size (64 KiB) is
+    unsent, the server stops reading from that client.  A client that sends
+    and never reads cannot grow the server's memory;
+  - B{limits}: see L{netdemo.limits};
+  - B{speed}: when nothing is buffered for the connection, the reply is
+    handed to the kernel at once (C{writeSomeData}) instead of being queued
+    until the next reactor turn.  The tutorial echo pays two C{epoll_ctl}
+    calls and one extra reactor iteration per reply for that queueing.  Only
+    whatever the kernel did not take goes through C{transport.write}, which
+    keeps ordering and flow control intact.  C{make bench} measures the
+    difference (C{docs/benchmarks.md}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from zope.interface import implementer
+
+from netdemo.limits import (
+    ConnectionLimits,
+    LimitedFactory,
+    LimitedProtocol,
+    StreamService,
+)
+from netdemo.metrics import IMetrics
+
+__all__ = ["Echo", "EchoFactory", "buildEchoService"]
+
+SERVICE_NAME = "tcp-echo"
+
+# The direct-send path reads two attributes of Twisted's FileDescriptor write
+# buffer (dataBuffer, _tempDataLen) to know that nothing is queued.  Should a
+# later Twisted rename them, the echo falls back to plain transport.write.
+_BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen", "writeSomeData")
+
+
+def _unsent(transport: Any) -> int:
+    """
+    How many bytes the transport still holds unsent, when it can tell.
+    """
+    try:
+        return int(
+            len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        )
+    except AttributeError:
+        return 0
+
+
+@implementer(IHalfCloseableProtocol)
+class Echo(LimitedProtocol):
+    """
+    Send back every byte received.
+
+    @ivar _direct: The transport when the direct-send path applies to it
+        (plain TCP), otherwise L{None}.
+    """
+
+    _direct: Any = None
+    _unsentAtClose = 0
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        transport.registerProducer(transport, True)  # type: ignore[union-attr]
+        if type(transport) is tcp.Server and all(
+            hasattr(transport, name) for name in _BUFFER_ATTRIBUTES
+        ):
+            self._direct = transport
+
+    def dataReceived(self, data: bytes) -> None:
+        self.idleTicks = 0
+        self.bytesIn += len(data)
+        t = self._direct
+        if t is not None and not t._tempDataLen and not t.dataBuffer:
+            sent = t.writeSomeData(data)
+            if sent == len(data):
+                return
+            if isinstance(sent, int) and sent > 0:
+                data = data[sent:]
+            # On an error writeSomeData returns an exception: transport.write
+            # buffers the data and the next doWrite reports the loss.
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    @property
+    def bytesOut(self) -> int:
+        if self.transport is None:
+            return 0
+        if self.connected:
+            return self.bytesIn - _unsent(self.transport)
+        return self.bytesIn - self._unsentAtClose
+
+    def readConnectionLost(self) -> None:
+        """
+        The client sent FIN: finish sending its echo, then close.
+
+        The transport stops being its own producer first: a paused producer
+        would otherwise be resumed, rather than the connection closed, once
+        the buffer drains.
+        """
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        """
+        The server never half-closes its side, so there is nothing to do.
+        """
+
+    def closeGracefully(self, reason: str) -> None:
+        if self.closeReason is None:
+            self.closeReason = reason
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._unsentAtClose = _unsent(self.transport)
+        self.connected = False
+        self._direct = None
+        super().connectionLost(reason)
+
+
+class EchoFactory(LimitedFactory):
+    """
+    The factory of the echo service.
+    """
+
+    protocol = Echo
+
+
+def buildEchoService(
+    descriptions: Iterable[str],
+    limits: ConnectionLimits,
+    metrics: IMetrics,
+    reactor: IReactorTime,
+) -> StreamService:
+    """
+    Build the TCP echo service: one listener per endpoint description, all
+    sharing one factory and so one set of limits.
+
+    @param descriptions: Server endpoint descriptions (C{tcp:8007}, ...).
+    @param limits: The connection limits.
+    @param metrics: Where to report.
+    @param reactor: The reactor to listen with and to time with.
+    """
+    factory = EchoFactory(SERVICE_NAME, limits, metrics, reactor)
+    return StreamService(SERVICE_NAME, factory, descriptions, reactor)

@@ -1,0 +1,407 @@
+# -*- test-case-name: tests.test_limits -*-
+"""
+Connection limits shared by the stream services.
+
+L{ConnectionLimits} is the value object built from the command line;
+L{LimitedFactory} enforces it for every connection of one service, whatever
+listener it arrived on:
+
+  - a global cap (C{maxConnections}) and a per-peer-address cap
+    (C{maxPerPeer}; Twisted's own C{LimitConnectionsByPeer} is broken in
+    26.10, twisted/twisted#12183): a refused connection is closed at once,
+    before a protocol is built, and counted;
+  - an idle timeout enforced by one sweep timer for all connections, not one
+    C{DelayedCall} per connection: a read marks the connection busy with a
+    single attribute store, which keeps the per-read cost and the per-
+    connection memory down;
+  - a drain on shutdown: close every connection gracefully, then abort what
+    is still open after the deadline;
+  - one structured log event per finished connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from attrs import field, frozen
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from netdemo.logs import RateLimitedLog, formatAddress
+from netdemo.metrics import IMetrics, sampleOf
+
+if TYPE_CHECKING:
+    from netdemo.metrics import Sample
+
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "ConnectionLimits",
+    "LimitedFactory",
+    "LimitedProtocol",
+    "StreamService",
+]
+
+#: The listen backlog given to bare-port listeners.  Twisted's default of 50
+#: overflows under connection bursts: the kernel completes handshakes that
+#: the server then never sees.  Linux caps it at C{net.core.somaxconn}
+#: (4096 by default since 5.4).
+DEFAULT_BACKLOG = 1024
+
+#: How many sweeps make up one idle timeout: a connection is closed after
+#: between C{idleTimeout} and C{idleTimeout * (1 + 1/IDLE_SWEEPS)} seconds
+#: without reading anything.
+IDLE_SWEEPS = 10
+
+
+def _nonNegative(instance: object, attribute: Any, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
+
+
+@frozen
+class ConnectionLimits:
+    """
+    Limits for one stream service.
+
+    @ivar maxConnections: Connections open at once, over all listeners of the
+        service.  0 means no limit.
+    @ivar maxPerPeer: Connections open at once from one peer IP address.  0
+        means no limit.
+    @ivar idleTimeout: Seconds without receiving anything before a
+        connection is closed.  0 turns the timeout off.
+    @ivar drain: Seconds that a graceful shutdown waits for connections to
+        flush and close before aborting them.
+    """
+
+    maxConnections: int = field(default=10000, validator=_nonNegative)
+    maxPerPeer: int = field(default=256, validator=_nonNegative)
+    idleTimeout: float = field(default=300.0, validator=_nonNegative)
+    drain: float = field(default=5.0, validator=_nonNegative)
+
+
+class LimitedProtocol(Protocol):
+    """
+    Base class of the protocols of a L{LimitedFactory}.
+
+    Subclasses must call C{Protocol.dataReceived}-style bookkeeping
+    themselves, for speed: store C{self.idleTicks = 0} and add to
+    C{self.bytesIn} in C{dataReceived}.
+
+    @ivar bytesIn: Payload bytes received.
+    @ivar idleTicks: Idle sweeps since the last read.
+    @ivar closeReason: Why the server closed the connection, if it did.
+    """
+
+    factory: LimitedFactory
+    peer: IAddress | None = None
+    local: IAddress | None = None
+    bytesIn = 0
+    idleTicks = 0
+    startedAt = 0.0
+    closeReason: str | None = None
+
+    @property
+    def bytesOut(self) -> int:
+        """
+        Payload bytes sent (handed to the kernel) so far.
+        """
+        return 0
+
+    def makeConnection(self, transport: Any) -> None:
+        # The socket is gone by connectionLost: remember the local address.
+        self.local = transport.getHost()
+        super().makeConnection(transport)
+
+    def closeGracefully(self, reason: str) -> None:
+        """
+        Close the connection after what is buffered has been sent.
+        """
+        if self.closeReason is None:
+            self.closeReason = reason
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def abort(self, reason: str) -> None:
+        """
+        Close the connection now, dropping anything unsent.
+        """
+        if self.closeReason is None:
+            self.closeReason = reason
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        self.factory.connectionClosed(self, reason)
+
+
+class LimitedFactory(Factory):
+    """
+    A factory that enforces L{ConnectionLimits} for one service.
+
+    @ivar serviceName: The service's name in logs and metrics.
+    @ivar connections: The protocols of the open connections.
+    """
+
+    protocol: type[LimitedProtocol]
+    _log = Logger()
+
+    def __init__(
+        self,
+        serviceName: str,
+        limits: ConnectionLimits,
+        metrics: IMetrics,
+        clock: IReactorTime,
+    ) -> None:
+        self.serviceName = serviceName
+        self.limits = limits
+        self.metrics = metrics
+        self.clock = clock
+        self.connections: set[LimitedProtocol] = set()
+        self.perPeer: dict[str, int] = {}
+        self.closedBytesIn = 0
+        self.closedBytesOut = 0
+        self._drained: list[Deferred[None]] = []
+        self._refusalLog = RateLimitedLog(self._log, clock.seconds)
+        self._sweeper: LoopingCall | None = None
+        metrics.addCollector(self._collect)
+
+    def _collect(self) -> list[Sample]:
+        """
+        The byte totals and the open connection count, computed now.
+        """
+        bytesIn = self.closedBytesIn
+        bytesOut = self.closedBytesOut
+        for p in self.connections:
+            bytesIn += p.bytesIn
+            bytesOut += p.bytesOut
+        service = self.serviceName
+        return [
+            sampleOf("netdemo_received_bytes_total", bytesIn, service=service),
+            sampleOf("netdemo_sent_bytes_total", bytesOut, service=service),
+            sampleOf(
+                "netdemo_connections_current", len(self.connections), service=service
+            ),
+        ]
+
+    def startFactory(self) -> None:
+        if self.limits.idleTimeout and self._sweeper is None:
+            self._sweeper = LoopingCall(self.sweepIdle)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(self.limits.idleTimeout / IDLE_SWEEPS, now=False)
+
+    def stopFactory(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def sweepIdle(self) -> None:
+        """
+        Age every connection by one sweep and close those that have read
+        nothing for more than L{IDLE_SWEEPS} sweeps.
+        """
+        for p in list(self.connections):
+            p.idleTicks += 1
+            if p.idleTicks > IDLE_SWEEPS:
+                self.refuse("idle-timeout", p.peer)
+                p.abort("idle-timeout")
+
+    def refuse(self, reason: str, peer: IAddress | None) -> None:
+        """
+        Count and (at a bounded rate) log a refusal or a policy disconnect.
+        """
+        self.metrics.inc(
+            "netdemo_refused_total", service=self.serviceName, reason=reason
+        )
+        self._refusalLog.emit(
+            reason,
+            LogLevel.warn,
+            "{service}: refused {peer} ({reason}); {suppressed} similar events "
+            "not logged",
+            event="refused",
+            service=self.serviceName,
+            peer=formatAddress(peer),
+            reason=reason,
+        )
+
+    def buildProtocol(self, addr: IAddress) -> LimitedProtocol | None:  # type: ignore[override]
+        limits = self.limits
+        if limits.maxConnections and len(self.connections) >= limits.maxConnections:
+            self.refuse("max-connections", addr)
+            return None
+        host: str | None = getattr(addr, "host", None)
+        if host is not None and limits.maxPerPeer:
+            count = self.perPeer.get(host, 0)
+            if count >= limits.maxPerPeer:
+                self.refuse("max-per-peer", addr)
+                return None
+            self.perPeer[host] = count + 1
+        p = self.protocol()
+        p.factory = self
+        p.peer = addr
+        p.startedAt = self.clock.seconds()
+        self.connections.add(p)
+        self.metrics.inc("netdemo_connections_total", service=self.serviceName)
+        return p
+
+    def connectionClosed(self, p: LimitedProtocol, reason: Failure) -> None:
+        """
+        Forget a finished connection and log one event about it.
+        """
+        if p not in self.connections:
+            return
+        self.connections.discard(p)
+        host: str | None = getattr(p.peer, "host", None)
+        if host is not None and self.limits.maxPerPeer:
+            left = self.perPeer.get(host, 1) - 1
+            if left > 0:
+                self.perPeer[host] = left
+            else:
+                self.perPeer.pop(host, None)
+        bytesIn, bytesOut = p.bytesIn, p.bytesOut
+        self.closedBytesIn += bytesIn
+        self.closedBytesOut += bytesOut
+        why = p.closeReason or _describeFailure(reason)
+        self._log.info(
+            "{service}: connection {peer} -> {local} closed ({reason}) after "
+            "{duration:.3f} s, {bytesIn} bytes in, {bytesOut} bytes out",
+            event="connection_closed",
+            service=self.serviceName,
+            peer=formatAddress(p.peer),
+            local=formatAddress(p.local),
+            reason=why,
+            duration=self.clock.seconds() - p.startedAt,
+            bytesIn=bytesIn,
+            bytesOut=bytesOut,
+        )
+        if not self.connections and self._drained:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def drain(self) -> Deferred[None]:
+        """
+        Close every connection gracefully; abort those still open after
+        C{limits.drain} seconds.
+
+        @return: A L{Deferred} that fires when no connection is left.
+        """
+        if not self.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        for p in list(self.connections):
+            p.closeGracefully("shutdown")
+
+        def abortRest() -> None:
+            for p in list(self.connections):
+                p.closeReason = "shutdown-deadline"
+                p.abort("shutdown-deadline")
+
+        timer = self.clock.callLater(self.limits.drain, abortRest)
+
+        def cancelTimer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addCallback(cancelTimer)
+        return d
+
+
+def _describeFailure(reason: Failure) -> str:
+    """
+    A short reason for a connection that the peer ended.
+    """
+    from twisted.internet.error import ConnectionDone
+
+    if reason.check(ConnectionDone):
+        return "closed-by-peer"
+    return "lost: " + str(reason.value).splitlines()[0][:120]
+
+
+@implementer(IStreamServerEndpoint)
+class _ReportingEndpoint:
+    """
+    Wrap a server endpoint to log the address it actually listens on (port
+    0 becomes a real port) and to remember the listening port.
+    """
+
+    def __init__(
+        self, wrapped: IStreamServerEndpoint, service: StreamService, description: str
+    ) -> None:
+        self._wrapped = wrapped
+        self._service = service
+        self._description = description
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        def listening(port: IListeningPort) -> IListeningPort:
+            self._service.ports.append(port)
+            self._service._log.info(
+                "{service}: listening on {address} ({description})",
+                event="listening",
+                service=self._service.name,
+                address=formatAddress(port.getHost()),
+                description=self._description,
+            )
+            return port
+
+        return self._wrapped.listen(factory).addCallback(listening)
+
+
+class StreamService(MultiService):
+    """
+    One stream service: a L{LimitedFactory} shared by one listener per
+    endpoint description.
+
+    Each listener is a named child built with L{strports.service}, so a port
+    that cannot be bound fails start-up (C{twistd} exits with status 1)
+    instead of leaving a daemon that runs without listening.  Stopping the
+    service stops listening first, then drains the connections.
+
+    @ivar ports: The listening ports, once bound.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        factory: LimitedFactory,
+        descriptions: Iterable[str],
+        reactor: Any,
+    ) -> None:
+        super().__init__()
+        self.setName(name)
+        self.factory = factory
+        self.ports: list[IListeningPort] = []
+        for description in descriptions:
+            listener = strports.service(description, factory, reactor=reactor)
+            listener.endpoint = _ReportingEndpoint(
+                listener.endpoint, self, description
+            )
+            listener.setName(f"{name} {description}")
+            listener.setServiceParent(self)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, then drain the open connections.
+        """
+        stopped: Deferred[Any] = super().stopService()  # type: ignore[assignment]
+
+        def drain(ignored: object) -> Deferred[None]:
+            self.ports.clear()
+            return self.factory.drain()
+
+        return stopped.addCallback(drain)

@@ -1,0 +1,195 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+The metrics seam.
+
+Services report to an L{IMetrics} provider and never to each other.  Two
+kinds of reporting keep the hot paths lean:
+
+  - I{events} that happen once per connection or per refusal are pushed with
+    L{IMetrics.inc} and L{IMetrics.set};
+  - I{totals} that change on every read (bytes, lines) stay in plain integer
+    attributes of the protocols and are pulled at collection time by a
+    collector registered with L{IMetrics.addCollector}.
+
+L{MemoryMetrics} is the in-memory implementation used by the daemon and by
+the tests; an exporter (Prometheus, the status page) reads
+L{IMetrics.samples}.
+
+Every metric name is declared in L{CATALOG} with its kind and help text, so an
+exporter can describe it and a typo fails loudly instead of silently creating
+a new series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from attrs import frozen
+from zope.interface import Interface, implementer
+
+__all__ = [
+    "CATALOG",
+    "IMetrics",
+    "MemoryMetrics",
+    "MetricSpec",
+    "Sample",
+    "UnknownMetric",
+]
+
+
+@frozen
+class MetricSpec:
+    """
+    The declaration of one metric.
+
+    @ivar kind: C{"counter"} or C{"gauge"}.
+    @ivar help: One line for the exporter's HELP text.
+    @ivar labels: The label names every sample of this metric carries.
+    """
+
+    kind: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+#: Every metric netdemo reports.  Names follow Prometheus conventions:
+#: counters end in C{_total}, byte counts say C{_bytes}.
+CATALOG: dict[str, MetricSpec] = {
+    "netdemo_connections_total": MetricSpec(
+        "counter", "Connections accepted", ("service",)
+    ),
+    "netdemo_connections_current": MetricSpec(
+        "gauge", "Connections open now", ("service",)
+    ),
+    "netdemo_refused_total": MetricSpec(
+        "counter",
+        "Connections or datagrams refused or closed by policy",
+        ("service", "reason"),
+    ),
+    "netdemo_received_bytes_total": MetricSpec(
+        "counter", "Payload bytes received from clients", ("service",)
+    ),
+    "netdemo_sent_bytes_total": MetricSpec(
+        "counter", "Payload bytes sent to clients", ("service",)
+    ),
+}
+
+
+class UnknownMetric(KeyError):
+    """
+    A metric name that is not declared in L{CATALOG}.
+    """
+
+
+LabelKey = tuple[tuple[str, str], ...]
+
+
+@frozen
+class Sample:
+    """
+    One value of one metric, as an exporter sees it.
+    """
+
+    name: str
+    labels: LabelKey
+    value: float
+
+    @property
+    def labelDict(self) -> dict[str, str]:
+        """
+        The labels as a dictionary.
+        """
+        return dict(self.labels)
+
+
+Collector = Callable[[], Iterable[Sample]]
+
+
+class IMetrics(Interface):
+    """
+    Where services report what they do.
+    """
+
+    def inc(name: str, amount: float = 1, **labels: str) -> None:
+        """
+        Add C{amount} to the counter C{name} with C{labels}.
+
+        @raise UnknownMetric: If C{name} is not in L{CATALOG}.
+        """
+
+    def set(name: str, value: float, **labels: str) -> None:
+        """
+        Set the gauge C{name} with C{labels} to C{value}.
+
+        @raise UnknownMetric: If C{name} is not in L{CATALOG}.
+        """
+
+    def addCollector(collector: Collector) -> None:
+        """
+        Register a callable that returns L{Sample}s computed at collection
+        time.  Counters it returns are added to pushed counters of the same
+        name and labels.
+        """
+
+    def samples() -> list[Sample]:
+        """
+        Every current value: pushed counters and gauges plus what the
+        collectors return now.
+        """
+
+
+def sampleOf(name: str, value: float, **labels: str) -> Sample:
+    """
+    Build a L{Sample} with its labels in a canonical order.
+    """
+    return Sample(name, tuple(sorted(labels.items())), value)
+
+
+@implementer(IMetrics)
+class MemoryMetrics:
+    """
+    Metrics kept in memory.
+
+    @ivar catalog: The declared metrics.
+    """
+
+    def __init__(self, catalog: Mapping[str, MetricSpec] = CATALOG) -> None:
+        self.catalog = catalog
+        self._values: dict[tuple[str, LabelKey], float] = {}
+        self._collectors: list[Collector] = []
+
+    def _key(self, name: str, labels: Mapping[str, str]) -> tuple[str, LabelKey]:
+        if name not in self.catalog:
+            raise UnknownMetric(name)
+        return (name, tuple(sorted(labels.items())))
+
+    def inc(self, name: str, amount: float = 1, **labels: str) -> None:
+        key = self._key(name, labels)
+        self._values[key] = self._values.get(key, 0) + amount
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        self._values[self._key(name, labels)] = value
+
+    def addCollector(self, collector: Collector) -> None:
+        self._collectors.append(collector)
+
+    def samples(self) -> list[Sample]:
+        merged = dict(self._values)
+        for collector in self._collectors:
+            for sample in collector():
+                key = self._key(sample.name, dict(sample.labels))
+                if self.catalog[sample.name].kind == "counter":
+                    merged[key] = merged.get(key, 0) + sample.value
+                else:
+                    merged[key] = sample.value
+        return [Sample(name, labels, v) for (name, labels), v in merged.items()]
+
+    def value(self, name: str, **labels: str) -> float:
+        """
+        The current value of one series (0 when it was never reported).
+        """
+        key = self._key(name, labels)
+        for sample in self.samples():
+            if (sample.name, sample.labels) == key:
+                return sample.value
+        return 0

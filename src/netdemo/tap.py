@@ -1,0 +1,212 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The command line of C{twistd netdemo}: L{Options} and L{makeService}.
+
+Everything a user can get wrong is parsed, coerced and validated here, so
+that a bad value is one line naming it and exit status 1, before anything
+listens.  L{makeService} only builds: one named child service per service,
+each from its module's builder, with the reactor passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from netdemo.limits import DEFAULT_BACKLOG, ConnectionLimits
+
+__all__ = ["DEFAULTS", "Options", "makeService"]
+
+#: What C{twistd netdemo} starts when no service option is given: every
+#: service, on loopback, on these ports.
+DEFAULTS: dict[str, list[str]] = {
+    "tcp": [f"tcp:8007:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
+}
+
+
+def _counted(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """
+    A coerce function that accepts non-negative values of C{kind}.
+    """
+
+    def coerce(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not {what}") from None
+        if number < 0 or number != number:
+            raise ValueError(f"{value!r} is not {what}")
+        return number
+
+    coerce.coerceDoc = f"Must be {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
+nonNegativeInt = _counted(int, "a whole number of at least 0")
+nonNegativeFloat = _counted(float, "a number of at least 0")
+
+
+class _ParseOnly:
+    """
+    Stands in for the reactor while endpoint descriptions are only parsed:
+    parsing must never listen, nor import the real reactor (C{twistd
+    --reactor} installs it after the options are read).
+    """
+
+
+def streamDescription(option: str, value: str) -> str:
+    """
+    Normalise and check a stream listener: a bare port becomes
+    C{tcp:PORT:backlog=DEFAULT_BACKLOG}; anything else must be a server
+    endpoint description that Twisted can parse.
+
+    @raise usage.UsageError: Naming the option and the value.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    if value.strip().isdigit():
+        try:
+            port = usage.portCoerce(value)
+        except ValueError:
+            raise usage.UsageError(
+                f"--{option}: port {value!r} is not between 0 and 65535"
+            ) from None
+        return f"tcp:{port}:backlog={DEFAULT_BACKLOG}"
+    try:
+        endpoint = serverFromString(_ParseOnly(), value)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise usage.UsageError(
+            f"--{option}: {value!r} is not a usable endpoint description ({reason})"
+        ) from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(
+            f"--{option}: port {port} in {value!r} is not between 0 and 65535"
+        )
+    return value
+
+
+class Options(usage.Options):
+    """
+    The options of C{twistd netdemo}.
+    """
+
+    synopsis = "[--tcp DESC]... [limits]"
+    longdesc = (
+        "Run the classic network utility services in one process. "
+        "DESC is a port (8007, listening on every address with a backlog of "
+        f"{DEFAULT_BACKLOG}) or a Twisted server endpoint description such as "
+        "tcp:8007:interface=127.0.0.1, tcp6:8007:interface=\\:\\:, "
+        "ssl:8443:privateKey=key.pem, unix:/run/echo.sock or "
+        "systemd:domain=INET:name=echo. With no service option, every service "
+        "starts on 127.0.0.1 on its default port (TCP echo: 8007)."
+    )
+
+    optParameters: list[list[Any]] = [
+        [
+            "max-connections",
+            None,
+            10000,
+            "Connections open at once per stream service, 0 for no limit",
+            nonNegativeInt,
+        ],
+        [
+            "max-per-peer",
+            None,
+            256,
+            "Connections open at once from one IP address per stream service, "
+            "0 for no limit",
+            nonNegativeInt,
+        ],
+        [
+            "idle-timeout",
+            None,
+            300.0,
+            "Seconds a connection may go without sending anything before it is "
+            "closed, 0 for never",
+            nonNegativeFloat,
+        ],
+        [
+            "drain",
+            None,
+            5.0,
+            "Seconds a shutdown waits for connections to flush and close before "
+            "aborting them",
+            nonNegativeFloat,
+        ],
+    ]
+
+    compData = usage.Completions(multiUse=["tcp"])
+
+    #: Set when parsing failed, so that L{getUsage} stays quiet: C{twistd}
+    #: prints the usage before the error, and a bad option deserves one line.
+    _failed = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["tcp"] = []
+
+    def parseOptions(self, options: Any = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            self._failed = True
+            raise usage.UsageError(
+                f"{e} (twistd netdemo --help lists the options)"
+            ) from None
+
+    def getUsage(self, width: int | None = None) -> str:
+        if self._failed:
+            return ""
+        return str(super().getUsage(width))
+
+    def opt_tcp(self, description: str) -> None:
+        """
+        TCP echo (RFC 862) listener: a port or an endpoint description.
+        Repeatable. [default when no service is given: tcp:8007 on 127.0.0.1]
+        """
+        self["tcp"].append(streamDescription("tcp", description))
+
+    def postOptions(self) -> None:
+        if not any(self[name] for name in DEFAULTS):
+            for name, descriptions in DEFAULTS.items():
+                self[name] = list(descriptions)
+
+    def connectionLimits(self) -> ConnectionLimits:
+        """
+        The connection limits the options ask for.
+        """
+        return ConnectionLimits(
+            maxConnections=self["max-connections"],
+            maxPerPeer=self["max-per-peer"],
+            idleTimeout=self["idle-timeout"],
+            drain=self["drain"],
+        )
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """
+    Build the daemon: a L{MultiService} with one named child per service.
+
+    @param options: Parsed L{Options}.
+    @param reactor: The reactor to use; the global one when L{None}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as installed
+
+        reactor = installed
+    from netdemo.echo import buildEchoService
+    from netdemo.metrics import MemoryMetrics
+
+    metrics = MemoryMetrics()
+    top = MultiService()
+    limits = options.connectionLimits()
+    if options["tcp"]:
+        buildEchoService(options["tcp"], limits, metrics, reactor).setServiceParent(
+            top
+        )
+    return top
