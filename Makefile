@@ -27,8 +27,8 @@ test: $(STAMP)
 	COLUMNS=80 $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench twisted
-	$(BIN)/ruff format --check src tests bench twisted
+	$(BIN)/ruff check src tests twisted $(wildcard bench)
+	$(BIN)/ruff format --check src tests twisted $(wildcard bench)
 	$(BIN)/mypy
 
 bench: $(STAMP)

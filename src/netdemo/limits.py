@@ -142,7 +142,7 @@ class LimitedProtocol(Protocol):
             self.closeReason = reason
         self.transport.abortConnection()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.factory.connectionClosed(self, reason)
 
 
@@ -154,7 +154,7 @@ class LimitedFactory(Factory):
     @ivar connections: The protocols of the open connections.
     """
 
-    protocol: type[LimitedProtocol]
+    protocol: type[LimitedProtocol]  # type: ignore[assignment]
     _log = Logger()
 
     def __init__(
@@ -255,7 +255,7 @@ class LimitedFactory(Factory):
         self.metrics.inc("netdemo_connections_total", service=self.serviceName)
         return p
 
-    def connectionClosed(self, p: LimitedProtocol, reason: Failure) -> None:
+    def connectionClosed(self, p: LimitedProtocol, reason: Failure | None) -> None:
         """
         Forget a finished connection and log one event about it.
         """
@@ -320,13 +320,13 @@ class LimitedFactory(Factory):
         return d
 
 
-def _describeFailure(reason: Failure) -> str:
+def _describeFailure(reason: Failure | None) -> str:
     """
     A short reason for a connection that the peer ended.
     """
     from twisted.internet.error import ConnectionDone
 
-    if reason.check(ConnectionDone):
+    if reason is None or reason.check(ConnectionDone):
         return "closed-by-peer"
     return "lost: " + str(reason.value).splitlines()[0][:120]
 
@@ -388,9 +388,7 @@ class StreamService(MultiService):
         self.ports: list[IListeningPort] = []
         for description in descriptions:
             listener = strports.service(description, factory, reactor=reactor)
-            listener.endpoint = _ReportingEndpoint(
-                listener.endpoint, self, description
-            )
+            listener.endpoint = _ReportingEndpoint(listener.endpoint, self, description)
             listener.setName(f"{name} {description}")
             listener.setServiceParent(self)
 
@@ -398,7 +396,7 @@ class StreamService(MultiService):
         """
         Stop listening, then drain the open connections.
         """
-        stopped: Deferred[Any] = super().stopService()  # type: ignore[assignment]
+        stopped: Deferred[Any] = super().stopService()
 
         def drain(ignored: object) -> Deferred[None]:
             self.ports.clear()

@@ -31,9 +31,11 @@ def formatAddress(address: IAddress | None) -> str:
         if ":" in host:
             return f"[{host}]:{port}"
         return f"{host}:{port}"
-    name = getattr(address, "name", None)
-    if name is not None:
-        return name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+    if hasattr(address, "name"):
+        name = address.name
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return f"unix:{name}" if name else "unix:(unnamed)"
     return str(address)
 
 

@@ -206,7 +206,5 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     top = MultiService()
     limits = options.connectionLimits()
     if options["tcp"]:
-        buildEchoService(options["tcp"], limits, metrics, reactor).setServiceParent(
-            top
-        )
+        buildEchoService(options["tcp"], limits, metrics, reactor).setServiceParent(top)
     return top

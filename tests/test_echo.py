@@ -1,0 +1,322 @@
+"""
+Unit tests for L{netdemo.echo} and the limits it inherits from
+L{netdemo.limits}, with in-memory transports and a fake clock.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemo.echo import Echo, EchoFactory
+from netdemo.limits import IDLE_SWEEPS, ConnectionLimits
+from netdemo.metrics import MemoryMetrics
+
+HOST = IPv4Address("TCP", "127.0.0.1", 8007)
+
+
+def peer(host: str = "127.0.0.1", port: int = 40000) -> IPv4Address:
+    """
+    A client address.
+    """
+    return IPv4Address("TCP", host, port)
+
+
+def makeFactory(
+    limits: ConnectionLimits | None = None,
+) -> tuple[EchoFactory, MemoryMetrics, Clock]:
+    """
+    An echo factory with in-memory metrics and a fake clock, started.
+    """
+    metrics = MemoryMetrics()
+    clock = Clock()
+    factory = EchoFactory("tcp-echo", limits or ConnectionLimits(), metrics, clock)
+    factory.doStart()
+    return factory, metrics, clock
+
+
+def connect(
+    factory: EchoFactory, address: IPv4Address | None = None
+) -> tuple[Echo, StringTransport]:
+    """
+    Build a protocol for C{address} and connect it to a L{StringTransport}.
+    """
+    address = address or peer()
+    protocol = factory.buildProtocol(address)
+    assert protocol is not None
+    transport = StringTransport(hostAddress=HOST, peerAddress=address)
+    protocol.makeConnection(transport)
+    return protocol, transport  # type: ignore[return-value]
+
+
+class EchoBytesTests(SynchronousTestCase):
+    """
+    The echo sends back exactly what it receives, however it is chunked.
+    """
+
+    def test_everyChunkSize(self) -> None:
+        """
+        Every chunk size from one byte to the whole message gives the
+        message back byte for byte.
+        """
+        data = bytes(range(256)) * 3 + b"\r\n\n\x00end"
+        for size in range(1, len(data) + 1):
+            factory, _, _ = makeFactory()
+            protocol, transport = connect(factory)
+            for i in range(0, len(data), size):
+                protocol.dataReceived(data[i : i + size])
+            self.assertEqual(transport.value(), data, f"chunk size {size}")
+            self.assertEqual(protocol.bytesIn, len(data))
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        data=st.binary(max_size=4096),
+        cuts=st.lists(st.integers(min_value=0, max_value=4096), max_size=64),
+    )
+    def test_anyChunking(self, data: bytes, cuts: list[int]) -> None:
+        """
+        Any split of any byte string into reads is echoed unchanged.
+        """
+        factory, _, _ = makeFactory()
+        protocol, transport = connect(factory)
+        points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+        for start, end in zip(points, points[1:], strict=False):
+            protocol.dataReceived(data[start:end])
+        self.assertEqual(transport.value(), data)
+
+
+class FlowControlTests(SynchronousTestCase):
+    """
+    The transport is its own streaming producer, and stops being one before
+    a graceful close.
+    """
+
+    def test_transportIsItsOwnProducer(self) -> None:
+        """
+        On connection the transport is registered as its own streaming
+        producer, so a full write buffer pauses reading.
+        """
+        factory, _, _ = makeFactory()
+        protocol, transport = connect(factory)
+        self.assertIs(transport.producer, transport)
+        self.assertTrue(transport.streaming)
+
+    def test_halfCloseFlushesThenCloses(self) -> None:
+        """
+        When the client half-closes, the echo unregisters the producer (so
+        a drained buffer closes the connection instead of resuming reads)
+        and closes after flushing; everything received is still echoed.
+        """
+        factory, _, _ = makeFactory()
+        protocol, transport = connect(factory)
+        self.assertTrue(IHalfCloseableProtocol.providedBy(protocol))
+        protocol.dataReceived(b"x" * 100000)
+        protocol.readConnectionLost()
+        self.assertIsNone(transport.producer)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(transport.value(), b"x" * 100000)
+
+
+class LimitTests(SynchronousTestCase):
+    """
+    Connection caps refuse at once and are counted.
+    """
+
+    def test_maxConnections(self) -> None:
+        """
+        Past C{maxConnections} no protocol is built (Twisted closes the
+        socket at once) and the refusal is counted; a closed connection
+        frees its place.
+        """
+        factory, metrics, _ = makeFactory(ConnectionLimits(maxConnections=2))
+        first, _ = connect(factory, peer(port=1))
+        connect(factory, peer("127.0.0.2", 2))
+        self.assertIsNone(factory.buildProtocol(peer("127.0.0.3", 3)))
+        self.assertEqual(
+            metrics.value(
+                "netdemo_refused_total", service="tcp-echo", reason="max-connections"
+            ),
+            1,
+        )
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(factory.buildProtocol(peer("127.0.0.3", 4)))
+
+    def test_maxPerPeer(self) -> None:
+        """
+        Past C{maxPerPeer} connections from one IP address, further ones from
+        it are refused while other addresses are still accepted.
+        """
+        factory, metrics, _ = makeFactory(ConnectionLimits(maxPerPeer=2))
+        first, _ = connect(factory, peer(port=1))
+        connect(factory, peer(port=2))
+        self.assertIsNone(factory.buildProtocol(peer(port=3)))
+        self.assertIsNotNone(factory.buildProtocol(peer("127.0.0.9", 3)))
+        self.assertEqual(
+            metrics.value(
+                "netdemo_refused_total", service="tcp-echo", reason="max-per-peer"
+            ),
+            1,
+        )
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(factory.buildProtocol(peer(port=4)))
+        self.assertEqual(factory.perPeer["127.0.0.1"], 2)
+
+    def test_zeroMeansUnlimited(self) -> None:
+        """
+        A limit of 0 turns the cap off.
+        """
+        factory, _, _ = makeFactory(ConnectionLimits(maxConnections=0, maxPerPeer=0))
+        for i in range(300):
+            connect(factory, peer(port=i + 1))
+        self.assertEqual(len(factory.connections), 300)
+
+    def test_negativeLimitRejected(self) -> None:
+        """
+        Limits are validated when built.
+        """
+        self.assertRaises(ValueError, ConnectionLimits, maxConnections=-1)
+        self.assertRaises(ValueError, ConnectionLimits, drain=-0.5)
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    """
+    The idle timeout closes connections that send nothing, and trickling
+    data keeps a connection alive only because it is real activity.
+    """
+
+    def test_idleConnectionClosed(self) -> None:
+        """
+        A silent connection is aborted after more than C{idleTimeout} and at
+        most C{idleTimeout * (1 + 1/IDLE_SWEEPS)} seconds, and counted.
+        """
+        factory, metrics, clock = makeFactory(ConnectionLimits(idleTimeout=100))
+        protocol, transport = connect(factory)
+        clock.pump([1] * 100)
+        self.assertFalse(transport.disconnected)
+        clock.pump([1] * (100 // IDLE_SWEEPS))
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(protocol.closeReason, "idle-timeout")
+        self.assertEqual(
+            metrics.value(
+                "netdemo_refused_total", service="tcp-echo", reason="idle-timeout"
+            ),
+            1,
+        )
+
+    def test_activityResetsIdleness(self) -> None:
+        """
+        Data received restarts the idle period.
+        """
+        factory, _, clock = makeFactory(ConnectionLimits(idleTimeout=100))
+        protocol, transport = connect(factory)
+        for _ in range(5):
+            clock.pump([1] * 90)
+            protocol.dataReceived(b"x")
+        self.assertFalse(transport.disconnected)
+        clock.pump([1] * 111)
+        self.assertTrue(transport.disconnected)
+
+    def test_zeroDisablesTimeout(self) -> None:
+        """
+        C{idleTimeout=0} never closes a connection for idleness.
+        """
+        factory, _, clock = makeFactory(ConnectionLimits(idleTimeout=0))
+        protocol, transport = connect(factory)
+        clock.advance(10**6)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class DrainTests(SynchronousTestCase):
+    """
+    Shutdown closes gracefully, then aborts after the drain deadline.
+    """
+
+    def test_drainAbortsAfterDeadline(self) -> None:
+        """
+        Connections that do not finish closing within C{drain} seconds are
+        aborted; the returned Deferred fires once they are gone.
+        """
+        factory, _, clock = makeFactory(ConnectionLimits(drain=5))
+        protocol, transport = connect(factory)
+        done = factory.drain()
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        self.assertNoResult(done)
+        clock.advance(5)
+        self.assertTrue(transport.disconnected)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.successResultOf(done)
+        self.assertEqual(protocol.closeReason, "shutdown-deadline")
+
+    def test_drainWithoutConnections(self) -> None:
+        """
+        Draining an idle service is immediate.
+        """
+        factory, _, _ = makeFactory()
+        self.successResultOf(factory.drain())
+
+
+class LoggingTests(SynchronousTestCase):
+    """
+    One structured event per finished connection.
+    """
+
+    def test_connectionClosedEvent(self) -> None:
+        """
+        A finished connection logs peer, local address, duration, bytes in
+        and out, and the reason.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        factory, metrics, clock = makeFactory()
+        protocol, transport = connect(factory, peer(port=5555))
+        protocol.dataReceived(b"hello")
+        clock.advance(2.5)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        [event] = [e for e in events if e.get("event") == "connection_closed"]
+        self.assertEqual(event["peer"], "127.0.0.1:5555")
+        self.assertEqual(event["local"], "127.0.0.1:8007")
+        self.assertEqual(event["duration"], 2.5)
+        self.assertEqual(event["bytesIn"], 5)
+        self.assertEqual(event["bytesOut"], 5)
+        self.assertEqual(event["reason"], "closed-by-peer")
+        self.assertEqual(event["service"], "tcp-echo")
+        self.assertEqual(
+            metrics.value("netdemo_received_bytes_total", service="tcp-echo"), 5
+        )
+        self.assertEqual(
+            metrics.value("netdemo_connections_total", service="tcp-echo"), 1
+        )
+        self.assertEqual(
+            metrics.value("netdemo_connections_current", service="tcp-echo"), 0
+        )
+
+    def test_refusalsRateLimited(self) -> None:
+        """
+        A flood of refusals is counted in full but logged at a bounded rate.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        factory, metrics, clock = makeFactory(ConnectionLimits(maxConnections=1))
+        connect(factory)
+        for i in range(100):
+            factory.buildProtocol(peer(port=i + 2))
+        clock.advance(11)
+        factory.buildProtocol(peer(port=200))
+        refused = [e for e in events if e.get("event") == "refused"]
+        self.assertEqual(len(refused), 2)
+        self.assertEqual(refused[1]["suppressed"], 99)
+        self.assertEqual(
+            metrics.value(
+                "netdemo_refused_total", service="tcp-echo", reason="max-connections"
+            ),
+            101,
+        )

@@ -1,0 +1,291 @@
+"""
+End-to-end tests: a real C{twistd -n --pidfile= netdemo} process, real
+sockets on loopback, and the clients people use (C{socat}, C{nc}, C{ncat}).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from tests.support import TwistdProcess, runTwistd
+
+MEGABYTE = os.urandom(1_000_000)
+
+
+def rss(pid: int) -> int:
+    """
+    Resident set size of process C{pid} in bytes.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def requireTool(name: str) -> str:
+    """
+    The path of a client program; CI installs them all (C{.ci/run}), so a
+    missing one is an error there and a skip with a reason elsewhere.
+    """
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            raise AssertionError(f"{name} is not installed; .ci/run installs it")
+        raise unittest.SkipTest(f"{name} is not installed (apt-get install it)")
+    return path
+
+
+class EchoClientTests(unittest.TestCase):
+    """
+    RFC 862 echo with half-close, byte-compared, through real clients.
+    """
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.daemon = TwistdProcess("--tcp", "tcp:0:interface=127.0.0.1")
+        cls.daemon.waitListening(1)
+        cls.port = cls.daemon.port("tcp-echo")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.daemon.stop()
+
+    def roundTrip(self, argv: list[str], runs: int = 3) -> None:
+        """
+        Send 1 MB then end of input through C{argv}, several times; every run
+        must give back exactly the 1,000,000 bytes sent.
+        """
+        for run in range(runs):
+            result = subprocess.run(
+                argv, input=MEGABYTE, capture_output=True, timeout=30
+            )
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(len(result.stdout), 1_000_000, f"run {run}")
+            self.assertEqual(result.stdout, MEGABYTE, f"run {run}")
+
+    def test_socat(self) -> None:
+        """
+        C{socat} sends 1 MB and a FIN, and reads the whole echo back.
+        """
+        socat = requireTool("socat")
+        self.roundTrip([socat, "-b65536", "-t5", "-", f"TCP:127.0.0.1:{self.port}"])
+
+    def test_netcat(self) -> None:
+        """
+        OpenBSD C{nc -N} (shutdown after end of input) gets every byte back.
+        """
+        nc = requireTool("nc")
+        self.roundTrip([nc, "-N", "127.0.0.1", str(self.port)])
+
+    def test_ncat(self) -> None:
+        """
+        Nmap's C{ncat} half-closes on end of input and gets every byte back.
+        """
+        ncat = requireTool("ncat")
+        self.roundTrip([ncat, "127.0.0.1", str(self.port)])
+
+    def test_manySmallReads(self) -> None:
+        """
+        Many small messages written without waiting come back in order.
+        """
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            expected = b"".join(b"%d\n" % i for i in range(20000))
+            for i in range(0, len(expected), 7):
+                s.sendall(expected[i : i + 7])
+            s.shutdown(socket.SHUT_WR)
+            received = bytearray()
+            while chunk := s.recv(65536):
+                received += chunk
+        self.assertEqual(bytes(received), expected)
+
+
+class FlowControlTests(unittest.TestCase):
+    """
+    A client that sends and never reads cannot grow the server.
+    """
+
+    def test_nonReadingClientBounded(self) -> None:
+        """
+        While a client writes without reading, the server stops reading
+        from it: the client can only fill the kernel buffers, the server's
+        RSS stays flat, and once the client reads, every byte comes back.
+        """
+        with TwistdProcess("--tcp", "tcp:0:interface=127.0.0.1") as daemon:
+            daemon.waitListening(1)
+            port = daemon.port("tcp-echo")
+            before = rss(daemon.process.pid)
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            self.addCleanup(client.close)
+            client.setblocking(False)
+            chunk = os.urandom(65536)
+            sent = 0
+            stalled = 0.0
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and sent < 200_000_000:
+                try:
+                    sent += client.send(chunk)
+                    stalled = 0.0
+                except BlockingIOError:
+                    if not stalled:
+                        stalled = time.monotonic()
+                    elif time.monotonic() - stalled > 1.0:
+                        break
+                    time.sleep(0.01)
+            grown = rss(daemon.process.pid) - before
+            self.assertGreater(stalled, 0, "the server never pushed back")
+            self.assertLess(sent, 64_000_000)
+            self.assertLess(grown, 16_000_000)
+            # Now read everything: reading resumes and nothing was lost.
+            client.setblocking(True)
+            client.shutdown(socket.SHUT_WR)
+            received = 0
+            while data := client.recv(1 << 20):
+                received += len(data)
+            self.assertEqual(received, sent)
+            daemon.stop()
+
+
+class IPv6Tests(unittest.TestCase):
+    """
+    Endpoint descriptions other than plain TCP work.
+    """
+
+    def test_tcp6(self) -> None:
+        """
+        A tcp6 listener on ::1 echoes.
+        """
+        try:
+            probe = socket.socket(socket.AF_INET6)
+            probe.bind(("::1", 0))
+            probe.close()
+        except OSError:
+            raise unittest.SkipTest("no IPv6 loopback on this machine") from None
+        with TwistdProcess("--tcp", r"tcp6:0:interface=\:\:1") as daemon:
+            daemon.waitListening(1)
+            port = daemon.port("tcp-echo")
+            with socket.create_connection(("::1", port), timeout=10) as s:
+                s.sendall(b"over six\n")
+                s.shutdown(socket.SHUT_WR)
+                self.assertEqual(s.recv(100), b"over six\n")
+            daemon.stop()
+
+    def test_unixSocket(self) -> None:
+        """
+        A UNIX socket listener echoes with half-close.
+        """
+        with TwistdProcess("--tcp", "unix:echo.sock") as daemon:
+            daemon.waitListening(1)
+            path = daemon.logPath.parent / "echo.sock"
+            socat = requireTool("socat")
+            result = subprocess.run(
+                [socat, "-b65536", "-t5", "-", f"UNIX-CONNECT:{path}"],
+                input=MEGABYTE,
+                capture_output=True,
+                timeout=30,
+            )
+            self.assertEqual(result.stdout, MEGABYTE)
+            daemon.stop()
+
+
+class ShutdownTests(unittest.TestCase):
+    """
+    SIGTERM stops listening, drains, and exits within the drain time.
+    """
+
+    def test_drainDeadline(self) -> None:
+        """
+        With a client holding megabytes of unsent echo (it never reads),
+        the process exits within C{--drain} + 1 seconds of SIGTERM, and logs
+        the aborted connection.
+        """
+        drain = 1.0
+        with TwistdProcess(
+            "--tcp", "tcp:0:interface=127.0.0.1", "--drain", str(drain)
+        ) as daemon:
+            daemon.waitListening(1)
+            port = daemon.port("tcp-echo")
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.connect(("127.0.0.1", port))
+            self.addCleanup(client.close)
+            client.setblocking(False)
+            sent = 0
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and sent < 8_000_000:
+                try:
+                    sent += client.send(b"x" * 65536)
+                except BlockingIOError:
+                    time.sleep(0.01)
+            self.assertGreater(sent, 1_000_000)
+            elapsed = daemon.stop(signal.SIGTERM)
+            self.assertLess(elapsed, drain + 1.0)
+            self.assertIn("(shutdown-deadline)", daemon.log())
+            # twistd -n re-raises SIGTERM, which systemd counts as clean.
+            self.assertEqual(daemon.process.returncode, -signal.SIGTERM)
+
+    def test_quickStopWhenIdle(self) -> None:
+        """
+        With no connection open, SIGTERM stops at once.
+        """
+        with TwistdProcess("--tcp", "tcp:0:interface=127.0.0.1") as daemon:
+            daemon.waitListening(1)
+            self.assertLess(daemon.stop(), 1.0)
+
+
+class StartupErrorTests(unittest.TestCase):
+    """
+    Bad options and busy ports fail start-up with status 1 and one clear
+    line, never a traceback.
+    """
+
+    def assertOneLineError(
+        self, result: subprocess.CompletedProcess[str], *fragments: str
+    ) -> None:
+        """
+        The process exited 1 without a traceback and printed the fragments.
+        """
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertNotIn("Traceback", output)
+        for fragment in fragments:
+            self.assertIn(fragment, output)
+
+    def test_badOptions(self) -> None:
+        """
+        Each bad value is named in a single error line.
+        """
+        for args, fragment in [
+            (["--tcp", "99999"], "99999"),
+            (["--tcp", "nonsense:1"], "nonsense:1"),
+            (["--max-connections", "-1"], "'-1'"),
+        ]:
+            result = runTwistd(*args)
+            self.assertOneLineError(result, fragment)
+            errorLines = [
+                line
+                for line in (result.stdout + result.stderr).splitlines()
+                if fragment in line
+            ]
+            self.assertEqual(len(errorLines), 1, result.stdout)
+
+    def test_busyPort(self) -> None:
+        """
+        A port that is already taken makes twistd exit with status 1 and a
+        message naming the port.
+        """
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            result = runTwistd("--tcp", f"tcp:{port}:interface=127.0.0.1")
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertIn(str(port), output)
+        self.assertIn("Address already in use", output)
