@@ -126,7 +126,8 @@ def _listening(service: Any) -> Iterable[Deferred[Any]]:
             relay: Deferred[Any] = Deferred()
 
             def passOn(result: Any) -> Any:
-                relay.callback(not isinstance(result, Failure))
+                # The service's own errback logs a failure and leaves None.
+                relay.callback(result is not None and not isinstance(result, Failure))
                 return result
 
             waiting.addBoth(passOn)
