@@ -113,7 +113,7 @@ def eventAsRecord(event: dict[str, Any]) -> dict[str, Any]:
             "+00:00", "Z"
         )
     level = event.get("log_level")
-    record["level"] = level.name if isinstance(level, LogLevel) else "info"
+    record["level"] = level.name if level is not None else "info"
     record["namespace"] = event.get("log_namespace", "")
     if "event" in event:
         record["event"] = event["event"]
