@@ -223,7 +223,8 @@ h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:0 0 .3em}
 .card b{display:block;font-size:1.5em}
 section{background:#fff;border:1px solid #d9dee4;border-radius:6px;padding:.8em 1em;
 margin-bottom:1em}
-table{border-collapse:collapse;width:100%}
+table{border-collapse:collapse;width:100%;table-layout:fixed}
+th:nth-child(1){width:40%}th:nth-child(2){width:30%}
 td,th{text-align:left;padding:.15em .6em;border-bottom:1px solid #eef0f3}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .listeners code{background:#eef2f6;padding:0 .3em;margin-right:.4em}
@@ -290,6 +291,8 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width">',
+        # An empty icon, so that browsers do not ask for /favicon.ico.
+        '<link rel="icon" href="data:,">',
         '<noscript><meta http-equiv="refresh" content="5"></noscript>',
         "<title>netdemo status</title>",
         f"<style>{_STYLE}</style></head><body>",
