@@ -103,6 +103,18 @@ class StatusDocumentTests(SynchronousTestCase):
         self.assertEqual(doc["services"], [])
         self.assertEqual(doc["requests"], 0)
 
+    def test_notANumber(self) -> None:
+        """
+        A gauge that is not a number (an RTT not measured yet) is C{null} in
+        the JSON and a dash on the page.
+        """
+        metrics = MemoryMetrics()
+        metrics.set("netdemo_connections_current", float("nan"), service="x")
+        doc = statusDocument(metrics.samples(), INFO, now=1001)
+        self.assertIsNone(doc["services"][0]["metrics"][0]["value"])
+        json.dumps(doc, allow_nan=False)
+        self.assertIn(">\u2013</td>", renderStatusPage(doc))
+
     def test_pageEscapes(self) -> None:
         """
         Label values reach the page HTML-escaped.

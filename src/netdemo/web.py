@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -132,7 +133,8 @@ def statusDocument(
                 "name": sample.name,
                 "kind": _kind(catalog, sample.name),
                 "labels": labels,
-                "value": sample.value,
+                # JSON has no NaN or infinity (an RTT not measured yet).
+                "value": sample.value if math.isfinite(sample.value) else None,
             }
         )
     requests = sum(
@@ -180,7 +182,9 @@ class SamplesCollector(Collector):
         """
         families: dict[str, Metric] = {}
         for name, spec in self.catalog.items():
-            family = name[: -len("_total")] if spec.kind == "counter" else name
+            family = name
+            if spec.kind == "counter" and name.endswith("_total"):
+                family = name[: -len("_total")]
             families[name] = Metric(family, spec.help, spec.kind)
         for sample in self.metrics.samples():
             families[sample.name].add_sample(
@@ -199,7 +203,9 @@ class SamplesCollector(Collector):
         yield started
 
 
-def _format(value: float) -> str:
+def _format(value: float | None) -> str:
+    if value is None:
+        return "\u2013"
     if value == int(value):
         return str(int(value))
     return f"{value:.3f}"
@@ -234,7 +240,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 _SCRIPT = """
 (function(){
   var previous = null, period = 2000;
-  function fmt(v){return Number.isInteger(v) ? String(v) : v.toFixed(3);}
+  function fmt(v){
+    if(v === null) return '\u2013';
+    return Number.isInteger(v) ? String(v) : v.toFixed(3);}
   function dur(s){s=Math.floor(s);var d=Math.floor(s/86400);s%=86400;
     var h=Math.floor(s/3600);s%=3600;var m=Math.floor(s/60);s%=60;
     var t=h+'h '+String(m).padStart(2,'0')+'m '+String(s).padStart(2,'0')+'s';
@@ -250,7 +258,8 @@ _SCRIPT = """
         cell.textContent = fmt(m.value);
         if(m.kind === 'counter'){
           var rate = '\\u2013';
-          if(previous && m.series in previous.values && doc.time > previous.time){
+          if(previous && m.series in previous.values && doc.time > previous.time
+             && m.value !== null && previous.values[m.series] !== null){
             var r = (m.value - previous.values[m.series])/(doc.time - previous.time);
             rate = r.toFixed(1);
             if(m.name === 'netdemo_received_bytes_total') inRate += r;
@@ -347,7 +356,7 @@ def _total(doc: Mapping[str, Any], name: str) -> float:
             m["value"]
             for service in doc["services"]
             for m in service["metrics"]
-            if m["name"] == name
+            if m["name"] == name and m["value"] is not None
         )
     )
 
