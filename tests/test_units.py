@@ -143,3 +143,81 @@ class UnitTests(SynchronousTestCase):
             (name,) = re.findall(r"\nFileDescriptorName=(\S+)\n", unit.read_text())
             if unit.name in sockets.split():
                 self.assertIn(f":name={name}", text)
+
+
+class ExecStartTests(SynchronousTestCase):
+    """
+    The service's command line, run the way its units run it.
+    """
+
+    def test_socketActivated(self) -> None:
+        """
+        C{ExecStart=} of C{netdemo.service}, started by
+        C{systemd-socket-activate} with one socket per socket unit named by
+        its C{FileDescriptorName=} (on loopback and free ports instead of 7
+        and 8080), sends READY=1 naming both listeners, echoes on the
+        connection that started it, and serves C{/healthz}.
+        """
+        import socket
+        import urllib.request
+
+        from tests.test_systemd import Daemon, _freePort, _receive, _receiver
+
+        activate = shutil.which("systemd-socket-activate")
+        if activate is None:
+            self.skipTest("systemd-socket-activate not installed (package systemd)")
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            self.skipTest("no IPv6 loopback address")
+        text = (UNITS / "netdemo.service").read_text()
+        (execStart,) = re.findall(r"\nExecStart=(.*)\n", text)
+        (sockets,) = re.findall(r"\nSockets=(.*)\n", text)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        argv = execStart.replace(INSTALLED_TWISTD, twistd).split()
+        names = [
+            re.findall(r"\nFileDescriptorName=(\S+)\n", (UNITS / unit).read_text())[0]
+            for unit in sockets.split()
+        ]
+        self.assertEqual(names, ["echo", "http"])
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            echoPort = s.getsockname()[1]
+        httpPort = _freePort()
+        notify, address = _receiver(self)
+        daemon = Daemon(
+            self,
+            [
+                activate,
+                f"--listen=[::1]:{echoPort}",
+                f"--listen=127.0.0.1:{httpPort}",
+                "--fdname=" + ":".join(names),
+                f"--setenv=NOTIFY_SOCKET={address}",
+                *argv,
+            ],
+        )
+        with socket.create_connection(("::1", echoPort), timeout=60) as client:
+            client.sendall(b"activated\n")
+            received = b""
+            while not received.endswith(b"\n"):
+                chunk = client.recv(100)
+                if not chunk:
+                    break
+                received += chunk
+        self.assertEqual(received, b"activated\n")
+        self.assertEqual(
+            _receive(notify).decode("utf-8").split("\n")[:2],
+            [
+                "READY=1",
+                f"STATUS=Listening: http on 127.0.0.1:{httpPort}; "
+                f"tcp-echo on [::1]:{echoPort}",
+            ],
+        )
+        # No proxy from the environment for loopback.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(
+            f"http://127.0.0.1:{httpPort}/healthz", timeout=60
+        ) as response:
+            self.assertEqual(response.read(), b"ok\n")
+        daemon.stop()
