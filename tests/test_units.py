@@ -197,6 +197,8 @@ class ExecStartTests(SynchronousTestCase):
                 *argv,
             ],
         )
+        for _ in names:
+            self.assertIn(b"Listening on", daemon.readLine())
         with socket.create_connection(("::1", echoPort), timeout=60) as client:
             client.sendall(b"activated\n")
             received = b""
