@@ -391,7 +391,10 @@ class Daemon:
         """
         deadline = time.monotonic() + timeout
         while True:
-            line = self.readLine(max(0.1, deadline - time.monotonic()))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no such log line within {timeout} s")
+            line = self.readLine(left)
             record = json.loads(line)
             if predicate(record):
                 return record
@@ -449,7 +452,10 @@ class TwistdNotifyTests(SynchronousTestCase):
         messages = []
         deadline = time.monotonic() + STEP
         while not any(m.startswith(b"READY=1") for m in messages):
-            messages.append(_receive(sock, max(0.1, deadline - time.monotonic())))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no READY=1 within {STEP} s: {messages}")
+            messages.append(_receive(sock, left))
         ready = [m for m in messages if m.startswith(b"READY=1")][0]
         self.assertEqual(
             ready.decode("utf-8"),
@@ -472,8 +478,8 @@ class TwistdNotifyTests(SynchronousTestCase):
                 break
         self.assertEqual(message, b"STOPPING=1\nSTATUS=Stopping\n")
         self.assertEqual(daemon.process.wait(STEP), -signal.SIGTERM)
-        # The rest of the log is JSON too.
-        while True:
+        # The rest of the log (until the end of the output) is JSON too.
+        for _ in range(10000):
             try:
                 json.loads(daemon.readLine(STEP))
             except AssertionError:
