@@ -12,7 +12,10 @@ socket activation.
     C{$WATCHDOG_USEC}, and sends C{STOPPING=1} when shutdown begins.
   - L{inheritedDescriptor} and L{adoptDatagramPort} adopt a datagram socket
     handed over by a C{.socket} unit (C{ListenDatagram=}), which Twisted's
-    C{systemd:} endpoint cannot do (it is for stream sockets only).
+    C{systemd:} endpoint cannot do (it is for stream sockets only).  The
+    UDP service's C{--udp systemd:NAME} is meant to call, in its
+    C{startService}, C{adoptDatagramPort(reactor, inheritedDescriptor(NAME),
+    protocol)} (see "For developers" in C{docs/operations.md}).
 """
 
 from __future__ import annotations
