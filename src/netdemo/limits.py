@@ -348,6 +348,12 @@ class _ReportingEndpoint:
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         def listening(port: IListeningPort) -> IListeningPort:
             self._service.ports.append(port)
+            self._service.factory.metrics.set(
+                "netdemo_listener_info",
+                1,
+                service=str(self._service.name),
+                address=formatAddress(port.getHost()),
+            )
             self._service._log.info(
                 "{service}: listening on {address} ({description})",
                 event="listening",
@@ -396,9 +402,15 @@ class StreamService(MultiService):
         """
         Stop listening, then drain the open connections.
         """
+        # Closed ports no longer know their address: read it first.
+        addresses = [formatAddress(port.getHost()) for port in self.ports]
         stopped: Deferred[Any] = super().stopService()
 
         def drain(ignored: object) -> Deferred[None]:
+            for address in addresses:
+                self.factory.metrics.set(
+                    "netdemo_listener_info", 0, service=str(self.name), address=address
+                )
             self.ports.clear()
             return self.factory.drain()
 

@@ -9,13 +9,17 @@ log shippers can select them without parsing text.  See C{docs/logging.md}.
 
 from __future__ import annotations
 
-from typing import Any
+import datetime
+import json
+import sys
+from typing import IO, Any
 
 from attrs import define, field
 from twisted.internet.interfaces import IAddress
-from twisted.logger import Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
+from zope.interface import implementer
 
-__all__ = ["RateLimitedLog", "formatAddress"]
+__all__ = ["JSONLinesObserver", "RateLimitedLog", "formatAddress", "jsonObserver"]
 
 
 def formatAddress(address: IAddress | None) -> str:
@@ -83,3 +87,77 @@ class RateLimitedLog:
         suppressed = self._held.pop(key, 0)
         self.log.emit(level, format, suppressed=suppressed, **kw)
         return True
+
+
+#: Keys of events bridged from the legacy C{twisted.python.log} API that
+#: repeat what the structured fields already say.
+_LEGACY_KEYS = frozenset(
+    {"message", "isError", "system", "time", "format", "why", "failure", "printed"}
+)
+
+
+def eventAsRecord(event: dict[str, Any]) -> dict[str, Any]:
+    """
+    Flatten a L{twisted.logger} event into a JSON-friendly record: C{time},
+    C{level}, C{namespace}, C{message} (the rendered text), C{failure} (a
+    traceback, when there is one), then every key of the event that does
+    not start with C{log_} (C{event}, C{service}, C{peer}, ...).  See
+    C{docs/logging.md}.
+    """
+    legacy = "log_legacy" in event or "isError" in event
+    record: dict[str, Any] = {}
+    when = event.get("log_time")
+    if isinstance(when, (int, float)):
+        moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+        record["time"] = moment.isoformat(timespec="microseconds").replace(
+            "+00:00", "Z"
+        )
+    level = event.get("log_level")
+    record["level"] = level.name if level is not None else "info"
+    record["namespace"] = event.get("log_namespace", "")
+    if "event" in event:
+        record["event"] = event["event"]
+    record["message"] = formatEvent(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            record["failure"] = failure.getTraceback()
+        except Exception:
+            record["failure"] = repr(failure)
+    for key, value in event.items():
+        if key.startswith("log_") or (legacy and key in _LEGACY_KEYS):
+            continue
+        # The fields above win over event keys of the same name.
+        record.setdefault(key, value)
+    return record
+
+
+@implementer(ILogObserver)
+class JSONLinesObserver:
+    """
+    Write each event as one JSON object on one line, for journald and log
+    shippers.
+
+    @ivar outFile: Where to write; flushed after every line.
+    """
+
+    def __init__(self, outFile: IO[str]) -> None:
+        self.outFile = outFile
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        record = eventAsRecord(event)
+        try:
+            line = json.dumps(record, default=repr, sort_keys=False)
+        except ValueError:
+            # A circular structure: keep the line, lose the odd field.
+            line = json.dumps({k: repr(v) for k, v in record.items()})
+        self.outFile.write(line + "\n")
+        self.outFile.flush()
+
+
+def jsonObserver() -> ILogObserver:
+    """
+    The log observer factory for C{twistd --logger=netdemo.logs.jsonObserver}:
+    JSON lines on standard output.
+    """
+    return JSONLinesObserver(sys.stdout)

@@ -72,6 +72,16 @@ CATALOG: dict[str, MetricSpec] = {
     "netdemo_sent_bytes_total": MetricSpec(
         "counter", "Payload bytes sent to clients", ("service",)
     ),
+    # How a service describes itself to the status page: one series per
+    # bound listener, 1 while it listens and 0 once it stopped.
+    "netdemo_listener_info": MetricSpec(
+        "gauge",
+        "Listening sockets of each service: 1 while bound, 0 once closed",
+        ("service", "address"),
+    ),
+    "netdemo_http_requests_total": MetricSpec(
+        "counter", "Requests to the status and metrics pages", ("service", "path")
+    ),
 }
 
 

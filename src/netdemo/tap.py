@@ -17,6 +17,7 @@ from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from netdemo.limits import DEFAULT_BACKLOG, ConnectionLimits
+from netdemo.metrics import IMetrics
 
 __all__ = ["DEFAULTS", "Options", "makeService"]
 
@@ -24,6 +25,7 @@ __all__ = ["DEFAULTS", "Options", "makeService"]
 #: service, on loopback, on these ports.
 DEFAULTS: dict[str, list[str]] = {
     "tcp": [f"tcp:8007:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
+    "http": ["tcp:8080:interface=127.0.0.1"],
 }
 
 
@@ -95,7 +97,7 @@ class Options(usage.Options):
     The options of C{twistd netdemo}.
     """
 
-    synopsis = "[--tcp DESC]... [limits]"
+    synopsis = "[--tcp DESC]... [--http DESC]... [limits]"
     longdesc = (
         "Run the classic network utility services in one process. "
         "DESC is a port (8007, listening on every address with a backlog of "
@@ -103,7 +105,8 @@ class Options(usage.Options):
         "tcp:8007:interface=127.0.0.1, tcp6:8007:interface=\\:\\:, "
         "ssl:8443:privateKey=key.pem, unix:/run/echo.sock or "
         "systemd:domain=INET:name=echo. With no service option, every service "
-        "starts on 127.0.0.1 on its default port (TCP echo: 8007)."
+        "starts on 127.0.0.1 on its default port (TCP echo: 8007, HTTP status "
+        "and metrics: 8080)."
     )
 
     optParameters: list[list[Any]] = [
@@ -140,7 +143,7 @@ class Options(usage.Options):
         ],
     ]
 
-    compData = usage.Completions(multiUse=["tcp"])
+    compData = usage.Completions(multiUse=["tcp", "http"])
 
     #: Set when parsing failed, so that L{getUsage} stays quiet: C{twistd}
     #: prints the usage before the error, and a bad option deserves one line.
@@ -149,6 +152,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["tcp"] = []
+        self["http"] = []
 
     def parseOptions(self, options: Any = None) -> None:
         try:
@@ -170,6 +174,14 @@ class Options(usage.Options):
         Repeatable. [default when no service is given: tcp:8007 on 127.0.0.1]
         """
         self["tcp"].append(streamDescription("tcp", description))
+
+    def opt_http(self, description: str) -> None:
+        """
+        HTTP status page, /status.json, /healthz and Prometheus /metrics:
+        a port or an endpoint description. Repeatable. [default when no
+        service is given: tcp:8080 on 127.0.0.1]
+        """
+        self["http"].append(streamDescription("http", description))
 
     def postOptions(self) -> None:
         if not any(self[name] for name in DEFAULTS):
@@ -199,12 +211,38 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as installed
 
         reactor = installed
+    from netdemo import __version__
     from netdemo.echo import buildEchoService
     from netdemo.metrics import MemoryMetrics
+    from netdemo.systemd import Notifier, NotifyService
+    from netdemo.web import ServerInfo, buildHTTPService
 
     metrics = MemoryMetrics()
     top = MultiService()
     limits = options.connectionLimits()
     if options["tcp"]:
         buildEchoService(options["tcp"], limits, metrics, reactor).setServiceParent(top)
+    if options["http"]:
+        info = ServerInfo(version=__version__, startedAt=reactor.seconds())
+        buildHTTPService(options["http"], metrics, info, reactor).setServiceParent(top)
+    # Last, so that it starts once every listener above is bound.
+    NotifyService(
+        Notifier.fromEnvironment(), lambda: listeningSummary(metrics), reactor
+    ).setServiceParent(top)
     return top
+
+
+def listeningSummary(metrics: IMetrics) -> str:
+    """
+    One line naming every listener, for systemd's C{STATUS=}.
+    """
+    bound: dict[str, list[str]] = {}
+    for sample in metrics.samples():
+        if sample.name == "netdemo_listener_info" and sample.value:
+            labels = sample.labelDict
+            bound.setdefault(labels["service"], []).append(labels["address"])
+    listeners = "; ".join(
+        f"{service} on {', '.join(sorted(addresses))}"
+        for service, addresses in sorted(bound.items())
+    )
+    return f"Listening: {listeners}" if listeners else "Listening on nothing"

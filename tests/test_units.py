@@ -1,0 +1,225 @@
+"""
+Tests for the systemd units in C{docs/systemd/}: C{systemd-analyze} finds
+nothing wrong with them and rates the service's exposure at most 2.0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+UNITS = Path(__file__).resolve().parent.parent / "docs" / "systemd"
+
+#: The install location the units name; the tests put this venv's there.
+INSTALLED_TWISTD = "/opt/netdemo/bin/twistd"
+
+
+class UnitTests(SynchronousTestCase):
+    """
+    The shipped units pass C{systemd-analyze}.
+    """
+
+    def setUp(self) -> None:
+        self.analyze = shutil.which("systemd-analyze")
+        if self.analyze is None:
+            self.skipTest("systemd-analyze not installed (Debian package systemd)")
+
+    def units(self) -> list[Path]:
+        """
+        The units, copied to a temporary directory with C{ExecStart=} naming
+        this checkout's C{twistd}: C{verify} checks that the command exists.
+        """
+        directory = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, directory)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        copies = []
+        for unit in sorted(UNITS.glob("netdemo*.s*")):
+            text = unit.read_text().replace(INSTALLED_TWISTD, twistd)
+            copy = directory / unit.name
+            copy.write_text(text)
+            copies.append(copy)
+        self.assertEqual(
+            [c.name for c in copies],
+            [
+                "netdemo-echo.socket",
+                "netdemo-http.socket",
+                "netdemo-udp.socket",
+                "netdemo.service",
+            ],
+        )
+        return copies
+
+    def verify(self, units: list[Path]) -> str:
+        """
+        The output of C{systemd-analyze verify}.
+        """
+        assert self.analyze is not None
+        result = subprocess.run(
+            [self.analyze, "verify", *map(str, units)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=units[0].parent,
+        )
+        return result.stdout + result.stderr
+
+    def test_verify(self) -> None:
+        """
+        C{systemd-analyze verify} prints nothing for any unit.
+        """
+        self.assertEqual(self.verify(self.units()), "")
+
+    def test_verifyComplains(self) -> None:
+        """
+        The check above can fail: an unknown key in the service is reported.
+        """
+        units = self.units()
+        service = units[-1]
+        service.write_text(
+            service.read_text().replace("[Service]\n", "[Service]\nNoSuchKey=1\n")
+        )
+        self.assertIn("NoSuchKey", self.verify(units))
+
+    def test_security(self) -> None:
+        """
+        C{systemd-analyze security --offline=true} rates the service at most
+        2.0.
+        """
+        assert self.analyze is not None
+        result = subprocess.run(
+            [
+                self.analyze,
+                "security",
+                "--offline=true",
+                "--no-pager",
+                str(UNITS / "netdemo.service"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        match = re.search(
+            r"Overall exposure level for netdemo\.service: (\d+\.\d+)", result.stdout
+        )
+        self.assertIsNotNone(match, result.stdout + result.stderr)
+        assert match is not None
+        self.assertLessEqual(float(match.group(1)), 2.0, result.stdout)
+
+    def test_serviceShape(self) -> None:
+        """
+        The service is C{Type=notify}, runs C{twistd} in the foreground
+        without a pidfile, stops with C{KillMode=mixed} and gives the drain
+        (5 s by default) time to finish.
+        """
+        text = (UNITS / "netdemo.service").read_text()
+        for line in [
+            "Type=notify",
+            "KillMode=mixed",
+            "DynamicUser=yes",
+            "ProtectSystem=strict",
+            "CapabilityBoundingSet=",
+            "SystemCallFilter=@system-service",
+        ]:
+            self.assertIn(f"\n{line}\n", text)
+        self.assertIn(f"ExecStart={INSTALLED_TWISTD} --nodaemon --pidfile= ", text)
+        (stop,) = re.findall(r"\nTimeoutStopSec=(\d+)\n", text)
+        self.assertGreater(int(stop), 5)
+
+    def test_socketNames(self) -> None:
+        """
+        Every socket unit names its descriptor, and every stream socket the
+        service lists is one its command line asks for by that name.
+        """
+        text = (UNITS / "netdemo.service").read_text()
+        (sockets,) = re.findall(r"\nSockets=(.*)\n", text)
+        for unit in sorted(UNITS.glob("*.socket")):
+            (name,) = re.findall(r"\nFileDescriptorName=(\S+)\n", unit.read_text())
+            if unit.name in sockets.split():
+                self.assertIn(f":name={name}", text)
+
+
+class ExecStartTests(SynchronousTestCase):
+    """
+    The service's command line, run the way its units run it.
+    """
+
+    def test_socketActivated(self) -> None:
+        """
+        C{ExecStart=} of C{netdemo.service}, started by
+        C{systemd-socket-activate} with one socket per socket unit named by
+        its C{FileDescriptorName=} (on loopback and free ports instead of 7
+        and 8080), sends READY=1 naming both listeners, echoes on the
+        connection that started it, and serves C{/healthz}.
+        """
+        import socket
+        import urllib.request
+
+        from tests.test_systemd import Daemon, _freePort, _receive, _receiver
+
+        activate = shutil.which("systemd-socket-activate")
+        if activate is None:
+            self.skipTest("systemd-socket-activate not installed (package systemd)")
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            self.skipTest("no IPv6 loopback address")
+        text = (UNITS / "netdemo.service").read_text()
+        (execStart,) = re.findall(r"\nExecStart=(.*)\n", text)
+        (sockets,) = re.findall(r"\nSockets=(.*)\n", text)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        argv = execStart.replace(INSTALLED_TWISTD, twistd).split()
+        names = [
+            re.findall(r"\nFileDescriptorName=(\S+)\n", (UNITS / unit).read_text())[0]
+            for unit in sockets.split()
+        ]
+        self.assertEqual(names, ["echo", "http"])
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            echoPort = s.getsockname()[1]
+        httpPort = _freePort()
+        notify, address = _receiver(self)
+        daemon = Daemon(
+            self,
+            [
+                activate,
+                f"--listen=[::1]:{echoPort}",
+                f"--listen=127.0.0.1:{httpPort}",
+                "--fdname=" + ":".join(names),
+                f"--setenv=NOTIFY_SOCKET={address}",
+                *argv,
+            ],
+        )
+        for _ in names:
+            self.assertIn(b"Listening on", daemon.readLine())
+        with socket.create_connection(("::1", echoPort), timeout=60) as client:
+            client.sendall(b"activated\n")
+            received = b""
+            while not received.endswith(b"\n"):
+                chunk = client.recv(100)
+                if not chunk:
+                    break
+                received += chunk
+        self.assertEqual(received, b"activated\n")
+        self.assertEqual(
+            _receive(notify).decode("utf-8").split("\n")[:2],
+            [
+                "READY=1",
+                f"STATUS=Listening: http on 127.0.0.1:{httpPort}; "
+                f"tcp-echo on [::1]:{echoPort}",
+            ],
+        )
+        # No proxy from the environment for loopback.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(
+            f"http://127.0.0.1:{httpPort}/healthz", timeout=60
+        ) as response:
+            self.assertEqual(response.read(), b"ok\n")
+        daemon.stop()
