@@ -129,9 +129,12 @@ def whenInterrupted(reactor: Any) -> Deferred[None]:
     def install() -> None:
         def handler(signum: int, frame: Any) -> None:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            reactor.callFromThread(
-                lambda: interrupted.called or interrupted.callback(None)
-            )
+
+            def fire() -> None:
+                if not interrupted.called:
+                    interrupted.callback(None)
+
+            reactor.callFromThread(fire)
 
         signal.signal(signal.SIGINT, handler)
 
@@ -263,7 +266,7 @@ class PingOptions(GnuOptions):
         ],
     ]
 
-    def parseArgs(self, protocol: str, target: str) -> None:
+    def parseArgs(self, protocol: str, target: str) -> None:  # type: ignore[override]
         if protocol not in ("tcp", "udp"):
             raise usage.UsageError(f"protocol {protocol!r} is not tcp or udp")
         self["protocol"] = protocol
@@ -319,11 +322,9 @@ class _Pinger:
 
     def _settled(self) -> None:
         count = self.options["count"]
-        if not self.outstanding and (
-            self._stopped or (count and self.stats.sent >= count)
-        ):
-            if not self.done.called:
-                self.done.callback(None)
+        finished = self._stopped or (count and self.stats.sent >= count)
+        if not self.outstanding and finished and not self.done.called:
+            self.done.callback(None)
 
     def answer(self, data: bytes) -> None:
         seq = probeSequence(data, self.nonce)
@@ -497,9 +498,8 @@ class NetdemoOptions(usage.Options):
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError(
-                "say which command: " + ", ".join(c[0] for c in self.subCommands)
-            )
+            names = ", ".join(str(c[0]) for c in self.subCommands)
+            raise usage.UsageError(f"say which command: {names}")
 
 
 RUNNERS: dict[str, Callable[[Any, Any], Any]] = {
