@@ -83,6 +83,37 @@ def cpuTimes(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def cpuJiffies() -> dict[int, tuple[int, int]]:
+    """
+    Busy and total jiffies of every CPU so far, from C{/proc/stat}.
+    """
+    jiffies: dict[int, tuple[int, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks = [int(v) for v in values[:8]]
+            idle = ticks[3] + ticks[4]
+            jiffies[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    return jiffies
+
+
+def coreBusy(
+    before: dict[int, tuple[int, int]],
+    after: dict[int, tuple[int, int]],
+    cpu: int | None,
+) -> float | None:
+    """
+    How busy CPU C{cpu} was between two L{cpuJiffies} snapshots, whoever
+    kept it busy (a share of 1.0 with a server process share well below it
+    means something else ran there).
+    """
+    if cpu is None or cpu not in before or cpu not in after:
+        return None
+    busy = after[cpu][0] - before[cpu][0]
+    total = after[cpu][1] - before[cpu][1]
+    return busy / total if total else None
+
+
 def rssKiB(pid: int) -> int:
     """
     The resident set size of process C{pid}, in KiB.

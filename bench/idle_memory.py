@@ -118,7 +118,7 @@ def measure(harness: Harness, server: Server, connections: int) -> dict[str, Any
     }
 
 
-def main(harness: Harness) -> Section:
+def section(harness: Harness) -> Section:
     """
     Run the section.
     """

@@ -160,7 +160,7 @@ static int udpMode;
 static volatile sig_atomic_t stopping;
 
 static struct {
-    uint64_t roundTrips, closed, refused, mismatched, readErrors, lost,
+    uint64_t allRoundTrips, roundTrips, closed, refused, mismatched, readErrors, lost,
         truncated;
 } stats;
 
@@ -503,6 +503,7 @@ int main(int argc, char **argv) {
             }
             if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
                 if (readReply(c)) {
+                    stats.allRoundTrips++;
                     if (measuring) {
                         record(now - c->t0);
                         stats.roundTrips++;
@@ -542,6 +543,7 @@ int main(int argc, char **argv) {
     printf("{\"mode\": \"%s\", \"connections\": %d, \"connected\": %d, "
            "\"alive\": %d, \"size\": %zu, \"sources\": %d, "
            "\"duration\": %.3f, \"round_trips\": %llu, "
+           "\"all_round_trips\": %llu, "
            "\"rate\": %.1f, \"latency_us\": {\"mean\": %.1f, \"p50\": %.1f, "
            "\"p90\": %.1f, \"p99\": %.1f, \"p999\": %.1f, \"max\": %.1f}, "
            "\"cpu\": {\"seconds\": %.3f, \"share\": %.3f}, "
@@ -550,6 +552,7 @@ int main(int argc, char **argv) {
            "\"truncated\": %llu}}\n",
            udpMode ? "udp" : "tcp", nconns, connected, alive, msgSize,
            sources, wall, (unsigned long long)stats.roundTrips,
+           (unsigned long long)stats.allRoundTrips,
            wall > 0 ? (double)stats.roundTrips / wall : 0.0,
            histCount ? (double)histSum / (double)histCount / 1000.0 : 0.0,
            percentileUs(50), percentileUs(90), percentileUs(99),

@@ -1,13 +1,21 @@
 """
 netdemo's benchmarks (C{make bench}): every section in one run.
 
-A section is a module in C{bench/} listed in L{SECTIONS}.  It defines
+A section is a module in C{bench/} listed in L{SECTIONS}, in one of two
+shapes:
 
-  - C{main(harness) -> harness.Section}: run, return tables (markdown) and
-    data (JSON-serialisable); start its servers with C{harness.startServer}
-    or C{harness.startNetdemo} (pinned to the server CPU) and drive them
-    with C{harness.loadgen} / C{harness.holding} (pinned to the other CPU);
-  - optionally C{addArguments(parser)} for options of its own.
+  - integrated: C{section(harness) -> harness.Section} runs and returns
+    tables (markdown) and data (JSON-serialisable).  It starts servers with
+    C{harness.startServer} or C{harness.startNetdemo(harness, ...)} (pinned
+    to the server CPU) and drives them with C{harness.loadgen} /
+    C{harness.holding} (pinned to the other CPU), and reads
+    C{harness.args.duration}, C{.warmup}, C{.repeat} (set by C{--quick}).
+    It may define C{addArguments(parser)} for options of its own.
+  - standalone: C{main(argv) -> int}, a script with its own command line.
+    It is called in-process with the words of C{--NAME-args} (with
+    C{--quick}, of C{--NAME-quick-args} when the module defines
+    C{QUICK_ARGS}, a list); its output is shown and kept, verbatim, in
+    C{results.md}.
 
 A listed module that does not exist yet is skipped.  Results go to
 C{bench/results/} (git-ignored): C{results.json}, C{results.md}, one JSON
@@ -22,10 +30,13 @@ Usage: C{python bench/run.py [--quick] [--only echo,memory] [--duration S]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import platform
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -100,10 +111,16 @@ def parseArguments(
         help="rewrite the marked sections of docs/benchmarks.md and copy the "
         "plots to docs/",
     )
-    for module in modules.values():
+    for name, module in modules.items():
         addArguments = getattr(module, "addArguments", None)
         if addArguments is not None:
             addArguments(parser)
+        elif not hasattr(module, "section"):
+            parser.add_argument(
+                f"--{name}-args",
+                default="",
+                help=f"arguments for bench/{module.__name__}.py (standalone section)",
+            )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.repeat = 1.0, 0.5, 1
@@ -143,6 +160,45 @@ def updateDocs(sections: list[Section]) -> None:
     print(f"updated {DOCS}")
 
 
+class _Tee(io.TextIOBase):
+    """
+    Write to standard output and keep a copy.
+    """
+
+    def __init__(self, out: io.TextIOBase | object) -> None:
+        self.out = out
+        self.copy = io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.out.write(text)  # type: ignore[attr-defined]
+        self.out.flush()  # type: ignore[attr-defined]
+        return self.copy.write(text)
+
+
+def runSection(name: str, module: ModuleType, harness: Harness) -> Section:
+    """
+    Run one section, integrated or standalone.
+    """
+    if hasattr(module, "section"):
+        section: Section = module.section(harness)
+        return section
+    args = harness.args
+    words = shlex.split(getattr(args, f"{name}_args", ""))
+    if args.quick and not words:
+        words = list(getattr(module, "QUICK_ARGS", []))
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):  # type: ignore[type-var]
+        status = module.main(words)
+    output = tee.copy.getvalue().rstrip()
+    command = " ".join(["python", f"bench/{module.__name__}.py", *words])
+    return Section(
+        name=name,
+        title=name,
+        markdown=f"`{command}` (exit status {status}):\n\n```\n{output}\n```",
+        data={"command": command, "status": status, "output": output},
+    )
+
+
 def main(argv: list[str]) -> int:
     """
     Run the selected sections and write the results.
@@ -158,7 +214,7 @@ def main(argv: list[str]) -> int:
         if not name:
             continue
         print(f"== {name}", flush=True)
-        section: Section = modules[name].main(harness)
+        section = runSection(name, modules[name], harness)
         sections.append(section)
         (args.results / f"{name}.json").write_text(
             json.dumps(asdict(section), indent=1, default=str)

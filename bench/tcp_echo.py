@@ -25,6 +25,8 @@ from harness import (
     Harness,
     Section,
     Server,
+    coreBusy,
+    cpuJiffies,
     cpuTimes,
     median,
     portFromJSONLine,
@@ -116,6 +118,7 @@ def runOnce(
     """
     args = harness.args
     before = cpuTimes(server.pid)
+    cores = cpuJiffies()
     started = time.monotonic()
     result = harness.loadgen(
         server.port,
@@ -131,10 +134,32 @@ def runOnce(
         str(SOURCES),
     )
     elapsed = time.monotonic() - started
-    result["server_cpu_share"] = (cpuTimes(server.pid) - before) / elapsed
+    serverCPU = cpuTimes(server.pid) - before
+    result["server_cpu_share"] = serverCPU / elapsed
+    result["server_cpu_us_per_rt"] = serverCPU * 1e6 / max(1, result["all_round_trips"])
+    coresAfter = cpuJiffies()
+    result["server_core_busy"] = coreBusy(cores, coresAfter, harness.serverCPU)
+    result["loadgen_core_busy"] = coreBusy(cores, coresAfter, harness.clientCPU)
     if server.process.poll() is not None:
         raise RuntimeError(f"{server.name} exited during the run")
     return result
+
+
+def _medianOrNone(values: list[float | None]) -> float | None:
+    """
+    The median of the known values, or L{None}.
+    """
+    known = [v for v in values if v is not None]
+    return median(known) if known else None
+
+
+def _share(process: float, core: float | None) -> str:
+    """
+    C{process %/core %}, or C{process %} when the core is unknown.
+    """
+    if core is None:
+        return f"{process:.0%}"
+    return f"{process:.0%}/{core:.0%}"
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -154,6 +179,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_us": median([r["latency_us"]["p99"] for r in runs]),
         "loadgen_cpu_share": max(r["cpu"]["share"] for r in runs),
         "server_cpu_share": median([r["server_cpu_share"] for r in runs]),
+        "server_cpu_us_per_rt": median([r["server_cpu_us_per_rt"] for r in runs]),
+        "server_core_busy": _medianOrNone([r.get("server_core_busy") for r in runs]),
+        "loadgen_core_busy": _medianOrNone([r.get("loadgen_core_busy") for r in runs]),
         "errors": {k: v for k, v in errors.items() if v},
         "connected": min(r["connected"] for r in runs),
     }
@@ -167,8 +195,9 @@ def markdownTable(
     """
     lines = [
         "| scenario | server | round trips/s (median) | range | p50 µs | p99 µs "
-        "| vs tutorial | server CPU | loadgen CPU |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| vs tutorial | server CPU µs per round trip "
+        "| server CPU proc/core | loadgen CPU proc/core |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for scenario, byServer in summary.items():
         reference = byServer.get(REFERENCE, {}).get("rate")
@@ -187,7 +216,9 @@ def markdownTable(
                 f"| {scenario} | {name}{note} | {s['rate']:,.0f} "
                 f"| {s['rate_min']:,.0f}-{s['rate_max']:,.0f} "
                 f"| {s['p50_us']:.0f} | {s['p99_us']:.0f} | {ratio} "
-                f"| {s['server_cpu_share']:.0%} | {s['loadgen_cpu_share']:.0%} |"
+                f"| {s['server_cpu_us_per_rt']:.1f} "
+                f"| {_share(s['server_cpu_share'], s['server_core_busy'])} "
+                f"| {_share(s['loadgen_cpu_share'], s['loadgen_core_busy'])} |"
             )
     return "\n".join(lines)
 
@@ -237,7 +268,7 @@ def plot(
     return [path]
 
 
-def main(harness: Harness) -> Section:
+def section(harness: Harness) -> Section:
     """
     Run the section.
     """
@@ -260,8 +291,11 @@ def main(harness: Harness) -> Section:
                         f"{server.name:>9}: {result['rate']:>9,.0f} rt/s, "
                         f"p50 {result['latency_us']['p50']:.0f} µs, p99 "
                         f"{result['latency_us']['p99']:.0f} µs, server CPU "
-                        f"{result['server_cpu_share']:.0%}, loadgen CPU "
-                        f"{result['cpu']['share']:.0%}",
+                        f"{result['server_cpu_share']:.0%} "
+                        f"({result['server_cpu_us_per_rt']:.1f} µs/rt), loadgen CPU "
+                        f"{result['cpu']['share']:.0%}; cores "
+                        f"{result['server_core_busy'] or 0:.0%}/"
+                        f"{result['loadgen_core_busy'] or 0:.0%} busy",
                         flush=True,
                     )
                     time.sleep(SETTLE)
@@ -283,9 +317,12 @@ def main(harness: Harness) -> Section:
         "tcp:0:interface=127.0.0.1:backlog=1024` with its default limits "
         "(max 10000 connections, 256 per peer, 300 s idle timeout, flow "
         f"control, half-close). The load generator spreads connections over "
-        f"{SOURCES} loopback source addresses. CPU columns: share of one core "
-        "over the run (loadgen: the highest of the repeats; near 100 % would "
-        "mean the load generator is the bottleneck).",
+        f"{SOURCES} loopback source addresses. CPU columns: the process's "
+        "share of one core over the run (loadgen: the highest of the repeats, "
+        "from its own getrusage; near 100 % would mean the load generator is "
+        "the bottleneck), then how busy that core was in all (/proc/stat: "
+        "other processes and softirq included; well above the process share "
+        "means the machine was loaded by something else).",
     ]
     markdown.extend(f"- {note}" for note in notes)
     return Section(

@@ -13,7 +13,7 @@ Compared with the tutorial C{dataReceived -> transport.write} echo:
     and never reads cannot grow the server's memory;
   - B{limits}: see L{netdemo.limits};
   - B{speed}: when nothing is buffered for the connection, the reply is
-    handed to the kernel at once (C{writeSomeData}) instead of being queued
+    handed to the kernel at once (the socket's C{send}) instead of being queued
     until the next reactor turn.  The tutorial echo pays two C{epoll_ctl}
     calls and one extra reactor iteration per reply for that queueing.  Only
     whatever the kernel did not take goes through C{transport.write}, which
@@ -43,9 +43,10 @@ __all__ = ["Echo", "EchoFactory", "buildEchoService"]
 SERVICE_NAME = "tcp-echo"
 
 # The direct-send path reads two attributes of Twisted's FileDescriptor write
-# buffer (dataBuffer, _tempDataLen) to know that nothing is queued.  Should a
-# later Twisted rename them, the echo falls back to plain transport.write.
-_BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen", "writeSomeData")
+# buffer (dataBuffer, _tempDataLen) to know that nothing is queued, and sends
+# with the transport's socket.  Should a later Twisted rename them, the echo
+# falls back to plain transport.write.
+_BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen", "socket")
 
 
 def _unsent(transport: Any) -> int:
@@ -85,13 +86,19 @@ class Echo(LimitedProtocol):
         self.bytesIn += len(data)
         t = self._direct
         if t is not None and not t._tempDataLen and not t.dataBuffer:
-            sent = t.writeSomeData(data)
+            # The socket's own send, not writeSomeData: that adds a
+            # memoryview slice (SEND_LIMIT, larger than any read) and an
+            # EINTR loop (Python retries EINTR itself, PEP 475) per reply.
+            try:
+                sent = t.socket.send(data)
+            except OSError:
+                # EAGAIN/ENOBUFS: the kernel took nothing.  Any other
+                # error: transport.write buffers the data and the next
+                # doWrite reports the loss, as for any write.
+                sent = 0
             if sent == len(data):
                 return
-            if isinstance(sent, int) and sent > 0:
-                data = data[sent:]
-            # On an error writeSomeData returns an exception: transport.write
-            # buffers the data and the next doWrite reports the loss.
+            data = data[sent:]
         self.transport.write(data)  # type: ignore[union-attr]
 
     @property
