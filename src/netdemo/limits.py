@@ -127,7 +127,10 @@ class LimitedProtocol(Protocol):
         local = transport.getHost()
         factory = getattr(self, "factory", None)
         if isinstance(factory, LimitedFactory):
-            local = factory.localAddresses.setdefault(local, local)
+            try:
+                local = factory.localAddresses.setdefault(local, local)
+            except TypeError:  # an address type that cannot be hashed
+                pass
         self.local = local
         # Give the instance its per-read attributes now, not at the first
         # read: on CPython 3.11 a first store from dataReceived, once many
