@@ -247,6 +247,13 @@ class Harness:
         tail = log.read_text(errors="replace")[-2000:]
         raise BenchError(f"{name} did not start listening:\n{tail}")
 
+    def startNetdemo(self, name: str, service: str, options: Sequence[str]) -> Server:
+        """
+        Start C{twistd -n --pidfile= netdemo OPTIONS} on the server CPU; see
+        L{startNetdemo}.
+        """
+        return startNetdemo(self, name, service, options)
+
     def loadgen(self, port: int, *options: str, timeout: float = 600) -> dict[str, Any]:
         """
         Run the load generator on the client CPU against 127.0.0.1:C{port}

@@ -198,6 +198,12 @@ static int pump(Conn *c) {
             }
             if (errno == EINTR)
                 continue;
+            if (udpMode && errno == ECONNREFUSED) {
+                /* An ICMP error from an earlier datagram: sent again
+                 * after the timeout. */
+                stats.refused++;
+                return 0;
+            }
             return -1;
         }
         if (udpMode && (size_t)n != msgSize) {

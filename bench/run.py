@@ -6,7 +6,7 @@ shapes:
 
   - integrated: C{section(harness) -> harness.Section} runs and returns
     tables (markdown) and data (JSON-serialisable).  It starts servers with
-    C{harness.startServer} or C{harness.startNetdemo(harness, ...)} (pinned
+    C{harness.startServer} or C{harness.startNetdemo} (pinned
     to the server CPU) and drives them with C{harness.loadgen} /
     C{harness.holding} (pinned to the other CPU), and reads
     C{harness.args.duration}, C{.warmup}, C{.repeat} (set by C{--quick}).
@@ -21,7 +21,7 @@ A listed module that does not exist yet is skipped.  Results go to
 C{bench/results/} (git-ignored): C{results.json}, C{results.md}, one JSON
 per section and the plots.  C{--update-docs} also rewrites the sections of
 C{docs/benchmarks.md} between C{<!-- bench:NAME -->} and
-C{<!-- /bench:NAME -->} and copies the plots to C{docs/}.
+C{<!-- /bench:NAME -->} and copies the plots to C{docs/images/}.
 
 Usage: C{python bench/run.py [--quick] [--only echo,memory] [--duration S]
 [--repeat N] [--update-docs]}
@@ -109,7 +109,7 @@ def parseArguments(
         "--update-docs",
         action="store_true",
         help="rewrite the marked sections of docs/benchmarks.md and copy the "
-        "plots to docs/",
+        "plots to docs/images/",
     )
     for name, module in modules.items():
         addArguments = getattr(module, "addArguments", None)
@@ -155,7 +155,7 @@ def updateDocs(sections: list[Section]) -> None:
                 text,
             )
         for plot in section.plots:
-            shutil.copyfile(plot, DOCS.parent / f"benchmarks-{plot.name}")
+            shutil.copyfile(plot, DOCS.parent / "images" / f"benchmarks-{plot.name}")
     DOCS.write_text(text)
     print(f"updated {DOCS}")
 

@@ -44,6 +44,10 @@ REFERENCE = "tutorial"
 #: per-peer limit (256), which is a protection, not a bottleneck.
 SOURCES = 8
 
+#: A load generator busier than this share of its core may have limited
+#: the run: the table marks the server's number as a lower bound.
+LOADGEN_LIMIT = 0.85
+
 #: Seconds between two runs, so that one server's connection teardown
 #: (netdemo logs one event per closed connection) is not charged to the
 #: next server on the same CPU.
@@ -212,8 +216,9 @@ def markdownTable(
                     f"{k} {v}" for k, v in sorted(s["errors"].items())
                 )
                 note += ")"
+            mark = " *" if s["loadgen_cpu_share"] >= LOADGEN_LIMIT else ""
             lines.append(
-                f"| {scenario} | {name}{note} | {s['rate']:,.0f} "
+                f"| {scenario} | {name}{note} | {s['rate']:,.0f}{mark} "
                 f"| {s['rate_min']:,.0f}-{s['rate_max']:,.0f} "
                 f"| {s['p50_us']:.0f} | {s['p99_us']:.0f} | {ratio} "
                 f"| {s['server_cpu_us_per_rt']:.1f} "
@@ -322,7 +327,10 @@ def section(harness: Harness) -> Section:
         "from its own getrusage; near 100 % would mean the load generator is "
         "the bottleneck), then how busy that core was in all (/proc/stat: "
         "other processes and softirq included; well above the process share "
-        "means the machine was loaded by something else).",
+        "means the machine was loaded by something else). * : the load "
+        f"generator used {LOADGEN_LIMIT:.0%} or more of its core in some repeat, "
+        "so it may have limited that server: its number is a lower bound "
+        "(its CPU per round trip is still exact).",
     ]
     markdown.extend(f"- {note}" for note in notes)
     return Section(
