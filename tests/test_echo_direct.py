@@ -1,0 +1,167 @@
+# -*- test-case-name: tests.test_echo_direct -*-
+"""
+Tests for the echo's direct-send path (the socket's C{send} when nothing is
+queued, C{transport.write} for the rest) over real loopback sockets, and for
+the per-connection state that L{netdemo.limits.LimitedProtocol} sets up.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netdemo.echo import Echo, EchoFactory, _unsent
+from netdemo.limits import ConnectionLimits
+from netdemo.metrics import MemoryMetrics
+
+#: Bytes the client sends: more than the loopback socket buffers of both
+#: directions hold (Linux caps them at a few MB), so that while the client
+#: does not read, the kernel takes only part of some replies.
+PAYLOAD = 16 * 1024 * 1024
+
+#: Seconds the client waits before it starts reading.
+READ_DELAY = 0.5
+
+
+class RecordingEcho(Echo):
+    """
+    An echo that records whether the direct path applied and how often a
+    reply was left (partly) queued in the transport.
+    """
+
+    queued = 0
+    direct = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.direct = self.direct or self._direct is not None
+        super().dataReceived(data)
+        if _unsent(self.transport):
+            self.queued += 1
+
+
+class RecordingFactory(EchoFactory):
+    """
+    Keeps every protocol it builds.
+    """
+
+    protocol = RecordingEcho
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.built: list[RecordingEcho] = []
+
+    def buildProtocol(self, addr: Any) -> RecordingEcho | None:  # type: ignore[override]
+        p = super().buildProtocol(addr)
+        if p is not None:
+            self.built.append(p)  # type: ignore[arg-type]
+        return p  # type: ignore[return-value]
+
+
+def lateReader(port: int, payload: bytes) -> bytes:
+    """
+    Send C{payload} to 127.0.0.1:C{port} from one thread and FIN, while
+    this thread, after a pause, reads until the server closes.
+    """
+    client = socket.create_connection(("127.0.0.1", port), timeout=30)
+
+    def send() -> None:
+        client.sendall(payload)
+        client.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    received = []
+    time.sleep(READ_DELAY)
+    try:
+        while True:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            received.append(chunk)
+    finally:
+        sender.join(30)
+        client.close()
+    return b"".join(received)
+
+
+class DirectSendTests(TestCase):
+    """
+    The direct-send path over real loopback TCP.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.factory = RecordingFactory(
+            "tcp-echo", ConnectionLimits(), MemoryMetrics(), reactor
+        )
+        self.port = reactor.listenTCP(  # type: ignore[attr-defined]
+            0, self.factory, interface="127.0.0.1"
+        )
+        self.addCleanup(self.port.stopListening)
+
+    def test_lateReaderGetsEveryByteInOrder(self) -> None:
+        """
+        A client that starts reading late gets every byte back in order: replies
+        the kernel takes whole go out directly, and what it cannot take is
+        queued in the transport, behind which later replies wait.
+        """
+        payload = os.urandom(PAYLOAD)
+        d = deferToThread(lateReader, self.port.getHost().port, payload)
+
+        def check(echoed: bytes) -> None:
+            self.assertEqual(len(echoed), len(payload))
+            self.assertEqual(echoed, payload)
+            [p] = self.factory.built
+            self.assertTrue(p.direct)
+            self.assertGreater(p.queued, 0)
+
+        return d.addCallback(check)
+
+
+class ConnectionStateTests(SynchronousTestCase):
+    """
+    What L{netdemo.limits.LimitedProtocol.makeConnection} sets up.
+    """
+
+    def connect(self, factory: EchoFactory, port: int) -> Echo:
+        """
+        Connect a protocol to a L{StringTransport} with its own (equal)
+        local address object.
+        """
+        address = IPv4Address("TCP", "127.0.0.1", port)
+        p = factory.buildProtocol(address)
+        assert isinstance(p, Echo)
+        local = IPv4Address("TCP", "127.0.0.1", 8007)
+        p.makeConnection(StringTransport(hostAddress=local, peerAddress=address))
+        return p
+
+    def test_localAddressShared(self) -> None:
+        """
+        Connections to the same local address share one address object.
+        """
+        factory = EchoFactory("tcp-echo", ConnectionLimits(), MemoryMetrics(), Clock())
+        first = self.connect(factory, 40001)
+        second = self.connect(factory, 40002)
+        self.assertEqual(first.local, IPv4Address("TCP", "127.0.0.1", 8007))
+        self.assertIs(first.local, second.local)
+
+    def test_countersStartAtZero(self) -> None:
+        """
+        A new connection has read nothing and is not idle.
+        """
+        factory = EchoFactory("tcp-echo", ConnectionLimits(), MemoryMetrics(), Clock())
+        p = self.connect(factory, 40001)
+        self.assertEqual((p.bytesIn, p.idleTicks), (0, 0))
+        p.dataReceived(b"abc")
+        self.assertEqual((p.bytesIn, p.idleTicks), (3, 0))
