@@ -22,6 +22,7 @@ listener it arrived on:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
@@ -127,10 +128,9 @@ class LimitedProtocol(Protocol):
         local = transport.getHost()
         factory = getattr(self, "factory", None)
         if isinstance(factory, LimitedFactory):
-            try:
+            # An address type that cannot be hashed is kept as it is.
+            with suppress(TypeError):
                 local = factory.localAddresses.setdefault(local, local)
-            except TypeError:  # an address type that cannot be hashed
-                pass
         self.local = local
         # Give the instance its per-read attributes now, not at the first
         # read: on CPython 3.11 a first store from dataReceived, once many
