@@ -82,6 +82,17 @@ CATALOG: dict[str, MetricSpec] = {
     "netdemo_http_requests_total": MetricSpec(
         "counter", "Requests to the status and metrics pages", ("service", "path")
     ),
+    "netdemo_pubsub_published_lines_total": MetricSpec(
+        "counter", "Lines published to the pub/sub hub", ("service",)
+    ),
+    "netdemo_pubsub_delivered_lines_total": MetricSpec(
+        "counter", "Line deliveries to pub/sub subscribers", ("service",)
+    ),
+    "netdemo_pubsub_dropped_lines_total": MetricSpec(
+        "counter",
+        "Lines dropped for slow pub/sub subscribers (drop-oldest policy)",
+        ("service",),
+    ),
 }
 
 

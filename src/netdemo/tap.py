@@ -18,6 +18,7 @@ from twisted.python import usage
 
 from netdemo.limits import DEFAULT_BACKLOG, ConnectionLimits
 from netdemo.metrics import IMetrics
+from netdemo.pubsub import HubLimits
 
 __all__ = ["DEFAULTS", "Options", "makeService"]
 
@@ -26,6 +27,7 @@ __all__ = ["DEFAULTS", "Options", "makeService"]
 DEFAULTS: dict[str, list[str]] = {
     "tcp": [f"tcp:8007:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "http": ["tcp:8080:interface=127.0.0.1"],
+    "pubsub": [f"tcp:8008:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
 }
 
 
@@ -49,6 +51,48 @@ def _counted(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
 
 nonNegativeInt = _counted(int, "a whole number of at least 0")
 nonNegativeFloat = _counted(float, "a number of at least 0")
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1 << 10,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1 << 20,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1 << 30,
+}
+
+
+def byteSize(value: str) -> int:
+    """
+    Coerce a size in bytes: C{1048576}, C{64KiB}, C{1MiB}, C{1MB}, C{2G}.
+    """
+    text = value.strip()
+    number = text.rstrip("bBkKmMgGiI")
+    unit = _SIZE_UNITS.get(text[len(number) :].lower())
+    try:
+        size = int(number) * unit if unit is not None else -1
+    except ValueError:
+        size = -1
+    if size < 1:
+        raise ValueError(f"{value!r} is not a size of at least 1 byte (1048576, 1MiB)")
+    return size
+
+
+byteSize.coerceDoc = "A size such as 1048576, 64KiB or 1MiB."  # type: ignore[attr-defined]
+
+
+def slowPolicy(value: str) -> str:
+    """
+    Coerce a slow-consumer policy.
+    """
+    if value not in ("disconnect", "drop-oldest"):
+        raise ValueError(f"{value!r} is not disconnect or drop-oldest")
+    return value
 
 
 class _ParseOnly:
@@ -97,7 +141,7 @@ class Options(usage.Options):
     The options of C{twistd netdemo}.
     """
 
-    synopsis = "[--tcp DESC]... [--http DESC]... [limits]"
+    synopsis = "[--tcp DESC]... [--pubsub DESC]... [--http DESC]... [limits]"
     longdesc = (
         "Run the classic network utility services in one process. "
         "DESC is a port (8007, listening on every address with a backlog of "
@@ -105,8 +149,8 @@ class Options(usage.Options):
         "tcp:8007:interface=127.0.0.1, tcp6:8007:interface=\\:\\:, "
         "ssl:8443:privateKey=key.pem, unix:/run/echo.sock or "
         "systemd:domain=INET:name=echo. With no service option, every service "
-        "starts on 127.0.0.1 on its default port (TCP echo: 8007, HTTP status "
-        "and metrics: 8080)."
+        "starts on 127.0.0.1 on its default port (TCP echo: 8007, pub/sub hub: "
+        "8008, HTTP status and metrics: 8080)."
     )
 
     optParameters: list[list[Any]] = [
@@ -141,9 +185,66 @@ class Options(usage.Options):
             "aborting them",
             nonNegativeFloat,
         ],
+        [
+            "max-line",
+            None,
+            4096,
+            "Pub/sub: longest line in bytes; a longer one closes the connection",
+            byteSize,
+        ],
+        [
+            "line-timeout",
+            None,
+            30.0,
+            "Pub/sub: seconds within which a partial line must complete, 0 for never",
+            nonNegativeFloat,
+        ],
+        [
+            "max-pending",
+            None,
+            1 << 20,
+            "Pub/sub: bytes a subscriber that does not keep up may have queued "
+            "(1048576, 1MiB)",
+            byteSize,
+        ],
+        [
+            "write-deadline",
+            None,
+            10.0,
+            "Pub/sub: seconds a subscriber may take no data before it is "
+            "disconnected, 0 for never",
+            nonNegativeFloat,
+        ],
+        [
+            "slow-policy",
+            None,
+            "disconnect",
+            "Pub/sub: what to do with a slow subscriber: disconnect, or "
+            "drop-oldest (drop its oldest lines and tell it how many)",
+            slowPolicy,
+        ],
+        [
+            "history",
+            None,
+            100,
+            "Pub/sub: lines of history kept per topic, 0 for none",
+            nonNegativeInt,
+        ],
+        [
+            "replay-on-join",
+            None,
+            0,
+            "Pub/sub: lines of the default topic's history sent to a client "
+            "when it connects",
+            nonNegativeInt,
+        ],
     ]
 
-    compData = usage.Completions(multiUse=["tcp", "http"])
+    optFlags: list[list[Any]] = [
+        ["no-presence", None, "Pub/sub: no join, leave and nick notices"],
+    ]
+
+    compData = usage.Completions(multiUse=["tcp", "http", "pubsub"])
 
     #: Set when parsing failed, so that L{getUsage} stays quiet: C{twistd}
     #: prints the usage before the error, and a bad option deserves one line.
@@ -153,6 +254,7 @@ class Options(usage.Options):
         super().__init__()
         self["tcp"] = []
         self["http"] = []
+        self["pubsub"] = []
 
     def parseOptions(self, options: Any = None) -> None:
         try:
@@ -175,6 +277,13 @@ class Options(usage.Options):
         """
         self["tcp"].append(streamDescription("tcp", description))
 
+    def opt_pubsub(self, description: str) -> None:
+        """
+        Line-based pub/sub hub listener: a port or an endpoint description.
+        Repeatable. [default when no service is given: tcp:8008 on 127.0.0.1]
+        """
+        self["pubsub"].append(streamDescription("pubsub", description))
+
     def opt_http(self, description: str) -> None:
         """
         HTTP status page, /status.json, /healthz and Prometheus /metrics:
@@ -187,6 +296,21 @@ class Options(usage.Options):
         if not any(self[name] for name in DEFAULTS):
             for name, descriptions in DEFAULTS.items():
                 self[name] = list(descriptions)
+
+    def hubLimits(self) -> HubLimits:
+        """
+        The pub/sub hub's limits the options ask for.
+        """
+        return HubLimits(
+            maxLine=self["max-line"],
+            lineTimeout=self["line-timeout"],
+            maxPending=self["max-pending"],
+            writeDeadline=self["write-deadline"],
+            slowPolicy=self["slow-policy"],
+            history=self["history"],
+            presence=not self["no-presence"],
+            replayOnJoin=self["replay-on-join"],
+        )
 
     def connectionLimits(self) -> ConnectionLimits:
         """
@@ -222,6 +346,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     limits = options.connectionLimits()
     if options["tcp"]:
         buildEchoService(options["tcp"], limits, metrics, reactor).setServiceParent(top)
+    if options["pubsub"]:
+        from netdemo.pubsub import buildPubSubService
+
+        buildPubSubService(
+            options["pubsub"], limits, options.hubLimits(), metrics, reactor
+        ).setServiceParent(top)
     if options["http"]:
         info = ServerInfo(version=__version__, startedAt=reactor.seconds())
         buildHTTPService(options["http"], metrics, info, reactor).setServiceParent(top)
