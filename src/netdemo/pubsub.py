@@ -237,10 +237,13 @@ class PubSubProtocol(LimitedProtocol):
     _queue: deque[tuple[bytes, int]] | None = None
     _droppedUntold = 0
     _unsentAtClose = 0
+    _registered = False
+    _closeTimer: Any = None
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
         transport.registerProducer(self, True)
+        self._registered = True
         if type(transport) is tcp.Server and all(
             hasattr(transport, name) for name in _BUFFER_ATTRIBUTES
         ):
@@ -377,16 +380,21 @@ class PubSubProtocol(LimitedProtocol):
         self.closeGracefully(reason)
 
     def closeGracefully(self, reason: str) -> None:
+        if reason == "shutdown" and not self._closing:
+            self.reply(b"* server shutting down")
         if self.closeReason is None:
             self.closeReason = reason
         self._forget()
         transport: Any = self.transport
-        transport.unregisterProducer()
+        if self._registered:
+            self._registered = False
+            transport.unregisterProducer()
         transport.loseConnection()
-        # A peer that never reads would hold the connection forever.
-        self.factory.clock.callLater(
-            self.factory.limits.drain or 1.0, self._abortIfOpen
-        )
+        if self._closeTimer is None and self.connected:
+            # A peer that never reads would hold the connection forever.
+            self._closeTimer = self.factory.clock.callLater(
+                self.factory.limits.drain or 1.0, self._abortIfOpen
+            )
 
     def _abortIfOpen(self) -> None:
         if self.connected:
@@ -412,6 +420,9 @@ class PubSubProtocol(LimitedProtocol):
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
+        if self._closeTimer is not None and self._closeTimer.active():
+            self._closeTimer.cancel()
+        self._closeTimer = None
         self._queue = None
         self._forget()
         super().connectionLost(reason)
