@@ -32,6 +32,7 @@ is not the bottleneck.  Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -102,8 +103,10 @@ WIRES = {
         7,
         b"PING\r\n",
         b"+PONG\r\n",
-        lambda p: b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
-        % (len(SUBJECT), SUBJECT, len(p), p),
+        lambda p: (
+            b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+            % (len(SUBJECT), SUBJECT, len(p), p)
+        ),
         publisherReplies=True,
     ),
 }
@@ -143,7 +146,13 @@ def connect(port: int, wire: Wire, hello: bytes, ready: bytes) -> socket.socket:
 
 
 def worker(
-    port: int, wireName: str, count: int, timers: int, conn: Any, progress: Any, slot: int
+    port: int,
+    wireName: str,
+    count: int,
+    timers: int,
+    conn: Any,
+    progress: Any,
+    slot: int,
 ) -> None:
     """
     Subscriber process: subscribe C{count} sockets, then count newlines
@@ -198,7 +207,11 @@ def worker(
                 partial[i] = data[cut:]
                 for line in data[:cut].split(b"\n"):
                     at = line.find(b"T")
-                    if at >= 0 and len(line) >= at + 20 and line[at + 1 : at + 20].isdigit():
+                    if (
+                        at >= 0
+                        and len(line) >= at + 20
+                        and line[at + 1 : at + 20].isdigit()
+                    ):
                         delays.append(now - int(line[at + 1 : at + 20]))
     conn.send(
         json.dumps(
@@ -339,7 +352,9 @@ def startWorkers(
     """
     progress = mp.Array("q", workers, lock=False)
     procs = []
-    share = [subscribers // workers + (i < subscribers % workers) for i in range(workers)]
+    share = [
+        subscribers // workers + (i < subscribers % workers) for i in range(workers)
+    ]
     for i, count in enumerate(share):
         parent, child = mp.Pipe()
         p = mp.Process(
@@ -356,12 +371,10 @@ def startWorkers(
         )
         p.start()
         if pin is not None and hasattr(os, "sched_setaffinity"):
-            try:
+            with contextlib.suppress(OSError):
                 os.sched_setaffinity(p.pid, {int(c) for c in pin.split(",")})
-            except OSError:
-                pass
         procs.append((p, parent, progress))
-    for p, parent, _ in procs:
+    for _, parent, _ in procs:
         if not parent.poll(120):
             raise RuntimeError("a subscriber worker did not get ready")
         parent.recv()
@@ -436,9 +449,7 @@ def throughput(
                 pass
     # Let everyone catch up, then collect.
     settle = time.monotonic() + 10
-    while (
-        min(received, *progress[:]) < published and time.monotonic() < settle
-    ):
+    while min(received, *progress[:]) < published and time.monotonic() < settle:
         readable, _, _ = select.select([tracker, pub], [], [], 0.1)
         if tracker in readable:
             data = tracker.recv(1 << 18)
@@ -589,15 +600,24 @@ def printRatios(results: list[dict[str, Any]], sizes: list[int]) -> None:
     """
     Print the hub's figures as ratios to each reference server.
     """
-    hub = {r["subscribers"]: r for r in results if r["server"] == "hub" and "deliveries_per_s" in r}
+    hub = {
+        r["subscribers"]: r
+        for r in results
+        if r["server"] == "hub" and "deliveries_per_s" in r
+    }
     hubLatency = [r for r in results if r["server"] == "hub" and "p99_ms" in r]
     print("\nhub / reference (deliveries/s; p99 latency):")
     for r in results:
         if r["server"] == "hub":
             continue
-        if "deliveries_per_s" in r and r["subscribers"] in hub and r["deliveries_per_s"]:
-            ratio = hub[r["subscribers"]]["deliveries_per_s"] / r["deliveries_per_s"]
-            print(f"  vs {r['server']:9} at {r['subscribers']:5} subscribers: {ratio:5.2f}x")
+        if (
+            "deliveries_per_s" in r
+            and r["subscribers"] in hub
+            and r["deliveries_per_s"]
+        ):
+            n = r["subscribers"]
+            ratio = hub[n]["deliveries_per_s"] / r["deliveries_per_s"]
+            print(f"  vs {r['server']:9} at {n:5} subscribers: {ratio:5.2f}x")
         if "p99_ms" in r and hubLatency and r["p99_ms"]:
             ratio = hubLatency[0]["p99_ms"] / r["p99_ms"]
             print(f"  vs {r['server']:9} p99 at {r['rate']:.0f}/s: {ratio:5.2f}x")

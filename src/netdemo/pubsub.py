@@ -35,7 +35,9 @@ slow subscriber.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import repeat
@@ -90,6 +92,12 @@ MAX_HISTORY_TOPICS = 1024
 
 #: Entries listed by one C{/who} or C{/topics} answer.
 MAX_LISTED = 200
+
+#: The kernel send buffer of each connection (Linux doubles it).  Left to
+#: itself Linux grows it to 4 MiB per connection: memory the hub cannot
+#: account for, and seconds of delay before a stalled subscriber is seen to
+#: stall (the transport only pauses once the kernel refuses data).
+SEND_BUFFER = 256 * 1024
 
 #: How many sweeps make up one line timeout.
 LINE_SWEEPS = 10
@@ -244,6 +252,10 @@ class PubSubProtocol(LimitedProtocol):
         transport: Any = self.transport
         transport.registerProducer(self, True)
         self._registered = True
+        handle = getattr(transport, "socket", None)
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         if type(transport) is tcp.Server and all(
             hasattr(transport, name) for name in _BUFFER_ATTRIBUTES
         ):
