@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
+from netdemo import pubsub
 from netdemo.limits import ConnectionLimits
 from netdemo.pubsub import (
     DEFAULT_TOPIC,
@@ -683,3 +684,53 @@ class ChunkingTests(SynchronousTestCase):
         if b"close" in texts:
             expected = expected[: [t for t in texts if t].index(b"close")]
         self.assertEqual(got, expected)
+
+
+class BoundsTests(SynchronousTestCase):
+    """
+    The hub's own tables stay bounded whatever the clients do.
+    """
+
+    def test_historyBytes(self) -> None:
+        """
+        Past the history byte budget the least recently published topics
+        are forgotten, and the accounting matches what is kept.
+        """
+        self.patch(pubsub, "MAX_HISTORY_BYTES", 5000)
+        hub = FakeHub(HubLimits(history=10))
+        self.addCleanup(hub.stop)
+        a = hub.connect()
+        for i in range(50):
+            a.send(b"".join(b"/pub t.%d %s\n" % (i, b"x" * 90) for _ in range(12)))
+            kept = sum(len(line) for h in hub.factory.history.values() for line in h)
+            self.assertEqual(hub.factory.historyBytes, kept)
+            self.assertLessEqual(kept, 5000)
+        self.assertIn(b"t.49", hub.factory.history)
+        self.assertNotIn(b"t.0", hub.factory.history)
+        self.assertEqual(len(hub.factory.history[b"t.49"]), 10)
+
+    def test_historyTopics(self) -> None:
+        """
+        At most C{MAX_HISTORY_TOPICS} topics keep a history.
+        """
+        self.patch(pubsub, "MAX_HISTORY_TOPICS", 3)
+        hub = FakeHub()
+        self.addCleanup(hub.stop)
+        a = hub.connect()
+        a.send(b"".join(b"/pub t.%d x\n" % (i,) for i in range(10)))
+        self.assertEqual(sorted(hub.factory.history), [b"t.7", b"t.8", b"t.9"])
+
+    def test_routeEntries(self) -> None:
+        """
+        The route cache is cleared once it lists too many subscribers.
+        """
+        self.patch(pubsub, "MAX_ROUTE_ENTRIES", 10)
+        hub = FakeHub()
+        self.addCleanup(hub.stop)
+        clients = [hub.connect() for _ in range(4)]
+        for c in clients:
+            c.send(b"/sub >\n")
+        for i in range(20):
+            clients[0].send(b"/pub t.%d x\n" % (i,))
+            self.assertLessEqual(hub.factory.routeEntries, 10)
+        self.assertEqual(len(messages(clients[1])), 20)

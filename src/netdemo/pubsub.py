@@ -40,7 +40,7 @@ import re
 import socket
 from collections import deque
 from collections.abc import Iterable, Sequence
-from itertools import repeat
+from itertools import islice
 from typing import Any
 
 from attrs import field, frozen
@@ -83,12 +83,16 @@ SLOW_POLICIES = ("disconnect", "drop-oldest")
 #: Subscriptions one client may hold at once.
 MAX_SUBSCRIPTIONS = 256
 
-#: Topics whose routes are cached at once; the cache is cleared when full.
+#: Topics whose routes are cached at once, and subscribers listed over all
+#: cached routes; the cache is cleared when either is reached.
 MAX_ROUTES = 4096
+MAX_ROUTE_ENTRIES = 1 << 20
 
-#: Topics that keep a history at once; the least recently published is
-#: forgotten first.
+#: Topics that keep a history at once, and bytes of history over all
+#: topics; past either, the least recently published topic is forgotten
+#: first (the topic being published to is never forgotten for it).
 MAX_HISTORY_TOPICS = 1024
+MAX_HISTORY_BYTES = 16 << 20
 
 #: Entries listed by one C{/who} or C{/topics} answer.
 MAX_LISTED = 200
@@ -260,7 +264,12 @@ class PubSubProtocol(LimitedProtocol):
             hasattr(transport, name) for name in _BUFFER_ATTRIBUTES
         ):
             self._direct = transport
-        self.identity = formatAddress(self.peer).encode("ascii", "replace")
+        host = getattr(self.peer, "host", None)
+        if host is not None:
+            self.identity = formatAddress(self.peer).encode("ascii", "replace")
+        else:
+            # UNIX sockets and the like: no address tells clients apart.
+            self.identity = b"client-%d" % (self.factory.serial + 1,)
         self.patterns: dict[bytes, tuple[bytes, ...]] = {
             DEFAULT_TOPIC: (DEFAULT_TOPIC,)
         }
@@ -732,7 +741,8 @@ class PubSubFactory(LimitedFactory):
     The hub: the clients, their subscriptions, the routes and the history.
 
     @ivar hubLimits: The hub's limits and policies.
-    @ivar history: Topic -> recent (prefix, line) pairs.
+    @ivar history: Topic -> its recent lines, as delivered (without LF).
+    @ivar historyBytes: The size of all the history.
     @ivar publishedLines: Lines published so far.
     @ivar deliveredLines: Line deliveries so far.
     @ivar droppedLines: Lines dropped for slow consumers (drop-oldest).
@@ -754,7 +764,10 @@ class PubSubFactory(LimitedFactory):
         self.clients: dict[PubSubProtocol, None] = {}
         self.nicks: set[bytes] = set()
         self.routes: dict[bytes, list[PubSubProtocol]] = {}
-        self.history: dict[bytes, deque[tuple[bytes, bytes]]] = {}
+        self.history: dict[bytes, deque[bytes]] = {}
+        self.historySizes: dict[bytes, int] = {}
+        self.historyBytes = 0
+        self.routeEntries = 0
         self.publishedLines = 0
         self.deliveredLines = 0
         self.droppedLines = 0
@@ -890,6 +903,7 @@ class PubSubFactory(LimitedFactory):
         Forget the cached routes: a subscription changed.
         """
         self.routes.clear()
+        self.routeEntries = 0
 
     def route(self, topic: bytes) -> list[PubSubProtocol]:
         """
@@ -905,8 +919,10 @@ class PubSubFactory(LimitedFactory):
                 if topic in p.patterns
                 or any(patternMatches(pat, tokens) for pat in p.patterns.values())
             ]
-            if len(self.routes) >= MAX_ROUTES:
-                self.routes.clear()
+            self.routeEntries += len(subscribers)
+            if len(self.routes) >= MAX_ROUTES or self.routeEntries > MAX_ROUTE_ENTRIES:
+                self.invalidate()
+                self.routeEntries = len(subscribers)
             self.routes[topic] = subscribers
         return subscribers
 
@@ -922,16 +938,7 @@ class PubSubFactory(LimitedFactory):
             data = prefix + (b"\n" + prefix).join(lines) + b"\n"
         keep = self.hubLimits.history
         if keep:
-            h = self.history.get(topic)
-            if h is None:
-                if len(self.history) >= MAX_HISTORY_TOPICS:
-                    del self.history[next(iter(self.history))]
-                h = self.history[topic] = deque(maxlen=keep)
-            else:
-                # Most recently published last: the first is evicted first.
-                del self.history[topic]
-                self.history[topic] = h
-            h.extend(zip(repeat(prefix), lines[-keep:]))
+            self._remember(topic, prefix, lines, keep)
         subscribers = self.routes.get(topic)
         if subscribers is None:
             subscribers = self.route(topic)
@@ -944,6 +951,35 @@ class PubSubFactory(LimitedFactory):
         self.publishedLines += count
         self.deliveredLines += count * delivered
 
+    def _remember(
+        self, topic: bytes, prefix: bytes, lines: list[bytes], keep: int
+    ) -> None:
+        """
+        Add lines to a topic's history, within the history's bounds.
+        """
+        h = self.history.pop(topic, None)
+        if h is None:
+            h = deque(maxlen=keep)
+            self.historySizes[topic] = 0
+        # Most recently published last: the first is forgotten first.
+        self.history[topic] = h
+        new = list(map(prefix.__add__, lines[-keep:]))
+        overflow = len(h) + len(new) - keep
+        removed = sum(map(len, islice(h, overflow))) if overflow > 0 else 0
+        h.extend(new)
+        change = sum(map(len, new)) - removed
+        self.historySizes[topic] += change
+        self.historyBytes += change
+        while (
+            self.historyBytes > MAX_HISTORY_BYTES
+            or len(self.history) > MAX_HISTORY_TOPICS
+        ):
+            oldest = next(iter(self.history))
+            if oldest == topic:
+                break
+            del self.history[oldest]
+            self.historyBytes -= self.historySizes.pop(oldest)
+
     def replay(self, p: PubSubProtocol, topic: bytes, count: int) -> int:
         """
         Send the last C{count} lines of C{topic} to C{p}.
@@ -954,9 +990,7 @@ class PubSubFactory(LimitedFactory):
         if not h or count <= 0:
             return 0
         entries = list(h)[-count:]
-        p.send(
-            b"".join(prefix + line + b"\n" for prefix, line in entries), len(entries)
-        )
+        p.send(b"\n".join(entries) + b"\n", len(entries))
         return len(entries)
 
 
