@@ -171,6 +171,7 @@ def worker(
     newlines = 0
     perSocket = [0] * count
     perMessage = wire.linesPerMessage
+    pings = wire.name == "nats"
     closed = 0
     last = 0.0
     delays: list[int] = []
@@ -197,6 +198,10 @@ def worker(
                 perSocket[i] = 1 << 60
                 continue
             lines = buf.count(b"\n", 0, n)
+            if pings and buf.find(b"PING\r\n", 0, n) >= 0:
+                # NATS pings new clients; answer, and do not count it.
+                lines -= buf.count(b"PING\r\n", 0, n)
+                socks[i].sendall(b"PONG\r\n")
             newlines += lines
             perSocket[i] += lines
             last = time.monotonic()
@@ -404,8 +409,26 @@ def drainPublisher(pub: socket.socket) -> None:
         pass
 
 
+def trackerCount(s: socket.socket, data: bytes, wire: Wire, lines: list[int]) -> int:
+    """
+    Add a read of the tracking subscriber to its line count (answering
+    NATS pings); return the messages it received so far.
+    """
+    count = data.count(b"\n")
+    if wire.name == "nats" and b"PING\r\n" in data:
+        count -= data.count(b"PING\r\n")
+        s.sendall(b"PONG\r\n")
+    lines[0] += count
+    return lines[0] // wire.linesPerMessage
+
+
 def throughput(
-    server: Server, subscribers: int, duration: float, workers: int, pin: str | None
+    server: Server,
+    subscribers: int,
+    duration: float,
+    workers: int,
+    pin: str | None,
+    window: int = WINDOW,
 ) -> dict[str, Any]:
     """
     Publish as fast as the in-flight window allows; count deliveries.
@@ -419,6 +442,7 @@ def throughput(
     batch = b"".join(wire.encode(payload(0)) for _ in range(BATCH))
     published = 0
     received = 0
+    trackerLines = [0]
     start = time.monotonic()
     end = start + duration
     out = b""
@@ -426,7 +450,7 @@ def throughput(
         now = time.monotonic()
         if now >= end and not out:
             break
-        if not out and published - min(received, *progress[:]) < WINDOW:
+        if not out and published - min(received, *progress[:]) < window:
             out = batch
             published += BATCH
         wantWrite = [pub] if out else []
@@ -438,7 +462,7 @@ def throughput(
                 data = b"x"
             if not data:
                 break
-            received += data.count(b"\n") // wire.linesPerMessage
+            received = trackerCount(tracker, data, wire, trackerLines)
         if pub in readable:
             drainPublisher(pub)
         if out and pub in writable:
@@ -455,7 +479,7 @@ def throughput(
             data = tracker.recv(1 << 18)
             if not data:
                 break
-            received += data.count(b"\n") // wire.linesPerMessage
+            received = trackerCount(tracker, data, wire, trackerLines)
         if pub in readable:
             drainPublisher(pub)
     time.sleep(1.0)
@@ -536,6 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-subscribers", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--window",
+        type=int,
+        default=WINDOW,
+        help="messages in flight to the slowest subscriber",
+    )
+    parser.add_argument(
         "--server-cpu",
         default="0",
         help="CPU the server is pinned to ('' for no pinning)",
@@ -560,7 +590,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             for n in sizes:
-                r = throughput(server, n, args.duration, args.workers, loadCpus)
+                r = throughput(
+                    server, n, args.duration, args.workers, loadCpus, args.window
+                )
                 results.append(r)
                 print(
                     f"{name:9} {n:5} subscribers: "
@@ -572,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
                 server = startServer(name, serverCpu)
                 assert server is not None
+            if not args.rate:
+                continue
             r = latency(
                 server,
                 args.latency_subscribers,
