@@ -510,18 +510,28 @@ class PubSubProtocol(LimitedProtocol):
         """
         Handle lines one by one: commands, blank lines, long lines, control
         characters.  Consecutive publications to one topic still go out as
-        one batch.
+        one batch, and the C{+OK} answers to a batch of C{/pub} lines as one
+        write.
         """
         maxLine = self.factory.hubLimits.maxLine
         topic = DEFAULT_TOPIC
         batch: list[bytes] = []
-        publish = self.factory.publish
+        oks = 0
+
+        def flush() -> None:
+            nonlocal batch, oks
+            if batch:
+                self.factory.publish(self, topic, batch)
+                batch = []
+            if oks and not self._closing:
+                self.send(b"+OK\n" * oks, oks)
+            oks = 0
+
         for line in lines:
             if self._closing:
                 return
             if len(line) > maxLine:
-                if batch:
-                    publish(self, topic, batch)
+                flush()
                 self._lineTooLong()
                 return
             if not line:
@@ -530,35 +540,29 @@ class PubSubProtocol(LimitedProtocol):
             if line[0] == 0x2F:  # "/"
                 if line.startswith(b"//"):
                     line = line[1:]
-                elif line[:5].lower() == b"/pub " and len(line.split(b" ", 2)) == 3:
+                elif line[:5].lower() == b"/pub " and line.count(b" ") >= 2:
                     _, lineTopic, line = line.split(b" ", 2)
                     if not _TOPIC.match(lineTopic) or len(lineTopic) > _MAX_TOPIC:
-                        if batch:
-                            publish(self, topic, batch)
-                            batch = []
+                        flush()
                         self.reply(b"-ERR bad topic " + escapeControls(lineTopic))
                         continue
                 else:
-                    if batch:
-                        publish(self, topic, batch)
-                        batch = []
+                    flush()
                     self.command(line)
                     continue
             elif line == b"close":
-                if batch:
-                    publish(self, topic, batch)
+                flush()
                 self.closeWith("quit", b"+OK bye")
                 return
             if _CONTROLS.search(line) is not None:
                 line = escapeControls(line)
             if lineTopic != topic:
-                if batch:
-                    publish(self, topic, batch)
-                    batch = []
+                flush()
                 topic = lineTopic
             batch.append(line)
-        if batch:
-            publish(self, topic, batch)
+            if lineTopic is not DEFAULT_TOPIC:
+                oks += 1
+        flush()
 
     def _lineTooLong(self) -> None:
         self._buffer = b""
