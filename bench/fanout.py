@@ -168,6 +168,7 @@ def worker(
         ep.register(s.fileno(), select.EPOLLIN)
         byFd[s.fileno()] = i
     conn.send("ready")
+    cpuStart = time.process_time()
     newlines = 0
     perSocket = [0] * count
     perMessage = wire.linesPerMessage
@@ -225,6 +226,7 @@ def worker(
                 "closed": closed,
                 "last": last,
                 "delays": delays,
+                "cpu": time.process_time() - cpuStart,
             }
         )
     )
@@ -339,6 +341,18 @@ def startServer(name: str, pin: str | None) -> Server | None:
     raise RuntimeError(f"{name} did not start: {command}")
 
 
+def cpuSeconds(pid: int) -> float:
+    """
+    CPU time (user + system) a process used so far, from C{/proc}.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[int], fraction: float) -> float:
     """
     The C{fraction} quantile of C{values} (nearest rank), in ms.
@@ -443,6 +457,9 @@ def throughput(
     published = 0
     received = 0
     trackerLines = [0]
+    trackerLast = 0.0
+    serverCpu = cpuSeconds(server.process.pid)
+    ownCpu = time.process_time()
     start = time.monotonic()
     end = start + duration
     out = b""
@@ -463,6 +480,7 @@ def throughput(
             if not data:
                 break
             received = trackerCount(tracker, data, wire, trackerLines)
+            trackerLast = time.monotonic()
         if pub in readable:
             drainPublisher(pub)
         if out and pub in writable:
@@ -480,11 +498,14 @@ def throughput(
             if not data:
                 break
             received = trackerCount(tracker, data, wire, trackerLines)
+            trackerLast = time.monotonic()
         if pub in readable:
             drainPublisher(pub)
+    serverCpu = cpuSeconds(server.process.pid) - serverCpu
+    ownCpu = time.process_time() - ownCpu
     time.sleep(1.0)
     reports = stopWorkers(procs)
-    last = max([r["last"] for r in reports] + [time.monotonic() - 1.0])
+    last = max([r["last"] for r in reports] + [trackerLast])
     delivered = received + sum(r["messages"] for r in reports)
     expected = published * subscribers
     pub.close()
@@ -498,6 +519,12 @@ def throughput(
         "lost": expected - delivered,
         "disconnected": sum(r["closed"] for r in reports),
         "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
+        # Shares of one core over the run (load generator: publisher and
+        # subscriber processes together).
+        "server_cpu": serverCpu / elapsed if elapsed > 0 else 0.0,
+        "loadgen_cpu": (ownCpu + sum(r["cpu"] for r in reports)) / elapsed
+        if elapsed > 0
+        else 0.0,
     }
 
 
@@ -597,7 +624,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{name:9} {n:5} subscribers: "
                     f"{r['deliveries_per_s'] / 1e6:6.2f} M deliveries/s, "
-                    f"lost {r['lost']}, disconnected {r['disconnected']}",
+                    f"lost {r['lost']}, disconnected {r['disconnected']}, "
+                    f"CPU server {r['server_cpu']:.0%} "
+                    f"load generator {r['loadgen_cpu']:.0%}",
                     flush=True,
                 )
                 # A fresh server per size: no leftover state.
