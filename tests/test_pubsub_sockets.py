@@ -267,6 +267,66 @@ def test_stalledSubscriberHundredMegabytes(hubFactory: Any) -> None:
     stalled.close()
 
 
+def test_dropOldestCountsEveryLine(hubFactory: Any) -> None:
+    """
+    With the drop-oldest policy, a subscriber that stops reading while 30 MB
+    are published stays connected, the hub's RSS stays bounded, and once it
+    reads again the lines it gets plus the drops it is told about account
+    for every line published, in order.
+    """
+    hub = hubFactory(
+        hub={"presence": False, "maxPending": 1 << 20, "slowPolicy": "drop-oldest"},
+        limits={"idleTimeout": 0},
+    )
+    stalled, _ = connect(hub.port, rcvbuf=4096)
+    publisher, identity = connect(hub.port)
+    lineCount = 30 * 1024
+    baseline = hub.rss()
+    peak = baseline
+    for start in range(0, lineCount, 256):
+        publisher.sendall(
+            b"".join(b"%08d %s\n" % (i, b"." * 1014) for i in range(start, start + 256))
+        )
+        if start % 4096 == 0:
+            peak = max(peak, hub.rss())
+    publisher.sendall(b"/ping\n")
+    assert readLines(publisher, 1, time.monotonic() + 60) == [b"+OK pong"]
+    peak = max(peak, hub.rss())
+    assert peak - baseline <= 32 * 1024 * 1024, (baseline, peak)
+
+    prefix = b"<" + identity + b"> "
+    numbers: list[int] = []
+    dropped = 0
+    data = b""
+    stalled.settimeout(5)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = stalled.recv(1 << 20)
+        except TimeoutError:
+            break
+        assert chunk, "the subscriber was disconnected"
+        data += chunk
+        cut = data.rfind(b"\n") + 1
+        for line in data[:cut].split(b"\n")[:-1]:
+            if line.startswith(prefix):
+                assert line[len(prefix) + 8 :] == b" " + b"." * 1014
+                numbers.append(int(line[len(prefix) : len(prefix) + 8]))
+            else:
+                match = re.match(rb"\* dropped (\d+) lines \(slow consumer\)$", line)
+                assert match is not None, line
+                dropped += int(match.group(1))
+        data = data[cut:]
+        if numbers and numbers[-1] == lineCount - 1:
+            break
+    assert dropped > 0
+    assert numbers == sorted(numbers)
+    assert len(numbers) + dropped == lineCount
+    assert hub.metric("netdemo_pubsub_dropped_lines_total", service="pubsub") == dropped
+    publisher.close()
+    stalled.close()
+
+
 def test_writeDeadline(hubFactory: Any) -> None:
     """
     With C{writeDeadline} 3 s, a subscriber reading 10 KB/s while the
