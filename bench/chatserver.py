@@ -25,12 +25,21 @@ class Chat(LineReceiver):
     factory: ChatFactory
 
     def connectionMade(self) -> None:
+        """
+        Join the chat.
+        """
         self.factory.clients.add(self)
 
     def connectionLost(self, reason: object = None) -> None:
+        """
+        Leave the chat.
+        """
         self.factory.clients.discard(self)
 
     def lineReceived(self, line: bytes) -> None:
+        """
+        Send the line to every other client, one write each.
+        """
         for client in self.factory.clients:
             if client is not self:
                 client.sendLine(line)
@@ -44,6 +53,9 @@ class ChatFactory(protocol.Factory):
     protocol = Chat
 
     def __init__(self) -> None:
+        """
+        Start with no clients.
+        """
         self.clients: set[Chat] = set()
 
 

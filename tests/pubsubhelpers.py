@@ -24,12 +24,18 @@ class ClosingTransport(StringTransport):
     connected = True
 
     def loseConnection(self) -> None:
+        """
+        Close, and tell the protocol at once.
+        """
         super().loseConnection()
         if self.connected:
             self.connected = False
             self.protocol.connectionLost(Failure(ConnectionError("closed")))
 
     def abortConnection(self) -> None:
+        """
+        Abort: as L{loseConnection}, and remember it.
+        """
         self.aborted = True
         self.loseConnection()
 

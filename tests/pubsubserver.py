@@ -36,11 +36,17 @@ class Control(LineReceiver):
         self.metrics = metrics
 
     def lineReceived(self, line: bytes) -> None:
+        """
+        Answer a C{metrics} line with every sample.
+        """
         if line.strip() == b"metrics":
             samples = [[s.name, s.labelDict, s.value] for s in self.metrics.samples()]
             self.sendLine(b"metrics " + json.dumps(samples).encode())
 
     def connectionLost(self, reason: Any = None) -> None:
+        """
+        Standard input closed: stop.
+        """
         if reactor.running:  # type: ignore[attr-defined]
             reactor.stop()  # type: ignore[attr-defined]
 

@@ -121,6 +121,9 @@ _CONTROLS_BUT_LF = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def _escape(match: re.Match[bytes]) -> bytes:
+    """
+    One control character as C{\\xHH}.
+    """
     return b"\\x%02x" % match.group()[0]
 
 
@@ -164,16 +167,25 @@ def patternMatches(pattern: Sequence[bytes], topic: Sequence[bytes]) -> bool:
 
 
 def _positive(instance: object, attribute: Any, value: float) -> None:
+    """
+    An attrs validator: the value must be above 0.
+    """
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, not {value!r}")
 
 
 def _nonNegative(instance: object, attribute: Any, value: float) -> None:
+    """
+    An attrs validator: the value must not be below 0.
+    """
     if value < 0:
         raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
 
 
 def _policy(instance: object, attribute: Any, value: str) -> None:
+    """
+    An attrs validator: the value must be one of L{SLOW_POLICIES}.
+    """
     if value not in SLOW_POLICIES:
         raise ValueError(f"{attribute.name} must be one of {SLOW_POLICIES}")
 
@@ -253,6 +265,10 @@ class PubSubProtocol(LimitedProtocol):
     _closeTimer: Any = None
 
     def connectionMade(self) -> None:
+        """
+        Register as the transport's streaming producer (to learn when it
+        pauses), bound the kernel send buffer, and join the hub.
+        """
         transport: Any = self.transport
         transport.registerProducer(self, True)
         self._registered = True
@@ -297,6 +313,11 @@ class PubSubProtocol(LimitedProtocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def _sendPaused(self, data: bytes, lines: int) -> None:
+        """
+        Queue data for a paused client: count it against C{maxPending} and
+        disconnect past it, or (drop-oldest) keep it in our own queue and
+        drop the oldest lines past it.
+        """
         limits = self.factory.hubLimits
         self._pending += len(data)
         queue = self._queue
@@ -387,6 +408,9 @@ class PubSubProtocol(LimitedProtocol):
     # Closing.
 
     def _forget(self) -> None:
+        """
+        Leave the hub (once): no more deliveries to this client.
+        """
         if not self._closing:
             self._closing = True
             self.factory.left(self)
@@ -401,6 +425,10 @@ class PubSubProtocol(LimitedProtocol):
         self.closeGracefully(reason)
 
     def closeGracefully(self, reason: str) -> None:
+        """
+        Leave the hub and close after what is queued was sent; abort after
+        the drain deadline.  On shutdown, say so first.
+        """
         if reason == "shutdown" and not self._closing:
             self.reply(b"* server shutting down")
         if self.closeReason is None:
@@ -418,10 +446,17 @@ class PubSubProtocol(LimitedProtocol):
             )
 
     def _abortIfOpen(self) -> None:
+        """
+        The graceful close took too long: abort.
+        """
         if self.connected:
             self.transport.abortConnection()  # type: ignore[union-attr]
 
     def abort(self, reason: str) -> None:
+        """
+        Close now, with a reason line if the socket can take one (nothing
+        is queued for it).
+        """
         transport: Any = self.transport
         if (
             not self._closing
@@ -435,6 +470,9 @@ class PubSubProtocol(LimitedProtocol):
         super().abort(reason)
 
     def connectionLost(self, reason: Any = None) -> None:
+        """
+        Cancel the timers, leave the hub, and log the connection.
+        """
         self._unsentAtClose = _unsent(self.transport)
         self.connected = False
         self._direct = None
@@ -451,6 +489,10 @@ class PubSubProtocol(LimitedProtocol):
     # Input.
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Buffer a partial line; hand the complete lines of this read to
+        L{linesReceived} at once.
+        """
         self.idleTicks = 0
         self.bytesIn += len(data)
         if self._closing:
@@ -519,6 +561,9 @@ class PubSubProtocol(LimitedProtocol):
         oks = 0
 
         def flush() -> None:
+            """
+            Publish the batch, then answer its C{/pub} lines.
+            """
             nonlocal batch, oks
             if batch:
                 self.factory.publish(self, topic, batch)
@@ -565,6 +610,9 @@ class PubSubProtocol(LimitedProtocol):
         flush()
 
     def _lineTooLong(self) -> None:
+        """
+        Refuse an overlong line: count it, say why, close.
+        """
         self._buffer = b""
         maxLine = self.factory.hubLimits.maxLine
         self.factory.refuse("max-line", self.peer)
@@ -781,6 +829,9 @@ class PubSubFactory(LimitedFactory):
         metrics.addCollector(self._collectHub)
 
     def _collectHub(self) -> list[Any]:
+        """
+        The hub's line totals, computed now.
+        """
         service = self.serviceName
         return [
             sampleOf(
@@ -801,6 +852,9 @@ class PubSubFactory(LimitedFactory):
         ]
 
     def startFactory(self) -> None:
+        """
+        Start the idle sweep and the partial-line sweep.
+        """
         super().startFactory()
         timeout = self.hubLimits.lineTimeout
         if timeout and self._lineSweeper is None:
@@ -809,6 +863,9 @@ class PubSubFactory(LimitedFactory):
             self._lineSweeper.start(timeout / LINE_SWEEPS, now=False)
 
     def stopFactory(self) -> None:
+        """
+        Stop the sweeps.
+        """
         super().stopFactory()
         if self._lineSweeper is not None:
             self._lineSweeper.stop()
@@ -826,10 +883,17 @@ class PubSubFactory(LimitedFactory):
                     p.lineTimedOut()
 
     def refuse(self, reason: str, peer: IAddress | None) -> None:
+        """
+        Count and log a refusal; remember its reason for the reason line.
+        """
         self._lastRefusal = reason
         super().refuse(reason, peer)
 
     def buildProtocol(self, addr: IAddress) -> Any:  # type: ignore[override]
+        """
+        A client protocol, or, for a refused connection, one that sends the
+        reason line and closes.
+        """
         p = super().buildProtocol(addr)
         if p is None:
             return _Refusal(self._lastRefusal)
