@@ -50,6 +50,9 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAYLOAD_SIZE = 64
 SUBJECT = b"bench"
+#: The arguments C{bench/run.py --quick} runs this section with.
+QUICK_ARGS = ["--duration", "2", "--subscribers", "100"]
+
 WINDOW = 4000
 BATCH = 256
 TIMERS = 8
@@ -607,9 +610,27 @@ def main(argv: list[str] | None = None) -> int:
     elif cpus == 1:
         serverCpu = None
     sizes = [int(n) for n in args.subscribers.split(",") if n]
-    results: list[dict[str, Any]] = []
-    if loadCpus and hasattr(os, "sched_setaffinity"):
+    # Called in-process by bench/run.py: give its CPUs back afterwards.
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if loadCpus and affinity is not None:
         os.sched_setaffinity(0, {int(c) for c in loadCpus.split(",")})
+    try:
+        return run(args, sizes, serverCpu, loadCpus)
+    finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+
+
+def run(
+    args: argparse.Namespace,
+    sizes: list[int],
+    serverCpu: str | None,
+    loadCpus: str | None,
+) -> int:
+    """
+    Measure every server asked for; print the results and the ratios.
+    """
+    results: list[dict[str, Any]] = []
     for name in args.servers.split(","):
         server = startServer(name, serverCpu)
         if server is None:
