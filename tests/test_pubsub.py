@@ -467,6 +467,29 @@ class ProtocolTests(SynchronousTestCase):
             1,
         )
 
+    def test_listenerReceivingIsNotIdle(self) -> None:
+        """
+        A subscriber that never sends but keeps being sent lines is not
+        idle; once nothing reaches it either, it is closed.
+        """
+        hub = FakeHub(limits=ConnectionLimits(idleTimeout=10.0))
+        self.addCleanup(hub.stop)
+        listener = hub.connect()
+        talker = hub.connect()
+        for _ in range(30):
+            hub.clock.advance(1.0)
+            talker.send(b"still here\n")
+        self.assertFalse(listener.closed)
+        for _ in range(12):
+            hub.clock.advance(1.0)
+        self.assertTrue(talker.closed)
+        # The talker's leave notice reached the listener: its silence starts
+        # then.
+        self.assertFalse(listener.closed)
+        for _ in range(12):
+            hub.clock.advance(1.0)
+        self.assertTrue(listener.closed)
+
     def test_refusedGetsReason(self) -> None:
         """
         A connection over C{maxConnections} gets one reason line and is

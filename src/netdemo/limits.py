@@ -112,6 +112,7 @@ class LimitedProtocol(Protocol):
     local: IAddress | None = None
     bytesIn = 0
     idleTicks = 0
+    sentAtSweep = 0
     startedAt = 0.0
     closeReason: str | None = None
 
@@ -139,6 +140,7 @@ class LimitedProtocol(Protocol):
         # (measured with tracemalloc; docs/benchmarks.md).
         self.idleTicks = 0
         self.bytesIn = 0
+        self.sentAtSweep = 0
         super().makeConnection(transport)
 
     def closeGracefully(self, reason: str) -> None:
@@ -225,10 +227,18 @@ class LimitedFactory(Factory):
 
     def sweepIdle(self) -> None:
         """
-        Age every connection by one sweep and close those that have read
-        nothing for more than L{IDLE_SWEEPS} sweeps.
+        Age every connection by one sweep and close those that have neither
+        received nor sent anything for more than L{IDLE_SWEEPS} sweeps.
+
+        Reads reset C{idleTicks} on the hot path; progress in sending is
+        noticed here, once per sweep, so that a subscriber that only listens
+        is not idle while it is being sent data.
         """
         for p in list(self.connections):
+            sent = p.bytesOut
+            if sent != p.sentAtSweep:
+                p.sentAtSweep = sent
+                p.idleTicks = 0
             p.idleTicks += 1
             if p.idleTicks > IDLE_SWEEPS:
                 self.refuse("idle-timeout", p.peer)
