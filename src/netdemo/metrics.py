@@ -93,6 +93,34 @@ CATALOG: dict[str, MetricSpec] = {
         "Lines dropped for slow pub/sub subscribers (drop-oldest policy)",
         ("service",),
     ),
+    "netdemo_backplane_up": MetricSpec(
+        "gauge",
+        "1 while the backplane's Redis connections both work, else 0",
+        ("service",),
+    ),
+    "netdemo_backplane_outages_total": MetricSpec(
+        "counter", "Times the backplane lost Redis", ("service",)
+    ),
+    "netdemo_backplane_sent_lines_total": MetricSpec(
+        "counter", "Lines published to the other hubs through Redis", ("service",)
+    ),
+    "netdemo_backplane_received_lines_total": MetricSpec(
+        "counter", "Lines from other hubs delivered to this hub", ("service",)
+    ),
+    "netdemo_backplane_dropped_total": MetricSpec(
+        "counter",
+        "Backplane lines dropped: down, queue-full, error (outbound); "
+        "duplicate, bad-message, too-long (inbound)",
+        ("service", "reason"),
+    ),
+    "netdemo_backplane_gaps_total": MetricSpec(
+        "counter",
+        "Messages of other hubs that never arrived (skipped sequence numbers)",
+        ("service",),
+    ),
+    "netdemo_backplane_queued_bytes": MetricSpec(
+        "gauge", "Bytes waiting to be published to Redis", ("service",)
+    ),
 }
 
 

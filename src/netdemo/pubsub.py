@@ -41,7 +41,7 @@ import socket
 from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
 from twisted.internet import tcp
@@ -60,6 +60,9 @@ from netdemo.limits import (
 from netdemo.logs import formatAddress
 from netdemo.metrics import IMetrics, sampleOf
 
+if TYPE_CHECKING:
+    from netdemo.backplane import IBackplane
+
 __all__ = [
     "DEFAULT_TOPIC",
     "HubLimits",
@@ -67,6 +70,7 @@ __all__ = [
     "PubSubProtocol",
     "buildPubSubService",
     "escapeControls",
+    "linePrefix",
     "patternMatches",
     "splitLines",
 ]
@@ -148,6 +152,15 @@ def splitLines(data: bytes) -> list[bytes]:
     lines = data.split(b"\n")
     lines.pop()
     return lines
+
+
+def linePrefix(topic: bytes, identity: bytes) -> bytes:
+    """
+    What precedes each line that C{identity} published on C{topic}.
+    """
+    if topic == DEFAULT_TOPIC:
+        return b"<" + identity + b"> "
+    return b"[" + topic + b"] <" + identity + b"> "
 
 
 def patternMatches(pattern: Sequence[bytes], topic: Sequence[bytes]) -> bool:
@@ -764,10 +777,7 @@ class PubSubProtocol(LimitedProtocol):
         """
         prefix = self._prefixes.get(topic)
         if prefix is None:
-            if topic == DEFAULT_TOPIC:
-                prefix = b"<" + self.identity + b"> "
-            else:
-                prefix = b"[" + topic + b"] <" + self.identity + b"> "
+            prefix = linePrefix(topic, self.identity)
             if len(self._prefixes) >= MAX_SUBSCRIPTIONS:
                 self._prefixes.clear()
             self._prefixes[topic] = prefix
@@ -798,9 +808,11 @@ class PubSubFactory(LimitedFactory):
     @ivar publishedLines: Lines published so far.
     @ivar deliveredLines: Line deliveries so far.
     @ivar droppedLines: Lines dropped for slow consumers (drop-oldest).
+    @ivar backplane: The backplane joining this hub to others, or C{None}.
     """
 
     protocol = PubSubProtocol
+    backplane: IBackplane | None = None
     _log = Logger()
 
     def __init__(
@@ -810,6 +822,7 @@ class PubSubFactory(LimitedFactory):
         hubLimits: HubLimits,
         metrics: IMetrics,
         clock: IReactorTime,
+        backplane: IBackplane | None = None,
     ) -> None:
         super().__init__(serviceName, limits, metrics, clock)
         self.hubLimits = hubLimits
@@ -827,6 +840,11 @@ class PubSubFactory(LimitedFactory):
         self._lastRefusal = "refused"
         self._lineSweeper: LoopingCall | None = None
         metrics.addCollector(self._collectHub)
+        # Backplane hook (issue 7): local lines also go to the backplane;
+        # lines of other hubs come back through deliverRemote.
+        if backplane is not None:
+            self.backplane = backplane
+            backplane.attach(self.deliverRemote)
 
     def _collectHub(self) -> list[Any]:
         """
@@ -996,9 +1014,33 @@ class PubSubFactory(LimitedFactory):
 
     def publish(self, sender: PubSubProtocol, topic: bytes, lines: list[bytes]) -> None:
         """
-        Deliver lines from C{sender} on C{topic}: one write per subscriber.
+        Deliver lines from C{sender} on C{topic}: one write per subscriber;
+        hand them to the backplane, if any.
         """
-        prefix = sender.prefixFor(topic)
+        self._fanOut(sender, topic, sender.prefixFor(topic), lines)
+        self.publishedLines += len(lines)
+        if self.backplane is not None:
+            self.backplane.publish(topic, sender.identity, lines)
+
+    def deliverRemote(self, topic: bytes, identity: bytes, lines: list[bytes]) -> None:
+        """
+        Deliver lines that C{identity} published on another hub (from the
+        backplane) to this hub's subscribers.  They are never published
+        again.
+        """
+        self._fanOut(None, topic, linePrefix(topic, identity), lines)
+
+    def _fanOut(
+        self,
+        sender: PubSubProtocol | None,
+        topic: bytes,
+        prefix: bytes,
+        lines: list[bytes],
+    ) -> None:
+        """
+        Write lines, each after C{prefix}, to the subscribers of C{topic} (but
+        C{sender}, unless it asked for its echo), and remember them.
+        """
         count = len(lines)
         if count == 1:
             data = prefix + lines[0] + b"\n"
@@ -1016,7 +1058,6 @@ class PubSubFactory(LimitedFactory):
                 continue
             s.send(data, count)
             delivered += 1
-        self.publishedLines += count
         self.deliveredLines += count * delivered
 
     def _remember(
@@ -1068,6 +1109,7 @@ def buildPubSubService(
     hubLimits: HubLimits,
     metrics: IMetrics,
     reactor: IReactorTime,
+    backplane: IBackplane | None = None,
 ) -> StreamService:
     """
     Build the pub/sub hub: one listener per endpoint description, all
@@ -1078,6 +1120,9 @@ def buildPubSubService(
     @param hubLimits: The hub's own limits and policies.
     @param metrics: Where to report.
     @param reactor: The reactor to listen with and to time with.
+    @param backplane: The backplane joining this hub to others, if any.
     """
-    factory = PubSubFactory(SERVICE_NAME, limits, hubLimits, metrics, reactor)
+    factory = PubSubFactory(
+        SERVICE_NAME, limits, hubLimits, metrics, reactor, backplane
+    )
     return StreamService(SERVICE_NAME, factory, descriptions, reactor)

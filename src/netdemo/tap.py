@@ -95,6 +95,22 @@ def slowPolicy(value: str) -> str:
     return value
 
 
+def backplaneURL(value: str) -> Any:
+    """
+    Coerce a backplane URL: C{redis://HOST:PORT[/DB][?prefix=NAME]} or
+    C{rediss://...}.
+    """
+    from netdemo.backplane import parseBackplaneURL
+
+    return parseBackplaneURL(value)
+
+
+backplaneURL.coerceDoc = (  # type: ignore[attr-defined]
+    "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME], or rediss:// "
+    "for TLS (&ca=FILE to trust a private CA)."
+)
+
+
 class _ParseOnly:
     """
     Stands in for the reactor while endpoint descriptions are only parsed:
@@ -238,6 +254,29 @@ class Options(usage.Options):
             "when it connects",
             nonNegativeInt,
         ],
+        [
+            "backplane",
+            None,
+            None,
+            "Pub/sub: join the hubs that share this Redis (Redis pub/sub), so "
+            "that a line published on one reaches the clients of all",
+            backplaneURL,
+        ],
+        [
+            "backplane-password-file",
+            None,
+            None,
+            "Pub/sub: file whose first line is the backplane's Redis password "
+            "(instead of one in the URL)",
+        ],
+        [
+            "backplane-queue",
+            None,
+            1 << 20,
+            "Pub/sub: bytes that may wait to be published to Redis; lines past "
+            "that are dropped and counted",
+            byteSize,
+        ],
     ]
 
     optFlags: list[list[Any]] = [
@@ -296,6 +335,41 @@ class Options(usage.Options):
         if not any(self[name] for name in DEFAULTS):
             for name, descriptions in DEFAULTS.items():
                 self[name] = list(descriptions)
+        self._backplanePassword()
+
+    def _backplanePassword(self) -> None:
+        """
+        Check the backplane options and read its password file into the URL.
+        """
+        url = self["backplane"]
+        path = self["backplane-password-file"]
+        if url is None:
+            if path is not None:
+                raise usage.UsageError("--backplane-password-file needs --backplane")
+            return
+        if not self["pubsub"]:
+            raise usage.UsageError("--backplane needs a --pubsub listener")
+        if path is None:
+            return
+        if url.password is not None:
+            raise usage.UsageError(
+                f"--backplane-password-file {path!r}: the URL has a password too; "
+                "give only one"
+            )
+        try:
+            with open(path, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise usage.UsageError(
+                f"--backplane-password-file {path!r}: cannot read it ({e})"
+            ) from None
+        if not password:
+            raise usage.UsageError(
+                f"--backplane-password-file {path!r}: its first line is empty"
+            )
+        from attrs import evolve
+
+        self["backplane"] = evolve(url, password=password)
 
     def hubLimits(self) -> HubLimits:
         """
@@ -349,8 +423,21 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if options["pubsub"]:
         from netdemo.pubsub import buildPubSubService
 
+        hubLimits = options.hubLimits()
+        backplane = None
+        if options["backplane"] is not None:
+            from netdemo.backplane import buildBackplaneService
+
+            backplane = buildBackplaneService(
+                options["backplane"],
+                metrics,
+                reactor,
+                options["backplane-queue"],
+                hubLimits.maxLine,
+            )
+            backplane.setServiceParent(top)
         buildPubSubService(
-            options["pubsub"], limits, options.hubLimits(), metrics, reactor
+            options["pubsub"], limits, hubLimits, metrics, reactor, backplane
         ).setServiceParent(top)
     if options["http"]:
         info = ServerInfo(version=__version__, startedAt=reactor.seconds())
