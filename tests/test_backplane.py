@@ -112,7 +112,7 @@ class URLTests(SynchronousTestCase):
                 ca="/etc/ca.pem",
             ),
         )
-        self.assertEqual(url.display(), "rediss://[::1]:6380/3?prefix=chat.eu")
+        self.assertEqual(url.display(), "rediss://hub@[::1]:6380/3?prefix=chat.eu")
         self.assertNotIn("s@cret", repr(url))
 
     def test_passwordOnly(self) -> None:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ class RedisServer:
     def __init__(self) -> None:
         self.port = freePort()
         self.process: subprocess.Popen[bytes] | None = None
+        self.options: list[str] = []
 
     def start(self) -> None:
         """
@@ -87,6 +88,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -100,7 +102,7 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(7) == b"+PONG\r\n"
+                return s.recv(7) in (b"+PONG\r\n", b"-NOAUTH")
         except OSError:
             return False
 
@@ -132,7 +134,15 @@ class Hub:
     A C{twistd netdemo} hub joined to a backplane.
     """
 
-    def __init__(self, directory: Path, name: str, redisPort: int, prefix: str):
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        redisPort: int,
+        prefix: str,
+        user: str = "",
+        extra: Sequence[str] = (),
+    ):
         self.log = directory / f"{name}.log"
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         self.process = subprocess.Popen(
@@ -146,7 +156,8 @@ class Hub:
                 "tcp:0:interface=127.0.0.1",
                 "--no-presence",
                 "--backplane",
-                f"redis://127.0.0.1:{redisPort}?prefix={prefix}",
+                f"redis://{user}127.0.0.1:{redisPort}?prefix={prefix}",
+                *extra,
             ],
             cwd=directory,
             stdout=subprocess.DEVNULL,
@@ -411,3 +422,68 @@ def test_redisOutages(redis: RedisServer, hubs: Any) -> None:
     for hub in (a, b):
         assert hub.count(DOWN) == 2, hub.text()
         assert hub.count(UP) == 2, hub.text()
+
+
+def test_aclUserAndPasswordFile(tmp_path: Path, redis: RedisServer) -> None:
+    """
+    With a Redis that only lets an ACL user publish and subscribe under the
+    prefix, a hub with that user and its password in
+    C{--backplane-password-file} joins (C{redis-cli PUBLISH} as that user
+    reaches its client); a hub with a wrong password logs the refusal once
+    and still serves its own clients.
+    """
+    redis.options = [
+        "--user",
+        "hub",
+        "on",
+        ">s3cret",
+        "resetchannels",
+        "&acl.*",
+        "-@all",
+        "+publish",
+        "+psubscribe",
+        "+ping",
+        "--user",
+        "default",
+        "off",
+    ]
+    redis.start()
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    good = Hub(
+        tmp_path,
+        "good",
+        redis.port,
+        "acl",
+        "hub@",
+        ["--backplane-password-file", str(secret)],
+    )
+    bad = Hub(tmp_path, "bad", redis.port, "acl", "hub:wrong@")
+    try:
+        for hub in (good, bad):
+            waitFor(hub.listening, "the hub to listen")
+        waitFor(up(good), "the backplane to come up")
+        waitFor(lambda: bad.count("refused us") >= 1, "the refusal to be logged")
+        client = Client(good.port)
+        sender, peer = Client(bad.port), Client(bad.port)
+        received = redis.cli(
+            "--user",
+            "hub",
+            "--pass",
+            "s3cret",
+            "--no-auth-warning",
+            "PUBLISH",
+            "acl.chat",
+            "<ops> members only",
+        )
+        assert received == "1\n"
+        assert client.collect(1) == [b"<ops> members only"]
+        sender.send(b"local only\n")
+        assert peer.collect(1) == [b"<%s> local only" % sender.identity]
+        assert client.collect(1) == [b"<ops> members only"]
+        assert bad.count("refused us") == 1, bad.text()
+        assert "s3cret" not in good.text() + bad.text()
+        assert "wrong" not in bad.text()
+    finally:
+        good.stop()
+        bad.stop()

@@ -129,6 +129,8 @@ class BackplaneURL:
         The URL without its password, for logs and messages.
         """
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.username is not None:
+            host = f"{self.username}@{host}"
         text = f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}"
         if self.db is not None:
             text += f"/{self.db}"
@@ -526,6 +528,7 @@ class RedisBackplane(_Backplane):
         self._queued = 0
         self._factories: list[Any] = []
         self._outage = False
+        self._refused = False
         self._stopping = False
 
     @property
@@ -657,8 +660,10 @@ class RedisBackplane(_Backplane):
         Redis refused the password or the database: txredisapi stops
         retrying.
         """
-        self._outage = True
         self.up = False
+        if self._refused:
+            return
+        self._refused = self._outage = True
         self._log.error(
             "backplane: {url} refused us ({why}); not retrying",
             event="backplane_refused",
