@@ -74,7 +74,7 @@ class RedisServer:
 
     def start(self) -> None:
         """
-        Start it and wait until it answers C{PING}.
+        Start it and wait until it answers C{PING} (in plain TCP).
         """
         assert REDIS_SERVER is not None
         self.process = subprocess.Popen(
@@ -134,15 +134,7 @@ class Hub:
     A C{twistd netdemo} hub joined to a backplane.
     """
 
-    def __init__(
-        self,
-        directory: Path,
-        name: str,
-        redisPort: int,
-        prefix: str,
-        user: str = "",
-        extra: Sequence[str] = (),
-    ):
+    def __init__(self, directory: Path, name: str, url: str, extra: Sequence[str] = ()):
         self.log = directory / f"{name}.log"
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         self.process = subprocess.Popen(
@@ -156,7 +148,7 @@ class Hub:
                 "tcp:0:interface=127.0.0.1",
                 "--no-presence",
                 "--backplane",
-                f"redis://{user}127.0.0.1:{redisPort}?prefix={prefix}",
+                url,
                 *extra,
             ],
             cwd=directory,
@@ -286,7 +278,11 @@ def hubs(tmp_path: Path, redis: RedisServer) -> Iterator[Callable[[int], list[Hu
 
     def start(count: int) -> list[Hub]:
         new = [
-            Hub(tmp_path, f"hub{len(started) + i}", redis.port, prefix)
+            Hub(
+                tmp_path,
+                f"hub{len(started) + i}",
+                f"redis://127.0.0.1:{redis.port}?prefix={prefix}",
+            )
             for i in range(count)
         ]
         started.extend(new)
@@ -453,12 +449,10 @@ def test_aclUserAndPasswordFile(tmp_path: Path, redis: RedisServer) -> None:
     good = Hub(
         tmp_path,
         "good",
-        redis.port,
-        "acl",
-        "hub@",
+        f"redis://hub@127.0.0.1:{redis.port}?prefix=acl",
         ["--backplane-password-file", str(secret)],
     )
-    bad = Hub(tmp_path, "bad", redis.port, "acl", "hub:wrong@")
+    bad = Hub(tmp_path, "bad", f"redis://hub:wrong@127.0.0.1:{redis.port}?prefix=acl")
     try:
         for hub in (good, bad):
             waitFor(hub.listening, "the hub to listen")
@@ -487,3 +481,124 @@ def test_aclUserAndPasswordFile(tmp_path: Path, redis: RedisServer) -> None:
     finally:
         good.stop()
         bad.stop()
+
+
+def writeCertificates(directory: Path) -> tuple[Path, Path, Path]:
+    """
+    Write a CA certificate and a server key and certificate (for
+    C{localhost}, signed by that CA) as PEM files.
+
+    @return: The CA, the server certificate and the server key paths.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(
+        subject: str, key: Any, issuer: str, signer: Any, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost")]), False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    caKey = ec.generate_private_key(ec.SECP256R1())
+    serverKey = ec.generate_private_key(ec.SECP256R1())
+    caCert = certificate("netdemo test CA", caKey, "netdemo test CA", caKey, True)
+    serverCert = certificate("localhost", serverKey, "netdemo test CA", caKey, False)
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(caCert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(serverCert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        serverKey.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_tls(tmp_path: Path, redis: RedisServer) -> None:
+    """
+    Over C{rediss://}, a hub that trusts the server's CA (C{ca=FILE}) joins:
+    C{redis-cli --tls PUBLISH} reaches its client; a hub that only trusts the
+    system's CAs refuses the certificate and logs it once.
+    """
+    ca, cert, key = writeCertificates(tmp_path)
+    redis.options = [
+        "--port",
+        "0",
+        "--tls-port",
+        str(redis.port),
+        "--tls-cert-file",
+        str(cert),
+        "--tls-key-file",
+        str(key),
+        "--tls-ca-cert-file",
+        str(ca),
+        "--tls-auth-clients",
+        "no",
+    ]
+    redis.answers = lambda: True  # type: ignore[method-assign]
+    redis.start()
+    tlsCli = ["--tls", "--cacert", str(ca), "--sni", "localhost"]
+    waitFor(
+        lambda: (
+            subprocess.run(
+                [REDIS_CLI or "redis-cli", "-p", str(redis.port), *tlsCli, "PING"],
+                capture_output=True,
+                timeout=PATIENCE,
+            ).stdout
+            == b"PONG\n"
+        ),
+        "redis-server to answer PING over TLS",
+    )
+    trusting = Hub(
+        tmp_path, "trusting", f"rediss://localhost:{redis.port}?prefix=tls&ca={ca}"
+    )
+    doubting = Hub(tmp_path, "doubting", f"rediss://localhost:{redis.port}?prefix=tls")
+    try:
+        for hub in (trusting, doubting):
+            waitFor(hub.listening, "the hub to listen")
+        waitFor(up(trusting), "the backplane to come up")
+        waitFor(lambda: doubting.count(DOWN) >= 1, "the refusal to be logged")
+        assert "certificate verify failed" in doubting.text()
+        client = Client(trusting.port)
+        received = subprocess.run(
+            [
+                REDIS_CLI or "redis-cli",
+                "-p",
+                str(redis.port),
+                *tlsCli,
+                "PUBLISH",
+                "tls.chat",
+                "<ops> encrypted",
+            ],
+            capture_output=True,
+            timeout=PATIENCE,
+            check=True,
+        ).stdout
+        assert received == b"1\n"
+        assert client.collect(1) == [b"<ops> encrypted"]
+        assert doubting.count(DOWN) == 1
+        assert doubting.count(UP) == 0
+    finally:
+        trusting.stop()
+        doubting.stop()
