@@ -55,6 +55,9 @@ from fanout import (  # noqa: E402
 
 PREFIX = "bench"
 
+#: The arguments C{bench/run.py --quick} passes.
+QUICK_ARGS = ["--duration", "1", "--rate", "1000"]
+
 
 def startHub(logDir: str, name: str, redisPort: int | None) -> Server:
     """
