@@ -19,10 +19,12 @@ from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from netdemo import backplane, tap
 from netdemo.backplane import (
     BackplaneURL,
+    IBackplane,
     MemoryBackplane,
     MemoryBus,
     RedisBackplane,
@@ -33,6 +35,7 @@ from netdemo.backplane import (
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.pubsub import HubLimits, PubSubFactory
+from netdemo.web import ServerInfo, statusDocument
 from tests.pubsubhelpers import FakeClient, FakeHub
 
 
@@ -566,6 +569,31 @@ class RedisBackplaneTests(SynchronousTestCase):
         self.backplane.subscribed(subscriber)
         self.assertEqual(len(self.events("backplane_up")), 2)
         self.assertNotIn("gone", str(self.events("backplane_up")))
+
+    def test_interface(self) -> None:
+        """
+        Both backplanes provide L{IBackplane}.
+        """
+        self.assertTrue(verifyObject(IBackplane, self.backplane))
+        self.assertTrue(
+            verifyObject(IBackplane, MemoryBackplane(MemoryBus(), MemoryMetrics()))
+        )
+
+    def test_statusDocument(self) -> None:
+        """
+        The backplane's state shows in C{/status.json}, as the C{backplane}
+        service.
+        """
+        self.backplane.publisherReady(FakePublisher())
+        self.backplane.subscribed(object())
+        doc = statusDocument(self.metrics.samples(), ServerInfo("0", 0.0), 1.0)
+        [service] = [s for s in doc["services"] if s["name"] == "backplane"]
+        values = {m["series"]: m["value"] for m in service["metrics"]}
+        self.assertEqual(values['netdemo_backplane_up{service="backplane"}'], 1)
+        self.assertIn(
+            'netdemo_backplane_dropped_total{reason="queue-full",service="backplane"}',
+            values,
+        )
 
     def test_messageReceived(self) -> None:
         """
