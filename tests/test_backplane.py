@@ -234,6 +234,49 @@ class WireTests(SynchronousTestCase):
             self.assertIsNone(decodeMessage(payload), payload)
 
 
+class OrderTests(SynchronousTestCase):
+    """
+    Duplicates and order, over any interleaving of several nodes' messages.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=st.data())
+    def test_exactlyOnceInOrder(self, data: st.DataObject) -> None:
+        """
+        Each node's messages, interleaved in any way with copies of messages
+        already sent, reach the hub exactly once each and in each node's
+        order.
+        """
+        counts = data.draw(st.lists(st.integers(0, 8), min_size=1, max_size=4))
+        pending = {b"n%d" % i: list(range(1, n + 1)) for i, n in enumerate(counts)}
+        sent: list[tuple[bytes, int]] = []
+        arrivals: list[tuple[bytes, int]] = []
+        while any(pending.values()):
+            if sent and data.draw(st.booleans()):
+                arrivals.append(data.draw(st.sampled_from(sent)))
+                continue
+            node = data.draw(st.sampled_from([n for n, q in pending.items() if q]))
+            message = (node, pending[node].pop(0))
+            sent.append(message)
+            arrivals.append(message)
+        metrics = MemoryMetrics()
+        bus = MemoryBus()
+        backplane = MemoryBackplane(bus, metrics, node=b"self")
+        got: list[tuple[bytes, int]] = []
+        backplane.attach(
+            lambda topic, identity, lines: got.append((identity, int(lines[0])))
+        )
+        for node, seq in arrivals:
+            backplane.messageReceived(
+                b"netdemo.chat", encodeMessage(node, seq, node, [b"%d" % seq])
+            )
+        self.assertEqual(sorted(got), sorted(sent))
+        for node in pending:
+            mine = [seq for n, seq in got if n == node]
+            self.assertEqual(mine, sorted(mine))
+        self.assertEqual(dropped(metrics, "duplicate"), len(arrivals) - len(sent))
+
+
 class MemoryBusTests(SynchronousTestCase):
     """
     Hubs joined by a L{MemoryBus}: what crosses and what does not.
