@@ -12,6 +12,12 @@ library's supported way (its factories are not C{ClientFactory}s, so the
 old C{reactor.connectTCP} recipe fails): a C{ClientService} per connection
 reconnects with backoff.  Payloads stay bytes (C{charset=None}) and are
 never taken for numbers (C{convertNumbers=False}).
+
+C{hiredis} is a dependency: with it importable, C{txredisapi.RedisProtocol}
+is its C{HiredisProtocol}, which parses a whole read at once; the pure-Python
+parser pauses the transport and waits a reactor turn after every bulk string.
+
+C{psubscribe} takes a list: given C{bytes}, it iterates them (integers).
 """
 
 from __future__ import annotations
