@@ -53,6 +53,7 @@ SECTIONS = [
     ("echo", "tcp_echo"),
     ("memory", "idle_memory"),
     ("fanout", "fanout"),
+    ("backplane", "backplane"),
     ("udp", "udp"),
 ]
 
