@@ -121,6 +121,39 @@ CATALOG: dict[str, MetricSpec] = {
     "netdemo_backplane_queued_bytes": MetricSpec(
         "gauge", "Bytes waiting to be published to Redis", ("service",)
     ),
+    "netdemo_datagrams_received_total": MetricSpec(
+        "counter", "Datagrams received", ("service",)
+    ),
+    "netdemo_datagrams_sent_total": MetricSpec(
+        "counter", "Datagrams sent (replies, probes, beacons)", ("service",)
+    ),
+    "netdemo_multicast_peers": MetricSpec(
+        "gauge", "Other netdemo instances heard on a multicast group", ("service",)
+    ),
+    "netdemo_multicast_peer_received_total": MetricSpec(
+        "counter", "Beacons received from one multicast peer", ("service", "peer")
+    ),
+    "netdemo_multicast_peer_lost_total": MetricSpec(
+        "counter",
+        "Beacons of one multicast peer never received (sequence gaps)",
+        ("service", "peer"),
+    ),
+    "netdemo_multicast_peer_jitter_seconds": MetricSpec(
+        "gauge",
+        "Smoothed delay variation of one multicast peer's beacons (RFC 3550)",
+        ("service", "peer"),
+    ),
+    "netdemo_udp_peer_probes_total": MetricSpec(
+        "counter",
+        "Connected-UDP probes by outcome (sent, received, lost, duplicate, "
+        "reordered, refused)",
+        ("service", "peer", "outcome"),
+    ),
+    "netdemo_udp_peer_rtt_seconds": MetricSpec(
+        "gauge",
+        "Connected-UDP probe round-trip time (stat: min, avg, max, mdev, last)",
+        ("service", "peer", "stat"),
+    ),
 }
 
 
