@@ -24,10 +24,12 @@ __all__ = ["DEFAULTS", "Options", "makeService"]
 
 #: What C{twistd netdemo} starts when no service option is given: every
 #: service, on loopback, on these ports.
-DEFAULTS: dict[str, list[str]] = {
+DEFAULTS: dict[str, list[Any]] = {
     "tcp": [f"tcp:8007:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "http": ["tcp:8080:interface=127.0.0.1"],
     "pubsub": [f"tcp:8008:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
+    "udp": ["127.0.0.1:8009"],
+    "multicast": ["239.255.80.1:8001,interface=127.0.0.1"],
 }
 
 
@@ -194,6 +196,56 @@ class Options(usage.Options):
             nonNegativeFloat,
         ],
         [
+            "udp-max-datagram",
+            None,
+            8972,
+            "Largest UDP echo or multicast probe answered, in bytes; larger ones "
+            "are refused, never cut",
+            nonNegativeInt,
+        ],
+        [
+            "udp-port-floor",
+            None,
+            1024,
+            "Datagrams from source ports below this are never answered",
+            nonNegativeInt,
+        ],
+        [
+            "udp-rate",
+            None,
+            1000.0,
+            "Datagrams a second answered per source address, 0 for no limit",
+            nonNegativeFloat,
+        ],
+        [
+            "udp-burst",
+            None,
+            2000,
+            "Datagrams one source address may send at once before --udp-rate applies",
+            nonNegativeInt,
+        ],
+        [
+            "udp-max-sources",
+            None,
+            10000,
+            "Source addresses tracked for rate limiting (least recently used evicted)",
+            nonNegativeInt,
+        ],
+        [
+            "udp-peer-interval",
+            None,
+            1.0,
+            "Seconds between --udp-peer probes",
+            nonNegativeFloat,
+        ],
+        [
+            "announce-interval",
+            None,
+            5.0,
+            "Seconds between multicast beacons, 0 for none",
+            nonNegativeFloat,
+        ],
+        [
             "drain",
             None,
             5.0,
@@ -283,7 +335,9 @@ class Options(usage.Options):
         ["no-presence", None, "Pub/sub: no join, leave and nick notices"],
     ]
 
-    compData = usage.Completions(multiUse=["tcp", "http", "pubsub"])
+    compData = usage.Completions(
+        multiUse=["tcp", "http", "pubsub", "udp", "udp-allow", "udp-peer", "multicast"]
+    )
 
     #: Set when parsing failed, so that L{getUsage} stays quiet: C{twistd}
     #: prints the usage before the error, and a bad option deserves one line.
@@ -294,6 +348,10 @@ class Options(usage.Options):
         self["tcp"] = []
         self["http"] = []
         self["pubsub"] = []
+        self["udp"] = []
+        self["udp-allow"] = []
+        self["udp-peer"] = []
+        self["multicast"] = []
 
     def parseOptions(self, options: Any = None) -> None:
         try:
@@ -331,10 +389,57 @@ class Options(usage.Options):
         """
         self["http"].append(streamDescription("http", description))
 
+    def opt_udp(self, value: str) -> None:
+        """
+        UDP echo (RFC 862) listener: [ADDRESS:]PORT, IPv6 as [::1]:9000, a
+        bare port for every address. Repeatable. [default when no service is
+        given: 127.0.0.1:8009]
+        """
+        self["udp"].append(_parsed("udp", value, _udpAddress))
+
+    def opt_udp_allow(self, value: str) -> None:
+        """
+        Answer datagrams only from this network (CIDR). Repeatable
+        """
+        import ipaddress
+
+        try:
+            self["udp-allow"].append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise usage.UsageError(
+                f"--udp-allow: {value!r} is not a network such as 192.0.2.0/24"
+            ) from None
+
+    def opt_udp_peer(self, value: str) -> None:
+        """
+        Probe the UDP echo at HOST:PORT over connected UDP and report loss and
+        round-trip time. Repeatable
+        """
+        from netdemo.udppeer import parsePeerTarget
+
+        self["udp-peer"].append(_parsed("udp-peer", value, parsePeerTarget))
+
+    def opt_multicast(self, value: str) -> None:
+        """
+        Multicast responder: GROUP:PORT[,interface=ADDR|NAME][,ttl=N]
+        [,loop=yes|no]. Repeatable. [default when no service is given:
+        239.255.80.1:8001 on 127.0.0.1]
+        """
+        from netdemo.multicast import parseMulticastGroup
+
+        self["multicast"].append(_parsed("multicast", value, parseMulticastGroup))
+
     def postOptions(self) -> None:
-        if not any(self[name] for name in DEFAULTS):
+        if not any(self[name] for name in DEFAULTS) and not self["udp-peer"]:
             for name, descriptions in DEFAULTS.items():
                 self[name] = list(descriptions)
+        from netdemo.multicast import parseMulticastGroup
+
+        self["udp"] = [_udpAddress(v) if isinstance(v, str) else v for v in self["udp"]]
+        self["multicast"] = [
+            parseMulticastGroup(v) if isinstance(v, str) else v
+            for v in self["multicast"]
+        ]
         self._backplanePassword()
 
     def _backplanePassword(self) -> None:
@@ -371,6 +476,21 @@ class Options(usage.Options):
 
         self["backplane"] = evolve(url, password=password)
 
+    def datagramLimits(self) -> Any:
+        """
+        The reflection-safety settings of the datagram services.
+        """
+        from netdemo.udpecho import DatagramLimits
+
+        return DatagramLimits(
+            maxDatagram=self["udp-max-datagram"],
+            portFloor=self["udp-port-floor"],
+            rate=self["udp-rate"],
+            burst=self["udp-burst"],
+            maxSources=self["udp-max-sources"],
+            allow=tuple(self["udp-allow"]),
+        )
+
     def hubLimits(self) -> HubLimits:
         """
         The pub/sub hub's limits the options ask for.
@@ -396,6 +516,31 @@ class Options(usage.Options):
             idleTimeout=self["idle-timeout"],
             drain=self["drain"],
         )
+
+
+def _parsed(option: str, value: str, parse: Callable[[str], Any]) -> Any:
+    """
+    Parse one value of a repeatable option, turning C{ValueError} into a
+    one-line L{usage.UsageError} that names the option.
+    """
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise usage.UsageError(f"--{option}: {e}") from None
+
+
+def _udpAddress(value: str) -> Any:
+    """
+    Parse a C{--udp} value; C{systemd:NAME} is the seam for an inherited
+    socket, not supported yet.
+    """
+    from netdemo.udpecho import parseListenAddress
+
+    if value.startswith("systemd:"):
+        raise ValueError(
+            f"{value!r}: adopting a systemd datagram socket is not supported yet"
+        )
+    return parseListenAddress(value)
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -438,6 +583,33 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             backplane.setServiceParent(top)
         buildPubSubService(
             options["pubsub"], limits, hubLimits, metrics, reactor, backplane
+        ).setServiceParent(top)
+    datagramLimits = options.datagramLimits()
+    if options["udp"]:
+        from netdemo.udpecho import buildUDPEchoService
+
+        buildUDPEchoService(
+            options["udp"], datagramLimits, metrics, reactor
+        ).setServiceParent(top)
+    if options["udp-peer"]:
+        from netdemo.udppeer import buildUDPPeerService
+
+        buildUDPPeerService(
+            options["udp-peer"], options["udp-peer-interval"] or 1.0, metrics, reactor
+        ).setServiceParent(top)
+    if options["multicast"]:
+        from netdemo.multicast import buildMulticastService
+
+        services = [
+            n for n in ("tcp", "pubsub", "udp", "udp-peer", "http") if options[n]
+        ]
+        buildMulticastService(
+            options["multicast"],
+            datagramLimits,
+            options["announce-interval"],
+            services + ["multicast"],
+            metrics,
+            reactor,
         ).setServiceParent(top)
     if options["http"]:
         info = ServerInfo(version=__version__, startedAt=reactor.seconds())
