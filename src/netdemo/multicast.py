@@ -609,12 +609,12 @@ class _GroupListener(Service):
             listenMultiple=True,
         )
         h = self.port.getHost()  # type: ignore[union-attr]
+        host = h.host  # type: ignore[attr-defined]
         self.responder._log.info(
-            "{service}: listening on port {port} for {group}",
+            "{service}: listening on {address} ({group})",
             event="listening",
             service=SERVICE_NAME,
-            address=f"{spec.group}:{h.port}",  # type: ignore[attr-defined]
-            port=h.port,  # type: ignore[attr-defined]
+            address=f"[{host}]:{h.port}" if ":" in host else f"{host}:{h.port}",  # type: ignore[attr-defined]
             group=str(spec),
         )
 

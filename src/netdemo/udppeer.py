@@ -51,6 +51,9 @@ _PROBE = struct.Struct("!8sQdQ")
 #: Sequence numbers remembered for duplicate detection.
 HISTORY = 1024
 
+#: A C{peer_report} event is logged every this many probes, and at stop.
+REPORT_EVERY = 10
+
 
 @frozen
 class PeerTarget:
@@ -139,7 +142,28 @@ class UDPPeerProber(DatagramProtocol):
     def stopProtocol(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+            self.report()
         self._loop = None
+
+    def report(self) -> None:
+        """
+        Log the counts and round-trip times so far.
+        """
+        c = self.counts
+        self._log.info(
+            "{service}: {peer}: {sent} sent, {received} received, {lost} lost, "
+            "{duplicate} duplicate, {reordered} reordered, {refused} refused; "
+            "rtt min/avg/max/mdev {rttMin:.6f}/{rttAvg:.6f}/{rttMax:.6f}/"
+            "{rttMdev:.6f} s",
+            event="peer_report",
+            service=SERVICE_NAME,
+            peer=str(self.target),
+            rttMin=self.rttMin if c["received"] else 0.0,
+            rttAvg=self.rttAvg,
+            rttMax=self.rttMax,
+            rttMdev=self.rttMdev,
+            **c,
+        )
 
     def tick(self) -> None:
         """
@@ -159,6 +183,8 @@ class UDPPeerProber(DatagramProtocol):
                 )
         seq = self.sequence
         self.sequence += 1
+        if seq and seq % REPORT_EVERY == 0:
+            self.report()
         try:
             self.transport.write(_PROBE.pack(MAGIC, seq, now, self.instance))  # type: ignore[union-attr]
         except Exception as e:

@@ -1,0 +1,539 @@
+"""
+Tests for L{netdemo.udpecho}: the reflection guard with a fake datagram
+transport, the options, and the real echo over loopback with C{socat},
+C{nc -u} and a connected client to 127.0.0.2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+import subprocess
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.logger import globalLogPublisher
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemo.metrics import MemoryMetrics
+from netdemo.tap import DEFAULTS, Options, makeService
+from netdemo.udpecho import (
+    DatagramLimits,
+    ListenAddress,
+    ReflectionGuard,
+    UDPEcho,
+    buildUDPEchoService,
+    parseListenAddress,
+)
+from tests.datagramhelpers import (
+    FakeDatagramReactor,
+    FakeDatagramTransport,
+    Twistd,
+    splitAddress,
+)
+
+try:
+    from twisted.internet.testing import EventLoggingObserver
+except ImportError:  # pragma: no cover
+    from twisted.test.proto_helpers import EventLoggingObserver  # type: ignore
+
+
+def echoWith(limits: DatagramLimits) -> tuple[UDPEcho, FakeDatagramTransport, Any]:
+    """
+    A L{UDPEcho} on a fake transport, its metrics and clock.
+    """
+    reactor = FakeDatagramReactor()
+    metrics = MemoryMetrics()
+    echo = UDPEcho(ReflectionGuard("udp-echo", limits, metrics, reactor))
+    transport = FakeDatagramTransport()
+    echo.makeConnection(transport)  # type: ignore[arg-type]
+    echo.metrics = metrics  # type: ignore[attr-defined]
+    echo.reactor = reactor  # type: ignore[attr-defined]
+    return echo, transport, metrics
+
+
+def refused(metrics: MemoryMetrics, reason: str) -> float:
+    """
+    The refusals of C{reason} counted so far.
+    """
+    return metrics.value("netdemo_refused_total", service="udp-echo", reason=reason)
+
+
+class ReflectionGuardTests(SynchronousTestCase):
+    """
+    Every refusal rule, with a fake datagram transport.
+    """
+
+    def test_echo(self) -> None:
+        """
+        An acceptable datagram comes back byte for byte to its sender, and
+        the datagram and byte totals count it.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits())
+        echo.datagramReceived(b"\x00hello\xff", ("192.0.2.1", 5000))
+        self.assertEqual(transport.written, [(b"\x00hello\xff", ("192.0.2.1", 5000))])
+        self.assertEqual((echo.datagramsIn, echo.datagramsOut, echo.bytesOut), (1, 1, 7))
+
+    def test_cap(self) -> None:
+        """
+        A datagram of exactly the cap is answered; one byte more is refused,
+        never truncated.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits(maxDatagram=100))
+        echo.datagramReceived(b"a" * 100, ("192.0.2.1", 5000))
+        echo.datagramReceived(b"a" * 101, ("192.0.2.1", 5000))
+        self.assertEqual([len(d) for d, _ in transport.written], [100])
+        self.assertEqual(refused(metrics, "too-large"), 1)
+
+    def test_portFloor(self) -> None:
+        """
+        Source ports below the floor (echo, chargen, DNS...) are never
+        answered; the floor itself is.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits(portFloor=1024))
+        for port in (7, 19, 53, 1023):
+            echo.datagramReceived(b"x", ("192.0.2.1", port))
+        echo.datagramReceived(b"x", ("192.0.2.1", 1024))
+        self.assertEqual([a for _, a in transport.written], [("192.0.2.1", 1024)])
+        self.assertEqual(refused(metrics, "source-port"), 4)
+
+    def test_lowerFloor(self) -> None:
+        """
+        The floor is a setting: 0 answers every port.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits(portFloor=0))
+        echo.datagramReceived(b"x", ("192.0.2.1", 7))
+        self.assertEqual(len(transport.written), 1)
+
+    def test_badSources(self) -> None:
+        """
+        Multicast, broadcast, unspecified and IPv4-mapped multicast sources
+        are refused, each under its own reason.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits())
+        for host in ("224.0.0.1", "239.1.2.3", "ff02::1", "::ffff:224.0.0.5"):
+            echo.datagramReceived(b"x", (host, 5000))
+        echo.datagramReceived(b"x", ("255.255.255.255", 5000))
+        echo.datagramReceived(b"x", ("0.0.0.0", 5000))
+        echo.datagramReceived(b"x", ("::", 5000))
+        self.assertEqual(transport.written, [])
+        self.assertEqual(refused(metrics, "source-multicast"), 4)
+        self.assertEqual(refused(metrics, "source-broadcast"), 1)
+        self.assertEqual(refused(metrics, "source-unspecified"), 2)
+
+    def test_allowList(self) -> None:
+        """
+        With allow-lists, only sources inside one of them are answered.
+        """
+        allow = (
+            ipaddress.ip_network("192.0.2.0/24"),
+            ipaddress.ip_network("2001:db8::/32"),
+        )
+        echo, transport, metrics = echoWith(DatagramLimits(allow=allow))
+        echo.datagramReceived(b"a", ("192.0.2.9", 5000))
+        echo.datagramReceived(b"b", ("2001:db8::1", 5000))
+        echo.datagramReceived(b"c", ("198.51.100.1", 5000))
+        echo.datagramReceived(b"d", ("2001:db9::1", 5000))
+        self.assertEqual([d for d, _ in transport.written], [b"a", b"b"])
+        self.assertEqual(refused(metrics, "not-allowed"), 2)
+
+    def test_rate(self) -> None:
+        """
+        A source gets C{burst} answers at once, then C{rate} a second; other
+        sources are not affected.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits(rate=10, burst=5))
+        clock = echo.reactor  # type: ignore[attr-defined]
+        for _ in range(8):
+            echo.datagramReceived(b"x", ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), 5)
+        self.assertEqual(refused(metrics, "rate"), 3)
+        echo.datagramReceived(b"x", ("192.0.2.2", 5000))
+        self.assertEqual(len(transport.written), 6)
+        clock.advance(0.3)
+        for _ in range(5):
+            echo.datagramReceived(b"x", ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), 9)
+        self.assertEqual(refused(metrics, "rate"), 5)
+
+    def test_rateOff(self) -> None:
+        """
+        A rate of 0 turns the per-source limit off.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits(rate=0, burst=1))
+        for _ in range(50):
+            echo.datagramReceived(b"x", ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), 50)
+
+    def test_boundedTable(self) -> None:
+        """
+        The table keeps at most C{maxSources} sources and evicts the least
+        recently used: an evicted source starts again with a full burst, a
+        recently seen one keeps its empty bucket.
+        """
+        limits = DatagramLimits(rate=0.001, burst=1, maxSources=2)
+        echo, transport, metrics = echoWith(limits)
+        guard = echo.guard
+        a, b, c = ("192.0.2.1", 5000), ("192.0.2.2", 5000), ("192.0.2.3", 5000)
+        echo.datagramReceived(b"x", a)
+        echo.datagramReceived(b"x", b)
+        echo.datagramReceived(b"x", a)  # refused, and a is now most recent
+        echo.datagramReceived(b"x", c)  # evicts b
+        self.assertEqual(list(guard.buckets), ["192.0.2.1", "192.0.2.3"])
+        echo.datagramReceived(b"x", a)  # still remembered: refused
+        echo.datagramReceived(b"x", b)  # forgotten: a fresh burst
+        self.assertEqual(
+            [addr for _, addr in transport.written], [a, b, c, b]
+        )
+        self.assertEqual(len(guard.buckets), 2)
+
+    def test_refusalsLoggedAtBoundedRate(self) -> None:
+        """
+        A flood of refusals is one warning event per reason per interval,
+        with a stable C{event} key, while every refusal is counted.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        echo, transport, metrics = echoWith(DatagramLimits())
+        for _ in range(100):
+            echo.datagramReceived(b"x", ("192.0.2.1", 53))
+        mine = [e for e in events if e.get("event") == "refused"]
+        self.assertEqual(len(mine), 1)
+        self.assertEqual(mine[0]["reason"], "source-port")
+        self.assertEqual(mine[0]["peer"], "192.0.2.1:53")
+        self.assertEqual(refused(metrics, "source-port"), 100)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.binary(max_size=300),
+                st.sampled_from(
+                    ["192.0.2.1", "192.0.2.2", "224.0.0.1", "0.0.0.0", "2001:db8::1"]
+                ),
+                st.integers(0, 65535),
+                st.floats(0, 2),
+            ),
+            max_size=60,
+        ),
+        st.integers(0, 300),
+    )
+    def test_neverLarger(
+        self, datagrams: list[tuple[bytes, str, int, float]], cap: int
+    ) -> None:
+        """
+        Whatever arrives, every reply is a datagram that was received from
+        that address, so never longer than its request.
+        """
+        echo, transport, metrics = echoWith(
+            DatagramLimits(maxDatagram=cap, rate=5, burst=3, maxSources=2)
+        )
+        clock = echo.reactor  # type: ignore[attr-defined]
+        for data, host, port, wait in datagrams:
+            clock.advance(wait)
+            before = len(transport.written)
+            echo.datagramReceived(data, (host, port))
+            for reply, addr in transport.written[before:]:
+                self.assertEqual(addr, (host, port))
+                self.assertLessEqual(len(reply), len(data))
+                self.assertEqual(reply, data)
+            self.assertLessEqual(len(transport.written) - before, 1)
+
+
+class ParseTests(SynchronousTestCase):
+    """
+    C{--udp} values and the other datagram options.
+    """
+
+    def test_listenAddresses(self) -> None:
+        """
+        A bare port, an IPv4 address and port, and a bracketed IPv6 address.
+        """
+        self.assertEqual(parseListenAddress("9000"), ListenAddress("", 9000))
+        self.assertEqual(
+            parseListenAddress("127.0.0.1:9000"), ListenAddress("127.0.0.1", 9000)
+        )
+        self.assertEqual(parseListenAddress("[::1]:9000"), ListenAddress("::1", 9000))
+        self.assertEqual(str(ListenAddress("::1", 9000)), "[::1]:9000")
+
+    def test_badListenAddresses(self) -> None:
+        """
+        Bad values are one-line usage errors naming the value.
+        """
+        for value in ("x", "::1:9000", "[::1]9000", "1.2.3.4:70000", "foo:9"):
+            options = Options()
+            with self.assertRaises(usage.UsageError) as e:
+                options.parseOptions(["--udp", value])
+            self.assertIn(repr(value), str(e.exception))
+            self.assertIn("--udp", str(e.exception))
+
+    def test_systemdSeam(self) -> None:
+        """
+        C{--udp systemd:NAME} is refused with a clear message (not done yet).
+        """
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--udp", "systemd:echo"])
+        self.assertIn("not supported yet", str(e.exception))
+
+    def test_options(self) -> None:
+        """
+        The settings reach L{DatagramLimits}.
+        """
+        options = Options()
+        options.parseOptions(
+            [
+                "--udp",
+                "9000",
+                "--udp",
+                "[::1]:9001",
+                "--udp-max-datagram",
+                "1000",
+                "--udp-port-floor",
+                "0",
+                "--udp-rate",
+                "5",
+                "--udp-burst",
+                "7",
+                "--udp-max-sources",
+                "3",
+                "--udp-allow",
+                "10.0.0.0/8",
+                "--udp-allow",
+                "2001:db8::/32",
+            ]
+        )
+        self.assertEqual(
+            options["udp"], [ListenAddress("", 9000), ListenAddress("::1", 9001)]
+        )
+        self.assertEqual(
+            options.datagramLimits(),
+            DatagramLimits(
+                maxDatagram=1000,
+                portFloor=0,
+                rate=5.0,
+                burst=7,
+                maxSources=3,
+                allow=(
+                    ipaddress.ip_network("10.0.0.0/8"),
+                    ipaddress.ip_network("2001:db8::/32"),
+                ),
+            ),
+        )
+        self.assertEqual(options["multicast"], [])
+
+    def test_badAllow(self) -> None:
+        """
+        A bad network is a usage error naming it.
+        """
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--udp-allow", "10.0.0.0/33"])
+        self.assertIn("'10.0.0.0/33'", str(e.exception))
+
+    def test_defaults(self) -> None:
+        """
+        With no service option, UDP echo listens on 127.0.0.1:8009 and the
+        multicast responder joins an administratively scoped group on
+        127.0.0.1.
+        """
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["udp"], [ListenAddress("127.0.0.1", 8009)])
+        [group] = options["multicast"]
+        self.assertTrue(ipaddress.ip_address(group.group) in ipaddress.ip_network("239.0.0.0/8"))
+        self.assertEqual((group.port, group.interface, group.ttl), (8001, "127.0.0.1", 1))
+        self.assertIn("udp", DEFAULTS)
+
+    def test_makeServiceShape(self) -> None:
+        """
+        L{makeService} builds a C{udp-echo} child that listens with whole
+        64 KiB reads on every address of a bare port.
+        """
+        options = Options()
+        options.parseOptions(["--udp", "9000", "--udp", "127.0.0.1:9001"])
+        reactor = FakeDatagramReactor()
+        top = makeService(options, reactor)
+        service = top.getServiceNamed("udp-echo")  # type: ignore[attr-defined]
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.assertEqual(
+            [(p, i, size) for p, _, i, size in reactor.udp],
+            [(9000, "0.0.0.0", 65535), (9000, "::", 65535), (9001, "127.0.0.1", 65535)],
+        )
+        self.assertEqual(len(service.ports), 3)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError(f"{name} is not installed (.ci/run installs it)")
+    return path
+
+
+class LoopbackTests(SynchronousTestCase):
+    """
+    The real daemon over loopback, with real clients.
+    """
+
+    cap = 2000
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.daemon = Twistd(
+            [
+                "--udp",
+                "127.0.0.1:0",
+                "--udp",
+                "0",
+                "--udp",
+                "[::1]:0",
+                "--udp-max-datagram",
+                str(cls.cap),
+            ]
+        )
+        try:
+            cls.ipv4, cls.wildcard, cls.wildcard6, cls.ipv6 = cls.daemon.listening(
+                "udp-echo", count=4
+            )
+        except BaseException:
+            cls.daemon.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.daemon.close()
+
+    def roundTrip(self, data: bytes, address: str, family: int = socket.AF_INET) -> bytes | None:
+        """
+        Send C{data} from a connected socket and return the reply, or
+        L{None} after a second.
+        """
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(splitAddress(address))
+            s.settimeout(1.0)
+            s.send(data)
+            try:
+                return s.recv(70000)
+            except TimeoutError:
+                return None
+
+    def test_socat(self) -> None:
+        """
+        C{socat} gets back exactly what it sent for 1 and 1472 bytes and the
+        cap.
+        """
+        socat = _tool("socat")
+        host, port = splitAddress(self.ipv4)
+        for size in (1, 1472, self.cap):
+            data = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+            result = subprocess.run(
+                [socat, "-t", "2", "-b", "70000", "-", f"UDP:{host}:{port}"],
+                input=data,
+                capture_output=True,
+                timeout=20,
+            )
+            self.assertEqual(result.stdout, data, f"size {size}")
+
+    def test_nc(self) -> None:
+        """
+        C{nc -u} gets back exactly what it sent, over IPv4 and IPv6.
+        """
+        nc = _tool("nc")
+        for address, flag in ((self.ipv4, "-4"), (self.ipv6, "-6")):
+            host, port = splitAddress(address)
+            data = b"n" * 1472
+            result = subprocess.run(
+                [nc, flag, "-u", "-w", "2", host, str(port)],
+                input=data,
+                capture_output=True,
+                timeout=20,
+            )
+            self.assertEqual(result.stdout, data, address)
+
+    def test_emptyAndOverCap(self) -> None:
+        """
+        An empty datagram gets an empty reply; one byte over the cap gets
+        none, and the refusal is logged with its reason.
+        """
+        self.assertEqual(self.roundTrip(b"", self.ipv4), b"")
+        self.assertIsNone(self.roundTrip(b"y" * (self.cap + 1), self.ipv4))
+        self.daemon.waitFor(r"refused a datagram from 127\.0\.0\.1:\d+ \(too-large\)")
+
+    def test_connectedToSecondaryAddress(self) -> None:
+        """
+        A connected client to 127.0.0.2 gets its reply while the service
+        listens on the wildcard: the reply leaves from 127.0.0.2.  The same
+        for IPv6 on the wildcard's IPv6 socket.
+        """
+        _, port = splitAddress(self.wildcard)
+        self.assertEqual(self.roundTrip(b"second", f"127.0.0.2:{port}"), b"second")
+        self.assertEqual(self.roundTrip(b"first", f"127.0.0.1:{port}"), b"first")
+        _, port6 = splitAddress(self.wildcard6)
+        self.assertEqual(
+            self.roundTrip(b"six", f"[::1]:{port6}", socket.AF_INET6), b"six"
+        )
+
+    def test_broadcastDestination(self) -> None:
+        """
+        A datagram sent to a broadcast address (127.255.255.255 on
+        loopback) is not answered by the wildcard socket.
+        """
+        _, port = splitAddress(self.wildcard)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(1.0)
+            s.sendto(b"everyone", ("127.255.255.255", port))
+            with self.assertRaises(TimeoutError):
+                s.recvfrom(100)
+        self.daemon.waitFor(r"\(destination-not-unicast\)")
+
+    def test_lowSourcePort(self) -> None:
+        """
+        A datagram from a source port below 1024 gets no answer (we run as
+        root, so the test can bind one).
+        """
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", 1019))
+            except PermissionError:
+                self.skipTest("binding a port below 1024 needs root")
+            s.settimeout(1.0)
+            s.sendto(b"loop", splitAddress(self.ipv4))
+            with self.assertRaises(TimeoutError):
+                s.recvfrom(100)
+        self.daemon.waitFor(r"127\.0\.0\.1:1019 \(source-port\)")
+
+
+class BuilderTests(SynchronousTestCase):
+    """
+    L{buildUDPEchoService} with a real reactor port.
+    """
+
+    def test_metricsFromRealPort(self) -> None:
+        """
+        The totals of the packet-information port reach the metrics.
+        """
+        from twisted.internet import reactor
+
+        metrics = MemoryMetrics()
+        service = buildUDPEchoService(
+            [ListenAddress("127.0.0.1", 0)], DatagramLimits(), metrics, reactor
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.ports[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("127.0.0.1", port.getHost().port))  # type: ignore[attr-defined]
+            for _ in range(3):
+                s.send(b"12345")
+            port.doRead()  # type: ignore[attr-defined]
+            s.settimeout(1)
+            self.assertEqual([s.recv(10) for _ in range(3)], [b"12345"] * 3)
+        self.assertEqual(
+            metrics.value("netdemo_datagrams_received_total", service="udp-echo"), 3
+        )
+        self.assertEqual(
+            metrics.value("netdemo_sent_bytes_total", service="udp-echo"), 15
+        )
