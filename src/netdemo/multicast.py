@@ -224,6 +224,7 @@ class MulticastResponder(DatagramProtocol):
         self.joined = False
         self.peers: dict[str, Peer] = {}
         self.sequence = 0
+        self.groupPort = spec.port
         self.datagramsIn = self.bytesIn = self.datagramsOut = self.bytesOut = 0
         self.beaconsIn = 0
         self._delay = JOIN_RETRY[0]
@@ -235,6 +236,8 @@ class MulticastResponder(DatagramProtocol):
     # Group membership
 
     def startProtocol(self) -> None:
+        # Port 0 (tests): beacons go to the port actually bound.
+        self.groupPort = self.spec.port or self.transport.getHost().port  # type: ignore[union-attr]
         sock = self.transport.getHandle()  # type: ignore[union-attr]
         if self.spec.ipv6:
             level = socket.IPPROTO_IPV6
@@ -394,7 +397,7 @@ class MulticastResponder(DatagramProtocol):
             return
         data = self.beacon(bye)
         try:
-            self.transport.write(data, (self.spec.group, self.spec.port))
+            self.transport.write(data, (self.spec.group, self.groupPort))
         except Exception as e:
             self._log.warn(
                 "{service}: cannot send a beacon to {group}: {error}",

@@ -1,0 +1,433 @@
+"""
+Tests for L{netdemo.multicast}: parsing, socket options and join retry with
+a fake datagram reactor, the probe and beacon rules, and real multicast
+pinned to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import time
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import reactor as realReactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import DatagramProtocol
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netdemo.metrics import MemoryMetrics
+from netdemo.multicast import (
+    BEACON,
+    IP_MULTICAST_ALL,
+    IPV6_MULTICAST_ALL,
+    MulticastGroup,
+    MulticastResponder,
+    buildMulticastService,
+    parseMulticastGroup,
+)
+from netdemo.tap import Options, makeService
+from netdemo.udpecho import DatagramLimits, ReflectionGuard
+from tests.datagramhelpers import FakeDatagramReactor
+
+
+def responderOn(
+    spec: MulticastGroup, interval: float = 1.0, instance: str = "me"
+) -> tuple[MulticastResponder, FakeDatagramReactor, MemoryMetrics]:
+    """
+    A started responder on a fake reactor.
+    """
+    reactor = FakeDatagramReactor()
+    metrics = MemoryMetrics()
+    service = buildMulticastService(
+        [spec], DatagramLimits(), interval, ["udp"], metrics, reactor, instance
+    )
+    service.startService()
+    [(_, responder, *_)] = reactor.multicast
+    return responder, reactor, metrics
+
+
+class ParseTests(SynchronousTestCase):
+    """
+    C{--multicast} values.
+    """
+
+    def test_forms(self) -> None:
+        """
+        GROUP:PORT with optional interface, ttl and loop; IPv6 in brackets.
+        """
+        self.assertEqual(
+            parseMulticastGroup("224.0.0.1:8001"), MulticastGroup("224.0.0.1", 8001)
+        )
+        self.assertEqual(
+            parseMulticastGroup("239.1.2.3:9,interface=eth0,ttl=4,loop=no"),
+            MulticastGroup("239.1.2.3", 9, "eth0", 4, False),
+        )
+        self.assertEqual(
+            parseMulticastGroup("[ff02::1:3]:5000,interface=lo"),
+            MulticastGroup("ff02::1:3", 5000, "lo"),
+        )
+        self.assertEqual(
+            parseMulticastGroup("[ff05::9]:5000"), MulticastGroup("ff05::9", 5000)
+        )
+
+    def test_errors(self) -> None:
+        """
+        Each mistake is a one-line usage error naming the value.
+        """
+        for value in (
+            "10.0.0.1:8001",
+            "224.0.0.1",
+            "224.0.0.1:0",
+            "224.0.0.1:8001,ttl=300",
+            "224.0.0.1:8001,loop=maybe",
+            "224.0.0.1:8001,color=red",
+            "[ff02::1]:8001",
+            "[ff05::1]:8001,interface=::1",
+            "224.0.0.1:8001,interface=::1",
+            "ff05::1:8001",
+        ):
+            with self.assertRaises(usage.UsageError, msg=value) as e:
+                Options().parseOptions(["--multicast", value])
+            self.assertIn(repr(value), str(e.exception))
+
+    def test_documentedExample(self) -> None:
+        """
+        C{--tcp 8007 --multicast 224.0.0.1:8001} parses as written and
+        builds a multicast child listening with 64 KiB reads on the wildcard.
+        """
+        options = Options()
+        options.parseOptions(["--tcp", "8007", "--multicast", "224.0.0.1:8001"])
+        reactor = FakeDatagramReactor()
+        top = makeService(options, reactor)
+        self.assertIsNotNone(top.getServiceNamed("multicast"))  # type: ignore[attr-defined]
+        top.getServiceNamed("multicast").startService()  # type: ignore[attr-defined]
+        [(port, _, interface, size, multiple)] = reactor.multicast
+        self.assertEqual((port, interface, size, multiple), (8001, "", 65535, True))
+
+
+class SocketOptionTests(SynchronousTestCase):
+    """
+    What the responder sets on its socket.
+    """
+
+    def test_ipv4(self) -> None:
+        """
+        TTL 1, loop on, multicast-all off, the outgoing interface and the
+        join on the chosen address.
+        """
+        responder, _, _ = responderOn(parseMulticastGroup("239.9.9.9:7000,interface=127.0.0.1"))
+        sock = responder.transport.socket  # type: ignore[union-attr]
+        ip = socket.IPPROTO_IP
+        self.assertEqual(sock.option(ip, socket.IP_MULTICAST_TTL), 1)
+        self.assertEqual(sock.option(ip, socket.IP_MULTICAST_LOOP), 1)
+        self.assertEqual(sock.option(ip, IP_MULTICAST_ALL), 0)
+        mreqn = socket.inet_aton("239.9.9.9") + socket.inet_aton("127.0.0.1") + struct.pack("@i", 0)
+        self.assertEqual(sock.option(ip, socket.IP_ADD_MEMBERSHIP), mreqn)
+        self.assertEqual(sock.option(ip, socket.IP_MULTICAST_IF), mreqn)
+        self.assertTrue(responder.joined)
+
+    def test_ttlAndLoop(self) -> None:
+        """
+        A TTL above 1 and loop off only when asked.
+        """
+        responder, _, _ = responderOn(parseMulticastGroup("239.9.9.9:7000,ttl=8,loop=no"))
+        sock = responder.transport.socket  # type: ignore[union-attr]
+        self.assertEqual(sock.option(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), 8)
+        self.assertEqual(sock.option(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP), 0)
+
+    def test_ipv6(self) -> None:
+        """
+        IPv6 groups are joined with C{IPV6_JOIN_GROUP} and the interface
+        index, and the hop limit is set with C{IPV6_MULTICAST_HOPS}.
+        """
+        responder, reactor, _ = responderOn(parseMulticastGroup("[ff02::1:3]:7000,interface=lo"))
+        self.assertEqual(reactor.multicast[0][2], "::")
+        sock = responder.transport.socket  # type: ignore[union-attr]
+        v6 = socket.IPPROTO_IPV6
+        index = socket.if_nametoindex("lo")
+        self.assertEqual(sock.option(v6, socket.IPV6_MULTICAST_HOPS), 1)
+        self.assertEqual(sock.option(v6, IPV6_MULTICAST_ALL), 0)
+        self.assertEqual(
+            sock.option(v6, socket.IPV6_JOIN_GROUP),
+            socket.inet_pton(socket.AF_INET6, "ff02::1:3") + struct.pack("@i", index),
+        )
+        self.assertEqual(sock.option(v6, socket.IPV6_MULTICAST_IF), struct.pack("@i", index))
+
+    def test_joinRetried(self) -> None:
+        """
+        A join that fails is logged and retried with back-off until it
+        works; nothing raises.
+        """
+        spec = parseMulticastGroup("239.9.9.9:7000,interface=netdemo-absent0")
+        responder, reactor, _ = responderOn(spec)
+        self.assertFalse(responder.joined)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        reactor.advance(1)
+        reactor.advance(2)
+        self.assertFalse(responder.joined)
+        # The interface appears: now the join goes through.
+        responder.spec = parseMulticastGroup("239.9.9.9:7000,interface=lo")
+        reactor.advance(4)
+        self.assertTrue(responder.joined)
+
+    def test_joinFailureOnce(self) -> None:
+        """
+        A join refused once by the kernel (address not there yet) is retried.
+        """
+        reactor = FakeDatagramReactor()
+        spec = parseMulticastGroup("239.9.9.9:7000")
+        guard = ReflectionGuard("multicast", DatagramLimits(), MemoryMetrics(), reactor)
+        responder = MulticastResponder(spec, guard, "me", [], 0, reactor)
+        from tests.datagramhelpers import FakeDatagramTransport
+
+        transport = FakeDatagramTransport()
+        transport.socket.failures.append(
+            (socket.IP_ADD_MEMBERSHIP, OSError(19, "No such device"))
+        )
+        responder.makeConnection(transport)  # type: ignore[arg-type]
+        self.assertFalse(responder.joined)
+        reactor.advance(1)
+        self.assertTrue(responder.joined)
+        responder.doStop()
+
+
+class ResponderTests(SynchronousTestCase):
+    """
+    Probes, beacons and the peer table, with a fake transport.
+    """
+
+    spec = parseMulticastGroup("239.9.9.9:7000,interface=127.0.0.1")
+
+    def test_probeAnsweredByUnicast(self) -> None:
+        """
+        A probe is answered to the sender's own address, never to the
+        group, and never with more bytes than the probe.
+        """
+        responder, _, metrics = responderOn(self.spec, interval=0)
+        t = responder.transport
+        responder.datagramReceived(b"Notify 0001", ("192.0.2.5", 40000))
+        responder.datagramReceived(b"Client: Ping", ("192.0.2.6", 40001))
+        self.assertEqual(
+            t.written,  # type: ignore[union-attr]
+            [(b"Acknowledge", ("192.0.2.5", 40000)), (b"Server: Pong", ("192.0.2.6", 40001))],
+        )
+
+    def test_shortProbeRefused(self) -> None:
+        """
+        A bare C{Notify} is shorter than C{Acknowledge}: refused and counted.
+        """
+        responder, _, metrics = responderOn(self.spec, interval=0)
+        responder.datagramReceived(b"Notify", ("192.0.2.5", 40000))
+        self.assertEqual(responder.transport.written, [])  # type: ignore[union-attr]
+        self.assertEqual(
+            metrics.value("netdemo_refused_total", service="multicast", reason="probe-too-short"),
+            1,
+        )
+
+    def test_guarded(self) -> None:
+        """
+        Probes obey the UDP echo rules: low source ports and multicast
+        sources are refused; other datagrams are not answered.
+        """
+        responder, _, metrics = responderOn(self.spec, interval=0)
+        responder.datagramReceived(b"Notify 0001", ("192.0.2.5", 123))
+        responder.datagramReceived(b"Notify 0001", ("239.1.1.1", 40000))
+        responder.datagramReceived(b"hello there", ("192.0.2.5", 40000))
+        self.assertEqual(responder.transport.written, [])  # type: ignore[union-attr]
+        for reason in ("source-port", "source-multicast", "not-a-probe"):
+            self.assertEqual(
+                metrics.value("netdemo_refused_total", service="multicast", reason=reason), 1
+            )
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=40), st.integers(1024, 65535))
+    def test_replyNeverLarger(self, datagram: bytes, port: int) -> None:
+        """
+        Whatever arrives, no reply is longer than its datagram and every
+        reply goes to the sender.
+        """
+        responder, _, _ = responderOn(self.spec, interval=0)
+        for prefix in (b"", b"Notify", b"Client: Ping"):
+            data = prefix + datagram
+            before = len(responder.transport.written)  # type: ignore[union-attr]
+            responder.datagramReceived(data, ("192.0.2.5", port))
+            for reply, addr in responder.transport.written[before:]:  # type: ignore[union-attr]
+                self.assertLessEqual(len(reply), len(data))
+                self.assertEqual(addr, ("192.0.2.5", port))
+
+    def beacon(self, instance: str, seq: int, sent: float, **extra: Any) -> bytes:
+        body = {"v": 1, "id": instance, "host": "h", "services": ["udp"], "seq": seq,
+                "time": sent, "interval": 1.0, **extra}
+        return BEACON + json.dumps(body).encode()
+
+    def test_beacons(self) -> None:
+        """
+        Beacons go to the group with the instance id and an increasing
+        sequence number; the responder's own are ignored.
+        """
+        responder, reactor, _ = responderOn(self.spec, interval=1.0)
+        reactor.advance(1)
+        written = responder.transport.written  # type: ignore[union-attr]
+        self.assertEqual([addr for _, addr in written], [("239.9.9.9", 7000)] * 2)
+        bodies = [json.loads(d[len(BEACON):]) for d, _ in written]
+        self.assertEqual([(b["id"], b["seq"]) for b in bodies], [("me", 0), ("me", 1)])
+        for data, _ in written:
+            responder.datagramReceived(data, ("127.0.0.1", 7000))
+        self.assertEqual(responder.peers, {})
+
+    def test_peerTable(self) -> None:
+        """
+        Peers are added, their loss, duplicates and reordering counted, and
+        a beacon is never answered.
+        """
+        responder, reactor, metrics = responderOn(self.spec, interval=0)
+        for seq in (0, 1, 3, 3, 2, 6):
+            responder.datagramReceived(self.beacon("other", seq, 100.0 + seq), ("192.0.2.7", 7000))
+        self.assertEqual(responder.transport.written, [])  # type: ignore[union-attr]
+        peer = responder.peers["other"]
+        self.assertEqual((peer.received, peer.duplicates, peer.reordered, peer.lost), (5, 1, 1, 2))
+        self.assertEqual(
+            metrics.value(
+                "netdemo_multicast_peer_lost_total", service="multicast", peer="h/other"
+            ),
+            2,
+        )
+        self.assertEqual(metrics.value("netdemo_multicast_peers", service="multicast"), 1)
+
+    def test_expiryAndGoodbye(self) -> None:
+        """
+        A peer silent for three of its intervals is forgotten; a goodbye
+        forgets at once.
+        """
+        responder, reactor, _ = responderOn(self.spec, interval=1.0)
+        responder.datagramReceived(self.beacon("a", 0, 0.0), ("192.0.2.7", 7000))
+        responder.datagramReceived(self.beacon("b", 0, 0.0), ("192.0.2.8", 7000))
+        responder.datagramReceived(self.beacon("b", 1, 0.0, bye=True), ("192.0.2.8", 7000))
+        self.assertEqual(list(responder.peers), ["a"])
+        reactor.advance(3)
+        self.assertEqual(list(responder.peers), ["a"])
+        reactor.advance(1)
+        self.assertEqual(responder.peers, {})
+
+    def test_goodbyeOnStop(self) -> None:
+        """
+        Stopping the service sends a goodbye beacon to the group.
+        """
+        reactor = FakeDatagramReactor()
+        service = buildMulticastService(
+            [self.spec], DatagramLimits(), 1.0, [], MemoryMetrics(), reactor, "me"
+        )
+        service.startService()
+        service.stopService()
+        data, addr = reactor.transports[0].written[-1]
+        self.assertEqual(addr, ("239.9.9.9", 7000))
+        self.assertTrue(json.loads(data[len(BEACON):])["bye"])
+        self.assertTrue(reactor.transports[0].stopped)
+
+
+class _Collect(DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Any]] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append((datagram, addr))
+
+
+def _until(predicate: Any, timeout: float = 10.0) -> Deferred[None]:
+    """
+    Fire when C{predicate()} is true; fail after C{timeout} seconds.
+    """
+    d: Deferred[None] = Deferred()
+    deadline = time.monotonic() + timeout
+
+    def check() -> None:
+        if predicate():
+            d.callback(None)
+        elif time.monotonic() > deadline:
+            d.errback(AssertionError("condition not met in time"))
+        else:
+            realReactor.callLater(0.05, check)  # type: ignore[attr-defined]
+
+    check()
+    return d
+
+
+class LoopbackTests(TestCase):
+    """
+    Real multicast on loopback: the wildcard bound, the group joined and
+    the outgoing interface pinned on 127.0.0.1, so nothing leaves the host.
+    """
+
+    group = "239.255.80.77"
+
+    def start(self, port: int, instance: str) -> tuple[Any, MulticastResponder]:
+        spec = parseMulticastGroup(f"{self.group}:{port or 1},interface=127.0.0.1")
+        if not port:
+            spec = MulticastGroup(spec.group, 0, spec.interface)
+        service = buildMulticastService(
+            [spec], DatagramLimits(), 0.2, ["udp"], MemoryMetrics(), realReactor, instance
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        listener = service.getServiceNamed(f"multicast {spec}")  # type: ignore[attr-defined]
+        return listener.port, listener.responder
+
+    @inlineCallbacks
+    def test_discoveryAndProbe(self) -> Any:
+        """
+        Two instances on one port find each other; a probe to the group is
+        answered by unicast from 127.0.0.1 by both.
+        """
+        port, first = self.start(0, "first")
+        number = port.getHost().port
+        _, second = self.start(number, "second")
+        yield _until(lambda: "second" in first.peers and "first" in second.peers)
+        client = _Collect()
+        cport = realReactor.listenUDP(0, client, "127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(cport.stopListening)
+        cport.getHandle().setsockopt(
+            socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1")
+        )
+        cport.write(b"Notify 0001", (self.group, number))
+        yield _until(lambda: len(client.received) >= 2)
+        self.assertEqual(
+            client.received, [(b"Acknowledge", ("127.0.0.1", number))] * 2
+        )
+
+    @inlineCallbacks
+    def test_ownGroupOnly(self) -> Any:
+        """
+        A datagram to another group joined by another socket on the same
+        port does not reach the responder (multicast-all is off).
+        """
+        port, responder = self.start(0, "only")
+        number = port.getHost().port
+        seen: list[bytes] = []
+        original = responder.datagramReceived
+
+        def record(datagram: bytes, addr: Any) -> None:
+            seen.append(datagram)
+            original(datagram, addr)
+
+        responder.datagramReceived = record  # type: ignore[method-assign]
+        other = _Collect()
+        oport = realReactor.listenMulticast(  # type: ignore[attr-defined]
+            number, other, "", 65535, listenMultiple=True
+        )
+        self.addCleanup(oport.stopListening)
+        yield oport.joinGroup("239.255.80.78", "127.0.0.1")
+        yield _until(lambda: responder.joined)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1")
+            )
+            s.sendto(b"Notify 0002 other group", ("239.255.80.78", number))
+            s.sendto(b"Notify 0003 my group", (self.group, number))
+        yield _until(lambda: b"Notify 0003 my group" in seen and other.received)
+        self.assertEqual(other.received[0][0], b"Notify 0002 other group")
+        self.assertNotIn(b"Notify 0002 other group", seen)
