@@ -204,4 +204,5 @@ class LoopbackTests(TestCase):
         self.assertEqual(prober.counts["lost"], 0)
         self.assertGreater(prober.rttMax, 0)
         yield echo.stopService()
-        yield _until(lambda: prober.counts["lost"] >= 1)
+        yield _until(lambda: prober.counts["lost"] >= 2)
+        self.assertGreaterEqual(prober.counts["sent"], 5 + 2 + 2)

@@ -26,20 +26,24 @@ interprets it.  The peer's echo answers with the same bytes.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 import os
+import socket
 import struct
 from typing import Any
 
 from attrs import frozen
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet import udp
+from twisted.internet.interfaces import IListeningPort, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
+from netdemo.logs import RateLimitedLog
 from netdemo.metrics import IMetrics, Sample, sampleOf
 
 __all__ = ["PeerTarget", "UDPPeerProber", "buildUDPPeerService", "parsePeerTarget"]
@@ -124,6 +128,7 @@ class UDPPeerProber(DatagramProtocol):
         self._rttMean = 0.0
         self._rttM2 = 0.0
         self._loop: LoopingCall | None = None
+        self._lostLog = RateLimitedLog(self._log, clock.seconds)
 
     def startProtocol(self) -> None:
         self.transport.connect(self.address, self.target.port)  # type: ignore[union-attr]
@@ -174,8 +179,11 @@ class UDPPeerProber(DatagramProtocol):
             if now - sentAt >= self.timeout:
                 del self.outstanding[seq]
                 self.counts["lost"] += 1
-                self._log.info(
-                    "{service}: probe {seq} to {peer} lost",
+                self._lostLog.emit(
+                    "lost",
+                    LogLevel.warn,
+                    "{service}: probe {seq} to {peer} lost; {suppressed} similar "
+                    "events not logged",
                     event="peer_probe_lost",
                     service=SERVICE_NAME,
                     peer=str(self.target),
@@ -286,6 +294,39 @@ class UDPPeerProber(DatagramProtocol):
         return samples
 
 
+class ConnectedPort(udp.Port):
+    """
+    A UDP port that survives ICMP errors when connected.
+
+    On epoll, a pending socket error (port unreachable) without input is
+    reported as a hang-up, and Twisted closes the port for good
+    (twisted/twisted#6467): the link would stop probing at the first
+    refusal.  The reactor offers C{readConnectionLost} first: read and clear
+    the error, report a refusal, and keep reading.
+    """
+
+    def readConnectionLost(self, reason: Any) -> None:
+        """
+        Clear the socket error, report it, and go on reading.
+        """
+        error = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error == errno.ECONNREFUSED:
+            self.protocol.connectionRefused()
+        self.startReading()
+
+
+def _listenConnected(reactor: Any, prober: UDPPeerProber, interface: str) -> Any:
+    """
+    Listen on an ephemeral port for C{prober}: a L{ConnectedPort} on
+    reactors with file descriptors, the reactor's C{listenUDP} otherwise.
+    """
+    if IReactorFDSet.providedBy(reactor):
+        port = ConnectedPort(0, prober, interface, 65535, reactor)
+        port.startListening()
+        return port
+    return reactor.listenUDP(0, prober, interface, 65535)
+
+
 class _PeerLink(Service):
     """
     Resolve one peer's name, then listen on an ephemeral port connected to
@@ -341,7 +382,7 @@ class _PeerLink(Service):
             return
         prober = UDPPeerProber(self.target, address, self.interval, self.reactor)
         interface = "::" if ":" in address else ""
-        self.port = self.reactor.listenUDP(0, prober, interface, 65535)
+        self.port = _listenConnected(self.reactor, prober, interface)
         self.prober = prober
         self.metrics.addCollector(prober.collect)
         self.resolved.callback(None)
