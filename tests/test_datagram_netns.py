@@ -1,0 +1,166 @@
+"""
+Two hosts for the datagram services: two network namespaces joined by a
+veth pair that the tests create and remove (root; CI runs as root).
+Nothing reaches a real network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.datagramhelpers import Twistd
+
+GROUP = "239.255.80.9"
+PORT = 8001
+ECHO = 8009
+A, B = "10.77.0.1", "10.77.0.2"
+
+#: Run in namespace B: join the group on B's address, send a probe, record
+#: every datagram with its TTL, source and destination for a while.
+LISTENER = textwrap.dedent(
+    """
+    import json, socket, struct, sys, time
+    group, port, local, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+    IP_PKTINFO = 8
+    m = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    m.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    m.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    m.bind(("", port))
+    m.setsockopt(socket.IPPROTO_IP, 49, 0)
+    m.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                 socket.inet_aton(group) + socket.inet_aton(local))
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((local, 0))
+    u.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+    for s in (m, u):
+        s.setsockopt(socket.IPPROTO_IP, 12, 1)  # IP_RECVTTL
+        s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        s.settimeout(0.1)
+    u.sendto(b"Notify 0001", (group, port))
+    seen = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for name, s in (("group", m), ("unicast", u)):
+            try:
+                data, anc, flags, addr = s.recvmsg(65535, 256)
+            except TimeoutError:
+                continue
+            ttl = dst = None
+            for level, kind, value in anc:
+                if kind == socket.IP_TTL:
+                    ttl = struct.unpack("@i", value)[0]
+                if kind == IP_PKTINFO:
+                    dst = socket.inet_ntoa(value[8:12])
+            seen.append({"socket": name, "data": data[:11].decode("latin-1"),
+                         "source": addr[0], "ttl": ttl, "destination": dst})
+    print(json.dumps(seen))
+    """
+)
+
+
+def _run(*command: str) -> None:
+    subprocess.run(command, check=True, capture_output=True, timeout=30)
+
+
+class TwoHostTests(SynchronousTestCase):
+    """
+    Two daemons, one per namespace.
+    """
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        if os.geteuid() != 0:
+            raise AssertionError("network namespace tests need root (CI runs as root)")
+        if shutil.which("ip") is None:
+            raise AssertionError("ip (iproute2) is missing; .ci/run installs it")
+        tag = f"{os.getpid() % 100000}"
+        cls.nsA, cls.nsB = f"ndA{tag}", f"ndB{tag}"
+        cls.daemons: list[Twistd] = []
+        try:
+            _run("ip", "netns", "add", cls.nsA)
+            _run("ip", "netns", "add", cls.nsB)
+            _run("ip", "link", "add", f"vA{tag}", "netns", cls.nsA, "type", "veth",
+                 "peer", "name", f"vB{tag}", "netns", cls.nsB)
+            for ns, dev, address in ((cls.nsA, f"vA{tag}", A), (cls.nsB, f"vB{tag}", B)):
+                _run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", dev)
+                _run("ip", "-n", ns, "link", "set", dev, "up")
+                _run("ip", "-n", ns, "link", "set", "lo", "up")
+            common = ["--announce-interval", "0.3", "--udp-peer-interval", "0.2"]
+            cls.b = Twistd(
+                ["--udp", f"{B}:{ECHO}", "--multicast", f"{GROUP}:{PORT},interface={B}",
+                 *common],
+                netns=cls.nsB,
+            )
+            cls.daemons.append(cls.b)
+            cls.b.listening("udp-echo")
+            cls.a = Twistd(
+                ["--udp", f"{A}:{ECHO}", "--multicast", f"{GROUP}:{PORT},interface={A}",
+                 "--udp-peer", f"{B}:{ECHO}", *common],
+                netns=cls.nsA,
+            )
+            cls.daemons.append(cls.a)
+            cls.a.listening("multicast")
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        for daemon in cls.daemons:
+            daemon.close()
+        for ns in (cls.nsA, cls.nsB):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+    def test_1_discovery(self) -> None:
+        """
+        Each instance finds the other by its beacons.
+        """
+        self.a.waitFor(rf"multicast: peer \w+ \(.*, {B}\) appeared")
+        self.b.waitFor(rf"multicast: peer \w+ \(.*, {A}\) appeared")
+
+    def test_2_ttlAndUnicastReplies(self) -> None:
+        """
+        Everything a daemon sends to the group has TTL 1, and a probe to the
+        group is answered by unicast to the prober's own address.
+        """
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write(LISTENER)
+        self.addCleanup(os.unlink, f.name)
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.nsB, sys.executable, f.name, GROUP, str(PORT), B,
+             "2.0"],
+            capture_output=True, timeout=60, text=True,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        seen: list[dict[str, Any]] = json.loads(result.stdout)
+        fromA = [s for s in seen if s["source"] == A]
+        beacons = [s for s in fromA if s["socket"] == "group"]
+        self.assertGreaterEqual(len(beacons), 3, seen)
+        self.assertEqual({s["ttl"] for s in beacons}, {1})
+        self.assertEqual({s["destination"] for s in beacons}, {GROUP})
+        replies = [s for s in fromA if s["socket"] == "unicast"]
+        self.assertEqual([(r["data"], r["destination"]) for r in replies],
+                         [("Acknowledge", B)])
+        # The probe reached the group, and never a reply to it.
+        self.assertNotIn("Acknowledge", [s["data"] for s in seen if s["socket"] == "group"])
+
+    def test_3_peerLossWhenStopped(self) -> None:
+        """
+        The connected-UDP link from A to B's echo reports no loss while B
+        runs, and reports loss once B is stopped.
+        """
+        [first] = self.a.waitFor(r"udp-peer: [\d.:]+: (\d+) sent, (\d+) received, (\d+) lost")
+        self.assertGreater(int(first.group(2)), 0)
+        self.assertEqual(int(first.group(3)), 0)
+        self.b.stop()
+        pattern = r"udp-peer: [\d.:]+: (\d+) sent, (\d+) received, ([1-9]\d*) lost"
+        self.a.waitFor(pattern, timeout=30)
