@@ -140,7 +140,7 @@ class Twistd:
     """
 
     def __init__(self, args: list[str], netns: str | None = None) -> None:
-        self.log = tempfile.NamedTemporaryFile(
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
             "w+", prefix="netdemo-", suffix=".log", delete=False
         )
         command = [twistdPath(), "-n", "--pidfile=", "netdemo", *args]

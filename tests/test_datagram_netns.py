@@ -29,7 +29,8 @@ A, B = "10.77.0.1", "10.77.0.2"
 LISTENER = textwrap.dedent(
     """
     import json, socket, struct, sys, time
-    group, port, local, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+    group, port, local = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    seconds = float(sys.argv[4])
     IP_PKTINFO = 8
     m = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     m.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -88,23 +89,51 @@ class TwoHostTests(SynchronousTestCase):
         try:
             _run("ip", "netns", "add", cls.nsA)
             _run("ip", "netns", "add", cls.nsB)
-            _run("ip", "link", "add", f"vA{tag}", "netns", cls.nsA, "type", "veth",
-                 "peer", "name", f"vB{tag}", "netns", cls.nsB)
-            for ns, dev, address in ((cls.nsA, f"vA{tag}", A), (cls.nsB, f"vB{tag}", B)):
+            _run(
+                "ip",
+                "link",
+                "add",
+                f"vA{tag}",
+                "netns",
+                cls.nsA,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"vB{tag}",
+                "netns",
+                cls.nsB,
+            )
+            for ns, dev, address in (
+                (cls.nsA, f"vA{tag}", A),
+                (cls.nsB, f"vB{tag}", B),
+            ):
                 _run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", dev)
                 _run("ip", "-n", ns, "link", "set", dev, "up")
                 _run("ip", "-n", ns, "link", "set", "lo", "up")
             common = ["--announce-interval", "0.3", "--udp-peer-interval", "0.2"]
             cls.b = Twistd(
-                ["--udp", f"{B}:{ECHO}", "--multicast", f"{GROUP}:{PORT},interface={B}",
-                 *common],
+                [
+                    "--udp",
+                    f"{B}:{ECHO}",
+                    "--multicast",
+                    f"{GROUP}:{PORT},interface={B}",
+                    *common,
+                ],
                 netns=cls.nsB,
             )
             cls.daemons.append(cls.b)
             cls.b.listening("udp-echo")
             cls.a = Twistd(
-                ["--udp", f"{A}:{ECHO}", "--multicast", f"{GROUP}:{PORT},interface={A}",
-                 "--udp-peer", f"{B}:{ECHO}", *common],
+                [
+                    "--udp",
+                    f"{A}:{ECHO}",
+                    "--multicast",
+                    f"{GROUP}:{PORT},interface={A}",
+                    "--udp-peer",
+                    f"{B}:{ECHO}",
+                    *common,
+                ],
                 netns=cls.nsA,
             )
             cls.daemons.append(cls.a)
@@ -136,9 +165,21 @@ class TwoHostTests(SynchronousTestCase):
             f.write(LISTENER)
         self.addCleanup(os.unlink, f.name)
         result = subprocess.run(
-            ["ip", "netns", "exec", self.nsB, sys.executable, f.name, GROUP, str(PORT), B,
-             "2.0"],
-            capture_output=True, timeout=60, text=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.nsB,
+                sys.executable,
+                f.name,
+                GROUP,
+                str(PORT),
+                B,
+                "2.0",
+            ],
+            capture_output=True,
+            timeout=60,
+            text=True,
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         seen: list[dict[str, Any]] = json.loads(result.stdout)
@@ -148,17 +189,22 @@ class TwoHostTests(SynchronousTestCase):
         self.assertEqual({s["ttl"] for s in beacons}, {1})
         self.assertEqual({s["destination"] for s in beacons}, {GROUP})
         replies = [s for s in fromA if s["socket"] == "unicast"]
-        self.assertEqual([(r["data"], r["destination"]) for r in replies],
-                         [("Acknowledge", B)])
+        self.assertEqual(
+            [(r["data"], r["destination"]) for r in replies], [("Acknowledge", B)]
+        )
         # The probe reached the group, and never a reply to it.
-        self.assertNotIn("Acknowledge", [s["data"] for s in seen if s["socket"] == "group"])
+        self.assertNotIn(
+            "Acknowledge", [s["data"] for s in seen if s["socket"] == "group"]
+        )
 
     def test_3_peerLossWhenStopped(self) -> None:
         """
         The connected-UDP link from A to B's echo reports no loss while B
         runs, and reports loss once B is stopped.
         """
-        [first] = self.a.waitFor(r"udp-peer: [\d.:]+: (\d+) sent, (\d+) received, (\d+) lost")
+        [first] = self.a.waitFor(
+            r"udp-peer: [\d.:]+: (\d+) sent, (\d+) received, (\d+) lost"
+        )
         self.assertGreater(int(first.group(2)), 0)
         self.assertEqual(int(first.group(3)), 0)
         self.b.stop()

@@ -120,13 +120,19 @@ class SocketOptionTests(SynchronousTestCase):
         TTL 1, loop on, multicast-all off, the outgoing interface and the
         join on the chosen address.
         """
-        responder, _, _ = responderOn(parseMulticastGroup("239.9.9.9:7000,interface=127.0.0.1"))
+        responder, _, _ = responderOn(
+            parseMulticastGroup("239.9.9.9:7000,interface=127.0.0.1")
+        )
         sock = responder.transport.socket  # type: ignore[union-attr]
         ip = socket.IPPROTO_IP
         self.assertEqual(sock.option(ip, socket.IP_MULTICAST_TTL), 1)
         self.assertEqual(sock.option(ip, socket.IP_MULTICAST_LOOP), 1)
         self.assertEqual(sock.option(ip, IP_MULTICAST_ALL), 0)
-        mreqn = socket.inet_aton("239.9.9.9") + socket.inet_aton("127.0.0.1") + struct.pack("@i", 0)
+        mreqn = (
+            socket.inet_aton("239.9.9.9")
+            + socket.inet_aton("127.0.0.1")
+            + struct.pack("@i", 0)
+        )
         self.assertEqual(sock.option(ip, socket.IP_ADD_MEMBERSHIP), mreqn)
         self.assertEqual(sock.option(ip, socket.IP_MULTICAST_IF), mreqn)
         self.assertTrue(responder.joined)
@@ -135,7 +141,9 @@ class SocketOptionTests(SynchronousTestCase):
         """
         A TTL above 1 and loop off only when asked.
         """
-        responder, _, _ = responderOn(parseMulticastGroup("239.9.9.9:7000,ttl=8,loop=no"))
+        responder, _, _ = responderOn(
+            parseMulticastGroup("239.9.9.9:7000,ttl=8,loop=no")
+        )
         sock = responder.transport.socket  # type: ignore[union-attr]
         self.assertEqual(sock.option(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL), 8)
         self.assertEqual(sock.option(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP), 0)
@@ -145,7 +153,9 @@ class SocketOptionTests(SynchronousTestCase):
         IPv6 groups are joined with C{IPV6_JOIN_GROUP} and the interface
         index, and the hop limit is set with C{IPV6_MULTICAST_HOPS}.
         """
-        responder, reactor, _ = responderOn(parseMulticastGroup("[ff02::1:3]:7000,interface=lo"))
+        responder, reactor, _ = responderOn(
+            parseMulticastGroup("[ff02::1:3]:7000,interface=lo")
+        )
         self.assertEqual(reactor.multicast[0][2], "::")
         sock = responder.transport.socket  # type: ignore[union-attr]
         v6 = socket.IPPROTO_IPV6
@@ -156,7 +166,9 @@ class SocketOptionTests(SynchronousTestCase):
             sock.option(v6, socket.IPV6_JOIN_GROUP),
             socket.inet_pton(socket.AF_INET6, "ff02::1:3") + struct.pack("@i", index),
         )
-        self.assertEqual(sock.option(v6, socket.IPV6_MULTICAST_IF), struct.pack("@i", index))
+        self.assertEqual(
+            sock.option(v6, socket.IPV6_MULTICAST_IF), struct.pack("@i", index)
+        )
 
     def test_joinRetried(self) -> None:
         """
@@ -214,7 +226,10 @@ class ResponderTests(SynchronousTestCase):
         responder.datagramReceived(b"Client: Ping", ("192.0.2.6", 40001))
         self.assertEqual(
             t.written,  # type: ignore[union-attr]
-            [(b"Acknowledge", ("192.0.2.5", 40000)), (b"Server: Pong", ("192.0.2.6", 40001))],
+            [
+                (b"Acknowledge", ("192.0.2.5", 40000)),
+                (b"Server: Pong", ("192.0.2.6", 40001)),
+            ],
         )
 
     def test_shortProbeRefused(self) -> None:
@@ -225,7 +240,9 @@ class ResponderTests(SynchronousTestCase):
         responder.datagramReceived(b"Notify", ("192.0.2.5", 40000))
         self.assertEqual(responder.transport.written, [])  # type: ignore[union-attr]
         self.assertEqual(
-            metrics.value("netdemo_refused_total", service="multicast", reason="probe-too-short"),
+            metrics.value(
+                "netdemo_refused_total", service="multicast", reason="probe-too-short"
+            ),
             1,
         )
 
@@ -241,7 +258,10 @@ class ResponderTests(SynchronousTestCase):
         self.assertEqual(responder.transport.written, [])  # type: ignore[union-attr]
         for reason in ("source-port", "source-multicast", "not-a-probe"):
             self.assertEqual(
-                metrics.value("netdemo_refused_total", service="multicast", reason=reason), 1
+                metrics.value(
+                    "netdemo_refused_total", service="multicast", reason=reason
+                ),
+                1,
             )
 
     @settings(max_examples=200, deadline=None)
@@ -261,8 +281,16 @@ class ResponderTests(SynchronousTestCase):
                 self.assertEqual(addr, ("192.0.2.5", port))
 
     def beacon(self, instance: str, seq: int, sent: float, **extra: Any) -> bytes:
-        body = {"v": 1, "id": instance, "host": "h", "services": ["udp"], "seq": seq,
-                "time": sent, "interval": 1.0, **extra}
+        body = {
+            "v": 1,
+            "id": instance,
+            "host": "h",
+            "services": ["udp"],
+            "seq": seq,
+            "time": sent,
+            "interval": 1.0,
+            **extra,
+        }
         return BEACON + json.dumps(body).encode()
 
     def test_beacons(self) -> None:
@@ -274,7 +302,7 @@ class ResponderTests(SynchronousTestCase):
         reactor.advance(1)
         written = responder.transport.written  # type: ignore[union-attr]
         self.assertEqual([addr for _, addr in written], [("239.9.9.9", 7000)] * 2)
-        bodies = [json.loads(d[len(BEACON):]) for d, _ in written]
+        bodies = [json.loads(d[len(BEACON) :]) for d, _ in written]
         self.assertEqual([(b["id"], b["seq"]) for b in bodies], [("me", 0), ("me", 1)])
         for data, _ in written:
             responder.datagramReceived(data, ("127.0.0.1", 7000))
@@ -287,17 +315,23 @@ class ResponderTests(SynchronousTestCase):
         """
         responder, reactor, metrics = responderOn(self.spec, interval=0)
         for seq in (0, 1, 3, 3, 2, 6):
-            responder.datagramReceived(self.beacon("other", seq, 100.0 + seq), ("192.0.2.7", 7000))
+            responder.datagramReceived(
+                self.beacon("other", seq, 100.0 + seq), ("192.0.2.7", 7000)
+            )
         self.assertEqual(responder.transport.written, [])  # type: ignore[union-attr]
         peer = responder.peers["other"]
-        self.assertEqual((peer.received, peer.duplicates, peer.reordered, peer.lost), (5, 1, 1, 2))
+        self.assertEqual(
+            (peer.received, peer.duplicates, peer.reordered, peer.lost), (5, 1, 1, 2)
+        )
         self.assertEqual(
             metrics.value(
                 "netdemo_multicast_peer_lost_total", service="multicast", peer="h/other"
             ),
             2,
         )
-        self.assertEqual(metrics.value("netdemo_multicast_peers", service="multicast"), 1)
+        self.assertEqual(
+            metrics.value("netdemo_multicast_peers", service="multicast"), 1
+        )
 
     def test_expiryAndGoodbye(self) -> None:
         """
@@ -307,7 +341,9 @@ class ResponderTests(SynchronousTestCase):
         responder, reactor, _ = responderOn(self.spec, interval=1.0)
         responder.datagramReceived(self.beacon("a", 0, 0.0), ("192.0.2.7", 7000))
         responder.datagramReceived(self.beacon("b", 0, 0.0), ("192.0.2.8", 7000))
-        responder.datagramReceived(self.beacon("b", 1, 0.0, bye=True), ("192.0.2.8", 7000))
+        responder.datagramReceived(
+            self.beacon("b", 1, 0.0, bye=True), ("192.0.2.8", 7000)
+        )
         self.assertEqual(list(responder.peers), ["a"])
         reactor.advance(3)
         self.assertEqual(list(responder.peers), ["a"])
@@ -326,7 +362,7 @@ class ResponderTests(SynchronousTestCase):
         service.stopService()
         data, addr = reactor.transports[0].written[-1]
         self.assertEqual(addr, ("239.9.9.9", 7000))
-        self.assertTrue(json.loads(data[len(BEACON):])["bye"])
+        self.assertTrue(json.loads(data[len(BEACON) :])["bye"])
         self.assertTrue(reactor.transports[0].stopped)
 
 
@@ -370,7 +406,13 @@ class LoopbackTests(TestCase):
         if not port:
             spec = MulticastGroup(spec.group, 0, spec.interface)
         service = buildMulticastService(
-            [spec], DatagramLimits(), 0.2, ["udp"], MemoryMetrics(), realReactor, instance
+            [spec],
+            DatagramLimits(),
+            0.2,
+            ["udp"],
+            MemoryMetrics(),
+            realReactor,
+            instance,
         )
         service.startService()
         self.addCleanup(service.stopService)
@@ -395,9 +437,7 @@ class LoopbackTests(TestCase):
         )
         cport.write(b"Notify 0001", (self.group, number))
         yield _until(lambda: len(client.received) >= 2)
-        self.assertEqual(
-            client.received, [(b"Acknowledge", ("127.0.0.1", number))] * 2
-        )
+        self.assertEqual(client.received, [(b"Acknowledge", ("127.0.0.1", number))] * 2)
 
     @inlineCallbacks
     def test_ownGroupOnly(self) -> Any:

@@ -75,7 +75,9 @@ class ReflectionGuardTests(SynchronousTestCase):
         echo, transport, metrics = echoWith(DatagramLimits())
         echo.datagramReceived(b"\x00hello\xff", ("192.0.2.1", 5000))
         self.assertEqual(transport.written, [(b"\x00hello\xff", ("192.0.2.1", 5000))])
-        self.assertEqual((echo.datagramsIn, echo.datagramsOut, echo.bytesOut), (1, 1, 7))
+        self.assertEqual(
+            (echo.datagramsIn, echo.datagramsOut, echo.bytesOut), (1, 1, 7)
+        )
 
     def test_cap(self) -> None:
         """
@@ -185,9 +187,7 @@ class ReflectionGuardTests(SynchronousTestCase):
         self.assertEqual(list(guard.buckets), ["192.0.2.1", "192.0.2.3"])
         echo.datagramReceived(b"x", a)  # still remembered: refused
         echo.datagramReceived(b"x", b)  # forgotten: a fresh burst
-        self.assertEqual(
-            [addr for _, addr in transport.written], [a, b, c, b]
-        )
+        self.assertEqual([addr for _, addr in transport.written], [a, b, c, b])
         self.assertEqual(len(guard.buckets), 2)
 
     def test_refusalsLoggedAtBoundedRate(self) -> None:
@@ -341,8 +341,12 @@ class ParseTests(SynchronousTestCase):
         options.parseOptions([])
         self.assertEqual(options["udp"], [ListenAddress("127.0.0.1", 8009)])
         [group] = options["multicast"]
-        self.assertTrue(ipaddress.ip_address(group.group) in ipaddress.ip_network("239.0.0.0/8"))
-        self.assertEqual((group.port, group.interface, group.ttl), (8001, "127.0.0.1", 1))
+        self.assertTrue(
+            ipaddress.ip_address(group.group) in ipaddress.ip_network("239.0.0.0/8")
+        )
+        self.assertEqual(
+            (group.port, group.interface, group.ttl), (8001, "127.0.0.1", 1)
+        )
         self.assertIn("udp", DEFAULTS)
 
     def test_makeServiceShape(self) -> None:
@@ -404,7 +408,9 @@ class LoopbackTests(SynchronousTestCase):
     def tearDownClass(cls) -> None:
         cls.daemon.close()
 
-    def roundTrip(self, data: bytes, address: str, family: int = socket.AF_INET) -> bytes | None:
+    def roundTrip(
+        self, data: bytes, address: str, family: int = socket.AF_INET
+    ) -> bytes | None:
         """
         Send C{data} from a connected socket and return the reply, or
         L{None} after a second.

@@ -25,7 +25,9 @@ from netdemo.udppeer import (
 from tests.datagramhelpers import FakeDatagramReactor
 
 
-def started(target: str = "127.0.0.1:7") -> tuple[UDPPeerProber, FakeDatagramReactor, MemoryMetrics, Any]:
+def started(
+    target: str = "127.0.0.1:7",
+) -> tuple[UDPPeerProber, FakeDatagramReactor, MemoryMetrics, Any]:
     """
     A started peer service on a fake reactor, and its prober.
     """
@@ -46,10 +48,14 @@ class ParseTests(SynchronousTestCase):
         """
         A name or IPv4 address and port, or a bracketed IPv6 address.
         """
-        self.assertEqual(parsePeerTarget("peer.example:7"), PeerTarget("peer.example", 7))
+        self.assertEqual(
+            parsePeerTarget("peer.example:7"), PeerTarget("peer.example", 7)
+        )
         self.assertEqual(parsePeerTarget("[::1]:9000"), PeerTarget("::1", 9000))
         options = Options()
-        options.parseOptions(["--udp-peer", "10.0.0.2:8009", "--udp-peer-interval", "0.5"])
+        options.parseOptions(
+            ["--udp-peer", "10.0.0.2:8009", "--udp-peer-interval", "0.5"]
+        )
         self.assertEqual(options["udp-peer"], [PeerTarget("10.0.0.2", 8009)])
         self.assertEqual(options["udp-peer-interval"], 0.5)
 
@@ -123,7 +129,10 @@ class ProberTests(SynchronousTestCase):
         )
         self.assertAlmostEqual(
             metrics.value(
-                "netdemo_udp_peer_rtt_seconds", service="udp-peer", peer="127.0.0.1:7", stat="max"
+                "netdemo_udp_peer_rtt_seconds",
+                service="udp-peer",
+                peer="127.0.0.1:7",
+                stat="max",
             ),
             1.5,
         )
@@ -154,9 +163,7 @@ class ProberTests(SynchronousTestCase):
         self.assertEqual(reactor2.udp, [])
         self.assertEqual(len(reactor2.getDelayedCalls()), 1)
         service2.stopService()
-        self.assertEqual(
-            [c for c in reactor2.getDelayedCalls() if c.active()], []
-        )
+        self.assertEqual([c for c in reactor2.getDelayedCalls() if c.active()], [])
 
 
 def _until(predicate: Any, timeout: float = 15.0) -> Deferred[None]:
@@ -187,7 +194,10 @@ class LoopbackTests(TestCase):
         probes are counted lost.
         """
         echo = buildUDPEchoService(
-            [ListenAddress("127.0.0.1", 0)], DatagramLimits(), MemoryMetrics(), realReactor
+            [ListenAddress("127.0.0.1", 0)],
+            DatagramLimits(),
+            MemoryMetrics(),
+            realReactor,
         )
         echo.startService()
         self.addCleanup(echo.stopService)

@@ -42,6 +42,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from netdemo.logs import formatAddress
 from netdemo.metrics import IMetrics, Sample, sampleOf
 from netdemo.udpecho import MAX_PACKET_SIZE, DatagramLimits, ReflectionGuard
 
@@ -92,7 +93,9 @@ class MulticastGroup:
         return ":" in self.group
 
     def __str__(self) -> str:
-        where = f"[{self.group}]:{self.port}" if self.ipv6 else f"{self.group}:{self.port}"
+        where = (
+            f"[{self.group}]:{self.port}" if self.ipv6 else f"{self.group}:{self.port}"
+        )
         if self.interface:
             where += f",interface={self.interface}"
         return where
@@ -150,9 +153,7 @@ def parseMulticastGroup(value: str) -> MulticastGroup:
                     f"{value!r}: an IPv6 group needs an interface name, not an address"
                 )
         elif group.is_link_local or (int(group) >> 112) & 0xF in (1, 2):
-            raise ValueError(
-                f"{value!r}: a link-local IPv6 group needs interface=NAME"
-            )
+            raise ValueError(f"{value!r}: a link-local IPv6 group needs interface=NAME")
     elif interface:
         try:
             ipaddress.IPv6Address(interface)
@@ -313,7 +314,7 @@ class MulticastResponder(DatagramProtocol):
         self._retry = None
         if self.transport is None:
             return
-        sock = self.transport.getHandle()
+        sock = self.transport.getHandle()  # type: ignore[attr-defined]
         try:
             level, joinOption, joinValue, ifOption, ifValue = self._membership()
             if self.spec.interface:
@@ -611,23 +612,24 @@ class _GroupListener(Service):
             MAX_PACKET_SIZE,
             listenMultiple=True,
         )
-        h = self.port.getHost()  # type: ignore[union-attr]
-        host = h.host  # type: ignore[attr-defined]
+        port: Any = self.port
         self.responder._log.info(
             "{service}: listening on {address} ({group})",
             event="listening",
             service=SERVICE_NAME,
-            address=f"[{host}]:{h.port}" if ":" in host else f"{host}:{h.port}",  # type: ignore[attr-defined]
+            address=formatAddress(port.getHost()),
             group=str(spec),
         )
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
-        port, self.port = self.port, None
+        port: Any = self.port
+        self.port = None
         if port is None:
             return None
         self.responder.goodbye()
-        return maybeDeferred(port.stopListening)
+        stopped: Deferred[None] = maybeDeferred(port.stopListening)
+        return stopped
 
 
 def newInstanceId() -> str:

@@ -54,7 +54,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 
-from netdemo.logs import RateLimitedLog
+from netdemo.logs import RateLimitedLog, formatAddress
 from netdemo.metrics import IMetrics, Sample, sampleOf
 
 __all__ = [
@@ -285,8 +285,12 @@ class UDPEcho(DatagramProtocol):
         """
         service = self.guard.serviceName
         return [
-            sampleOf("netdemo_datagrams_received_total", self.datagramsIn, service=service),
-            sampleOf("netdemo_datagrams_sent_total", self.datagramsOut, service=service),
+            sampleOf(
+                "netdemo_datagrams_received_total", self.datagramsIn, service=service
+            ),
+            sampleOf(
+                "netdemo_datagrams_sent_total", self.datagramsOut, service=service
+            ),
             sampleOf("netdemo_received_bytes_total", self.bytesIn, service=service),
             sampleOf("netdemo_sent_bytes_total", self.bytesOut, service=service),
         ]
@@ -552,10 +556,10 @@ class DatagramService(Service):
                     raise
                 self.ports.append(port)
                 self.protocols.append(proto)
-                h = port.getHost()
+                h: Any = port.getHost()
                 # Port 0 on a bare port: the IPv6 socket takes the IPv4 one's.
-                number = h.port  # type: ignore[attr-defined]
-                where = f"[{h.host}]:{h.port}" if ":" in h.host else f"{h.host}:{h.port}"  # type: ignore[attr-defined]
+                number = h.port
+                where = formatAddress(h)
                 self._log.info(
                     "{service}: listening on {address} ({description})",
                     event="listening",
@@ -612,4 +616,3 @@ def buildUDPEchoService(
     service = DatagramService(SERVICE_NAME, addresses, protocol, reactor)
     metrics.addCollector(collect)
     return service
-

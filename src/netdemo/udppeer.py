@@ -36,8 +36,8 @@ from typing import Any
 
 from attrs import frozen
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet import udp
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
@@ -69,7 +69,11 @@ class PeerTarget:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return (
+            f"[{self.host}]:{self.port}"
+            if ":" in self.host
+            else f"{self.host}:{self.port}"
+        )
 
 
 def parsePeerTarget(value: str) -> PeerTarget:
@@ -194,7 +198,8 @@ class UDPPeerProber(DatagramProtocol):
         if seq and seq % REPORT_EVERY == 0:
             self.report()
         try:
-            self.transport.write(_PROBE.pack(MAGIC, seq, now, self.instance))  # type: ignore[union-attr]
+            transport: Any = self.transport
+            transport.write(_PROBE.pack(MAGIC, seq, now, self.instance))
         except Exception as e:
             # No route, full buffer: the probe will be counted lost.
             self._log.warn(
@@ -391,9 +396,11 @@ class _PeerLink(Service):
         super().stopService()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
-        port, self.port = self.port, None
+        port: Any = self.port
+        self.port = None
         if port is not None:
-            return maybeDeferred(port.stopListening)
+            stopped: Deferred[None] = maybeDeferred(port.stopListening)
+            return stopped
         return None
 
 
@@ -416,4 +423,3 @@ def buildUDPPeerService(
     for target in targets:
         _PeerLink(target, interval, metrics, reactor).setServiceParent(top)
     return top
-
