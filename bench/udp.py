@@ -128,7 +128,7 @@ class Server:
 
     def __init__(self, name: str, cpu: int | None) -> None:
         self.name = name
-        self.log = tempfile.TemporaryFile("w+")
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop())
         python = sys.executable
         if name == "tutorial":
             command = [python, "-c", TUTORIAL]
