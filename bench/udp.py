@@ -239,7 +239,15 @@ def measure(
         server.stop()
 
 
-def main() -> None:
+#: What C{bench/run.py --quick} passes.
+QUICK_ARGS = ["--seconds", "2", "--repeat", "1"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Run the benchmark: standalone (C{python bench/udp.py}) or from
+    C{bench/run.py}, which passes the words of C{--udp-args}.
+    """
     parser = argparse.ArgumentParser(description="UDP echo benchmark")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
@@ -247,7 +255,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--servers", default="", help="comma-separated subset")
     parser.add_argument("--json", action="store_true", help="print raw results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     buildLoad()
     names = args.servers.split(",") if args.servers else available()
     cpus = (0, 1) if (os.cpu_count() or 1) >= 2 else None
@@ -284,7 +292,8 @@ def main() -> None:
         )
     if args.json:
         print(json.dumps({"rates": results, "cpu_us": costs, "timeouts": timeouts}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -367,6 +367,22 @@ class ParseTests(SynchronousTestCase):
         )
         self.assertEqual(len(service.ports), 3)
 
+    def test_listenerInfo(self) -> None:
+        """
+        Each bound socket is a C{netdemo_listener_info} series for the status
+        page: 1 while listening, 0 once stopped.
+        """
+        reactor = FakeDatagramReactor()
+        metrics = MemoryMetrics()
+        service = buildUDPEchoService(
+            [ListenAddress("127.0.0.1", 9001)], DatagramLimits(), metrics, reactor
+        )
+        service.startService()
+        info = dict(service="udp-echo", address="127.0.0.1:9001")
+        self.assertEqual(metrics.value("netdemo_listener_info", **info), 1)
+        service.stopService()
+        self.assertEqual(metrics.value("netdemo_listener_info", **info), 0)
+
 
 def _tool(name: str) -> str:
     path = shutil.which(name)

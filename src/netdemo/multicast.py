@@ -585,8 +585,11 @@ class _GroupListener(Service):
     start-up), say goodbye and stop listening at the end.
     """
 
-    def __init__(self, responder: MulticastResponder, reactor: Any) -> None:
+    def __init__(
+        self, responder: MulticastResponder, reactor: Any, metrics: IMetrics
+    ) -> None:
         self.setName(f"{SERVICE_NAME} {responder.spec}")
+        self.metrics = metrics
         self.responder = responder
         self.reactor = reactor
         self.port: IListeningPort | None = None
@@ -620,6 +623,9 @@ class _GroupListener(Service):
             address=formatAddress(port.getHost()),
             group=str(spec),
         )
+        self.metrics.set(
+            "netdemo_listener_info", 1, service=SERVICE_NAME, address=str(spec)
+        )
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
@@ -628,6 +634,12 @@ class _GroupListener(Service):
         if port is None:
             return None
         self.responder.goodbye()
+        self.metrics.set(
+            "netdemo_listener_info",
+            0,
+            service=SERVICE_NAME,
+            address=str(self.responder.spec),
+        )
         stopped: Deferred[None] = maybeDeferred(port.stopListening)
         return stopped
 
@@ -671,7 +683,7 @@ def buildMulticastService(
             spec, guard, instance, services, announceInterval, reactor
         )
         responders.append(responder)
-        _GroupListener(responder, reactor).setServiceParent(top)
+        _GroupListener(responder, reactor, metrics).setServiceParent(top)
 
     def collect() -> list[Sample]:
         samples = [

@@ -512,8 +512,11 @@ class DatagramService(Service):
         addresses: Iterable[ListenAddress],
         protocolFactory: Any,
         reactor: Any,
+        metrics: IMetrics | None = None,
     ) -> None:
         self.setName(name)
+        self.metrics = metrics
+        self._addresses: list[str] = []
         self.addresses = list(addresses)
         self.protocolFactory = protocolFactory
         self.reactor = reactor
@@ -560,6 +563,14 @@ class DatagramService(Service):
                 # Port 0 on a bare port: the IPv6 socket takes the IPv4 one's.
                 number = h.port
                 where = formatAddress(h)
+                self._addresses.append(where)
+                if self.metrics is not None:
+                    self.metrics.set(
+                        "netdemo_listener_info",
+                        1,
+                        service=str(self.name),
+                        address=where,
+                    )
                 self._log.info(
                     "{service}: listening on {address} ({description})",
                     event="listening",
@@ -571,6 +582,12 @@ class DatagramService(Service):
     def stopService(self) -> Deferred[Any]:
         super().stopService()
         ports, self.ports = self.ports, []
+        addresses, self._addresses = self._addresses, []
+        if self.metrics is not None:
+            for where in addresses:
+                self.metrics.set(
+                    "netdemo_listener_info", 0, service=str(self.name), address=where
+                )
         return gatherResults(
             [maybeDeferred(p.stopListening) for p in ports], consumeErrors=True
         ).addErrback(lambda f: self._log.failure("stopping", f))
@@ -613,6 +630,6 @@ def buildUDPEchoService(
                 totals[(s.name, s.labels)] = totals.get((s.name, s.labels), 0) + s.value
         return [Sample(name, labels, v) for (name, labels), v in totals.items()]
 
-    service = DatagramService(SERVICE_NAME, addresses, protocol, reactor)
+    service = DatagramService(SERVICE_NAME, addresses, protocol, reactor, metrics)
     metrics.addCollector(collect)
     return service
