@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.datagramhelpers import Twistd
 
 GROUP = "239.255.80.9"
+#: A link-local-scope IPv6 group: needs the interface name.
+GROUP6 = "ff12::80:9"
 PORT = 8001
 ECHO = 8009
 A, B = "10.77.0.1", "10.77.0.2"
@@ -108,6 +111,12 @@ class TwoHostTests(SynchronousTestCase):
                 (cls.nsA, f"vA{tag}", A),
                 (cls.nsB, f"vB{tag}", B),
             ):
+                # No duplicate address detection: the link-local IPv6 address
+                # is usable at once.
+                _run(
+                    "ip", "netns", "exec", ns, "sysctl", "-qw",
+                    f"net.ipv6.conf.{dev}.accept_dad=0",
+                )  # fmt: skip
                 _run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", dev)
                 _run("ip", "-n", ns, "link", "set", dev, "up")
                 _run("ip", "-n", ns, "link", "set", "lo", "up")
@@ -118,6 +127,8 @@ class TwoHostTests(SynchronousTestCase):
                     f"{B}:{ECHO}",
                     "--multicast",
                     f"{GROUP}:{PORT},interface={B}",
+                    "--multicast",
+                    f"[{GROUP6}]:{PORT},interface=vB{tag}",
                     *common,
                 ],
                 netns=cls.nsB,
@@ -130,6 +141,8 @@ class TwoHostTests(SynchronousTestCase):
                     f"{A}:{ECHO}",
                     "--multicast",
                     f"{GROUP}:{PORT},interface={A}",
+                    "--multicast",
+                    f"[{GROUP6}]:{PORT},interface=vA{tag}",
                     "--udp-peer",
                     f"{B}:{ECHO}",
                     *common,
@@ -155,6 +168,16 @@ class TwoHostTests(SynchronousTestCase):
         """
         self.a.waitFor(rf"multicast: peer \w+ \(.*, {B}\) appeared")
         self.b.waitFor(rf"multicast: peer \w+ \(.*, {A}\) appeared")
+
+    def test_1_discoveryIPv6(self) -> None:
+        """
+        The same over a link-local IPv6 group, joined by interface name with
+        C{setsockopt} (Twisted's own IPv6 join on an interface is broken).
+        """
+        group = re.escape(GROUP6)
+        pattern = rf"peer \w+ \(.*, fe80::[\w:%]+\) appeared on \[{group}\]"
+        self.a.waitFor(pattern)
+        self.b.waitFor(pattern)
 
     def test_2_ttlAndUnicastReplies(self) -> None:
         """
