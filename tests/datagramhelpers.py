@@ -139,11 +139,16 @@ class Twistd:
     optionally inside a network namespace.
     """
 
-    def __init__(self, args: list[str], netns: str | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        netns: str | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
             "w+", prefix="netdemo-", suffix=".log", delete=False
         )
-        command = [twistdPath(), "-n", "--pidfile=", "netdemo", *args]
+        command = [*(command or []), twistdPath(), "-n", "--pidfile=", "netdemo", *args]
         if netns is not None:
             command = ["ip", "netns", "exec", netns, *command]
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -269,13 +269,19 @@ class ParseTests(SynchronousTestCase):
             self.assertIn(repr(value), str(e.exception))
             self.assertIn("--udp", str(e.exception))
 
-    def test_systemdSeam(self) -> None:
+    def test_systemdNames(self) -> None:
         """
-        C{--udp systemd:NAME} is refused with a clear message (not done yet).
+        C{--udp systemd:NAME} names an inherited socket; an empty or odd name
+        is a usage error.
         """
-        with self.assertRaises(usage.UsageError) as e:
-            Options().parseOptions(["--udp", "systemd:echo"])
-        self.assertIn("not supported yet", str(e.exception))
+        options = Options()
+        options.parseOptions(["--udp", "systemd:udp-echo"])
+        self.assertEqual(options["udp"], [ListenAddress("", 0, "udp-echo")])
+        self.assertEqual(str(options["udp"][0]), "systemd:udp-echo")
+        for value in ("systemd:", "systemd:a b"):
+            with self.assertRaises(usage.UsageError) as e:
+                Options().parseOptions(["--udp", value])
+            self.assertIn(repr(value), str(e.exception))
 
     def test_options(self) -> None:
         """
@@ -425,7 +431,11 @@ class LoopbackTests(SynchronousTestCase):
         cls.daemon.close()
 
     def roundTrip(
-        self, data: bytes, address: str, family: int = socket.AF_INET
+        self,
+        data: bytes,
+        address: str,
+        family: int = socket.AF_INET,
+        timeout: float = 1.0,
     ) -> bytes | None:
         """
         Send C{data} from a connected socket and return the reply, or
@@ -433,7 +443,7 @@ class LoopbackTests(SynchronousTestCase):
         """
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.connect(splitAddress(address))
-            s.settimeout(1.0)
+            s.settimeout(timeout)
             s.send(data)
             try:
                 return s.recv(70000)
@@ -526,6 +536,44 @@ class LoopbackTests(SynchronousTestCase):
             with self.assertRaises(TimeoutError):
                 s.recvfrom(100)
         self.daemon.waitFor(r"127\.0\.0\.1:1019 \(source-port\)")
+
+
+class SocketActivationTests(SynchronousTestCase):
+    """
+    C{--udp systemd:NAME} under C{systemd-socket-activate --datagram}.
+    """
+
+    def test_adoptedWildcard(self) -> None:
+        """
+        The daemon adopts the wildcard-bound socket systemd passes (made
+        non-blocking, so it also stops on SIGTERM), answers the datagram
+        that started it, and replies from the right address to a connected
+        client of 127.0.0.2.
+        """
+        activate = _tool("systemd-socket-activate")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        daemon = Twistd(
+            ["--udp", "systemd:echo"],
+            command=[
+                activate,
+                "--datagram",
+                f"--listen=0.0.0.0:{port}",
+                "--fdname=echo",
+            ],
+        )
+        self.addCleanup(daemon.close)
+        daemon.waitFor(r"Listening on")
+        # This datagram starts the daemon: give it time.
+        first = self.roundTrip(b"first", f"127.0.0.1:{port}", timeout=30)
+        self.assertEqual(first, b"first")
+        [address] = daemon.listening("udp-echo")
+        self.assertEqual(address, f"0.0.0.0:{port}")
+        self.assertEqual(self.roundTrip(b"second", f"127.0.0.2:{port}"), b"second")
+        self.assertIn(daemon.stop(), (0, -15))
+
+    roundTrip = LoopbackTests.roundTrip
 
 
 class BuilderTests(SynchronousTestCase):

@@ -392,8 +392,8 @@ class Options(usage.Options):
     def opt_udp(self, value: str) -> None:
         """
         UDP echo (RFC 862) listener: [ADDRESS:]PORT, IPv6 as [::1]:9000, a
-        bare port for every address. Repeatable. [default when no service is
-        given: 127.0.0.1:8009]
+        bare port for every address, or systemd:NAME. Repeatable. [default
+        when no service is given: 127.0.0.1:8009]
         """
         self["udp"].append(_parsed("udp", value, _udpAddress))
 
@@ -531,15 +531,10 @@ def _parsed(option: str, value: str, parse: Callable[[str], Any]) -> Any:
 
 def _udpAddress(value: str) -> Any:
     """
-    Parse a C{--udp} value; C{systemd:NAME} is the seam for an inherited
-    socket, not supported yet.
+    Parse a C{--udp} value.
     """
     from netdemo.udpecho import parseListenAddress
 
-    if value.startswith("systemd:"):
-        raise ValueError(
-            f"{value!r}: adopting a systemd datagram socket is not supported yet"
-        )
     return parseListenAddress(value)
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -344,18 +345,29 @@ class PacketInfoPort(udp.Port):
     def _replyAncillary(self, info: bytes) -> Any:
         """
         The ancillary data for a reply to a datagram whose packet information
-        is C{info}, or L{False} if it was not sent to a unicast address.
+        is C{info} (empty when it carries no destination), or L{False} if it
+        was not sent to a unicast address.
         """
+        reply: Any
         if self.addressFamily == socket.AF_INET6:
             if len(info) < 20 or info[0] == 0xFF:
                 return False
-            reply: Any = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info[:20])]
+            if info[:16] == bytes(16):
+                # Queued before packet information was asked for (a socket
+                # inherited from systemd with a datagram waiting): the
+                # kernel chooses the source.
+                return ()
+            reply = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info[:20])]
         else:
             # struct in_pktinfo: ifindex, spec_dst (the local address the
             # datagram was routed to), addr (the header's destination).
             # They differ when the datagram went to a broadcast or multicast
             # address.
-            if len(info) < 12 or info[4:8] != info[8:12]:
+            if len(info) < 12:
+                return False
+            if info[4:8] == _ZERO4:
+                return ()  # as above: not known, let the kernel choose
+            if info[4:8] != info[8:12]:
                 return False
             reply = [(socket.IPPROTO_IP, IP_PKTINFO, _ZERO4 + info[4:12])]
         if len(self._replyInfo) > 256:
@@ -426,8 +438,7 @@ class ListenAddress:
     @ivar host: An IP address; C{""} for every IPv4 and IPv6 address.
     @ivar port: The UDP port (0 picks one).
     @ivar systemdName: The C{FileDescriptorName} of a socket inherited from
-        systemd, instead of C{host} and C{port}.  Parsed but not adopted yet:
-        see C{docs/udp.md}.
+        systemd, instead of C{host} and C{port}.
     """
 
     host: str
@@ -444,11 +455,18 @@ class ListenAddress:
 
 def parseListenAddress(value: str) -> ListenAddress:
     """
-    Parse C{[ADDRESS:]PORT}: C{9000}, C{127.0.0.1:9000}, C{[::1]:9000}.
+    Parse C{[ADDRESS:]PORT}: C{9000}, C{127.0.0.1:9000}, C{[::1]:9000}, or
+    C{systemd:NAME} for a socket systemd passes (looked up at start, when
+    the descriptors are there).
 
     @raise ValueError: Naming the value, when it is not one of those.
     """
     text = value.strip()
+    if text.startswith("systemd:"):
+        name = text[len("systemd:") :]
+        if not name or not all(c.isalnum() or c in "-_.:" for c in name):
+            raise ValueError(f"{value!r}: systemd:NAME needs the FileDescriptorName")
+        return ListenAddress("", 0, name)
     host = ""
     portText = text
     if text.startswith("["):
@@ -481,6 +499,41 @@ def _listen(reactor: Any, address: str, port: int, proto: UDPEcho) -> IListening
         return p
     listened: IListeningPort = reactor.listenUDP(port, proto, address, MAX_PACKET_SIZE)
     return listened
+
+
+def _adopt(reactor: Any, name: str, proto: UDPEcho) -> IListeningPort:
+    """
+    Serve C{proto} on the datagram socket that systemd passed with
+    C{FileDescriptorName=name}: a L{PacketInfoPort} (so a wildcard-bound
+    socket replies from the right address) on reactors with file
+    descriptors.  The socket is made non-blocking first (systemd passes it
+    blocking, which would freeze the reactor in C{recvmsg}).
+
+    @raise CannotListenError: No such socket, or not a datagram socket.
+    """
+    from twisted.internet.error import CannotListenError
+
+    from netdemo.systemd import adoptDatagramPort, inheritedDescriptor
+
+    try:
+        fd = inheritedDescriptor(name)
+    except KeyError as e:
+        raise CannotListenError("", 0, e.args[0]) from None
+    probe = socket.socket(fileno=fd)
+    try:
+        family, kind = probe.family, probe.type
+    finally:
+        probe.detach()
+    if kind != socket.SOCK_DGRAM or family not in (socket.AF_INET, socket.AF_INET6):
+        raise CannotListenError("", 0, f"systemd socket {name!r} is not a UDP socket")
+    os.set_blocking(fd, False)
+    if not IReactorFDSet.providedBy(reactor):
+        return adoptDatagramPort(reactor, fd, proto, MAX_PACKET_SIZE)
+    port: PacketInfoPort = PacketInfoPort._fromListeningDescriptor(
+        reactor, fd, family, proto, MAX_PACKET_SIZE
+    )
+    port.startListening()
+    return port
 
 
 def _hostsFor(address: ListenAddress) -> list[str]:
@@ -538,9 +591,11 @@ class DatagramService(Service):
 
         for address in self.addresses:
             if address.systemdName is not None:
-                raise CannotListenError(
-                    "", 0, f"{address}: adopting systemd datagram sockets is not done"
+                proto = self.protocolFactory()
+                self._listened(
+                    _adopt(self.reactor, address.systemdName, proto), proto, address
                 )
+                continue
             number = address.port
             for host in _hostsFor(address):
                 proto = self.protocolFactory()
@@ -557,27 +612,34 @@ class DatagramService(Service):
                         )
                         continue
                     raise
-                self.ports.append(port)
-                self.protocols.append(proto)
-                h: Any = port.getHost()
-                # Port 0 on a bare port: the IPv6 socket takes the IPv4 one's.
-                number = h.port
-                where = formatAddress(h)
-                self._addresses.append(where)
-                if self.metrics is not None:
-                    self.metrics.set(
-                        "netdemo_listener_info",
-                        1,
-                        service=str(self.name),
-                        address=where,
-                    )
-                self._log.info(
-                    "{service}: listening on {address} ({description})",
-                    event="listening",
-                    service=self.name,
-                    address=where,
-                    description=str(address),
-                )
+                number = self._listened(port, proto, address)
+
+    def _listened(
+        self, port: IListeningPort, proto: UDPEcho, address: ListenAddress
+    ) -> int:
+        """
+        Keep, report and log one bound socket.
+
+        @return: Its port number.
+        """
+        self.ports.append(port)
+        self.protocols.append(proto)
+        h: Any = port.getHost()
+        where = formatAddress(h)
+        self._addresses.append(where)
+        if self.metrics is not None:
+            self.metrics.set(
+                "netdemo_listener_info", 1, service=str(self.name), address=where
+            )
+        self._log.info(
+            "{service}: listening on {address} ({description})",
+            event="listening",
+            service=self.name,
+            address=where,
+            description=str(address),
+        )
+        # Port 0 on a bare port: the IPv6 socket takes the IPv4 one's.
+        return int(h.port)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
