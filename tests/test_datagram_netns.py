@@ -88,6 +88,7 @@ class TwoHostTests(SynchronousTestCase):
             raise AssertionError("ip (iproute2) is missing; .ci/run installs it")
         tag = f"{os.getpid() % 100000}"
         cls.nsA, cls.nsB = f"ndA{tag}", f"ndB{tag}"
+        cls.tag = tag
         cls.daemons: list[Twistd] = []
         try:
             _run("ip", "netns", "add", cls.nsA)
@@ -219,6 +220,36 @@ class TwoHostTests(SynchronousTestCase):
         self.assertNotIn(
             "Acknowledge", [s["data"] for s in seen if s["socket"] == "group"]
         )
+
+    def test_2_probeIPv6(self) -> None:
+        """
+        A probe to the link-local IPv6 group is answered by unicast from A's
+        link-local address.
+        """
+        self.test_1_discoveryIPv6()  # the link and both joins are up
+        script = textwrap.dedent(
+            """
+            import socket, struct, sys
+            group, port, dev = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+            index = socket.if_nametoindex(dev)
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF,
+                         struct.pack("@i", index))
+            s.settimeout(5)
+            s.sendto(b"Notify 0001", (group, port, 0, index))
+            data, addr = s.recvfrom(100)
+            print(data.decode(), addr[0])
+            """
+        )
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.nsB, sys.executable, "-c", script,
+             GROUP6, str(PORT), f"vB{self.tag}"],
+            capture_output=True, timeout=60, text=True,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        answers = result.stdout.split()
+        self.assertEqual(answers[0], "Acknowledge")
+        self.assertTrue(answers[1].startswith("fe80::"), answers)
 
     def test_3_peerLossWhenStopped(self) -> None:
         """

@@ -232,6 +232,20 @@ class ResponderTests(SynchronousTestCase):
             ],
         )
 
+    def test_linkLocalReplyScoped(self) -> None:
+        """
+        A probe from a link-local IPv6 address is answered with the group's
+        interface as the scope, which Twisted drops from source addresses.
+        """
+        spec = parseMulticastGroup("[ff12::80:9]:7000,interface=lo")
+        responder, _, _ = responderOn(spec, interval=0)
+        responder.datagramReceived(b"Notify 0001", ("fe80::1", 40000))
+        index = socket.if_nametoindex("lo")
+        self.assertEqual(
+            responder.transport.written,  # type: ignore[union-attr]
+            [(b"Acknowledge", ("fe80::1", 40000, 0, index))],
+        )
+
     def test_shortProbeRefused(self) -> None:
         """
         A bare C{Notify} is shorter than C{Acknowledge}: refused and counted.

@@ -443,6 +443,13 @@ class MulticastResponder(DatagramProtocol):
             return
         # addr is the sender's own (unicast: the guard refuses multicast
         # sources) address: never the group.
+        if self.spec.ipv6 and host.lower().startswith("fe80:") and len(addr) < 4:
+            # Twisted drops the scope of IPv6 sources; a link-local reply
+            # needs it to leave by the interface the probe came in on.
+            try:
+                addr = (host, port, 0, self._interfaceIndex())
+            except OSError:
+                pass
         try:
             self.transport.write(reply, addr)  # type: ignore[union-attr]
         except Exception:
