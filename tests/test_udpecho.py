@@ -538,6 +538,25 @@ class LoopbackTests(SynchronousTestCase):
         self.daemon.waitFor(r"127\.0\.0\.1:1019 \(source-port\)")
 
 
+class BusyPortTests(SynchronousTestCase):
+    """
+    A UDP port that is taken fails start-up.
+    """
+
+    def test_busy(self) -> None:
+        """
+        The daemon exits with status 1 and says why, instead of running
+        without its UDP listener.
+        """
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            daemon = Twistd(["--udp", f"127.0.0.1:{port}"])
+            self.addCleanup(daemon.close)
+            self.assertEqual(daemon.process.wait(30), 1)
+        self.assertIn("Address already in use", daemon.text())
+
+
 class SocketActivationTests(SynchronousTestCase):
     """
     C{--udp systemd:NAME} under C{systemd-socket-activate --datagram}.
