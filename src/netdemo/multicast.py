@@ -26,6 +26,7 @@ back-off; it never stops the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -446,10 +447,8 @@ class MulticastResponder(DatagramProtocol):
         if self.spec.ipv6 and host.lower().startswith("fe80:") and len(addr) < 4:
             # Twisted drops the scope of IPv6 sources; a link-local reply
             # needs it to leave by the interface the probe came in on.
-            try:
+            with contextlib.suppress(OSError):
                 addr = (host, port, 0, self._interfaceIndex())
-            except OSError:
-                pass
         try:
             self.transport.write(reply, addr)  # type: ignore[union-attr]
         except Exception:
