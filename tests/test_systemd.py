@@ -130,6 +130,17 @@ class RecordingNotifier:
         return True
 
 
+class StoppablePort:
+    """
+    The least of a listening port: stopping it works.
+    """
+
+    def stopListening(self) -> None:
+        """
+        Nothing to close.
+        """
+
+
 class PendingEndpoint:
     """
     A server endpoint whose C{listen} waits for the test.
@@ -175,7 +186,7 @@ class NotifyServiceTests(SynchronousTestCase):
         top, service, notifier, endpoint, clock = self.build()
         top.startService()
         self.assertEqual(notifier.sent, [])
-        endpoint.listening.callback(object())
+        endpoint.listening.callback(StoppablePort())
         self.assertEqual(
             notifier.sent,
             [{"ready": "1", "status": "Listening: test", "mainpid": str(os.getpid())}],
@@ -200,7 +211,7 @@ class NotifyServiceTests(SynchronousTestCase):
         """
         top, service, notifier, endpoint, clock = self.build()
         top.startService()
-        endpoint.listening.callback(object())
+        endpoint.listening.callback(StoppablePort())
         del notifier.sent[:]
         top.stopService()
         self.assertEqual(notifier.sent, [{"stopping": "1", "status": "Stopping"}])
