@@ -623,11 +623,11 @@ class _GroupListener(Service):
         )
         port: Any = self.port
         self.responder._log.info(
-            "{service}: listening on {address} ({group})",
+            "{service}: listening on {address} ({description})",
             event="listening",
             service=SERVICE_NAME,
             address=formatAddress(port.getHost()),
-            group=str(spec),
+            description=str(spec),
         )
         self.metrics.set(
             "netdemo_listener_info", 1, service=SERVICE_NAME, address=str(spec)

@@ -202,8 +202,11 @@ class UDPPeerProber(DatagramProtocol):
             transport.write(_PROBE.pack(MAGIC, seq, now, self.instance))
         except Exception as e:
             # No route, full buffer: the probe will be counted lost.
-            self._log.warn(
-                "{service}: cannot send to {peer}: {error}",
+            self._lostLog.emit(
+                "send",
+                LogLevel.warn,
+                "{service}: cannot send to {peer}: {error}; {suppressed} similar "
+                "events not logged",
                 event="peer_send_failed",
                 service=SERVICE_NAME,
                 peer=str(self.target),
