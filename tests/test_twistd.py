@@ -287,5 +287,19 @@ class StartupErrorTests(unittest.TestCase):
             result = runTwistd("--tcp", f"tcp:{port}:interface=127.0.0.1")
         output = result.stdout + result.stderr
         self.assertEqual(result.returncode, 1, output)
-        self.assertIn(str(port), output)
-        self.assertIn("Address already in use", output)
+        self.assertNotIn("Traceback", output)
+        [line] = [line for line in output.splitlines() if "cannot start" in line]
+        self.assertIn(str(port), line)
+        self.assertIn("Address already in use", line)
+
+    def test_unixSocketDirectoryMissing(self) -> None:
+        """
+        A UNIX socket in a directory that does not exist fails start-up
+        with one line naming the path.
+        """
+        result = runTwistd("--tcp", "unix:/nonexistent-netdemo-dir/echo.sock")
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertNotIn("Traceback", output)
+        [line] = [line for line in output.splitlines() if "cannot start" in line]
+        self.assertIn("/nonexistent-netdemo-dir/echo.sock", line)

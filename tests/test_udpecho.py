@@ -554,7 +554,11 @@ class BusyPortTests(SynchronousTestCase):
             daemon = Twistd(["--udp", f"127.0.0.1:{port}"])
             self.addCleanup(daemon.close)
             self.assertEqual(daemon.process.wait(30), 1)
-        self.assertIn("Address already in use", daemon.text())
+        text = daemon.text()
+        self.assertNotIn("Traceback", text)
+        [line] = [line for line in text.splitlines() if "cannot start" in line]
+        self.assertIn(f"127.0.0.1:{port}", line)
+        self.assertIn("Address already in use", line)
 
 
 class SocketActivationTests(SynchronousTestCase):

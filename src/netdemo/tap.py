@@ -538,6 +538,25 @@ def _udpAddress(value: str) -> Any:
     return parseListenAddress(value)
 
 
+class Daemon(MultiService):
+    """
+    The top of the service tree.
+
+    A listener that cannot be bound (port in use, no permission, missing
+    socket directory) ends start-up with one line naming it and exit status
+    1, instead of C{twistd}'s traceback: C{SystemExit} passes through
+    C{twistd}, which would otherwise print the traceback of any exception.
+    """
+
+    def privilegedStartService(self) -> None:
+        from twisted.internet.error import CannotListenError
+
+        try:
+            super().privilegedStartService()
+        except (CannotListenError, OSError) as e:
+            raise SystemExit(f"netdemo: cannot start: {e}") from None
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
     Build the daemon: a L{MultiService} with one named child per service.
@@ -556,7 +575,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from netdemo.web import ServerInfo, buildHTTPService
 
     metrics = MemoryMetrics()
-    top = MultiService()
+    top = Daemon()
     limits = options.connectionLimits()
     if options["tcp"]:
         buildEchoService(options["tcp"], limits, metrics, reactor).setServiceParent(top)
