@@ -134,14 +134,22 @@ class UnitTests(SynchronousTestCase):
 
     def test_socketNames(self) -> None:
         """
-        Every socket unit names its descriptor, and every stream socket the
-        service lists is one its command line asks for by that name.
+        Every socket unit names its descriptor, and every socket the
+        service lists is one its command line asks for by that name: a
+        stream socket as C{systemd:...:name=NAME}, a datagram socket as
+        C{--udp systemd:NAME}.
         """
         text = (UNITS / "netdemo.service").read_text()
         (sockets,) = re.findall(r"\nSockets=(.*)\n", text)
+        self.assertEqual(
+            sorted(sockets.split()), sorted(u.name for u in UNITS.glob("*.socket"))
+        )
         for unit in sorted(UNITS.glob("*.socket")):
-            (name,) = re.findall(r"\nFileDescriptorName=(\S+)\n", unit.read_text())
-            if unit.name in sockets.split():
+            unitText = unit.read_text()
+            (name,) = re.findall(r"\nFileDescriptorName=(\S+)\n", unitText)
+            if "ListenDatagram=" in unitText:
+                self.assertIn(f" --udp systemd:{name}", text)
+            else:
                 self.assertIn(f":name={name}", text)
 
 
@@ -152,20 +160,19 @@ class ExecStartTests(SynchronousTestCase):
 
     def test_socketActivated(self) -> None:
         """
-        C{ExecStart=} of C{netdemo.service}, started by
-        C{systemd-socket-activate} with one socket per socket unit named by
-        its C{FileDescriptorName=} (on loopback and free ports instead of 7
-        and 8080), sends READY=1 naming both listeners, echoes on the
-        connection that started it, and serves C{/healthz}.
+        C{ExecStart=} of C{netdemo.service}, started the way systemd starts
+        it: one inherited socket per socket unit (stream and datagram
+        together, which C{systemd-socket-activate} cannot mix), named by
+        each unit's C{FileDescriptorName=}, on loopback and free ports
+        instead of 7 and 8080.  It sends READY=1 naming every listener,
+        echoes on the stream connection, echoes a datagram, and serves
+        C{/healthz}.
         """
         import socket
         import urllib.request
 
-        from tests.test_systemd import Daemon, _freePort, _receive, _receiver
+        from tests.test_systemd import Daemon, _receive, _receiver
 
-        activate = shutil.which("systemd-socket-activate")
-        if activate is None:
-            self.skipTest("systemd-socket-activate not installed (package systemd)")
         try:
             with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
                 probe.bind(("::1", 0))
@@ -176,29 +183,46 @@ class ExecStartTests(SynchronousTestCase):
         (sockets,) = re.findall(r"\nSockets=(.*)\n", text)
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         argv = execStart.replace(INSTALLED_TWISTD, twistd).split()
-        names = [
-            re.findall(r"\nFileDescriptorName=(\S+)\n", (UNITS / unit).read_text())[0]
+        units = {
+            re.findall(r"\nFileDescriptorName=(\S+)\n", (UNITS / unit).read_text())[
+                0
+            ]: (UNITS / unit).read_text()
             for unit in sockets.split()
-        ]
-        self.assertEqual(names, ["echo", "http"])
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-            echoPort = s.getsockname()[1]
-        httpPort = _freePort()
+        }
+        self.assertEqual(sorted(units), ["echo", "http", "udp"])
+        self.assertIn("ListenDatagram=", units["udp"])
+        echo = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        echo.bind(("::1", 0))
+        echo.listen(16)
+        http = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        http.bind(("127.0.0.1", 0))
+        http.listen(16)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        inherited = {"echo": echo, "http": http, "udp": udp}
+        for sock in inherited.values():
+            self.addCleanup(sock.close)
+        names = list(units)
         notify, address = _receiver(self)
         daemon = Daemon(
             self,
-            [
-                activate,
-                f"--listen=[::1]:{echoPort}",
-                f"--listen=127.0.0.1:{httpPort}",
-                "--fdname=" + ":".join(names),
-                f"--setenv=NOTIFY_SOCKET={address}",
-                *argv,
-            ],
+            [sys.executable, "-c", _ACTIVATE, ":".join(names)]
+            + [str(inherited[name].fileno()) for name in names]
+            + ["--", *argv],
+            pass_fds=[sock.fileno() for sock in inherited.values()],
+            env={**os.environ, "NOTIFY_SOCKET": address},
         )
-        for _ in names:
-            self.assertIn(b"Listening on", daemon.readLine())
+        echoPort = echo.getsockname()[1]
+        httpPort = http.getsockname()[1]
+        udpPort = udp.getsockname()[1]
+        ready = _receive(notify, 60).decode("utf-8").split("\n")
+        self.assertEqual(ready[0], "READY=1")
+        for listener in (
+            f"http on 127.0.0.1:{httpPort}",
+            f"tcp-echo on [::1]:{echoPort}",
+            f"127.0.0.1:{udpPort}",
+        ):
+            self.assertIn(listener, ready[1])
         with socket.create_connection(("::1", echoPort), timeout=60) as client:
             client.sendall(b"activated\n")
             received = b""
@@ -208,14 +232,11 @@ class ExecStartTests(SynchronousTestCase):
                     break
                 received += chunk
         self.assertEqual(received, b"activated\n")
-        self.assertEqual(
-            _receive(notify).decode("utf-8").split("\n")[:2],
-            [
-                "READY=1",
-                f"STATUS=Listening: http on 127.0.0.1:{httpPort}; "
-                f"tcp-echo on [::1]:{echoPort}",
-            ],
-        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(30)
+            client.connect(("127.0.0.1", udpPort))
+            client.send(b"datagram")
+            self.assertEqual(client.recv(100), b"datagram")
         # No proxy from the environment for loopback.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(
@@ -223,3 +244,22 @@ class ExecStartTests(SynchronousTestCase):
         ) as response:
             self.assertEqual(response.read(), b"ok\n")
         daemon.stop()
+
+
+# Exec a command with inherited sockets the way systemd passes them: moved
+# to descriptors 3, 4, ... in order, with LISTEN_FDS, LISTEN_FDNAMES and
+# LISTEN_PID (the pid that exec keeps).
+_ACTIVATE = """
+import os, sys
+names, rest = sys.argv[1], sys.argv[2:]
+split = rest.index("--")
+fds, command = [int(fd) for fd in rest[:split]], rest[split + 1 :]
+import fcntl
+copies = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+for target, fd in enumerate(copies, start=3):
+    os.dup2(fd, target)
+os.environ.update(
+    LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=names, LISTEN_PID=str(os.getpid())
+)
+os.execv(command[0], command)
+"""
