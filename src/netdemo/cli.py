@@ -526,7 +526,7 @@ class NetdemoOptions(usage.Options):
         "Clients for the netdemo services. 'netdemo COMMAND --help' shows each "
         "command's options and examples."
     )
-    subCommands = [
+    subCommands: list[list[Any]] = [
         ["ping", None, PingOptions, "Echo round trips over TCP or UDP, like ping"],
         [
             "chat",

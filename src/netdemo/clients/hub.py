@@ -27,6 +27,7 @@ from typing import Any
 from attrs import frozen
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -74,6 +75,13 @@ PUB_WINDOW = 1000
 _DELIVERY = re.compile(
     rb"\A(?:\[(?P<topic>[^\]\s]+)\] )?<(?P<identity>[^>\s]+)> (?P<text>.*)\Z", re.S
 )
+
+
+def _reason(failure: Failure) -> str:
+    """
+    The first line of what a L{Failure} says.
+    """
+    return _why(failure.value or Exception())
 
 
 def note(message: str) -> None:
@@ -159,6 +167,7 @@ class HubConnection(Protocol):
     answers with the commands sent (in order), and hands every other line
     to C{onLine}.
 
+    @ivar lost: Whether the connection is closed.
     @ivar closed: Fires once the connection is closed.
     """
 
@@ -176,6 +185,7 @@ class HubConnection(Protocol):
         self._buffer = b""
         self._pending: deque[Deferred[bytes]] = deque()
         self._keepalive: LoopingCall | None = None
+        self.lost = False
         self.closed: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
@@ -238,7 +248,10 @@ class HubConnection(Protocol):
         if self.transport is not None:
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if reason is None:
+            reason = Failure(ConnectionDone())
+        self.lost = True
         if self._keepalive is not None and self._keepalive.running:
             self._keepalive.stop()
         pending, self._pending = self._pending, deque()
@@ -297,6 +310,7 @@ class HubSession:
         self.connections = 0
         self.ended: Deferred[None] = Deferred()
         self._latest: HubConnection | None = None
+        self._setUpError: Exception | None = None
         endpoint = HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
         factory = _HubFactory(
             lambda: HubConnection(onLine, self._lost, self._made, onBatch)
@@ -321,30 +335,39 @@ class HubSession:
         """
         Connect for the first time.
 
-        @raise CommandError: If the first attempt fails.
+        @raise CommandError: If the first attempt fails, or the hub refuses
+            the set-up (a bad nickname or pattern).
         """
+        from twisted.internet.task import deferLater
+
         self.service.startService()
         try:
             await self.service.whenConnected(failAfterFailures=1)
-        except CommandError:
-            self.final = True
-            await self.service.stopService()
-            raise
+            problem = self._setUpError
         except Exception as e:
-            self.final = True
-            await self.service.stopService()
-            raise CommandError(f"cannot connect to {self.target}: {_why(e)}") from None
+            problem = CommandError(f"cannot connect to {self.target}: {_why(e)}")
+        if problem is not None:
+            # Out of the service's state machine before stopping it.
+            await deferLater(self.reactor, 0, lambda: None)
+            await self.stop()
+            raise problem
 
     def _made(self, connection: HubConnection) -> None:
         self._latest = connection
 
     def _prepare(self, proxy: Any) -> Deferred[None]:
+        """
+        Set a new connection up; never fails (L{ClientService} does not
+        close a connection whose preparation failed), but remembers why
+        the first set-up failed.
+        """
         connection = self._latest
         assert connection is not None
         first = self.connections == 0
-        setUp = self.setUp(connection, first)
 
         def ready(_: object) -> None:
+            if connection.lost:
+                return
             self.connections += 1
             self.connection = connection
             connection.keepAlive(self.keepalive, self.reactor)
@@ -353,11 +376,16 @@ class HubSession:
             else:
                 note(f"reconnected to {self.target}")
 
-        def failed(reason: Failure) -> Failure:
+        def failed(reason: Failure) -> None:
+            if connection.lost:
+                return
+            if first and reason.check(CommandError):
+                self._setUpError = reason.value  # type: ignore[assignment]
+            else:
+                note(f"setting up the connection failed: {_reason(reason)}")
             connection.close()
-            return reason
 
-        return setUp.addCallbacks(ready, failed)
+        return self.setUp(connection, first).addCallbacks(ready, failed)
 
     def _lost(self, connection: HubConnection, reason: Failure) -> None:
         if connection is not self.connection:
@@ -367,7 +395,7 @@ class HubSession:
             if not self.ended.called:
                 self.ended.callback(None)
             return
-        note(f"lost connection to {self.target} ({_why(reason.value)}); reconnecting")
+        note(f"lost connection to {self.target} ({_reason(reason)}); reconnecting")
 
     async def stop(self) -> None:
         """
@@ -484,7 +512,7 @@ class _StdinLines(Protocol):
     def writeConnectionLost(self) -> None:
         self.onStdoutGone()
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -615,7 +643,12 @@ async def runChat(reactor: Any, options: ChatOptions) -> int:
 
     chat = _Chat(reactor, options)
     interrupted = whenInterrupted(reactor)
-    stdin = _StdinLines(chat.typed, chat.ended, lambda: interrupted.callback(None))
+
+    def stdoutGone() -> None:
+        if not interrupted.called:
+            interrupted.callback(None)
+
+    stdin = _StdinLines(chat.typed, chat.ended, stdoutGone)
     await chat.session.start()
     chat.output = StandardIO(stdin, reactor=reactor)
 
@@ -631,7 +664,13 @@ async def runChat(reactor: Any, options: ChatOptions) -> int:
         f"{max(chat.session.connections - 1, 0)} reconnections"
     )
     chat.output.loseConnection()
-    reactor.callLater(2.0, lambda: stdin.closed.called or stdin.closed.callback(None))
+
+    def giveUp() -> None:
+        if not stdin.closed.called:
+            stdin.closed.callback(None)
+
+    # Standard output is flushed by then unless its reader stopped reading.
+    reactor.callLater(2.0, giveUp)
     await stdin.closed
     return 0
 
@@ -648,7 +687,6 @@ def _historyCoerce(value: str) -> int:
     if lines < 0:
         raise ValueError(f"{value!r} is not a whole number of at least 0")
     return lines
-
 
 
 class TailOptions(GnuOptions):
@@ -707,8 +745,6 @@ class TailOptions(GnuOptions):
                 raise usage.UsageError(f"--sub {pattern!r} is not a pattern")
 
 
-
-
 def topicMatches(pattern: str, topic: str) -> bool:
     """
     Whether a hub pattern matches a topic (C{*} one token, a final C{>}
@@ -765,7 +801,9 @@ class _Tail:
         wanted = [p.encode("utf-8") for p in self.patterns]
         answers = []
         if DEFAULT_TOPIC.encode() not in wanted:
-            answers.append(await connection.command(b"/unsub " + DEFAULT_TOPIC.encode()))
+            answers.append(
+                await connection.command(b"/unsub " + DEFAULT_TOPIC.encode())
+            )
         for pattern in wanted:
             answer = await connection.command(b"/sub " + pattern)
             if answer.startswith(b"-ERR"):
@@ -934,7 +972,7 @@ class _Publisher:
 
     def _lost(self, reason: Failure) -> None:
         self._fail(
-            f"the hub closed the connection ({_why(reason.value)}) with "
+            f"the hub closed the connection ({_reason(reason)}) with "
             f"{self.outstanding} of {self.sent} messages not acknowledged"
         )
 
