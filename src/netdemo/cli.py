@@ -546,6 +546,12 @@ class NetdemoOptions(usage.Options):
             _lazy("netdemo.clients.hub.PubOptions"),
             "Publish to the pub/sub hub and exit once acknowledged",
         ],
+        [
+            "mcast",
+            None,
+            _lazy("netdemo.clients.mcast.McastOptions"),
+            "Probe a multicast group, or join it and listen",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -559,6 +565,7 @@ RUNNERS: dict[str, Callable[[Any, Any], Any]] = {
     "chat": _lazy("netdemo.clients.hub.runChat"),
     "tail": _lazy("netdemo.clients.hub.runTail"),
     "pub": _lazy("netdemo.clients.hub.runPub"),
+    "mcast": _lazy("netdemo.clients.mcast.runMcast"),
 }
 
 
