@@ -124,8 +124,8 @@ class ProbeTests(unittest.TestCase):
         self.assertEqual(answers, ["1", "1", "2", "2", "3", "3"], result.stdout)
         self.assertRegex(
             result.stdout,
-            rf"127\.0\.0\.1:{self.port} \(2 responders\): 3/3 probes answered, 0% loss, "
-            r"rtt min/avg/max = [\d.]+/[\d.]+/[\d.]+ ms",
+            rf"127\.0\.0\.1:{self.port} \(2 responders\): 3/3 probes answered, "
+            r"0% loss, rtt min/avg/max = [\d.]+/[\d.]+/[\d.]+ ms",
         )
 
     def test_noResponder(self) -> None:
