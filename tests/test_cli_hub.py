@@ -21,11 +21,17 @@ from datetime import datetime
 from typing import IO, Any
 
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from netdemo.cli import NetdemoOptions
-from netdemo.clients.hub import HubConnection, parseDelivery, topicMatches
+from netdemo.clients.hub import (
+    MAX_QUEUED_LINES,
+    HubConnection,
+    _Chat,
+    parseDelivery,
+    topicMatches,
+)
 from tests.support import TwistdProcess
 from tests.test_cli import NETDEMO, netdemo, unusedPort
 
@@ -336,6 +342,64 @@ class HubConnectionTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
+class _FakeStdio:
+    """
+    Stands in for the C{StandardIO} transport: records pauses and output.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.changes = 0
+        self.written = b""
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.changes += 1
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.changes += 1
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+
+class ChatFlowTests(unittest.TestCase):
+    """
+    C{chat} reads standard input no faster than it can send it.
+    """
+
+    def test_pausedWhileQueued(self) -> None:
+        """
+        Standard input is paused once L{MAX_QUEUED_LINES} lines wait for the
+        hub, and resumed when they were sent; a backlog on the hub's
+        connection pauses it too.
+        """
+        options = NetdemoOptions()
+        options.parseOptions(["chat", "127.0.0.1:1"])
+        chat = _Chat(MemoryReactorClock(), options.subOptions)
+        stdio = _FakeStdio()
+        chat.output = stdio
+        for _ in range(MAX_QUEUED_LINES - 1):
+            chat.typed(b"x")
+        self.assertFalse(stdio.paused)
+        chat.typed(b"last")
+        self.assertTrue(stdio.paused)
+        connection = HubConnection(lambda line: None, lambda c, r: None)
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        chat.session.connection = connection
+        chat.flush()
+        self.assertFalse(stdio.paused)
+        self.assertEqual(transport.value(), b"x\n" * (MAX_QUEUED_LINES - 1) + b"last\n")
+        chat.throttle(True)
+        self.assertTrue(stdio.paused)
+        chat.typed(b"more")
+        chat.throttle(False)
+        self.assertFalse(stdio.paused)
+        self.assertEqual(stdio.changes, 4)
+
+
 class OptionTests(unittest.TestCase):
     """
     Parsing the hub clients' command lines.
@@ -508,22 +572,27 @@ class HubClientTests(unittest.TestCase):
 
     def test_chatPipe(self) -> None:
         """
-        C{echo ... | netdemo chat --nick NAME} takes the nickname, sends
-        every line (the last even without a newline), and exits 0 once the
-        hub has them; answers to typed commands are shown.
+        C{... | netdemo chat --nick NAME} takes the nickname, sends every
+        line (the last even without a newline; more lines than it queues
+        while connecting), and exits 0 once the hub has them; answers to
+        typed commands are shown.
         """
         watcher = self.subscriber()
+        lines = [f"hello {i}" for i in range(25000)]
         result = subprocess.run(
             [*NETDEMO, "chat", self.target, "--nick", "piper"],
-            input="hello\n/who\nworld",
+            input="\n".join(lines) + "\n/who\nworld",
             capture_output=True,
             text=True,
             timeout=60,
         )
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(watcher.waitFor(b"<piper>"), b"<piper> hello")
-        self.assertEqual(watcher.waitFor(b"<piper>"), b"<piper> world")
+        got = watcher.collect(b"<piper>", len(lines) + 1)
+        self.assertEqual(
+            got, [f"<piper> {line}".encode() for line in [*lines, "world"]]
+        )
         self.assertRegex(result.stdout, r"(?m)^\+OK who \d+: .*piper")
+        self.assertIn("25002 lines sent", result.stderr)
         self.assertNotIn("Traceback", result.stderr)
 
     def test_chatInteractive(self) -> None:

@@ -28,7 +28,7 @@ from attrs import frozen
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python import usage
@@ -66,7 +66,8 @@ MAX_HUB_LINE = 1 << 20
 #: Seconds allowed for one connection attempt.
 CONNECT_TIMEOUT = 10.0
 
-#: Lines typed while the hub is away that are kept to be sent on reconnect.
+#: Lines waiting to be sent (the hub away) past which standard input is
+#: paused.
 MAX_QUEUED_LINES = 10000
 
 #: C{/pub} commands sent ahead of their answers before stdin is paused.
@@ -517,6 +518,26 @@ class _StdinLines(Protocol):
             self.closed.callback(None)
 
 
+@implementer(IPushProducer)
+class _Throttle:
+    """
+    Registered on the hub's connection: told when the transport has too
+    much unsent (pause) and when it has caught up (resume).
+    """
+
+    def __init__(self, throttle: Callable[[bool], None]) -> None:
+        self.throttle = throttle
+
+    def pauseProducing(self) -> None:
+        self.throttle(True)
+
+    def resumeProducing(self) -> None:
+        self.throttle(False)
+
+    def stopProducing(self) -> None:
+        self.throttle(False)
+
+
 class _Chat:
     """
     The state of a C{netdemo chat} run.
@@ -531,6 +552,8 @@ class _Chat:
         self.sent = 0
         self.received = 0
         self.inputEnded = False
+        self.inputPaused = False
+        self.throttled = False
         self.output: Any = None
         self.session = HubSession(
             reactor,
@@ -566,6 +589,9 @@ class _Chat:
         Take the nickname (again), then send what was typed meanwhile.
         """
         done: Deferred[None] = Deferred()
+        connection.transport.registerProducer(  # type: ignore[union-attr]
+            _Throttle(self.throttle), True
+        )
 
         def named(answer: bytes) -> None:
             if answer.startswith(b"-ERR") and first:
@@ -589,11 +615,30 @@ class _Chat:
         """
         A line from standard input.
         """
-        if len(self.queued) >= MAX_QUEUED_LINES:
-            self.queued.popleft()
-            note("too many lines typed while the hub is away: dropped the oldest")
         self.queued.append(line)
         self.flush()
+        self.updateInput()
+
+    def throttle(self, throttled: bool) -> None:
+        """
+        The hub's connection has (no longer) too much unsent.
+        """
+        self.throttled = throttled
+        self.updateInput()
+
+    def updateInput(self) -> None:
+        """
+        Pause standard input while the hub's connection has a backlog or
+        too many lines wait to be sent; resume when neither holds.
+        """
+        pause = self.throttled or len(self.queued) >= MAX_QUEUED_LINES
+        if self.output is None or pause == self.inputPaused:
+            return
+        self.inputPaused = pause
+        if pause:
+            self.output.pauseProducing()
+        else:
+            self.output.resumeProducing()
 
     def flush(self) -> None:
         """
@@ -616,6 +661,7 @@ class _Chat:
             if self.session.final:
                 self.queued.clear()
                 return
+        self.updateInput()
         if self.inputEnded:
             self.session.final = True
             connection.command(b"/quit").addErrback(lambda _: None)
