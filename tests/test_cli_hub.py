@@ -550,6 +550,36 @@ class HubClientTests(unittest.TestCase):
         )
         self.assertNotIn("Traceback", tail.text("stderr"))
 
+    def test_tailReaderGone(self) -> None:
+        """
+        When nobody reads C{tail}'s output any more (C{| head -1}), it ends
+        quietly with status 0.
+        """
+        process = subprocess.Popen(
+            [*NETDEMO, "tail", self.target, "--sub", "gone"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            self.assertIn(b"connected to", process.stderr.readline())
+            self.assertEqual(netdemo("pub", self.target, "gone", "one").returncode, 0)
+            self.assertIn(b"> one", process.stdout.readline())
+            process.stdout.close()
+            for _ in range(3):
+                self.assertEqual(netdemo("pub", self.target, "gone", "x").returncode, 0)
+            self.assertEqual(process.wait(30), 0)
+            err = process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
+        self.assertNotIn(b"Traceback", err)
+        self.assertNotIn(b"Exception", err)
+
     def test_tailHistory(self) -> None:
         """
         C{tail --history N} first replays the last N lines of each matching

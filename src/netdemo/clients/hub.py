@@ -822,8 +822,9 @@ class _Tail:
             self.hubLine,
             self.setUp,
             options["keepalive"],
-            onBatch=self.out.flush,
+            onBatch=self.flush,
         )
+        self.stopped: Deferred[None] = Deferred()
 
     def hubLine(self, line: bytes) -> None:
         """
@@ -839,9 +840,40 @@ class _Tail:
             self.replayed += 1
         if self.options["json"]:
             received = datetime.now(timezone.utc)
-            self.out.write(delivery.asJSON(received, self.replaying).encode() + b"\n")
+            self.write(delivery.asJSON(received, self.replaying).encode() + b"\n")
         else:
-            self.out.write(line + b"\n")
+            self.write(line + b"\n")
+
+    def write(self, data: bytes) -> None:
+        """
+        Write to standard output; when its reader has gone (C{| head}),
+        stop.
+        """
+        try:
+            self.out.write(data)
+        except BrokenPipeError:
+            self.outputGone()
+
+    def flush(self) -> None:
+        """
+        Flush standard output (after each read from the hub).
+        """
+        try:
+            self.out.flush()
+        except BrokenPipeError:
+            self.outputGone()
+
+    def outputGone(self) -> None:
+        """
+        Nobody reads standard output any more: end quietly.
+        """
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.out.fileno())
+        os.close(devnull)
+        if not self.stopped.called:
+            self.stopped.callback(None)
 
     async def _setUp(self, connection: HubConnection, first: bool) -> None:
         wanted = [p.encode("utf-8") for p in self.patterns]
@@ -892,10 +924,16 @@ async def runTail(reactor: Any, options: TailOptions) -> int:
     """
     tail = _Tail(reactor, options)
     interrupted = whenInterrupted(reactor)
+
+    def stop(_: object) -> None:
+        if not tail.stopped.called:
+            tail.stopped.callback(None)
+
+    interrupted.addCallback(stop)
     await tail.session.start()
-    await interrupted
+    await tail.stopped
     await tail.session.stop()
-    tail.out.flush()
+    tail.flush()
     note(
         f"tail of {tail.session.target} ended: {tail.messages} messages "
         f"({tail.replayed} from history), "
