@@ -132,6 +132,9 @@ class Running:
             ).start()
 
     def _read(self, name: str, stream: IO[bytes]) -> None:
+        """
+        Collect the lines of one output stream (in a thread).
+        """
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.out[name].append(line)
@@ -353,10 +356,16 @@ class _FakeStdio:
         self.written = b""
 
     def pauseProducing(self) -> None:
+        """
+        Record a pause.
+        """
         self.paused = True
         self.changes += 1
 
     def resumeProducing(self) -> None:
+        """
+        Record a resumption.
+        """
         self.paused = False
         self.changes += 1
 

@@ -240,6 +240,9 @@ class HubConnection(Protocol):
             self._keepalive.start(interval, now=False)
 
     def _ping(self) -> None:
+        """
+        Send one C{/ping}; its answer is dropped.
+        """
         self.command(b"/ping").addErrback(lambda _: None)
 
     def close(self) -> None:
@@ -354,6 +357,9 @@ class HubSession:
             raise problem
 
     def _made(self, connection: HubConnection) -> None:
+        """
+        A connection was made: it is the one C{_prepare} sets up next.
+        """
         self._latest = connection
 
     def _prepare(self, proxy: Any) -> Deferred[None]:
@@ -389,6 +395,9 @@ class HubSession:
         return self.setUp(connection, first).addCallbacks(ready, failed)
 
     def _lost(self, connection: HubConnection, reason: Failure) -> None:
+        """
+        A connection was closed: say so, unless the session is ending.
+        """
         if connection is not self.connection:
             return
         self.connection = None
@@ -426,6 +435,9 @@ def _reportAnswer(what: str) -> Callable[[bytes], bytes]:
 
 
 def _keepaliveCoerce(value: str) -> float:
+    """
+    Coerce C{--keepalive}: seconds, at least 0.
+    """
     try:
         seconds = float(value)
     except ValueError:
@@ -580,6 +592,10 @@ class _Chat:
         self.write(line)
 
     def _learnNick(self, answer: bytes) -> bytes:
+        """
+        Remember the nickname the hub confirmed, to take it again after a
+        reconnection.
+        """
         if answer.startswith(b"+OK nick "):
             self.nick = answer[len(b"+OK nick ") :]
         return answer
@@ -668,6 +684,9 @@ class _Chat:
             self.reactor.callLater(CONNECT_TIMEOUT, self._closeNow, connection)
 
     def _closeNow(self, connection: HubConnection) -> None:
+        """
+        The hub did not close after C{/quit}: abort the connection.
+        """
         if connection.transport is not None and connection.connected:
             connection.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -726,6 +745,9 @@ async def runChat(reactor: Any, options: ChatOptions) -> int:
 
 
 def _historyCoerce(value: str) -> int:
+    """
+    Coerce C{--history}: a whole number, at least 0.
+    """
     try:
         lines = int(value)
     except ValueError:
@@ -876,6 +898,10 @@ class _Tail:
             self.stopped.callback(None)
 
     async def _setUp(self, connection: HubConnection, first: bool) -> None:
+        """
+        Unsubscribe from the default topic unless asked for, subscribe to
+        every pattern, replay the history on the first connection.
+        """
         wanted = [p.encode("utf-8") for p in self.patterns]
         answers = []
         if DEFAULT_TOPIC.encode() not in wanted:
@@ -893,6 +919,10 @@ class _Tail:
             await self._replay(connection)
 
     async def _replay(self, connection: HubConnection) -> None:
+        """
+        Replay the history of every topic that the hub keeps history for and
+        a pattern matches.
+        """
         answer = await connection.command(b"/topics")
         _, _, known = answer.decode("utf-8", "replace").partition("with history:")
         topics = [
@@ -1036,10 +1066,16 @@ class _Publisher:
         return self.sent - self.acknowledged
 
     def _arm(self) -> None:
+        """
+        Start the answer timer unless it runs.
+        """
         if self._timer is None or not self._timer.active():
             self._timer = self.reactor.callLater(self.timeout, self._expired)
 
     def _answered(self, number: int, answer: bytes) -> None:
+        """
+        The answer to message C{number} arrived.
+        """
         if answer.startswith(b"-ERR"):
             text = answer.decode("utf-8", "replace")
             self._fail(f"the hub refused message {number}: {text}")
@@ -1055,15 +1091,24 @@ class _Publisher:
         self._check()
 
     def _lost(self, reason: Failure) -> None:
+        """
+        A connection was closed: say so, unless the session is ending.
+        """
         self._fail(
             f"the hub closed the connection ({_reason(reason)}) with "
             f"{self.outstanding} of {self.sent} messages not acknowledged"
         )
 
     def _expired(self) -> None:
+        """
+        No answer came in time.
+        """
         self._fail(f"no answer from the hub within {self.timeout:g} s")
 
     def _fail(self, message: str) -> None:
+        """
+        End with an error (once).
+        """
         if not self.done.called:
             self.done.errback(CommandError(message))
 
@@ -1075,6 +1120,9 @@ class _Publisher:
         self._check()
 
     def _check(self) -> None:
+        """
+        Done when the input ended and every message was acknowledged.
+        """
         if self.inputEnded and not self.outstanding and not self.done.called:
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()

@@ -78,6 +78,9 @@ def parseGroup(value: str) -> tuple[str, int, bool]:
 
 
 def _ttlCoerce(value: str) -> int:
+    """
+    Coerce C{--ttl}: 1 to 255.
+    """
     try:
         ttl = int(value)
     except ValueError:
@@ -256,6 +259,9 @@ def _multicastSocketOptions(handle: socket.socket, options: usage.Options) -> No
 
 
 def _address(addr: Sequence[Any]) -> str:
+    """
+    C{host:port} of a datagram address.
+    """
     return formatHostPort(str(addr[0]), int(addr[1]))
 
 
