@@ -454,9 +454,16 @@ class HubClientTests(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.daemon = hub()
+        cls.daemon = TwistdProcess(
+            "--pubsub",
+            "tcp:0:interface=127.0.0.1",
+            "--pubsub",
+            r"tcp6:0:interface=\:\:1",
+        )
+        listening = cls.daemon.waitListening(2)
         cls.port = cls.daemon.port("pubsub")
         cls.target = f"127.0.0.1:{cls.port}"
+        cls.target6 = next(a for _, a in listening if a.startswith("[::1]:"))
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -493,6 +500,17 @@ class HubClientTests(unittest.TestCase):
         self.assertEqual(result.stderr, "")
         line = watcher.waitFor(b"[lab.rack1.temp]")
         self.assertRegex(line, rb"^\[lab\.rack1\.temp\] <127\.0\.0\.1:\d+> 21\.5 C$")
+
+    def test_pubIPv6(self) -> None:
+        """
+        C{[v6address]:port} is accepted.
+        """
+        watcher = self.subscriber(b"six")
+        result = netdemo("pub", self.target6, "six", "over", "IPv6")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(
+            watcher.waitFor(b"[six]"), rb"^\[six\] <\[::1\]:\d+> over IPv6$"
+        )
 
     def test_pubStdin(self) -> None:
         """
