@@ -708,17 +708,33 @@ class ErrorTests(unittest.TestCase):
 
     def test_noAnswer(self) -> None:
         """
-        A server that accepts but never answers: C{pub} gives up after
+        A server that accepts but never answers: each client gives up after
         C{--timeout} with status 2.
         """
         with socket.socket() as silent:
             silent.bind(("127.0.0.1", 0))
             silent.listen(5)
-            port = silent.getsockname()[1]
+            target = f"127.0.0.1:{silent.getsockname()[1]}"
+            self.assertError(netdemo("pub", target, "t", "x", "-W", "0.5"), "no answer")
+            self.assertError(netdemo("tail", target, "-W", "0.5"), "no answer")
+            self.assertError(netdemo("chat", target, "-W", "0.5"), "no answer")
+
+    def test_hubRefuses(self) -> None:
+        """
+        A hub that refuses the connection (C{--max-connections}) makes each
+        client fail with the hub's reason.
+        """
+        with hub("--max-connections", "1") as daemon:
+            port = daemon.port("pubsub")
+            holder = LineClient(port)
+            self.addCleanup(holder.close)
+            target = f"127.0.0.1:{port}"
+            self.assertError(netdemo("tail", target), "-ERR refused: max-connections")
+            self.assertError(netdemo("chat", target), "-ERR refused: max-connections")
             self.assertError(
-                netdemo("pub", f"127.0.0.1:{port}", "t", "x", "-W", "0.5"),
-                "no answer",
+                netdemo("pub", target, "t", "x"), "-ERR refused: max-connections"
             )
+            daemon.stop()
 
     def test_badArguments(self) -> None:
         """

@@ -26,7 +26,8 @@ from typing import Any
 
 from attrs import frozen
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -169,6 +170,9 @@ class HubConnection(Protocol):
     to C{onLine}.
 
     @ivar lost: Whether the connection is closed.
+    @ivar greeting: Fires with the first line the hub sends (its greeting,
+        or the reason it refuses the connection); with C{b""} if the
+        connection is lost first.
     @ivar closed: Fires once the connection is closed.
     """
 
@@ -187,6 +191,7 @@ class HubConnection(Protocol):
         self._pending: deque[Deferred[bytes]] = deque()
         self._keepalive: LoopingCall | None = None
         self.lost = False
+        self.greeting: Deferred[bytes] = Deferred()
         self.closed: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
@@ -204,6 +209,8 @@ class HubConnection(Protocol):
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
+            if not self.greeting.called:
+                self.greeting.callback(line)
             if isAnswer(line) and self._pending:
                 self._pending.popleft().callback(line)
             else:
@@ -261,6 +268,8 @@ class HubConnection(Protocol):
         pending, self._pending = self._pending, deque()
         for answer in pending:
             answer.errback(reason)
+        if not self.greeting.called:
+            self.greeting.callback(b"")
         self.onLost(self, reason)
         self.closed.callback(None)
 
@@ -300,6 +309,7 @@ class HubSession:
         onLine: Callable[[bytes], None],
         setUp: Callable[[HubConnection, bool], Deferred[None]],
         keepalive: float,
+        timeout: float = CONNECT_TIMEOUT,
         onBatch: Callable[[], None] | None = None,
     ) -> None:
         from twisted.internet.endpoints import HostnameEndpoint
@@ -309,13 +319,14 @@ class HubSession:
         self.onLine = onLine
         self.setUp = setUp
         self.keepalive = keepalive
+        self.timeout = timeout
         self.connection: HubConnection | None = None
         self.final = False
         self.connections = 0
         self.ended: Deferred[None] = Deferred()
         self._latest: HubConnection | None = None
         self._setUpError: Exception | None = None
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
         factory = _HubFactory(
             lambda: HubConnection(onLine, self._lost, self._made, onBatch)
         )
@@ -384,15 +395,36 @@ class HubSession:
                 note(f"reconnected to {self.target}")
 
         def failed(reason: Failure) -> None:
-            if connection.lost:
-                return
-            if first and reason.check(CommandError):
-                self._setUpError = reason.value  # type: ignore[assignment]
+            if reason.check(CancelledError, DeferredTimeout):
+                problem = CommandError(
+                    f"no answer from {self.target} within {self.timeout:g} s"
+                )
+            elif reason.check(CommandError):
+                problem = reason.value  # type: ignore[assignment]
             else:
-                note(f"setting up the connection failed: {_reason(reason)}")
+                problem = CommandError(
+                    f"{self.target} closed the connection ({_reason(reason)})"
+                )
+            if first:
+                self._setUpError = problem
+            else:
+                note(f"{problem}; reconnecting")
             connection.close()
 
-        return self.setUp(connection, first).addCallbacks(ready, failed)
+        async def prepare() -> None:
+            greeting = await connection.greeting
+            if connection.lost:
+                raise CommandError(
+                    f"{self.target} closed the connection without a greeting"
+                )
+            if greeting.startswith(b"-ERR"):
+                text = greeting.decode("utf-8", "replace")
+                raise CommandError(f"{self.target} refused the connection: {text}")
+            await self.setUp(connection, first)
+
+        preparing = Deferred.fromCoroutine(prepare())
+        preparing.addTimeout(self.timeout, self.reactor)
+        return preparing.addCallbacks(ready, failed)
 
     def _lost(self, connection: HubConnection, reason: Failure) -> None:
         """
@@ -459,6 +491,16 @@ _KEEPALIVE: list[Any] = [
 ]
 
 
+_TIMEOUT: list[Any] = [
+    "timeout",
+    "W",
+    CONNECT_TIMEOUT,
+    "Seconds to wait for a connection, the hub's greeting and the answers "
+    "that set the session up",
+    _positive(float, "a number above 0"),
+]
+
+
 class ChatOptions(GnuOptions):
     """
     C{netdemo chat HOST:PORT [--nick NAME]}.
@@ -481,6 +523,7 @@ class ChatOptions(GnuOptions):
     optParameters: list[list[Any]] = [
         ["nick", "n", None, "Nickname to take (again after every reconnection)"],
         _KEEPALIVE,
+        _TIMEOUT,
     ]
 
     def parseArgs(self, target: str) -> None:  # type: ignore[override]
@@ -574,6 +617,7 @@ class _Chat:
             self.hubLine,
             self.setUp,
             options["keepalive"],
+            options["timeout"],
         )
 
     def write(self, line: bytes) -> None:
@@ -788,6 +832,7 @@ class TailOptions(GnuOptions):
             _historyCoerce,
         ],
         _KEEPALIVE,
+        _TIMEOUT,
     ]
 
     def __init__(self) -> None:
@@ -844,6 +889,7 @@ class _Tail:
             self.hubLine,
             self.setUp,
             options["keepalive"],
+            options["timeout"],
             onBatch=self.flush,
         )
         self.stopped: Deferred[None] = Deferred()
@@ -854,7 +900,10 @@ class _Tail:
         """
         delivery = parseDelivery(line)
         if delivery is None:
-            if not line.startswith(b"* welcome to"):
+            setUp = self.session.connection is None
+            if not line.startswith(b"* welcome to") and not (
+                setUp and line.startswith(b"-ERR")
+            ):
                 note(f"hub: {line.decode('utf-8', 'replace')}")
             return
         self.messages += 1
