@@ -772,7 +772,7 @@ class KeepaliveTests(unittest.TestCase):
     def test_keepalive(self) -> None:
         """
         Against a hub with a 1 s idle timeout, a C{tail} pinging every
-        0.3 s keeps its connection for 4 s and still gets messages, while
+        0.3 s keeps its connection for 3 s and still gets messages, while
         one with the keepalive off is closed (and says so, and reconnects).
         """
         with hub("--idle-timeout", "1") as daemon:
@@ -784,7 +784,7 @@ class KeepaliveTests(unittest.TestCase):
             kept.waitFor("stderr", "connected to")
             quiet.waitFor("stderr", "lost connection")
             quiet.waitFor("stderr", "reconnected to")
-            time.sleep(4)
+            time.sleep(3)
             self.assertEqual(netdemo("pub", target, "chat", "still here").returncode, 0)
             kept.waitFor("stdout", "still here")
             self.assertEqual(kept.finish(signal.SIGINT), 0)
