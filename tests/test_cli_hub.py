@@ -20,6 +20,8 @@ import unittest
 from datetime import datetime
 from typing import IO, Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -307,6 +309,23 @@ class HubConnectionTests(unittest.TestCase):
                     b"* server shutting down",
                 ],
             )
+
+    @given(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=20))
+    @settings(max_examples=200, deadline=None)
+    def test_anySplits(self, cuts: list[int]) -> None:
+        """
+        Split anywhere (property test), the hub's lines arrive whole and in
+        order, and the first one is the greeting.
+        """
+        connection, lines, answers = self.connect()
+        points = [0, *sorted(cuts), len(self.stream)]
+        for start, end in zip(points, points[1:], strict=False):
+            connection.dataReceived(self.stream[start:end])
+        self.assertEqual(len(lines) + len(answers), 7)
+        self.assertEqual(answers[-1], b"+OK pong")
+        self.assertEqual(lines[-1], b"* server shutting down")
+        self.assertTrue(connection.greeting.called)
+        self.assertEqual(connection.greeting.result, self.stream.split(b"\n")[0])
 
     def test_lostFailsPending(self) -> None:
         """
