@@ -7,7 +7,6 @@ interface, so nothing leaves the host.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
 import signal
@@ -21,10 +20,6 @@ from twisted.python.usage import UsageError
 from netdemo.clients.mcast import describe, parseGroup
 from tests.support import TwistdProcess
 from tests.test_cli import NETDEMO, netdemo, unusedPort
-
-HAVE_RESPONDER = importlib.util.find_spec("netdemo.multicast") is not None
-NO_RESPONDER = "the multicast responder (netdemo.multicast) is not on this branch yet"
-
 
 def group() -> str:
     """
@@ -88,7 +83,6 @@ class UnitTests(unittest.TestCase):
         )
 
 
-@unittest.skipUnless(HAVE_RESPONDER, NO_RESPONDER)
 class ProbeTests(unittest.TestCase):
     """
     C{mcast probe} and C{mcast listen} against two responders on one group
