@@ -21,6 +21,7 @@ from netdemo.clients.mcast import describe, parseGroup
 from tests.support import TwistdProcess
 from tests.test_cli import NETDEMO, netdemo, unusedPort
 
+
 def group() -> str:
     """
     An administratively scoped group of its own for each test class, so
