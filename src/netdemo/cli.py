@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.python import usage
+from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
 __all__ = ["main", "parseHostPort"]
@@ -223,6 +224,27 @@ class GnuOptions(usage.Options):
             )
             ordered.extend([name, value] if takesValue else [name])
         super().parseOptions([*ordered, "--", *positional])
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The usage text, with the description's paragraphs wrapped one by one
+        and its indented lines (the examples) kept as they are.
+        """
+        import textwrap
+
+        description = getattr(self, "longdesc", "")
+        self.longdesc = ""
+        try:
+            text = super().getUsage(width)
+        finally:
+            del self.longdesc
+        paragraphs = []
+        for paragraph in description.split("\n\n"):
+            if paragraph.startswith(" ") or paragraph.startswith("Examples:"):
+                paragraphs.append(paragraph)
+            else:
+                paragraphs.append(textwrap.fill(paragraph, width or 80))
+        return text + "\n" + "\n\n".join(paragraphs) + "\n"
 
 
 class PingOptions(GnuOptions):
@@ -482,6 +504,18 @@ def _why(error: BaseException) -> str:
 # the command
 
 
+def _lazy(name: str) -> Callable[..., Any]:
+    """
+    A callable that imports C{name} (a dotted name) when first called and
+    calls it, so that each subcommand's module is imported only when used.
+    """
+
+    def call(*args: Any) -> Any:
+        return namedAny(name)(*args)
+
+    return call
+
+
 class NetdemoOptions(usage.Options):
     """
     C{netdemo COMMAND ...}.
@@ -492,8 +526,32 @@ class NetdemoOptions(usage.Options):
         "Clients for the netdemo services. 'netdemo COMMAND --help' shows each "
         "command's options and examples."
     )
-    subCommands = [
+    subCommands: list[list[Any]] = [
         ["ping", None, PingOptions, "Echo round trips over TCP or UDP, like ping"],
+        [
+            "chat",
+            None,
+            _lazy("netdemo.clients.hub.ChatOptions"),
+            "A line client for the pub/sub hub that reconnects",
+        ],
+        [
+            "tail",
+            None,
+            _lazy("netdemo.clients.hub.TailOptions"),
+            "Subscribe to the pub/sub hub and print what arrives",
+        ],
+        [
+            "pub",
+            None,
+            _lazy("netdemo.clients.hub.PubOptions"),
+            "Publish to the pub/sub hub and exit once acknowledged",
+        ],
+        [
+            "mcast",
+            None,
+            _lazy("netdemo.clients.mcast.McastOptions"),
+            "Probe a multicast group, or join it and listen",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -504,6 +562,10 @@ class NetdemoOptions(usage.Options):
 
 RUNNERS: dict[str, Callable[[Any, Any], Any]] = {
     "ping": runPing,
+    "chat": _lazy("netdemo.clients.hub.runChat"),
+    "tail": _lazy("netdemo.clients.hub.runTail"),
+    "pub": _lazy("netdemo.clients.hub.runPub"),
+    "mcast": _lazy("netdemo.clients.mcast.runMcast"),
 }
 
 

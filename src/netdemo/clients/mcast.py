@@ -1,0 +1,546 @@
+# -*- test-case-name: tests.test_cli_mcast -*-
+"""
+C{netdemo mcast probe} and C{netdemo mcast listen}: the client side of the
+multicast responder (C{--multicast}, C{docs/multicast.md}).
+
+A probe is a datagram to the group that starts with C{Notify} and is at
+least 11 bytes long; every responder on the group answers it by unicast with
+C{Acknowledge}, from the group's port.  The answer carries no sequence
+number, so an answer counts for the latest probe sent within C{--timeout}.
+Responders on one host answer from the same address: they are counted
+together, as the number of answers per probe from that address.
+
+Beacons are datagrams to the group: C{NDBEACON } and a JSON object with the
+instance's id, host name, services, sequence number and interval
+(C{"bye": true} on shutdown).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import DatagramProtocol
+from twisted.python import usage
+
+from netdemo.cli import (
+    CommandError,
+    GnuOptions,
+    _countCoerce,
+    _positive,
+    _why,
+    formatHostPort,
+    parseHostPort,
+    whenInterrupted,
+)
+
+__all__ = ["McastOptions", "runMcast"]
+
+BEACON = b"NDBEACON "
+PROBE = b"Notify"
+ANSWER = b"Acknowledge"
+MAX_DATAGRAM = 65535
+
+#: Linux values missing from Python 3.11's C{socket} module.
+IP_MULTICAST_ALL: int = getattr(socket, "IP_MULTICAST_ALL", 49)
+IPV6_MULTICAST_ALL: int = getattr(socket, "IPV6_MULTICAST_ALL", 29)
+
+EXIT_OK, EXIT_LOST = 0, 1
+
+
+def parseGroup(value: str) -> tuple[str, int, bool]:
+    """
+    Parse C{GROUP:PORT} (IPv6 groups in brackets).
+
+    @return: C{(group, port, ipv6)}.
+    @raise usage.UsageError: Naming the value, if it is no multicast group
+        and port.
+    """
+    host, port = parseHostPort(value, "group")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise usage.UsageError(
+            f"group {value!r}: {host!r} is not an IP address"
+        ) from None
+    if not address.is_multicast:
+        raise usage.UsageError(f"group {value!r}: {host} is not a multicast address")
+    if port == 0:
+        raise usage.UsageError(f"group {value!r}: port 0 cannot be reached")
+    return host, port, address.version == 6
+
+
+def _ttlCoerce(value: str) -> int:
+    """
+    Coerce C{--ttl}: 1 to 255.
+    """
+    try:
+        ttl = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if not 1 <= ttl <= 255:
+        raise ValueError(f"{value!r} is not from 1 to 255")
+    return ttl
+
+
+_ttlCoerce.coerceDoc = "From 1 to 255."  # type: ignore[attr-defined]
+
+
+class _GroupOptions(GnuOptions):
+    """
+    What both C{mcast} commands take: the group and the interface.
+    """
+
+    def parseArgs(self, target: str) -> None:  # type: ignore[override]
+        self["group"], self["port"], self["ipv6"] = parseGroup(target)
+
+    def postOptions(self) -> None:
+        interface = self["interface"]
+        self["ifaddr"], self["ifindex"] = None, 0
+        if interface is None:
+            if self["ipv6"] and _needsInterface(self["group"]):
+                raise usage.UsageError(
+                    f"group {self['group']} is link- or interface-local: "
+                    "say which --interface"
+                )
+            return
+        try:
+            address = ipaddress.ip_address(interface)
+        except ValueError:
+            address = None
+        if address is not None:
+            if self["ipv6"] or address.version != 4:
+                raise usage.UsageError(
+                    f"--interface {interface!r}: give an interface name for IPv6 "
+                    "groups and an IPv4 address or a name for IPv4 groups"
+                )
+            self["ifaddr"] = interface
+            return
+        try:
+            self["ifindex"] = (
+                int(interface)
+                if interface.isdigit()
+                else socket.if_nametoindex(interface)
+            )
+        except OSError:
+            raise usage.UsageError(
+                f"--interface {interface!r}: no such interface"
+            ) from None
+
+
+def _needsInterface(group: str) -> bool:
+    """
+    Whether an IPv6 group is link- or interface-local (needs an interface).
+    """
+    scope = (int(ipaddress.IPv6Address(group)) >> 112) & 0xF
+    return scope in (1, 2)
+
+
+_INTERFACE: list[Any] = [
+    "interface",
+    "I",
+    None,
+    "Interface: an IPv4 address or a name (eth0) for IPv4 groups, a name or "
+    "index for IPv6 groups [default: chosen by route]",
+]
+
+
+class ProbeOptions(_GroupOptions):
+    """
+    C{netdemo mcast probe GROUP:PORT}.
+    """
+
+    synopsis = "GROUP:PORT [--interface ADDR|NAME] [--ttl N] [-c COUNT] [-i S] [-W S]"
+    longdesc = (
+        "Probe a multicast group and list every responder with its loss and "
+        "round-trip times. Each probe ('Notify NNNN ...') goes to the group; "
+        "every netdemo responder on it answers by unicast ('Acknowledge'). An "
+        "answer counts for the latest probe, if it comes within --timeout. "
+        "Responders on one host share an address and are counted together "
+        "(answers per probe). Exit status: 0 when some responder answered and "
+        "none missed a probe, 1 when none answered or some probes went "
+        "unanswered, 2 on error.\n\n"
+        "Examples:\n"
+        "  netdemo mcast probe 239.255.80.1:8001 --interface 127.0.0.1\n"
+        "  netdemo mcast probe 224.0.0.1:8001 -I eth0 -c 10 -i 0.5\n"
+        "  netdemo mcast probe [ff05::80:1]:8001 -I eth0 --ttl 4"
+    )
+    optParameters: list[list[Any]] = [
+        _INTERFACE,
+        ["ttl", "t", 1, "Multicast TTL (IPv6 hop limit) of the probes", _ttlCoerce],
+        ["count", "c", 3, "Probes to send", _countCoerce],
+        [
+            "interval",
+            "i",
+            1.0,
+            "Seconds between probes",
+            _positive(float, "a number above 0"),
+        ],
+        [
+            "timeout",
+            "W",
+            1.0,
+            "Seconds to wait for answers to each probe",
+            _positive(float, "a number above 0"),
+        ],
+    ]
+
+
+class ListenOptions(_GroupOptions):
+    """
+    C{netdemo mcast listen GROUP:PORT}.
+    """
+
+    synopsis = "GROUP:PORT [--interface ADDR|NAME] [-c COUNT]"
+    longdesc = (
+        "Join a multicast group and print what arrives: netdemo beacons as one "
+        "line each (host/id, sequence number, services; goodbyes too), probes "
+        "and anything else with their sender and size. The port is shared with "
+        "a netdemo responder on the same host. Ctrl-C prints a summary.\n\n"
+        "Examples:\n"
+        "  netdemo mcast listen 239.255.80.1:8001 --interface 127.0.0.1\n"
+        "  netdemo mcast listen 224.0.0.1:8001 -I eth0 -c 5\n"
+        "  netdemo mcast listen [ff02::80:1]:8001 -I eth0"
+    )
+    optParameters: list[list[Any]] = [
+        _INTERFACE,
+        ["count", "c", 0, "Datagrams to print before exiting", _countCoerce],
+    ]
+
+
+class McastOptions(usage.Options):
+    """
+    C{netdemo mcast probe|listen ...}.
+    """
+
+    synopsis = "probe|listen GROUP:PORT [options]"
+    longdesc = (
+        "Clients of the multicast responder: 'probe' asks who is on a group, "
+        "'listen' joins it and prints what arrives."
+    )
+    subCommands: list[list[Any]] = [
+        ["probe", None, ProbeOptions, "Probe a group; list responders, loss, RTT"],
+        ["listen", None, ListenOptions, "Join a group and print what arrives"],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("say which: mcast probe or mcast listen")
+
+
+def _multicastSocketOptions(handle: socket.socket, options: usage.Options) -> None:
+    """
+    Pin the outgoing interface of a multicast socket.
+    """
+    if options["ipv6"]:
+        if options["ifindex"]:
+            handle.setsockopt(
+                socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, options["ifindex"]
+            )
+    elif options["ifaddr"]:
+        handle.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_MULTICAST_IF,
+            socket.inet_aton(options["ifaddr"]),
+        )
+    elif options["ifindex"]:
+        handle.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_MULTICAST_IF,
+            struct.pack("4s4si", bytes(4), bytes(4), options["ifindex"]),
+        )
+
+
+def _address(addr: Sequence[Any]) -> str:
+    """
+    C{host:port} of a datagram address.
+    """
+    return formatHostPort(str(addr[0]), int(addr[1]))
+
+
+# ---------------------------------------------------------------------------
+# probe
+
+
+@define
+class Responder:
+    """
+    What one responder address answered.
+    """
+
+    answers: int = 0
+    perProbe: dict[int, int] = field(factory=dict)
+    rtts: list[float] = field(factory=list)
+
+    def line(self, address: str, sent: int) -> str:
+        """
+        The summary line of this address.
+        """
+        answered = len(self.perProbe)
+        loss = 100.0 * (sent - answered) / sent if sent else 0.0
+        many = max(self.perProbe.values(), default=0)
+        ms = [r * 1000 for r in self.rtts]
+        rtt = (
+            f", rtt min/avg/max = {min(ms):.3f}/{sum(ms) / len(ms):.3f}/"
+            f"{max(ms):.3f} ms"
+            if ms
+            else ""
+        )
+        who = f" ({many} responders)" if many > 1 else ""
+        return (
+            f"{address}{who}: {answered}/{sent} probes answered, {loss:.0f}% loss{rtt}"
+        )
+
+
+class _Prober(DatagramProtocol):
+    """
+    Send probes to the group on a timer and collect the answers.
+    """
+
+    def __init__(self, reactor: Any, options: ProbeOptions) -> None:
+        self.reactor = reactor
+        self.options = options
+        self.destination = (options["group"], options["port"])
+        self.sent = 0
+        self.lastSent: float | None = None
+        self.responders: dict[str, Responder] = {}
+        self.done: Deferred[None] = Deferred()
+        self._timer: Any = None
+
+    def probe(self) -> None:
+        """
+        Send the next probe, and schedule the one after or the end.
+        """
+        self.sent += 1
+        self.lastSent = time.perf_counter()
+        datagram = b"%s %04d netdemo-mcast-probe" % (PROBE, self.sent)
+        try:
+            self.transport.write(datagram, self.destination)  # type: ignore[union-attr]
+        except OSError as e:
+            self.finish(CommandError(f"cannot send to the group: {_why(e)}"))
+            return
+        count = self.options["count"]
+        if count and self.sent >= count:
+            self._timer = self.reactor.callLater(self.options["timeout"], self.finish)
+        else:
+            self._timer = self.reactor.callLater(self.options["interval"], self.probe)
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if not datagram.startswith(ANSWER) or self.lastSent is None:
+            return
+        rtt = time.perf_counter() - self.lastSent
+        if rtt > self.options["timeout"]:
+            return
+        address = _address(addr)
+        responder = self.responders.setdefault(address, Responder())
+        responder.answers += 1
+        responder.perProbe[self.sent] = responder.perProbe.get(self.sent, 0) + 1
+        responder.rtts.append(rtt)
+        print(
+            f"{len(datagram)} bytes from {address}: seq={self.sent} "
+            f"time={rtt * 1000:.3f} ms",
+            flush=True,
+        )
+
+    def finish(self, error: Exception | None = None) -> None:
+        """
+        Stop probing.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self.done.called:
+            return
+        if error is None:
+            self.done.callback(None)
+        else:
+            self.done.errback(error)
+
+    def summary(self, target: str) -> str:
+        """
+        The closing lines: one per responder address.
+        """
+        lines = [
+            f"--- {target} multicast probe statistics ---",
+            f"{self.sent} probes sent, {len(self.responders)} responder "
+            f"address(es) answered",
+        ]
+        for address in sorted(self.responders):
+            lines.append(self.responders[address].line(address, self.sent))
+        return "\n".join(lines)
+
+    def exitCode(self) -> int:
+        """
+        0 when some responder answered and none missed a probe.
+        """
+        if not self.responders:
+            return EXIT_LOST
+        for responder in self.responders.values():
+            if len(responder.perProbe) < self.sent:
+                return EXIT_LOST
+        return EXIT_OK
+
+
+async def runProbe(reactor: Any, options: ProbeOptions) -> int:
+    """
+    Run C{netdemo mcast probe}.
+
+    @return: The exit status.
+    """
+    target = formatHostPort(options["group"], options["port"])
+    prober = _Prober(reactor, options)
+    interrupted = whenInterrupted(reactor)
+    port = reactor.listenUDP(
+        0, prober, "::" if options["ipv6"] else "", maxPacketSize=MAX_DATAGRAM
+    )
+    handle = port.getHandle()
+    try:
+        _multicastSocketOptions(handle, options)
+        if options["ipv6"]:
+            handle.setsockopt(
+                socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, options["ttl"]
+            )
+        else:
+            handle.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, options["ttl"]
+            )
+    except OSError as e:
+        port.stopListening()
+        raise CommandError(f"--interface {options['interface']!r}: {_why(e)}") from None
+    print(f"PROBE {target}: ttl {options['ttl']}", flush=True)
+    interrupted.addCallback(lambda _: prober.finish())
+    prober.probe()
+    try:
+        await prober.done
+    finally:
+        await port.stopListening()
+    print(prober.summary(target))
+    return prober.exitCode()
+
+
+# ---------------------------------------------------------------------------
+# listen
+
+
+def describe(datagram: bytes, sender: str) -> str:
+    """
+    One line about a datagram heard on the group.
+    """
+    if datagram.startswith(BEACON):
+        try:
+            body = json.loads(datagram[len(BEACON) :])
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+            kind = "goodbye" if body.get("bye") else "beacon"
+            services = ",".join(str(s) for s in body.get("services", []))
+            return (
+                f"{kind} from {body.get('host')}/{body.get('id')} ({sender}): "
+                f"seq={body.get('seq')} services={services} "
+                f"interval={body.get('interval')}"
+            )
+        except ValueError:
+            return f"malformed beacon from {sender}: {len(datagram)} bytes"
+    text = datagram[:80].decode("utf-8", "replace")
+    more = "..." if len(datagram) > 80 else ""
+    return f"{len(datagram)} bytes from {sender}: {text!r}{more}"
+
+
+class _Listener(DatagramProtocol):
+    """
+    Print what arrives on the group.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.received = 0
+        self.senders: set[str] = set()
+        self.done: Deferred[None] = Deferred()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if self.done.called:
+            return
+        sender = _address(addr)
+        self.received += 1
+        self.senders.add(sender)
+        print(describe(datagram, sender), flush=True)
+        if self.count and self.received >= self.count:
+            self.done.callback(None)
+
+
+def join(handle: socket.socket, options: usage.Options) -> None:
+    """
+    Join the group on the chosen interface, and hear that group only.
+    """
+    group = options["group"]
+    if options["ipv6"]:
+        handle.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        request = socket.inet_pton(socket.AF_INET6, group) + struct.pack(
+            "@I", options["ifindex"]
+        )
+        handle.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, request)
+        return
+    handle.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    request = struct.pack(
+        "4s4si",
+        socket.inet_aton(group),
+        socket.inet_aton(options["ifaddr"] or "0.0.0.0"),
+        options["ifindex"],
+    )
+    handle.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, request)
+
+
+async def runListen(reactor: Any, options: ListenOptions) -> int:
+    """
+    Run C{netdemo mcast listen}.
+
+    @return: The exit status.
+    """
+    target = formatHostPort(options["group"], options["port"])
+    listener = _Listener(options["count"])
+    interrupted = whenInterrupted(reactor)
+    try:
+        port = reactor.listenMulticast(
+            options["port"],
+            listener,
+            "::" if options["ipv6"] else "",
+            MAX_DATAGRAM,
+            listenMultiple=True,
+        )
+    except Exception as e:
+        raise CommandError(f"cannot listen on {target}: {_why(e)}") from None
+    try:
+        join(port.getHandle(), options)
+    except OSError as e:
+        await port.stopListening()
+        raise CommandError(f"cannot join {target}: {_why(e)}") from None
+    print(f"LISTEN {target}", flush=True)
+
+    def stop(_: object) -> None:
+        if not listener.done.called:
+            listener.done.callback(None)
+
+    interrupted.addCallback(stop)
+    await listener.done
+    await port.stopListening()
+    print(
+        f"--- {target}: {listener.received} datagrams from "
+        f"{len(listener.senders)} senders ---"
+    )
+    return EXIT_OK
+
+
+async def runMcast(reactor: Any, options: McastOptions) -> int:
+    """
+    Run C{netdemo mcast probe} or C{netdemo mcast listen}.
+
+    @return: The exit status.
+    """
+    if options.subCommand == "probe":
+        return await runProbe(reactor, options.subOptions)
+    return await runListen(reactor, options.subOptions)
