@@ -20,8 +20,8 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netdemo.echo import Echo, EchoFactory, _unsent
-from netdemo.limits import ConnectionLimits
+from netdemo.echo import Echo, EchoFactory
+from netdemo.limits import ConnectionLimits, unsentBytes
 from netdemo.metrics import MemoryMetrics
 
 #: Bytes the client sends: more than the loopback socket buffers of both
@@ -45,7 +45,7 @@ class RecordingEcho(Echo):
     def dataReceived(self, data: bytes) -> None:
         self.direct = self.direct or self._direct is not None
         super().dataReceived(data)
-        if _unsent(self.transport):
+        if unsentBytes(self.transport):
             self.queued += 1
 
 

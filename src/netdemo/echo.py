@@ -35,6 +35,7 @@ from netdemo.limits import (
     LimitedFactory,
     LimitedProtocol,
     StreamService,
+    unsentBytes,
 )
 from netdemo.metrics import IMetrics
 
@@ -47,18 +48,6 @@ SERVICE_NAME = "tcp-echo"
 # with the transport's socket.  Should a later Twisted rename them, the echo
 # falls back to plain transport.write.
 _BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen", "socket")
-
-
-def _unsent(transport: Any) -> int:
-    """
-    How many bytes the transport still holds unsent, when it can tell.
-    """
-    try:
-        return int(
-            len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        )
-    except AttributeError:
-        return 0
 
 
 @implementer(IHalfCloseableProtocol)
@@ -106,7 +95,7 @@ class Echo(LimitedProtocol):
         if self.transport is None:
             return 0
         if self.connected:
-            return self.bytesIn - _unsent(self.transport)
+            return self.bytesIn - unsentBytes(self.transport)
         return self.bytesIn - self._unsentAtClose
 
     def readConnectionLost(self) -> None:
@@ -132,7 +121,7 @@ class Echo(LimitedProtocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._unsentAtClose = _unsent(self.transport)
+        self._unsentAtClose = unsentBytes(self.transport)
         self.connected = False
         self._direct = None
         super().connectionLost(reason)

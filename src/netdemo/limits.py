@@ -53,7 +53,9 @@ __all__ = [
     "ConnectionLimits",
     "LimitedFactory",
     "LimitedProtocol",
+    "ListeningService",
     "StreamService",
+    "unsentBytes",
 ]
 
 #: The listen backlog given to bare-port listeners.  Twisted's default of 50
@@ -92,6 +94,20 @@ class ConnectionLimits:
     maxPerPeer: int = field(default=256, validator=_nonNegative)
     idleTimeout: float = field(default=300.0, validator=_nonNegative)
     drain: float = field(default=5.0, validator=_nonNegative)
+
+
+def unsentBytes(transport: Any) -> int:
+    """
+    How many bytes a transport still holds unsent, when it can tell: Twisted's
+    TCP transports keep their write buffer in C{dataBuffer} (from C{offset})
+    and C{_tempDataBuffer} (C{_tempDataLen} bytes); other transports say 0.
+    """
+    try:
+        return int(
+            len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        )
+    except AttributeError:
+        return 0
 
 
 class LimitedProtocol(Protocol):
@@ -361,12 +377,15 @@ def _describeFailure(reason: Failure | None) -> str:
 @implementer(IStreamServerEndpoint)
 class _ReportingEndpoint:
     """
-    Wrap a server endpoint to log the address it actually listens on (port
-    0 becomes a real port) and to remember the listening port.
+    Wrap a server endpoint so that its L{ListeningService} learns the port
+    it actually listens on (port 0 becomes a real port).
     """
 
     def __init__(
-        self, wrapped: IStreamServerEndpoint, service: StreamService, description: str
+        self,
+        wrapped: IStreamServerEndpoint,
+        service: ListeningService,
+        description: str,
     ) -> None:
         self._wrapped = wrapped
         self._service = service
@@ -374,39 +393,100 @@ class _ReportingEndpoint:
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         def listening(port: IListeningPort) -> IListeningPort:
-            self._service.ports.append(port)
-            self._service.factory.metrics.set(
-                "netdemo_listener_info",
-                1,
-                service=str(self._service.name),
-                address=formatAddress(port.getHost()),
-            )
-            self._service._log.info(
-                "{service}: listening on {address} ({description})",
-                event="listening",
-                service=self._service.name,
-                address=formatAddress(port.getHost()),
-                description=self._description,
-            )
+            self._service.listened(port, self._description)
             return port
 
         return self._wrapped.listen(factory).addCallback(listening)
 
 
-class StreamService(MultiService):
+class ListeningService(MultiService):
     """
-    One stream service: a L{LimitedFactory} shared by one listener per
-    endpoint description.
+    A service with one stream listener per endpoint description, all
+    serving one factory.
 
     Each listener is a named child built with L{strports.service}, so a port
     that cannot be bound fails start-up (C{twistd} exits with status 1)
-    instead of leaving a daemon that runs without listening.  Stopping the
-    service stops listening first, then drains the connections.
+    instead of leaving a daemon that runs without listening.  Every bound
+    address is logged (C{event="listening"}) and reported as
+    C{netdemo_listener_info}, 1 while bound and 0 once closed.
 
     @ivar ports: The listening ports, once bound.
+    @ivar addresses: Their addresses, as logged.
     """
 
     _log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        factory: IProtocolFactory,
+        descriptions: Iterable[str],
+        metrics: IMetrics,
+        reactor: Any,
+    ) -> None:
+        super().__init__()
+        self.setName(name)
+        self.factory = factory
+        self.metrics = metrics
+        self.ports: list[IListeningPort] = []
+        self.addresses: list[str] = []
+        for description in descriptions:
+            listener = strports.service(description, factory, reactor=reactor)
+            listener.endpoint = _ReportingEndpoint(listener.endpoint, self, description)
+            listener.setName(f"{name} {description}")
+            listener.setServiceParent(self)
+
+    def listened(self, port: IListeningPort, description: str) -> None:
+        """
+        A listener is bound: remember, report and log its address.
+        """
+        address = formatAddress(port.getHost())
+        self.ports.append(port)
+        self.addresses.append(address)
+        self.metrics.set(
+            "netdemo_listener_info", 1, service=str(self.name), address=address
+        )
+        self._log.info(
+            "{service}: listening on {address} ({description})",
+            event="listening",
+            service=str(self.name),
+            address=address,
+            description=description,
+        )
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, report the listeners closed, then L{afterListening}.
+        """
+        stopped: Deferred[Any] = super().stopService()
+
+        def closed(ignored: object) -> Deferred[None] | None:
+            for address in self.addresses:
+                self.metrics.set(
+                    "netdemo_listener_info", 0, service=str(self.name), address=address
+                )
+            self.addresses.clear()
+            self.ports.clear()
+            return self.afterListening()
+
+        return stopped.addCallback(closed)
+
+    def afterListening(self) -> Deferred[None] | None:
+        """
+        Called once every listener is closed on stop; a L{Deferred} it
+        returns delays the end of the stop.
+        """
+        return None
+
+
+class StreamService(ListeningService):
+    """
+    One stream service: a L{LimitedFactory} shared by one listener per
+    endpoint description.  Stopping the service stops listening first, then
+    drains the connections.
+    """
+
+    factory: LimitedFactory
 
     def __init__(
         self,
@@ -415,30 +495,10 @@ class StreamService(MultiService):
         descriptions: Iterable[str],
         reactor: Any,
     ) -> None:
-        super().__init__()
-        self.setName(name)
-        self.factory = factory
-        self.ports: list[IListeningPort] = []
-        for description in descriptions:
-            listener = strports.service(description, factory, reactor=reactor)
-            listener.endpoint = _ReportingEndpoint(listener.endpoint, self, description)
-            listener.setName(f"{name} {description}")
-            listener.setServiceParent(self)
+        super().__init__(name, factory, descriptions, factory.metrics, reactor)
 
-    def stopService(self) -> Deferred[None]:
+    def afterListening(self) -> Deferred[None]:
         """
-        Stop listening, then drain the open connections.
+        Drain the open connections.
         """
-        # Closed ports no longer know their address: read it first.
-        addresses = [formatAddress(port.getHost()) for port in self.ports]
-        stopped: Deferred[Any] = super().stopService()
-
-        def drain(ignored: object) -> Deferred[None]:
-            for address in addresses:
-                self.factory.metrics.set(
-                    "netdemo_listener_info", 0, service=str(self.name), address=address
-                )
-            self.ports.clear()
-            return self.factory.drain()
-
-        return stopped.addCallback(drain)
+        return self.factory.drain()

@@ -56,6 +56,7 @@ from netdemo.limits import (
     LimitedFactory,
     LimitedProtocol,
     StreamService,
+    unsentBytes,
 )
 from netdemo.logs import formatAddress
 from netdemo.metrics import IMetrics, sampleOf
@@ -231,18 +232,6 @@ class HubLimits:
     replayOnJoin: int = field(default=0, validator=_nonNegative)
 
 
-def _unsent(transport: Any) -> int:
-    """
-    How many bytes the transport still holds unsent, when it can tell.
-    """
-    try:
-        return int(
-            len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        )
-    except AttributeError:
-        return 0
-
-
 _BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen", "writeSomeData")
 
 
@@ -415,7 +404,7 @@ class PubSubProtocol(LimitedProtocol):
         if self.transport is None:
             return 0
         if self.connected:
-            return self.written - _unsent(self.transport)
+            return self.written - unsentBytes(self.transport)
         return self.written - self._unsentAtClose
 
     # Closing.
@@ -475,7 +464,7 @@ class PubSubProtocol(LimitedProtocol):
             not self._closing
             and not self._paused
             and self._direct is not None
-            and not _unsent(transport)
+            and not unsentBytes(transport)
         ):
             # The socket can take one reason line.
             self._direct.writeSomeData(b"-ERR closing: %s\n" % (reason.encode(),))
@@ -486,7 +475,7 @@ class PubSubProtocol(LimitedProtocol):
         """
         Cancel the timers, leave the hub, and log the connection.
         """
-        self._unsentAtClose = _unsent(self.transport)
+        self._unsentAtClose = unsentBytes(self.transport)
         self.connected = False
         self._direct = None
         if self._deadline is not None and self._deadline.active():

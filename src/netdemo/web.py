@@ -36,21 +36,11 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
-from twisted.application import strports
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import (
-    IListeningPort,
-    IProtocolFactory,
-    IStreamServerEndpoint,
-)
-from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
-from zope.interface import implementer
 
-from netdemo.logs import formatAddress
+from netdemo.limits import ListeningService
 from netdemo.metrics import CATALOG, IMetrics, MetricSpec, Sample
 
 __all__ = [
@@ -443,49 +433,11 @@ class QuietSite(Site):
         """
 
 
-@implementer(IStreamServerEndpoint)
-class _ReportingEndpoint:
+class HTTPService(ListeningService):
     """
-    Report the address a listener actually bound (port 0 becomes a real
-    port) to the log and the metrics.
+    The HTTP status service: one listener per endpoint description (see
+    L{ListeningService}) serving the status L{Site}.
     """
-
-    def __init__(
-        self, wrapped: IStreamServerEndpoint, service: HTTPService, description: str
-    ) -> None:
-        self._wrapped = wrapped
-        self._service = service
-        self._description = description
-
-    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        def listening(port: IListeningPort) -> IListeningPort:
-            address = formatAddress(port.getHost())
-            self._service.addresses.append(address)
-            self._service.metrics.set(
-                LISTENER_METRIC, 1, service=str(self._service.name), address=address
-            )
-            self._service._log.info(
-                "{service}: listening on {address} ({description})",
-                event="listening",
-                service=str(self._service.name),
-                address=address,
-                description=self._description,
-            )
-            return port
-
-        return self._wrapped.listen(factory).addCallback(listening)
-
-
-class HTTPService(MultiService):
-    """
-    The HTTP status service: one listener per endpoint description, built
-    with L{strports.service} so that a port that cannot be bound fails
-    start-up.
-
-    @ivar addresses: The bound addresses, once listening.
-    """
-
-    _log = Logger()
 
     def __init__(
         self,
@@ -495,31 +447,8 @@ class HTTPService(MultiService):
         metrics: IMetrics,
         reactor: Any,
     ) -> None:
-        super().__init__()
-        self.setName(name)
+        super().__init__(name, site, descriptions, metrics, reactor)
         self.site = site
-        self.metrics = metrics
-        self.addresses: list[str] = []
-        for description in descriptions:
-            listener = strports.service(description, site, reactor=reactor)
-            listener.endpoint = _ReportingEndpoint(listener.endpoint, self, description)
-            listener.setName(f"{name} {description}")
-            listener.setServiceParent(self)
-
-    def stopService(self) -> Deferred[None]:
-        """
-        Stop listening and report the listeners closed.
-        """
-        stopped: Deferred[Any] = super().stopService()
-
-        def closed(result: object) -> None:
-            for address in self.addresses:
-                self.metrics.set(
-                    LISTENER_METRIC, 0, service=str(self.name), address=address
-                )
-            self.addresses.clear()
-
-        return stopped.addCallback(closed)
 
 
 def buildHTTPService(
