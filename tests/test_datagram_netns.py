@@ -264,3 +264,9 @@ class TwoHostTests(SynchronousTestCase):
         self.b.stop()
         pattern = r"udp-peer: [\d.:]+: (\d+) sent, (\d+) received, ([1-9]\d*) lost"
         self.a.waitFor(pattern, timeout=30)
+        # B said goodbye on the IPv4 group; A had measured the round trip to
+        # it with unicast probes.
+        self.a.waitFor(
+            rf"peer \w+ \(.*, {B}\) left {GROUP}:\d+.*\(goodbye\).* rtt [\d.]+ ms",
+            timeout=30,
+        )

@@ -25,6 +25,8 @@ from netdemo.multicast import (
     BEACON,
     IP_MULTICAST_ALL,
     IPV6_MULTICAST_ALL,
+    RTT_ANSWER,
+    RTT_PROBE,
     MulticastGroup,
     MulticastResponder,
     buildMulticastService,
@@ -346,6 +348,56 @@ class ResponderTests(SynchronousTestCase):
         self.assertEqual(
             metrics.value("netdemo_multicast_peers", service="multicast"), 1
         )
+
+    def test_peerRoundTrip(self) -> None:
+        """
+        Each announce sends every known peer a unicast round-trip probe; the
+        peer answers it with the same token (never longer), and the answer
+        gives the peer's RTT, shown in the metrics.  Unknown or late answers
+        are ignored, and an answer is never answered.
+        """
+        a, reactor, metrics = responderOn(self.spec, interval=1.0)
+        b, _, _ = responderOn(self.spec, interval=1.0, instance="b-id")
+        a.datagramReceived(self.beacon("b-id", 0, 0.0), ("192.0.2.8", 7000))
+        a.transport.written.clear()  # type: ignore[union-attr]
+        a.announce()
+        probes = [
+            (data, addr)
+            for data, addr in a.transport.written  # type: ignore[union-attr]
+            if not data.startswith(BEACON)
+        ]
+        [(probe, target)] = probes
+        self.assertTrue(probe.startswith(RTT_PROBE))
+        self.assertEqual(target, ("192.0.2.8", a.groupPort))
+        b.transport.written.clear()  # type: ignore[union-attr]
+        b.datagramReceived(probe, ("192.0.2.7", 7000))
+        [(answer, back)] = b.transport.written  # type: ignore[union-attr]
+        self.assertEqual(back, ("192.0.2.7", 7000))
+        self.assertTrue(answer.startswith(RTT_ANSWER))
+        self.assertEqual(len(answer), len(probe))
+        reactor.advance(0.25)
+        a.datagramReceived(answer, ("192.0.2.8", 7000))
+        peer = a.peers["b-id"]
+        self.assertEqual((peer.rttProbes, peer.rttAnswers), (1, 1))
+        self.assertEqual(peer.rtt, 0.25)
+        self.assertEqual(
+            metrics.value(
+                "netdemo_multicast_peer_rtt_seconds", service="multicast", peer="h/b-id"
+            ),
+            0.25,
+        )
+        # An instance does not answer its own probe (instances on one host
+        # share the port, so the kernel may hand it back).
+        a.transport.written.clear()  # type: ignore[union-attr]
+        a.datagramReceived(probe, ("192.0.2.7", a.groupPort))
+        self.assertEqual(a.transport.written, [])  # type: ignore[union-attr]
+        # The same answer again, or a stranger's, changes nothing and is
+        # not answered.
+        a.transport.written.clear()  # type: ignore[union-attr]
+        a.datagramReceived(answer, ("192.0.2.8", 7000))
+        a.datagramReceived(RTT_ANSWER + b"x:1", ("192.0.2.9", 7000))
+        self.assertEqual(peer.rttAnswers, 1)
+        self.assertEqual(a.transport.written, [])  # type: ignore[union-attr]
 
     def test_expiryAndGoodbye(self) -> None:
         """

@@ -143,6 +143,21 @@ CATALOG: dict[str, MetricSpec] = {
         "Smoothed delay variation of one multicast peer's beacons (RFC 3550)",
         ("service", "peer"),
     ),
+    "netdemo_multicast_peer_rtt_seconds": MetricSpec(
+        "gauge",
+        "Smoothed round-trip time of unicast probes to one multicast peer",
+        ("service", "peer"),
+    ),
+    "netdemo_multicast_peer_rtt_probes_total": MetricSpec(
+        "counter",
+        "Unicast round-trip probes sent to one multicast peer",
+        ("service", "peer"),
+    ),
+    "netdemo_multicast_peer_rtt_answers_total": MetricSpec(
+        "counter",
+        "Answers received to round-trip probes of one multicast peer",
+        ("service", "peer"),
+    ),
     "netdemo_udp_peer_probes_total": MetricSpec(
         "counter",
         "Connected-UDP probes by outcome (sent, received, lost, duplicate, "

@@ -64,6 +64,12 @@ IPV6_MULTICAST_ALL: int = getattr(socket, "IPV6_MULTICAST_ALL", 29)
 BEACON = b"NDBEACON "
 PROBES = {b"Notify": b"Acknowledge", b"Client: Ping": b"Server: Pong"}
 
+#: The round-trip probe instances send each other by unicast once per
+#: announce interval, and its answer: the token comes back unchanged, so the
+#: answer is exactly as long as the probe.
+RTT_PROBE = b"NDPING "
+RTT_ANSWER = b"NDPONG "
+
 #: Seconds between join attempts: doubles from the first to the last.
 JOIN_RETRY = (1.0, 30.0)
 
@@ -172,6 +178,11 @@ class Peer:
 
     @ivar jitter: Smoothed variation of the beacons' one-way delay, in
         seconds (RFC 3550, section 6.4.1); clock offsets cancel out.
+    @ivar rtt: Smoothed round-trip time of the unicast probes sent to the
+        peer once per announce interval (1/8 weight per sample, as TCP's
+        SRTT), in seconds; L{None} until one was answered.
+    @ivar rttLast: The latest round-trip sample.
+    @ivar pending: The token and send time of the probe not answered yet.
     """
 
     instance: str
@@ -188,6 +199,11 @@ class Peer:
     jitter: float = 0.0
     transit: float = 0.0
     seen: dict[int, None] = field(factory=dict)
+    rtt: float | None = None
+    rttLast: float | None = None
+    rttProbes: int = 0
+    rttAnswers: int = 0
+    pending: tuple[bytes, float] | None = None
 
     @property
     def lost(self) -> int:
@@ -229,6 +245,7 @@ class MulticastResponder(DatagramProtocol):
         self.groupPort = spec.port
         self.datagramsIn = self.bytesIn = self.datagramsOut = self.bytesOut = 0
         self.beaconsIn = 0
+        self.rttSequence = 0
         self._delay = JOIN_RETRY[0]
         self._retry: Any = None
         self._announcer: LoopingCall | None = None
@@ -411,6 +428,60 @@ class MulticastResponder(DatagramProtocol):
             return
         self.datagramsOut += 1
         self.bytesOut += len(data)
+        if not bye:
+            self.probePeers()
+
+    def probePeers(self) -> None:
+        """
+        Send each known peer a unicast round-trip probe; an answer updates
+        its RTT.  A probe left unanswered is replaced by the next one (it
+        counts in C{rttProbes} but not in C{rttAnswers}).
+        """
+        now = self.clock.seconds()
+        for peer in self.peers.values():
+            self.rttSequence += 1
+            token = b"%s:%d" % (self.instance.encode(), self.rttSequence)
+            peer.pending = (token, now)
+            peer.rttProbes += 1
+            data = RTT_PROBE + token
+            try:
+                self.transport.write(  # type: ignore[union-attr]
+                    data, self._unicast(peer.address, self.groupPort)
+                )
+            except Exception:
+                self.guard.refuse("send-failed", peer.address, self.groupPort)
+                continue
+            self.datagramsOut += 1
+            self.bytesOut += len(data)
+
+    def _unicast(self, host: str, port: int) -> tuple[Any, ...]:
+        """
+        The address to send a unicast datagram to C{host}: a link-local IPv6
+        address gets the scope of the group's interface back (Twisted drops
+        the scope of IPv6 sources).
+        """
+        if self.spec.ipv6 and host.lower().startswith("fe80:"):
+            with contextlib.suppress(OSError):
+                return (host, port, 0, self._interfaceIndex())
+        return (host, port)
+
+    def rttAnswered(self, datagram: bytes, host: str) -> None:
+        """
+        Match an answer to a round-trip probe of ours.
+        """
+        token = datagram[len(RTT_ANSWER) :]
+        now = self.clock.seconds()
+        for peer in self.peers.values():
+            if peer.pending is not None and peer.pending[0] == token:
+                sample = max(0.0, now - peer.pending[1])
+                peer.pending = None
+                peer.rttAnswers += 1
+                peer.rttLast = sample
+                peer.rtt = (
+                    sample if peer.rtt is None else peer.rtt + (sample - peer.rtt) / 8
+                )
+                return
+        # Late (replaced by a newer probe), or not ours: ignore it.
 
     def goodbye(self) -> None:
         """
@@ -429,11 +500,23 @@ class MulticastResponder(DatagramProtocol):
         if datagram.startswith(BEACON):
             self.beaconReceived(datagram, host)
             return
+        if datagram.startswith(RTT_ANSWER):
+            self.rttAnswered(datagram, host)
+            return
         reply = None
-        for probe, answer in PROBES.items():
-            if datagram.startswith(probe):
-                reply = answer
-                break
+        if datagram.startswith(RTT_PROBE):
+            token = datagram[len(RTT_PROBE) :]
+            if token.startswith(self.instance.encode() + b":"):
+                # Our own probe, handed back to us because instances on one
+                # host share the port: the round trip to a peer on this
+                # host cannot be told apart, so it is not measured.
+                return
+            reply = RTT_ANSWER + token
+        else:
+            for probe, answer in PROBES.items():
+                if datagram.startswith(probe):
+                    reply = answer
+                    break
         if reply is None:
             self.guard.refuse("not-a-probe", host, port)
             return
@@ -443,12 +526,10 @@ class MulticastResponder(DatagramProtocol):
         if not self.guard.admit(host, port, size, self.clock.seconds()):
             return
         # addr is the sender's own (unicast: the guard refuses multicast
-        # sources) address: never the group.
-        if self.spec.ipv6 and host.lower().startswith("fe80:") and len(addr) < 4:
-            # Twisted drops the scope of IPv6 sources; a link-local reply
-            # needs it to leave by the interface the probe came in on.
-            with contextlib.suppress(OSError):
-                addr = (host, port, 0, self._interfaceIndex())
+        # sources) address: never the group.  A link-local reply needs the
+        # scope back to leave by the interface the probe came in on.
+        if len(addr) < 4:
+            addr = self._unicast(host, port)
         try:
             self.transport.write(reply, addr)  # type: ignore[union-attr]
         except Exception:
@@ -539,7 +620,8 @@ class MulticastResponder(DatagramProtocol):
         self._log.info(
             "{service}: peer {instance} ({hostname}, {address}) left {group} "
             "({reason}); {received} beacons, {lost} lost, {duplicates} "
-            "duplicated, {reordered} reordered, jitter {jitter:.6f} s",
+            "duplicated, {reordered} reordered, jitter {jitter:.6f} s, "
+            "rtt {rttText}",
             event="multicast_peer_left",
             service=self.guard.serviceName,
             instance=peer.instance,
@@ -552,6 +634,10 @@ class MulticastResponder(DatagramProtocol):
             duplicates=peer.duplicates,
             reordered=peer.reordered,
             jitter=peer.jitter,
+            rtt=peer.rtt,
+            rttText="-" if peer.rtt is None else f"{peer.rtt * 1000:.3f} ms",
+            rttProbes=peer.rttProbes,
+            rttAnswers=peer.rttAnswers,
         )
 
     def collect(self) -> list[Sample]:
@@ -581,7 +667,28 @@ class MulticastResponder(DatagramProtocol):
                     service=service,
                     peer=name,
                 ),
+                sampleOf(
+                    "netdemo_multicast_peer_rtt_probes_total",
+                    peer.rttProbes,
+                    service=service,
+                    peer=name,
+                ),
+                sampleOf(
+                    "netdemo_multicast_peer_rtt_answers_total",
+                    peer.rttAnswers,
+                    service=service,
+                    peer=name,
+                ),
             ]
+            if peer.rtt is not None:
+                samples.append(
+                    sampleOf(
+                        "netdemo_multicast_peer_rtt_seconds",
+                        peer.rtt,
+                        service=service,
+                        peer=name,
+                    )
+                )
         return samples
 
 
