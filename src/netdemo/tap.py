@@ -159,7 +159,10 @@ class Options(usage.Options):
     The options of C{twistd netdemo}.
     """
 
-    synopsis = "[--tcp DESC]... [--pubsub DESC]... [--http DESC]... [limits]"
+    synopsis = (
+        "[--tcp DESC]... [--pubsub DESC]... [--udp ADDR]... "
+        "[--multicast GROUP:PORT]... [--http DESC]... [options]"
+    )
     longdesc = (
         "Run the classic network utility services in one process. "
         "DESC is a port (8007, listening on every address with a backlog of "
@@ -168,7 +171,8 @@ class Options(usage.Options):
         "ssl:8443:privateKey=key.pem, unix:/run/echo.sock or "
         "systemd:domain=INET:name=echo. With no service option, every service "
         "starts on 127.0.0.1 on its default port (TCP echo: 8007, pub/sub hub: "
-        "8008, HTTP status and metrics: 8080)."
+        "8008, UDP echo: 8009, multicast: group 239.255.80.1 port 8001, HTTP "
+        "status and metrics: 8080)."
     )
 
     optParameters: list[list[Any]] = [
@@ -191,8 +195,8 @@ class Options(usage.Options):
             "idle-timeout",
             None,
             300.0,
-            "Seconds a connection may go without sending anything before it is "
-            "closed, 0 for never",
+            "Seconds a connection may go with nothing received from it and nothing "
+            "sent to it before it is closed, 0 for never",
             nonNegativeFloat,
         ],
         [
@@ -536,6 +540,13 @@ def _udpAddress(value: str) -> Any:
     from netdemo.udpecho import parseListenAddress
 
     return parseListenAddress(value)
+
+
+# Twisted's help shows an opt_ method's docstring as it is, indentation and
+# all; fold each into one line so that --help wraps it cleanly.
+for _method in vars(Options).values():
+    if getattr(_method, "__name__", "").startswith("opt_") and _method.__doc__:
+        _method.__doc__ = " ".join(_method.__doc__.split())
 
 
 class Daemon(MultiService):
