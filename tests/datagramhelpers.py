@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 _LISTENING = re.compile(
@@ -220,3 +221,25 @@ def splitAddress(address: str) -> tuple[str, int]:
     """
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def waitUntil(predicate: Any, timeout: float = 15.0) -> Deferred[None]:
+    """
+    Fire when C{predicate()} is true, polling every 50 ms on the real
+    reactor; fail after C{timeout} seconds.
+    """
+    from twisted.internet import reactor
+
+    d: Deferred[None] = Deferred()
+    deadline = time.monotonic() + timeout
+
+    def check() -> None:
+        if predicate():
+            d.callback(None)
+        elif time.monotonic() > deadline:
+            d.errback(AssertionError("condition not met in time"))
+        else:
+            reactor.callLater(0.05, check)  # type: ignore[attr-defined]
+
+    check()
+    return d

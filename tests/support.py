@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["TwistdProcess", "twistdPath"]
 
@@ -146,3 +147,16 @@ def runTwistd(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[
             cwd=tmp,
             env={**os.environ, "COLUMNS": "80"},
         )
+
+
+def assertOneLineError(
+    testCase: Any, result: subprocess.CompletedProcess[str], text: str
+) -> None:
+    """
+    The command exited with status 2 and wrote one line on standard error,
+    containing C{text}.
+    """
+    testCase.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+    lines = result.stderr.strip().splitlines()
+    testCase.assertEqual(len(lines), 1, result.stderr)
+    testCase.assertIn(text, lines[0])

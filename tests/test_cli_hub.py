@@ -34,7 +34,7 @@ from netdemo.clients.hub import (
     parseDelivery,
     topicMatches,
 )
-from tests.support import TwistdProcess
+from tests.support import TwistdProcess, assertOneLineError
 from tests.test_cli import NETDEMO, netdemo, unusedPort
 
 
@@ -503,10 +503,7 @@ class HubClientTests(unittest.TestCase):
         """
         Exit status 2 and one line on standard error containing C{text}.
         """
-        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
-        lines = result.stderr.strip().splitlines()
-        self.assertEqual(len(lines), 1, result.stderr)
-        self.assertIn(text, lines[0])
+        assertOneLineError(self, result, text)
 
     def test_pubMessage(self) -> None:
         """
@@ -711,10 +708,7 @@ class ErrorTests(unittest.TestCase):
         """
         Exit status 2 and one line on standard error containing C{text}.
         """
-        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
-        lines = result.stderr.strip().splitlines()
-        self.assertEqual(len(lines), 1, result.stderr)
-        self.assertIn(text, lines[0])
+        assertOneLineError(self, result, text)
 
     def test_refused(self) -> None:
         """

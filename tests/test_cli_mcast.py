@@ -18,7 +18,7 @@ import unittest
 from twisted.python.usage import UsageError
 
 from netdemo.clients.mcast import describe, parseGroup
-from tests.support import TwistdProcess
+from tests.support import TwistdProcess, assertOneLineError
 from tests.test_cli import NETDEMO, netdemo, unusedPort
 
 
@@ -196,10 +196,7 @@ class McastErrorTests(unittest.TestCase):
         """
         Exit status 2 and one line on standard error containing C{text}.
         """
-        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
-        lines = result.stderr.strip().splitlines()
-        self.assertEqual(len(lines), 1, result.stderr)
-        self.assertIn(text, lines[0])
+        assertOneLineError(self, result, text)
 
     def test_errors(self) -> None:
         """

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import time
 from typing import Any
 
 from hypothesis import given, settings
@@ -34,7 +33,7 @@ from netdemo.multicast import (
 )
 from netdemo.tap import Options, makeService
 from netdemo.udpecho import DatagramLimits, ReflectionGuard
-from tests.datagramhelpers import FakeDatagramReactor
+from tests.datagramhelpers import FakeDatagramReactor, waitUntil
 
 
 def responderOn(
@@ -442,21 +441,9 @@ class _Collect(DatagramProtocol):
 
 def _until(predicate: Any, timeout: float = 10.0) -> Deferred[None]:
     """
-    Fire when C{predicate()} is true; fail after C{timeout} seconds.
+    L{waitUntil} with this module's default timeout.
     """
-    d: Deferred[None] = Deferred()
-    deadline = time.monotonic() + timeout
-
-    def check() -> None:
-        if predicate():
-            d.callback(None)
-        elif time.monotonic() > deadline:
-            d.errback(AssertionError("condition not met in time"))
-        else:
-            realReactor.callLater(0.05, check)  # type: ignore[attr-defined]
-
-    check()
-    return d
+    return waitUntil(predicate, timeout)
 
 
 class LoopbackTests(TestCase):

@@ -5,11 +5,10 @@ datagram reactor, and against the real UDP echo over loopback.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from twisted.internet import reactor as realReactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -22,7 +21,7 @@ from netdemo.udppeer import (
     buildUDPPeerService,
     parsePeerTarget,
 )
-from tests.datagramhelpers import FakeDatagramReactor
+from tests.datagramhelpers import FakeDatagramReactor, waitUntil
 
 
 def started(
@@ -166,22 +165,6 @@ class ProberTests(SynchronousTestCase):
         self.assertEqual([c for c in reactor2.getDelayedCalls() if c.active()], [])
 
 
-def _until(predicate: Any, timeout: float = 15.0) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    deadline = time.monotonic() + timeout
-
-    def check() -> None:
-        if predicate():
-            d.callback(None)
-        elif time.monotonic() > deadline:
-            d.errback(AssertionError("condition not met in time"))
-        else:
-            realReactor.callLater(0.05, check)  # type: ignore[attr-defined]
-
-    check()
-    return d
-
-
 class LoopbackTests(TestCase):
     """
     The prober against the real UDP echo on loopback.
@@ -210,9 +193,9 @@ class LoopbackTests(TestCase):
         link = peer.getServiceNamed(f"udp-peer 127.0.0.1:{port}")  # type: ignore[attr-defined]
         yield link.resolved
         prober = link.prober
-        yield _until(lambda: prober.counts["received"] >= 5)
+        yield waitUntil(lambda: prober.counts["received"] >= 5)
         self.assertEqual(prober.counts["lost"], 0)
         self.assertGreater(prober.rttMax, 0)
         yield echo.stopService()
-        yield _until(lambda: prober.counts["lost"] >= 2)
+        yield waitUntil(lambda: prober.counts["lost"] >= 2)
         self.assertGreaterEqual(prober.counts["sent"], 5 + 2 + 2)
