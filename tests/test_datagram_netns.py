@@ -274,6 +274,7 @@ class TwoHostTests(SynchronousTestCase):
         # expiry if the goodbye was missed); A had measured the round trip to
         # it with unicast probes, and says so as B leaves.
         self.a.waitFor(
-            rf"peer \w+ \(.*, {B}\) left {GROUP}:\d+.*\((goodbye|expired)\).* rtt [\d.]+ ms",
+            rf"peer \w+ \(.*, {B}\) left {GROUP}:\d+"
+            r".*\((goodbye|expired)\).* rtt [\d.]+ ms",
             timeout=30,
         )
