@@ -9,9 +9,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from netdemo.limits import ConnectionLimits
+from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.metrics import MemoryMetrics
-from netdemo.pubsub import HubLimits, PubSubFactory, PubSubProtocol
+from netdemo.pubsub import PubSubFactory, PubSubProtocol
 
 
 class ClosingTransport(StringTransport):

@@ -20,9 +20,9 @@ from typing import Any
 from twisted.internet import reactor, stdio
 from twisted.protocols.basic import LineReceiver
 
-from netdemo.limits import ConnectionLimits
+from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.metrics import MemoryMetrics
-from netdemo.pubsub import HubLimits, buildPubSubService
+from netdemo.pubsub import buildPubSubService
 
 
 class Control(LineReceiver):

@@ -32,9 +32,9 @@ from netdemo.backplane import (
     encodeMessage,
     parseBackplaneURL,
 )
-from netdemo.limits import ConnectionLimits
+from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.metrics import MemoryMetrics
-from netdemo.pubsub import HubLimits, PubSubFactory
+from netdemo.pubsub import PubSubFactory
 from netdemo.web import ServerInfo, statusDocument
 from tests.pubsubhelpers import FakeClient, FakeHub
 

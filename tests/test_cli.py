@@ -16,7 +16,8 @@ from pathlib import Path
 
 from twisted.python.usage import UsageError
 
-from netdemo.cli import makeProbe, parseHostPort, probeSequence
+from netdemo.clients.common import parseHostPort
+from netdemo.clients.ping import makeProbe, probeSequence
 from tests.support import TwistdProcess
 
 NETDEMO = [sys.executable, "-m", "netdemo"]

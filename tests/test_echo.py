@@ -17,8 +17,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemo.echo import Echo, EchoFactory
-from netdemo.limits import IDLE_SWEEPS, ConnectionLimits
+from netdemo.limits import ConnectionLimits
 from netdemo.metrics import MemoryMetrics
+from netdemo.stream import IDLE_SWEEPS
 
 HOST = IPv4Address("TCP", "127.0.0.1", 8007)
 

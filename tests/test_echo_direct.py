@@ -2,7 +2,7 @@
 """
 Tests for the echo's direct-send path (the socket's C{send} when nothing is
 queued, C{transport.write} for the rest) over real loopback sockets, and for
-the per-connection state that L{netdemo.limits.LimitedProtocol} sets up.
+the per-connection state that L{netdemo.stream.LimitedProtocol} sets up.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netdemo.echo import Echo, EchoFactory
-from netdemo.limits import ConnectionLimits, unsentBytes
+from netdemo.internals import unsentBytes
+from netdemo.limits import ConnectionLimits
 from netdemo.metrics import MemoryMetrics
 
 #: Bytes the client sends: more than the loopback socket buffers of both
@@ -131,7 +132,7 @@ class DirectSendTests(TestCase):
 
 class ConnectionStateTests(SynchronousTestCase):
     """
-    What L{netdemo.limits.LimitedProtocol.makeConnection} sets up.
+    What L{netdemo.stream.LimitedProtocol.makeConnection} sets up.
     """
 
     def connect(self, factory: EchoFactory, port: int) -> Echo:

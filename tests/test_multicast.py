@@ -19,6 +19,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netdemo.guard import ReflectionGuard
+from netdemo.limits import DatagramLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.multicast import (
     BEACON,
@@ -32,7 +34,6 @@ from netdemo.multicast import (
     parseMulticastGroup,
 )
 from netdemo.tap import Options, makeService
-from netdemo.udpecho import DatagramLimits, ReflectionGuard
 from tests.datagramhelpers import FakeDatagramReactor, waitUntil
 
 

@@ -11,10 +11,9 @@ from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemo import pubsub
-from netdemo.limits import ConnectionLimits
+from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.pubsub import (
     DEFAULT_TOPIC,
-    HubLimits,
     escapeControls,
     patternMatches,
     splitLines,

@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.internet.task import Clock
@@ -29,6 +29,8 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netdemo.metrics import MemoryMetrics
+from netdemo.stream import ListeningService
 from netdemo.systemd import (
     Notifier,
     NotifyService,
@@ -140,6 +142,12 @@ class StoppablePort:
         Nothing to close.
         """
 
+    def getHost(self) -> IPv4Address:
+        """
+        Where it pretends to listen.
+        """
+        return IPv4Address("TCP", "127.0.0.1", 8007)
+
 
 class PendingEndpoint:
     """
@@ -166,7 +174,9 @@ class NotifyServiceTests(SynchronousTestCase):
         """
         top = MultiService()
         endpoint = PendingEndpoint()
-        StreamServerEndpointService(endpoint, Factory()).setServiceParent(top)
+        listening = ListeningService("test", Factory(), [], MemoryMetrics(), Clock())
+        listening.addEndpoint(endpoint, "pending")  # type: ignore[arg-type]
+        listening.setServiceParent(top)
         notifier = RecordingNotifier()
         clock = Clock()
         service = NotifyService(

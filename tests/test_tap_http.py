@@ -10,7 +10,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemo.metrics import MemoryMetrics
-from netdemo.tap import DEFAULTS, Options, listeningSummary, makeService
+from netdemo.systemd import listeningSummary
+from netdemo.tap import DEFAULTS, Options, makeService
 
 
 class HTTPOptionTests(SynchronousTestCase):

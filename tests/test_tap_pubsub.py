@@ -9,8 +9,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from netdemo.limits import DEFAULT_BACKLOG
-from netdemo.pubsub import HubLimits, PubSubFactory
+from netdemo.limits import DEFAULT_BACKLOG, HubLimits
+from netdemo.pubsub import PubSubFactory
 from netdemo.tap import DEFAULTS, Options, byteSize, makeService
 
 

@@ -18,16 +18,12 @@ from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from netdemo.datagram import ListenAddress, parseListenAddress
+from netdemo.guard import ReflectionGuard
+from netdemo.limits import DatagramLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.tap import DEFAULTS, Options, makeService
-from netdemo.udpecho import (
-    DatagramLimits,
-    ListenAddress,
-    ReflectionGuard,
-    UDPEcho,
-    buildUDPEchoService,
-    parseListenAddress,
-)
+from netdemo.udpecho import UDPEcho, buildUDPEchoService
 from tests.datagramhelpers import (
     FakeDatagramReactor,
     FakeDatagramTransport,

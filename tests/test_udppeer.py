@@ -12,9 +12,11 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netdemo.datagram import ListenAddress
+from netdemo.limits import DatagramLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.tap import Options
-from netdemo.udpecho import DatagramLimits, ListenAddress, buildUDPEchoService
+from netdemo.udpecho import buildUDPEchoService
 from netdemo.udppeer import (
     PeerTarget,
     UDPPeerProber,

@@ -26,28 +26,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from zope.interface import implementer
 
-from netdemo.limits import (
-    ConnectionLimits,
-    LimitedFactory,
-    LimitedProtocol,
-    StreamService,
-    unsentBytes,
-)
+from netdemo.internals import directTransport, unsentBytes, writeNow
+from netdemo.limits import ConnectionLimits
 from netdemo.metrics import IMetrics
+from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
 
 __all__ = ["Echo", "EchoFactory", "buildEchoService"]
 
 SERVICE_NAME = "tcp-echo"
-
-# The direct-send path reads two attributes of Twisted's FileDescriptor write
-# buffer (dataBuffer, _tempDataLen) to know that nothing is queued, and sends
-# with the transport's socket.  Should a later Twisted rename them, the echo
-# falls back to plain transport.write.
-_BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen", "socket")
 
 
 @implementer(IHalfCloseableProtocol)
@@ -65,30 +54,16 @@ class Echo(LimitedProtocol):
     def connectionMade(self) -> None:
         transport = self.transport
         transport.registerProducer(transport, True)  # type: ignore[union-attr]
-        if type(transport) is tcp.Server and all(
-            hasattr(transport, name) for name in _BUFFER_ATTRIBUTES
-        ):
-            self._direct = transport
+        self._direct = directTransport(transport)
 
     def dataReceived(self, data: bytes) -> None:
         self.idleTicks = 0
         self.bytesIn += len(data)
         t = self._direct
-        if t is not None and not t._tempDataLen and not t.dataBuffer:
-            # The socket's own send, not writeSomeData: that adds a
-            # memoryview slice (SEND_LIMIT, larger than any read) and an
-            # EINTR loop (Python retries EINTR itself, PEP 475) per reply.
-            try:
-                sent = t.socket.send(data)
-            except OSError:
-                # EAGAIN/ENOBUFS: the kernel took nothing.  Any other
-                # error: transport.write buffers the data and the next
-                # doWrite reports the loss, as for any write.
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self.transport.write(data)  # type: ignore[union-attr]
+        if t is not None:
+            writeNow(t, data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     @property
     def bytesOut(self) -> int:

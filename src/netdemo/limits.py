@@ -1,61 +1,30 @@
-# -*- test-case-name: tests.test_limits -*-
+# -*- test-case-name: tests.test_tap -*-
 """
-Connection limits shared by the stream services.
+The limits of the services, as value objects built from the command line.
 
-L{ConnectionLimits} is the value object built from the command line;
-L{LimitedFactory} enforces it for every connection of one service, whatever
-listener it arrived on:
+  - L{ConnectionLimits}: every stream service (enforced by
+    L{netdemo.stream.LimitedFactory});
+  - L{HubLimits}: the pub/sub hub's own (L{netdemo.pubsub});
+  - L{DatagramLimits}: the reflection-safety settings of the datagram
+    responders (enforced by L{netdemo.guard.ReflectionGuard}).
 
-  - a global cap (C{maxConnections}) and a per-peer-address cap
-    (C{maxPerPeer}; Twisted's own C{LimitConnectionsByPeer} is broken in
-    26.10, twisted/twisted#12183): a refused connection is closed at once,
-    before a protocol is built, and counted;
-  - an idle timeout enforced by one sweep timer for all connections, not one
-    C{DelayedCall} per connection: a read marks the connection busy with a
-    single attribute store, which keeps the per-read cost and the per-
-    connection memory down;
-  - a drain on shutdown: close every connection gracefully, then abort what
-    is still open after the deadline;
-  - one structured log event per finished connection.
+Each documented default is written once, here; C{netdemo.tap} builds these
+from its options and the services only read them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+import ipaddress
+from typing import Any
 
 from attrs import field, frozen
-from twisted.application import strports
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import (
-    IAddress,
-    IListeningPort,
-    IProtocolFactory,
-    IReactorTime,
-    IStreamServerEndpoint,
-)
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, LogLevel
-from twisted.python.failure import Failure
-from zope.interface import implementer
-
-from netdemo.logs import RateLimitedLog, formatAddress
-from netdemo.metrics import IMetrics, sampleOf
-
-if TYPE_CHECKING:
-    from netdemo.metrics import Sample
 
 __all__ = [
     "DEFAULT_BACKLOG",
+    "SLOW_POLICIES",
     "ConnectionLimits",
-    "LimitedFactory",
-    "LimitedProtocol",
-    "ListeningService",
-    "StreamService",
-    "unsentBytes",
+    "DatagramLimits",
+    "HubLimits",
 ]
 
 #: The listen backlog given to bare-port listeners.  Twisted's default of 50
@@ -64,15 +33,32 @@ __all__ = [
 #: (4096 by default since 5.4).
 DEFAULT_BACKLOG = 1024
 
-#: How many sweeps make up one idle timeout: a connection is closed after
-#: between C{idleTimeout} and C{idleTimeout * (1 + 1/IDLE_SWEEPS)} seconds
-#: without reading anything.
-IDLE_SWEEPS = 10
+#: The slow-consumer policies of the hub.
+SLOW_POLICIES = ("disconnect", "drop-oldest")
 
 
 def _nonNegative(instance: object, attribute: Any, value: float) -> None:
+    """
+    An attrs validator: the value must not be below 0.
+    """
     if value < 0:
         raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
+
+
+def _positive(instance: object, attribute: Any, value: float) -> None:
+    """
+    An attrs validator: the value must be above 0.
+    """
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
+
+
+def _policy(instance: object, attribute: Any, value: str) -> None:
+    """
+    An attrs validator: the value must be one of L{SLOW_POLICIES}.
+    """
+    if value not in SLOW_POLICIES:
+        raise ValueError(f"{attribute.name} must be one of {SLOW_POLICIES}")
 
 
 @frozen
@@ -96,409 +82,54 @@ class ConnectionLimits:
     drain: float = field(default=5.0, validator=_nonNegative)
 
 
-def unsentBytes(transport: Any) -> int:
+@frozen
+class HubLimits:
     """
-    How many bytes a transport still holds unsent, when it can tell: Twisted's
-    TCP transports keep their write buffer in C{dataBuffer} (from C{offset})
-    and C{_tempDataBuffer} (C{_tempDataLen} bytes); other transports say 0.
-    """
-    try:
-        return int(
-            len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        )
-    except AttributeError:
-        return 0
+    The limits and policies of the hub, on top of L{ConnectionLimits}.
 
-
-class LimitedProtocol(Protocol):
-    """
-    Base class of the protocols of a L{LimitedFactory}.
-
-    Subclasses must call C{Protocol.dataReceived}-style bookkeeping
-    themselves, for speed: store C{self.idleTicks = 0} and add to
-    C{self.bytesIn} in C{dataReceived}.
-
-    @ivar bytesIn: Payload bytes received.
-    @ivar idleTicks: Idle sweeps since the last read.
-    @ivar closeReason: Why the server closed the connection, if it did.
+    @ivar maxLine: Longest accepted line in bytes, without its terminator.
+    @ivar lineTimeout: Seconds within which a partial line must complete; 0
+        for no limit.
+    @ivar maxPending: Bytes a paused subscriber may have queued.
+    @ivar writeDeadline: Seconds a subscriber may stay paused (disconnect
+        policy); 0 for no limit.
+    @ivar slowPolicy: C{disconnect} or C{drop-oldest}.
+    @ivar history: Lines kept per topic; 0 turns history off.
+    @ivar presence: Whether join, leave and nick notices are sent.
+    @ivar replayOnJoin: Lines of the default topic's history sent to a new
+        client.
     """
 
-    factory: LimitedFactory
-    peer: IAddress | None = None
-    local: IAddress | None = None
-    bytesIn = 0
-    idleTicks = 0
-    sentAtSweep = 0
-    startedAt = 0.0
-    closeReason: str | None = None
-
-    @property
-    def bytesOut(self) -> int:
-        """
-        Payload bytes sent (handed to the kernel) so far.
-        """
-        return 0
-
-    def makeConnection(self, transport: Any) -> None:
-        # The socket is gone by connectionLost: remember the local address,
-        # one shared object per listening address rather than one each.
-        local = transport.getHost()
-        factory = getattr(self, "factory", None)
-        if isinstance(factory, LimitedFactory):
-            # An address type that cannot be hashed is kept as it is.
-            with suppress(TypeError):
-                local = factory.localAddresses.setdefault(local, local)
-        self.local = local
-        # Give the instance its per-read attributes now, not at the first
-        # read: on CPython 3.11 a first store from dataReceived, once many
-        # connections are open, turns the compact shared-key attribute
-        # storage into a full dict, about 460 bytes more per connection
-        # (measured with tracemalloc; docs/benchmarks.md).
-        self.idleTicks = 0
-        self.bytesIn = 0
-        self.sentAtSweep = 0
-        super().makeConnection(transport)
-
-    def closeGracefully(self, reason: str) -> None:
-        """
-        Close the connection after what is buffered has been sent.
-        """
-        if self.closeReason is None:
-            self.closeReason = reason
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def abort(self, reason: str) -> None:
-        """
-        Close the connection now, dropping anything unsent.
-        """
-        if self.closeReason is None:
-            self.closeReason = reason
-        self.transport.abortConnection()  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self.factory.connectionClosed(self, reason)
+    maxLine: int = field(default=4096, validator=_positive)
+    lineTimeout: float = field(default=30.0, validator=_nonNegative)
+    maxPending: int = field(default=1 << 20, validator=_positive)
+    writeDeadline: float = field(default=10.0, validator=_nonNegative)
+    slowPolicy: str = field(default="disconnect", validator=_policy)
+    history: int = field(default=100, validator=_nonNegative)
+    presence: bool = True
+    replayOnJoin: int = field(default=0, validator=_nonNegative)
 
 
-class LimitedFactory(Factory):
+@frozen
+class DatagramLimits:
     """
-    A factory that enforces L{ConnectionLimits} for one service.
+    The reflection-safety settings of a datagram responder.
 
-    @ivar serviceName: The service's name in logs and metrics.
-    @ivar connections: The protocols of the open connections.
+    @ivar maxDatagram: The largest request answered, in bytes.  The default
+        is the largest UDP payload of one 9000-byte jumbo frame over IPv4.
+    @ivar portFloor: Source ports below this are never answered.
+    @ivar rate: Datagrams a second answered per source address; 0 for no
+        limit.
+    @ivar burst: Datagrams a source may send at once before C{rate} applies.
+    @ivar maxSources: Source addresses tracked at once (least recently used
+        evicted).
+    @ivar allow: When not empty, only sources in these networks are
+        answered.
     """
 
-    protocol: type[LimitedProtocol]  # type: ignore[assignment]
-    _log = Logger()
-
-    def __init__(
-        self,
-        serviceName: str,
-        limits: ConnectionLimits,
-        metrics: IMetrics,
-        clock: IReactorTime,
-    ) -> None:
-        self.serviceName = serviceName
-        self.limits = limits
-        self.metrics = metrics
-        self.clock = clock
-        self.connections: set[LimitedProtocol] = set()
-        self.perPeer: dict[str, int] = {}
-        #: The local addresses of the connections, each kept once.
-        self.localAddresses: dict[IAddress, IAddress] = {}
-        self.closedBytesIn = 0
-        self.closedBytesOut = 0
-        self._drained: list[Deferred[None]] = []
-        self._refusalLog = RateLimitedLog(self._log, clock.seconds)
-        self._sweeper: LoopingCall | None = None
-        metrics.addCollector(self._collect)
-
-    def _collect(self) -> list[Sample]:
-        """
-        The byte totals and the open connection count, computed now.
-        """
-        bytesIn = self.closedBytesIn
-        bytesOut = self.closedBytesOut
-        for p in self.connections:
-            bytesIn += p.bytesIn
-            bytesOut += p.bytesOut
-        service = self.serviceName
-        return [
-            sampleOf("netdemo_received_bytes_total", bytesIn, service=service),
-            sampleOf("netdemo_sent_bytes_total", bytesOut, service=service),
-            sampleOf(
-                "netdemo_connections_current", len(self.connections), service=service
-            ),
-        ]
-
-    def startFactory(self) -> None:
-        if self.limits.idleTimeout and self._sweeper is None:
-            self._sweeper = LoopingCall(self.sweepIdle)
-            self._sweeper.clock = self.clock
-            self._sweeper.start(self.limits.idleTimeout / IDLE_SWEEPS, now=False)
-
-    def stopFactory(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.stop()
-            self._sweeper = None
-
-    def sweepIdle(self) -> None:
-        """
-        Age every connection by one sweep and close those that have neither
-        received nor sent anything for more than L{IDLE_SWEEPS} sweeps.
-
-        Reads reset C{idleTicks} on the hot path; progress in sending is
-        noticed here, once per sweep, so that a subscriber that only listens
-        is not idle while it is being sent data.
-        """
-        for p in list(self.connections):
-            sent = p.bytesOut
-            if sent != p.sentAtSweep:
-                p.sentAtSweep = sent
-                p.idleTicks = 0
-            p.idleTicks += 1
-            if p.idleTicks > IDLE_SWEEPS:
-                self.refuse("idle-timeout", p.peer)
-                p.abort("idle-timeout")
-
-    def refuse(self, reason: str, peer: IAddress | None) -> None:
-        """
-        Count and (at a bounded rate) log a refusal or a policy disconnect.
-        """
-        self.metrics.inc(
-            "netdemo_refused_total", service=self.serviceName, reason=reason
-        )
-        self._refusalLog.emit(
-            reason,
-            LogLevel.warn,
-            "{service}: refused {peer} ({reason}); {suppressed} similar events "
-            "not logged",
-            event="refused",
-            service=self.serviceName,
-            peer=formatAddress(peer),
-            reason=reason,
-        )
-
-    def buildProtocol(self, addr: IAddress) -> LimitedProtocol | None:  # type: ignore[override]
-        limits = self.limits
-        if limits.maxConnections and len(self.connections) >= limits.maxConnections:
-            self.refuse("max-connections", addr)
-            return None
-        host: str | None = getattr(addr, "host", None)
-        if host is not None and limits.maxPerPeer:
-            count = self.perPeer.get(host, 0)
-            if count >= limits.maxPerPeer:
-                self.refuse("max-per-peer", addr)
-                return None
-            self.perPeer[host] = count + 1
-        p = self.protocol()
-        p.factory = self
-        p.peer = addr
-        p.startedAt = self.clock.seconds()
-        self.connections.add(p)
-        self.metrics.inc("netdemo_connections_total", service=self.serviceName)
-        return p
-
-    def connectionClosed(self, p: LimitedProtocol, reason: Failure | None) -> None:
-        """
-        Forget a finished connection and log one event about it.
-        """
-        if p not in self.connections:
-            return
-        self.connections.discard(p)
-        host: str | None = getattr(p.peer, "host", None)
-        if host is not None and self.limits.maxPerPeer:
-            left = self.perPeer.get(host, 1) - 1
-            if left > 0:
-                self.perPeer[host] = left
-            else:
-                self.perPeer.pop(host, None)
-        bytesIn, bytesOut = p.bytesIn, p.bytesOut
-        self.closedBytesIn += bytesIn
-        self.closedBytesOut += bytesOut
-        why = p.closeReason or _describeFailure(reason)
-        self._log.info(
-            "{service}: connection {peer} -> {local} closed ({reason}) after "
-            "{duration:.3f} s, {bytesIn} bytes in, {bytesOut} bytes out",
-            event="connection_closed",
-            service=self.serviceName,
-            peer=formatAddress(p.peer),
-            local=formatAddress(p.local),
-            reason=why,
-            duration=self.clock.seconds() - p.startedAt,
-            bytesIn=bytesIn,
-            bytesOut=bytesOut,
-        )
-        if not self.connections and self._drained:
-            waiting, self._drained = self._drained, []
-            for d in waiting:
-                d.callback(None)
-
-    def drain(self) -> Deferred[None]:
-        """
-        Close every connection gracefully; abort those still open after
-        C{limits.drain} seconds.
-
-        @return: A L{Deferred} that fires when no connection is left.
-        """
-        if not self.connections:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._drained.append(d)
-        for p in list(self.connections):
-            p.closeGracefully("shutdown")
-
-        def abortRest() -> None:
-            for p in list(self.connections):
-                p.closeReason = "shutdown-deadline"
-                p.abort("shutdown-deadline")
-
-        timer = self.clock.callLater(self.limits.drain, abortRest)
-
-        def cancelTimer(result: None) -> None:
-            if timer.active():
-                timer.cancel()
-            return result
-
-        d.addCallback(cancelTimer)
-        return d
-
-
-def _describeFailure(reason: Failure | None) -> str:
-    """
-    A short reason for a connection that the peer ended.
-    """
-    from twisted.internet.error import ConnectionDone
-
-    if reason is None or reason.check(ConnectionDone):
-        return "closed-by-peer"
-    return "lost: " + str(reason.value).splitlines()[0][:120]
-
-
-@implementer(IStreamServerEndpoint)
-class _ReportingEndpoint:
-    """
-    Wrap a server endpoint so that its L{ListeningService} learns the port
-    it actually listens on (port 0 becomes a real port).
-    """
-
-    def __init__(
-        self,
-        wrapped: IStreamServerEndpoint,
-        service: ListeningService,
-        description: str,
-    ) -> None:
-        self._wrapped = wrapped
-        self._service = service
-        self._description = description
-
-    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        def listening(port: IListeningPort) -> IListeningPort:
-            self._service.listened(port, self._description)
-            return port
-
-        return self._wrapped.listen(factory).addCallback(listening)
-
-
-class ListeningService(MultiService):
-    """
-    A service with one stream listener per endpoint description, all
-    serving one factory.
-
-    Each listener is a named child built with L{strports.service}, so a port
-    that cannot be bound fails start-up (C{twistd} exits with status 1)
-    instead of leaving a daemon that runs without listening.  Every bound
-    address is logged (C{event="listening"}) and reported as
-    C{netdemo_listener_info}, 1 while bound and 0 once closed.
-
-    @ivar ports: The listening ports, once bound.
-    @ivar addresses: Their addresses, as logged.
-    """
-
-    _log = Logger()
-
-    def __init__(
-        self,
-        name: str,
-        factory: IProtocolFactory,
-        descriptions: Iterable[str],
-        metrics: IMetrics,
-        reactor: Any,
-    ) -> None:
-        super().__init__()
-        self.setName(name)
-        self.factory = factory
-        self.metrics = metrics
-        self.ports: list[IListeningPort] = []
-        self.addresses: list[str] = []
-        for description in descriptions:
-            listener = strports.service(description, factory, reactor=reactor)
-            listener.endpoint = _ReportingEndpoint(listener.endpoint, self, description)
-            listener.setName(f"{name} {description}")
-            listener.setServiceParent(self)
-
-    def listened(self, port: IListeningPort, description: str) -> None:
-        """
-        A listener is bound: remember, report and log its address.
-        """
-        address = formatAddress(port.getHost())
-        self.ports.append(port)
-        self.addresses.append(address)
-        self.metrics.set(
-            "netdemo_listener_info", 1, service=str(self.name), address=address
-        )
-        self._log.info(
-            "{service}: listening on {address} ({description})",
-            event="listening",
-            service=str(self.name),
-            address=address,
-            description=description,
-        )
-
-    def stopService(self) -> Deferred[None]:
-        """
-        Stop listening, report the listeners closed, then L{afterListening}.
-        """
-        stopped: Deferred[Any] = super().stopService()
-
-        def closed(ignored: object) -> Deferred[None] | None:
-            for address in self.addresses:
-                self.metrics.set(
-                    "netdemo_listener_info", 0, service=str(self.name), address=address
-                )
-            self.addresses.clear()
-            self.ports.clear()
-            return self.afterListening()
-
-        return stopped.addCallback(closed)
-
-    def afterListening(self) -> Deferred[None] | None:
-        """
-        Called once every listener is closed on stop; a L{Deferred} it
-        returns delays the end of the stop.
-        """
-        return None
-
-
-class StreamService(ListeningService):
-    """
-    One stream service: a L{LimitedFactory} shared by one listener per
-    endpoint description.  Stopping the service stops listening first, then
-    drains the connections.
-    """
-
-    factory: LimitedFactory
-
-    def __init__(
-        self,
-        name: str,
-        factory: LimitedFactory,
-        descriptions: Iterable[str],
-        reactor: Any,
-    ) -> None:
-        super().__init__(name, factory, descriptions, factory.metrics, reactor)
-
-    def afterListening(self) -> Deferred[None]:
-        """
-        Drain the open connections.
-        """
-        return self.factory.drain()
+    maxDatagram: int = field(default=8972, validator=_nonNegative)
+    portFloor: int = field(default=1024, validator=_nonNegative)
+    rate: float = field(default=1000.0, validator=_nonNegative)
+    burst: int = field(default=2000, validator=_nonNegative)
+    maxSources: int = field(default=10000, validator=_nonNegative)
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()

@@ -43,9 +43,12 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from netdemo.datagram import MAX_PACKET_SIZE
+from netdemo.guard import ReflectionGuard
+from netdemo.limits import DatagramLimits
+from netdemo.listening import exitOnBindFailure
 from netdemo.logs import formatAddress
 from netdemo.metrics import IMetrics, Sample, sampleOf
-from netdemo.udpecho import MAX_PACKET_SIZE, DatagramLimits, ReflectionGuard
 
 __all__ = [
     "MulticastGroup",
@@ -708,11 +711,11 @@ class _GroupListener(Service):
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
-        self._listen()
+        exitOnBindFailure(self._listen)
         super().privilegedStartService()
 
     def startService(self) -> None:
-        self._listen()
+        exitOnBindFailure(self._listen)
         super().startService()
 
     def _listen(self) -> None:

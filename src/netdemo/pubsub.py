@@ -43,30 +43,23 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from attrs import field, frozen
-from twisted.internet import tcp
 from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from netdemo.limits import (
-    ConnectionLimits,
-    LimitedFactory,
-    LimitedProtocol,
-    StreamService,
-    unsentBytes,
-)
+from netdemo.internals import directTransport, sendIfIdle, unsentBytes, writeNow
+from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.logs import formatAddress
 from netdemo.metrics import IMetrics, sampleOf
+from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
 
 if TYPE_CHECKING:
     from netdemo.backplane import IBackplane
 
 __all__ = [
     "DEFAULT_TOPIC",
-    "HubLimits",
     "PubSubFactory",
     "PubSubProtocol",
     "buildPubSubService",
@@ -81,9 +74,6 @@ SERVICE_NAME = "pubsub"
 #: The topic that plain lines are published to and that every client is
 #: subscribed to when it connects.
 DEFAULT_TOPIC = b"chat"
-
-#: The slow-consumer policies.
-SLOW_POLICIES = ("disconnect", "drop-oldest")
 
 #: Subscriptions one client may hold at once.
 MAX_SUBSCRIPTIONS = 256
@@ -180,61 +170,6 @@ def patternMatches(pattern: Sequence[bytes], topic: Sequence[bytes]) -> bool:
     return len(pattern) == len(topic)
 
 
-def _positive(instance: object, attribute: Any, value: float) -> None:
-    """
-    An attrs validator: the value must be above 0.
-    """
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
-
-
-def _nonNegative(instance: object, attribute: Any, value: float) -> None:
-    """
-    An attrs validator: the value must not be below 0.
-    """
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
-
-
-def _policy(instance: object, attribute: Any, value: str) -> None:
-    """
-    An attrs validator: the value must be one of L{SLOW_POLICIES}.
-    """
-    if value not in SLOW_POLICIES:
-        raise ValueError(f"{attribute.name} must be one of {SLOW_POLICIES}")
-
-
-@frozen
-class HubLimits:
-    """
-    The limits and policies of the hub, on top of L{ConnectionLimits}.
-
-    @ivar maxLine: Longest accepted line in bytes, without its terminator.
-    @ivar lineTimeout: Seconds within which a partial line must complete; 0
-        for no limit.
-    @ivar maxPending: Bytes a paused subscriber may have queued.
-    @ivar writeDeadline: Seconds a subscriber may stay paused (disconnect
-        policy); 0 for no limit.
-    @ivar slowPolicy: C{disconnect} or C{drop-oldest}.
-    @ivar history: Lines kept per topic; 0 turns history off.
-    @ivar presence: Whether join, leave and nick notices are sent.
-    @ivar replayOnJoin: Lines of the default topic's history sent to a new
-        client.
-    """
-
-    maxLine: int = field(default=4096, validator=_positive)
-    lineTimeout: float = field(default=30.0, validator=_nonNegative)
-    maxPending: int = field(default=1 << 20, validator=_positive)
-    writeDeadline: float = field(default=10.0, validator=_nonNegative)
-    slowPolicy: str = field(default="disconnect", validator=_policy)
-    history: int = field(default=100, validator=_nonNegative)
-    presence: bool = True
-    replayOnJoin: int = field(default=0, validator=_nonNegative)
-
-
-_BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen", "writeSomeData")
-
-
 @implementer(IPushProducer)
 class PubSubProtocol(LimitedProtocol):
     """
@@ -278,10 +213,7 @@ class PubSubProtocol(LimitedProtocol):
         if handle is not None:
             with contextlib.suppress(OSError):
                 handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        if type(transport) is tcp.Server and all(
-            hasattr(transport, name) for name in _BUFFER_ATTRIBUTES
-        ):
-            self._direct = transport
+        self._direct = directTransport(transport)
         host = getattr(self.peer, "host", None)
         if host is not None:
             self.identity = formatAddress(self.peer).encode("ascii", "replace")
@@ -306,13 +238,10 @@ class PubSubProtocol(LimitedProtocol):
             return
         self.written += len(data)
         t = self._direct
-        if t is not None and not t._tempDataLen and not t.dataBuffer:
-            sent = t.writeSomeData(data)
-            if sent == len(data):
-                return
-            if isinstance(sent, int) and sent > 0:
-                data = data[sent:]
-        self.transport.write(data)  # type: ignore[union-attr]
+        if t is not None:
+            writeNow(t, data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def _sendPaused(self, data: bytes, lines: int) -> None:
         """
@@ -459,15 +388,9 @@ class PubSubProtocol(LimitedProtocol):
         Close now, with a reason line if the socket can take one (nothing
         is queued for it).
         """
-        transport: Any = self.transport
-        if (
-            not self._closing
-            and not self._paused
-            and self._direct is not None
-            and not unsentBytes(transport)
-        ):
-            # The socket can take one reason line.
-            self._direct.writeSomeData(b"-ERR closing: %s\n" % (reason.encode(),))
+        if not self._closing and not self._paused and self._direct is not None:
+            # One reason line, if the socket can take it now.
+            sendIfIdle(self._direct, b"-ERR closing: %s\n" % (reason.encode(),))
         self._forget()
         super().abort(reason)
 

@@ -25,18 +25,21 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceCollection, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.systemd import ListenFDs
+
+from netdemo.internals import SD_LISTEN_FDS_START, inheritedListenFDs
+from netdemo.listening import LISTENER_METRIC, IListener
+from netdemo.metrics import IMetrics
 
 __all__ = [
     "Notifier",
+    "listeningSummary",
     "NotifyService",
     "adoptDatagramPort",
     "inheritedDescriptor",
@@ -113,31 +116,31 @@ class Notifier:
             self._socket = None
 
 
-def _listening(service: Any) -> Iterable[Deferred[Any]]:
+def _listeners(service: Any) -> Iterable[IListener]:
     """
-    The Deferreds that fire when the endpoint listeners below C{service}
-    are bound.
-
-    C{StreamServerEndpointService} keeps that Deferred in a private
-    attribute; listeners built any other way (C{internet.UDPServer},
-    adopted sockets) listen synchronously in C{startService}, so there is
-    nothing to wait for.
+    The services below C{service} (itself included) that listen.
     """
-    if isinstance(service, StreamServerEndpointService):
-        waiting = getattr(service, "_waitingForPort", None)
-        if isinstance(waiting, Deferred):
-            relay: Deferred[Any] = Deferred()
-
-            def passOn(result: Any) -> Any:
-                # The service's own errback logs a failure and leaves None.
-                relay.callback(result is not None and not isinstance(result, Failure))
-                return result
-
-            waiting.addBoth(passOn)
-            yield relay
+    if IListener.providedBy(service):
+        yield service
     if IServiceCollection.providedBy(service):
         for child in service:
-            yield from _listening(child)
+            yield from _listeners(child)
+
+
+def listeningSummary(metrics: IMetrics) -> str:
+    """
+    One line naming every listener, for systemd's C{STATUS=}.
+    """
+    bound: dict[str, list[str]] = {}
+    for sample in metrics.samples():
+        if sample.name == LISTENER_METRIC and sample.value:
+            labels = sample.labelDict
+            bound.setdefault(labels["service"], []).append(labels["address"])
+    listeners = "; ".join(
+        f"{service} on {', '.join(sorted(addresses))}"
+        for service, addresses in sorted(bound.items())
+    )
+    return f"Listening: {listeners}" if listeners else "Listening on nothing"
 
 
 class NotifyService(Service):
@@ -189,7 +192,7 @@ class NotifyService(Service):
         super().startService()
         waiting = []
         if self.parent is not None:
-            waiting = [d for d in _listening(self.parent) if not d.called]
+            waiting = [listener.whenListening() for listener in _listeners(self.parent)]
         self.ready = DeferredList(waiting).addCallback(self._ready)
         interval = self.watchdogInterval()
         if interval is not None and self.notifier.address is not None:
@@ -219,7 +222,7 @@ class NotifyService(Service):
 def inheritedDescriptor(
     name: str,
     environ: Mapping[str, str] | None = None,
-    start: int = ListenFDs._START,
+    start: int = SD_LISTEN_FDS_START,
 ) -> int:
     """
     The file descriptor that systemd passed with C{FileDescriptorName=name}.
@@ -235,9 +238,7 @@ def inheritedDescriptor(
         that were.
     """
     if environ is None:
-        from twisted.internet.endpoints import _SystemdParser
-
-        fds = _SystemdParser._sddaemon
+        fds = inheritedListenFDs()
     else:
         fds = ListenFDs.fromEnvironment(dict(environ), start)
     named = fds.inheritedNamedDescriptors()

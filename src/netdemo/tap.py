@@ -13,12 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import MultiService
 from twisted.python import usage
 
-from netdemo.limits import DEFAULT_BACKLOG, ConnectionLimits
-from netdemo.metrics import IMetrics
-from netdemo.pubsub import HubLimits
+from netdemo.limits import DEFAULT_BACKLOG, ConnectionLimits, DatagramLimits, HubLimits
 
 __all__ = ["DEFAULTS", "Options", "makeService"]
 
@@ -53,6 +51,22 @@ def _counted(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
 
 nonNegativeInt = _counted(int, "a whole number of at least 0")
 nonNegativeFloat = _counted(float, "a number of at least 0")
+
+
+def positiveFloat(value: str) -> float:
+    """
+    Coerce a number above 0 (and finite).
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number above 0") from None
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{value!r} is not a number above 0")
+    return number
+
+
+positiveFloat.coerceDoc = "Must be a number above 0."  # type: ignore[attr-defined]
 
 _SIZE_UNITS = {
     "": 1,
@@ -146,8 +160,10 @@ def streamDescription(option: str, value: str) -> str:
         raise usage.UsageError(
             f"--{option}: {value!r} is not a usable endpoint description ({reason})"
         ) from None
-    port = getattr(endpoint, "_port", None)
-    if isinstance(port, int) and not 0 <= port <= 65535:
+    from netdemo.internals import endpointPort
+
+    port = endpointPort(endpoint)
+    if port is not None and not 0 <= port <= 65535:
         raise usage.UsageError(
             f"--{option}: port {port} in {value!r} is not between 0 and 65535"
         )
@@ -240,7 +256,7 @@ class Options(usage.Options):
             None,
             1.0,
             "Seconds between --udp-peer probes",
-            nonNegativeFloat,
+            positiveFloat,
         ],
         [
             "announce-interval",
@@ -480,12 +496,10 @@ class Options(usage.Options):
 
         self["backplane"] = evolve(url, password=password)
 
-    def datagramLimits(self) -> Any:
+    def datagramLimits(self) -> DatagramLimits:
         """
         The reflection-safety settings of the datagram services.
         """
-        from netdemo.udpecho import DatagramLimits
-
         return DatagramLimits(
             maxDatagram=self["udp-max-datagram"],
             portFloor=self["udp-port-floor"],
@@ -537,7 +551,7 @@ def _udpAddress(value: str) -> Any:
     """
     Parse a C{--udp} value.
     """
-    from netdemo.udpecho import parseListenAddress
+    from netdemo.datagram import parseListenAddress
 
     return parseListenAddress(value)
 
@@ -549,26 +563,7 @@ for _method in vars(Options).values():
         _method.__doc__ = " ".join(_method.__doc__.split())
 
 
-class Daemon(MultiService):
-    """
-    The top of the service tree.
-
-    A listener that cannot be bound (port in use, no permission, missing
-    socket directory) ends start-up with one line naming it and exit status
-    1, instead of C{twistd}'s traceback: C{SystemExit} passes through
-    C{twistd}, which would otherwise print the traceback of any exception.
-    """
-
-    def privilegedStartService(self) -> None:
-        from twisted.internet.error import CannotListenError
-
-        try:
-            super().privilegedStartService()
-        except (CannotListenError, OSError) as e:
-            raise SystemExit(f"netdemo: cannot start: {e}") from None
-
-
-def makeService(options: Options, reactor: Any = None) -> IService:
+def makeService(options: Options, reactor: Any = None) -> MultiService:
     """
     Build the daemon: a L{MultiService} with one named child per service.
 
@@ -582,11 +577,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from netdemo import __version__
     from netdemo.echo import buildEchoService
     from netdemo.metrics import MemoryMetrics
-    from netdemo.systemd import Notifier, NotifyService
+    from netdemo.systemd import Notifier, NotifyService, listeningSummary
     from netdemo.web import ServerInfo, buildHTTPService
 
     metrics = MemoryMetrics()
-    top = Daemon()
+    top = MultiService()
     limits = options.connectionLimits()
     if options["tcp"]:
         buildEchoService(options["tcp"], limits, metrics, reactor).setServiceParent(top)
@@ -620,7 +615,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from netdemo.udppeer import buildUDPPeerService
 
         buildUDPPeerService(
-            options["udp-peer"], options["udp-peer-interval"] or 1.0, metrics, reactor
+            options["udp-peer"], options["udp-peer-interval"], metrics, reactor
         ).setServiceParent(top)
     if options["multicast"]:
         from netdemo.multicast import buildMulticastService
@@ -644,19 +639,3 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         Notifier.fromEnvironment(), lambda: listeningSummary(metrics), reactor
     ).setServiceParent(top)
     return top
-
-
-def listeningSummary(metrics: IMetrics) -> str:
-    """
-    One line naming every listener, for systemd's C{STATUS=}.
-    """
-    bound: dict[str, list[str]] = {}
-    for sample in metrics.samples():
-        if sample.name == "netdemo_listener_info" and sample.value:
-            labels = sample.labelDict
-            bound.setdefault(labels["service"], []).append(labels["address"])
-    listeners = "; ".join(
-        f"{service} on {', '.join(sorted(addresses))}"
-        for service, addresses in sorted(bound.items())
-    )
-    return f"Listening: {listeners}" if listeners else "Listening on nothing"

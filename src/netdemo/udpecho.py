@@ -1,27 +1,12 @@
 # -*- test-case-name: tests.test_udpecho -*-
 """
-UDP echo (RFC 862) that is safe to leave running, and the reflection guard
-shared by every datagram responder of netdemo.
+UDP echo (RFC 862) that is safe to leave running.
 
-Classic UDP echo is a reflector (CVE-1999-0103, CERT VU#417980): a forged
-source address turns it into a traffic amplifier or into one end of a loop
-with another echo or chargen service.  L{ReflectionGuard} refuses, counts by
-reason and logs at a bounded rate:
-
-  - datagrams larger than the cap (C{too-large}): refused, never truncated;
-  - source ports below the floor (C{source-port}; 1024 by default), where
-    the other well-known responders live;
-  - multicast, broadcast and unspecified source addresses
-    (C{source-multicast}, C{source-broadcast}, C{source-unspecified});
-  - datagrams sent to a broadcast or multicast address
-    (C{destination-not-unicast}): one request would get an answer from every
-    host;
-  - sources outside the allow-lists (C{not-allowed});
-  - more than C{rate} datagrams a second from one source address after a
-    burst of C{burst} (C{rate}): a token bucket per source, in a table of at
-    most C{maxSources} entries that evicts the least recently used.
-
-The reply is the request, byte for byte, and never larger.
+The reply is the request, byte for byte, and never larger; every datagram
+passes the L{ReflectionGuard} first (source port, source address, rate).
+Datagrams sent to a broadcast or multicast address are refused too
+(C{destination-not-unicast}): one request would get an answer from every
+host.
 
 Replying from the right address: a socket bound to the wildcard address
 sends from the address of the route back to the client, which is not the
@@ -40,40 +25,29 @@ ancillary data (C{docs/benchmarks.md}).
 from __future__ import annotations
 
 import errno
-import ipaddress
-import os
 import socket
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from attrs import field, frozen
-from twisted.application.service import Service
 from twisted.internet import udp
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 
-from netdemo.logs import RateLimitedLog, formatAddress
+from netdemo.datagram import MAX_PACKET_SIZE, DatagramService, ListenAddress
+from netdemo.guard import ReflectionGuard
+from netdemo.internals import adoptDatagramPortAs
+from netdemo.limits import DatagramLimits
 from netdemo.metrics import IMetrics, Sample, sampleOf
 
 __all__ = [
-    "DatagramLimits",
-    "DatagramService",
-    "ListenAddress",
     "PacketInfoPort",
-    "ReflectionGuard",
     "UDPEcho",
+    "UDPEchoService",
     "buildUDPEchoService",
-    "parseListenAddress",
 ]
 
 SERVICE_NAME = "udp-echo"
-
-#: Read whole datagrams, whatever their size: Twisted's default of 8192
-#: silently cuts larger ones.  The service's own cap refuses instead.
-MAX_PACKET_SIZE = 65535
 
 #: Linux values missing from Python 3.11's C{socket} module.
 IP_PKTINFO: int = getattr(socket, "IP_PKTINFO", 8)
@@ -86,156 +60,6 @@ BATCH = 256
 
 _ANCILLARY_SIZE = socket.CMSG_SPACE(20)
 _ZERO4 = b"\0\0\0\0"
-
-
-def _positive(instance: object, attribute: Any, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
-
-
-@frozen
-class DatagramLimits:
-    """
-    The reflection-safety settings of a datagram responder.
-
-    @ivar maxDatagram: The largest request answered, in bytes.  The default
-        is the largest UDP payload of one 9000-byte jumbo frame over IPv4.
-    @ivar portFloor: Source ports below this are never answered.
-    @ivar rate: Datagrams a second answered per source address; 0 for no
-        limit.
-    @ivar burst: Datagrams a source may send at once before C{rate} applies.
-    @ivar maxSources: Source addresses tracked at once (least recently used
-        evicted).
-    @ivar allow: When not empty, only sources in these networks are
-        answered.
-    """
-
-    maxDatagram: int = field(default=8972, validator=_positive)
-    portFloor: int = field(default=1024, validator=_positive)
-    rate: float = field(default=1000.0, validator=_positive)
-    burst: int = field(default=2000, validator=_positive)
-    maxSources: int = field(default=10000, validator=_positive)
-    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-
-
-def _classify(host: str, allow: Sequence[Any]) -> str | None:
-    """
-    The reason never to answer this source address, if there is one.
-    """
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return "source-invalid"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    if address.is_unspecified:
-        return "source-unspecified"
-    if address.is_multicast:
-        return "source-multicast"
-    if isinstance(address, ipaddress.IPv4Address) and (
-        address == ipaddress.IPv4Address("255.255.255.255")
-    ):
-        return "source-broadcast"
-    if allow and not any(address in network for network in allow):
-        return "not-allowed"
-    return None
-
-
-class ReflectionGuard:
-    """
-    Decide whether a datagram may be answered, and count and log every
-    refusal.
-
-    The static checks on a source address run once, when the address enters
-    the token bucket table; later datagrams from it cost a port comparison
-    and a bucket update.
-
-    @ivar buckets: Source address to C{[tokens, last update]}, least
-        recently used first.
-    """
-
-    _log = Logger()
-
-    def __init__(
-        self,
-        serviceName: str,
-        limits: DatagramLimits,
-        metrics: IMetrics,
-        clock: Any,
-    ) -> None:
-        self.serviceName = serviceName
-        self.limits = limits
-        self.metrics = metrics
-        self.clock = clock
-        self.buckets: OrderedDict[str, list[float]] = OrderedDict()
-        self._denied: OrderedDict[str, str] = OrderedDict()
-        self._maxDatagram = limits.maxDatagram
-        self._portFloor = limits.portFloor
-        self._rate = limits.rate
-        self._burst = float(max(limits.burst, 1))
-        self._maxSources = max(limits.maxSources, 1)
-        self._refusalLog = RateLimitedLog(self._log, clock.seconds)
-
-    def admit(self, host: str, port: int, size: int, now: float) -> bool:
-        """
-        Whether to answer a datagram of C{size} bytes from C{(host, port)}
-        received at C{now}.  A refusal is counted and logged here.
-        """
-        if size > self._maxDatagram:
-            return self.refuse("too-large", host, port)
-        if port < self._portFloor:
-            return self.refuse("source-port", host, port)
-        buckets = self.buckets
-        bucket = buckets.get(host)
-        if bucket is None:
-            reason = self._denied.get(host)
-            if reason is None:
-                reason = _classify(host, self.limits.allow)
-                if reason is not None:
-                    self._denied[host] = reason
-                    if len(self._denied) > self._maxSources:
-                        self._denied.popitem(last=False)
-            if reason is not None:
-                return self.refuse(reason, host, port)
-            bucket = buckets[host] = [self._burst, now]
-            if len(buckets) > self._maxSources:
-                buckets.popitem(last=False)
-        else:
-            buckets.move_to_end(host)
-        rate = self._rate
-        if not rate:
-            return True
-        tokens = bucket[0] + (now - bucket[1]) * rate
-        if tokens > self._burst:
-            tokens = self._burst
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
-            return self.refuse("rate", host, port)
-        bucket[0] = tokens - 1.0
-        return True
-
-    def refuse(self, reason: str, host: str, port: int) -> bool:
-        """
-        Count and (at a bounded rate) log a refused datagram.
-
-        @return: L{False}, so that callers can C{return self.refuse(...)}.
-        """
-        self.metrics.inc(
-            "netdemo_refused_total", service=self.serviceName, reason=reason
-        )
-        peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._refusalLog.emit(
-            reason,
-            LogLevel.warn,
-            "{service}: refused a datagram from {peer} ({reason}); "
-            "{suppressed} similar events not logged",
-            event="refused",
-            service=self.serviceName,
-            peer=peer,
-            reason=reason,
-        )
-        return False
 
 
 class UDPEcho(DatagramProtocol):
@@ -332,8 +156,13 @@ class PacketInfoPort(udp.Port):
             skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         return skt
 
-    def _bindSocket(self) -> None:
-        super()._bindSocket()
+    def startListening(self) -> None:
+        """
+        Bind (or adopt) the socket; on a wildcard address, ask for the
+        destination of every datagram.  No datagram is read before this
+        returns: the reactor reads only on its next turn.
+        """
+        super().startListening()
         host = self.socket.getsockname()[0]
         if host in ("0.0.0.0", "::"):
             self._wantInfo = True
@@ -430,238 +259,31 @@ class PacketInfoPort(udp.Port):
             proto.bytesOut += bytesOut
 
 
-@frozen
-class ListenAddress:
+class UDPEchoService(DatagramService):
     """
-    Where a datagram service listens.
-
-    @ivar host: An IP address; C{""} for every IPv4 and IPv6 address.
-    @ivar port: The UDP port (0 picks one).
-    @ivar systemdName: The C{FileDescriptorName} of a socket inherited from
-        systemd, instead of C{host} and C{port}.
+    The UDP echo's sockets: L{PacketInfoPort}s on reactors with file
+    descriptors (so a wildcard-bound socket replies from the address the
+    client sent to), the reactor's own C{listenUDP} otherwise.
     """
 
-    host: str
-    port: int
-    systemdName: str | None = None
+    def listenOn(self, host: str, port: int, proto: DatagramProtocol) -> IListeningPort:
+        if not IReactorFDSet.providedBy(self.reactor):
+            return super().listenOn(host, port, proto)
+        listening = PacketInfoPort(port, proto, host, MAX_PACKET_SIZE, self.reactor)  # type: ignore[arg-type]
+        listening.startListening()
+        return listening
 
-    def __str__(self) -> str:
-        if self.systemdName is not None:
-            return f"systemd:{self.systemdName}"
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}" if self.host else str(self.port)
+    def adopt(self, name: str, proto: DatagramProtocol) -> IListeningPort:
+        if not IReactorFDSet.providedBy(self.reactor):
+            return super().adopt(name, proto)
+        from netdemo.datagram import inheritedDatagramSocket
 
-
-def parseListenAddress(value: str) -> ListenAddress:
-    """
-    Parse C{[ADDRESS:]PORT}: C{9000}, C{127.0.0.1:9000}, C{[::1]:9000}, or
-    C{systemd:NAME} for a socket systemd passes (looked up at start, when
-    the descriptors are there).
-
-    @raise ValueError: Naming the value, when it is not one of those.
-    """
-    text = value.strip()
-    if text.startswith("systemd:"):
-        name = text[len("systemd:") :]
-        if not name or not all(c.isalnum() or c in "-_.:" for c in name):
-            raise ValueError(f"{value!r}: systemd:NAME needs the FileDescriptorName")
-        return ListenAddress("", 0, name)
-    host = ""
-    portText = text
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or text[end + 1 : end + 2] != ":":
-            raise ValueError(f"{value!r} is not [ADDRESS]:PORT")
-        host, portText = text[1:end], text[end + 2 :]
-    elif ":" in text:
-        if text.count(":") > 1:
-            raise ValueError(f"{value!r}: write an IPv6 address as [ADDRESS]:PORT")
-        host, portText = text.split(":")
-    if host:
-        try:
-            host = str(ipaddress.ip_address(host))
-        except ValueError:
-            raise ValueError(f"{value!r}: {host!r} is not an IP address") from None
-    if not portText.isdigit() or not 0 <= int(portText) <= 65535:
-        raise ValueError(f"{value!r}: port {portText!r} is not between 0 and 65535")
-    return ListenAddress(host, int(portText))
-
-
-def _listen(reactor: Any, address: str, port: int, proto: UDPEcho) -> IListeningPort:
-    """
-    Listen with a L{PacketInfoPort} on reactors that have file descriptors,
-    otherwise with the reactor's own C{listenUDP} (no reply-address fix).
-    """
-    if IReactorFDSet.providedBy(reactor):
-        p = PacketInfoPort(port, proto, address, MAX_PACKET_SIZE, reactor)
-        p.startListening()
-        return p
-    listened: IListeningPort = reactor.listenUDP(port, proto, address, MAX_PACKET_SIZE)
-    return listened
-
-
-def _adopt(reactor: Any, name: str, proto: UDPEcho) -> IListeningPort:
-    """
-    Serve C{proto} on the datagram socket that systemd passed with
-    C{FileDescriptorName=name}: a L{PacketInfoPort} (so a wildcard-bound
-    socket replies from the right address) on reactors with file
-    descriptors.  The socket is made non-blocking first (systemd passes it
-    blocking, which would freeze the reactor in C{recvmsg}).
-
-    @raise CannotListenError: No such socket, or not a datagram socket.
-    """
-    from twisted.internet.error import CannotListenError
-
-    from netdemo.systemd import adoptDatagramPort, inheritedDescriptor
-
-    try:
-        fd = inheritedDescriptor(name)
-    except KeyError as e:
-        raise CannotListenError("", 0, e.args[0]) from None
-    probe = socket.socket(fileno=fd)
-    try:
-        family, kind = probe.family, probe.type
-    finally:
-        probe.detach()
-    if kind != socket.SOCK_DGRAM or family not in (socket.AF_INET, socket.AF_INET6):
-        raise CannotListenError("", 0, f"systemd socket {name!r} is not a UDP socket")
-    os.set_blocking(fd, False)
-    if not IReactorFDSet.providedBy(reactor):
-        return adoptDatagramPort(reactor, fd, proto, MAX_PACKET_SIZE)
-    port: PacketInfoPort = PacketInfoPort._fromListeningDescriptor(
-        reactor, fd, family, proto, MAX_PACKET_SIZE
-    )
-    port.startListening()
-    return port
-
-
-def _hostsFor(address: ListenAddress) -> list[str]:
-    """
-    The socket addresses for one listen address: a bare port means every
-    IPv4 and every IPv6 address.
-    """
-    if address.host:
-        return [address.host]
-    return ["0.0.0.0", "::"] if socket.has_ipv6 else ["0.0.0.0"]
-
-
-class DatagramService(Service):
-    """
-    Listen for datagrams on several addresses with one protocol instance
-    per socket.
-
-    A port that cannot be bound fails start-up, except the IPv6 half of a
-    bare port on a host without IPv6, which is logged and skipped.
-
-    @ivar ports: The listening ports.
-    """
-
-    _log = Logger()
-
-    def __init__(
-        self,
-        name: str,
-        addresses: Iterable[ListenAddress],
-        protocolFactory: Any,
-        reactor: Any,
-        metrics: IMetrics | None = None,
-    ) -> None:
-        self.setName(name)
-        self.metrics = metrics
-        self._addresses: list[str] = []
-        self.addresses = list(addresses)
-        self.protocolFactory = protocolFactory
-        self.reactor = reactor
-        self.ports: list[IListeningPort] = []
-        self.protocols: list[UDPEcho] = []
-
-    def privilegedStartService(self) -> None:
-        if not self.ports:
-            self._listenAll()
-        super().privilegedStartService()
-
-    def startService(self) -> None:
-        if not self.ports:
-            self._listenAll()
-        super().startService()
-
-    def _listenAll(self) -> None:
-        from twisted.internet.error import CannotListenError
-
-        for address in self.addresses:
-            if address.systemdName is not None:
-                proto = self.protocolFactory()
-                self._listened(
-                    _adopt(self.reactor, address.systemdName, proto), proto, address
-                )
-                continue
-            number = address.port
-            for host in _hostsFor(address):
-                proto = self.protocolFactory()
-                try:
-                    port = _listen(self.reactor, host, number, proto)
-                except CannotListenError as e:
-                    if host == "::" and not address.host and _noIPv6(e):
-                        self._log.warn(
-                            "{service}: no IPv6 on this host; {address} listens "
-                            "on IPv4 only",
-                            event="ipv6_unavailable",
-                            service=self.name,
-                            address=str(address),
-                        )
-                        continue
-                    raise
-                number = self._listened(port, proto, address)
-
-    def _listened(
-        self, port: IListeningPort, proto: UDPEcho, address: ListenAddress
-    ) -> int:
-        """
-        Keep, report and log one bound socket.
-
-        @return: Its port number.
-        """
-        self.ports.append(port)
-        self.protocols.append(proto)
-        h: Any = port.getHost()
-        where = formatAddress(h)
-        self._addresses.append(where)
-        if self.metrics is not None:
-            self.metrics.set(
-                "netdemo_listener_info", 1, service=str(self.name), address=where
-            )
-        self._log.info(
-            "{service}: listening on {address} ({description})",
-            event="listening",
-            service=self.name,
-            address=where,
-            description=str(address),
+        fd, family = inheritedDatagramSocket(name)
+        port = adoptDatagramPortAs(
+            PacketInfoPort, self.reactor, fd, family, proto, MAX_PACKET_SIZE
         )
-        # Port 0 on a bare port: the IPv6 socket takes the IPv4 one's.
-        return int(h.port)
-
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        ports, self.ports = self.ports, []
-        addresses, self._addresses = self._addresses, []
-        if self.metrics is not None:
-            for where in addresses:
-                self.metrics.set(
-                    "netdemo_listener_info", 0, service=str(self.name), address=where
-                )
-        return gatherResults(
-            [maybeDeferred(p.stopListening) for p in ports], consumeErrors=True
-        ).addErrback(lambda f: self._log.failure("stopping", f))
-
-
-def _noIPv6(e: Exception) -> bool:
-    socketError = getattr(e, "socketError", None)
-    return getattr(socketError, "errno", None) in (
-        errno.EAFNOSUPPORT,
-        errno.EADDRNOTAVAIL,
-        errno.EPROTONOSUPPORT,
-    )
+        port.startListening()
+        return port
 
 
 def buildUDPEchoService(
@@ -669,7 +291,7 @@ def buildUDPEchoService(
     limits: DatagramLimits,
     metrics: IMetrics,
     reactor: Any,
-) -> DatagramService:
+) -> UDPEchoService:
     """
     Build the UDP echo service: one socket per address, one guard (and so
     one set of per-source limits) for all of them.
@@ -680,7 +302,7 @@ def buildUDPEchoService(
     @param reactor: The reactor to listen with and to time with.
     """
     guard = ReflectionGuard(SERVICE_NAME, limits, metrics, reactor)
-    service: DatagramService
+    service: UDPEchoService
 
     def protocol() -> UDPEcho:
         return UDPEcho(guard)
@@ -692,6 +314,6 @@ def buildUDPEchoService(
                 totals[(s.name, s.labels)] = totals.get((s.name, s.labels), 0) + s.value
         return [Sample(name, labels, v) for (name, labels), v in totals.items()]
 
-    service = DatagramService(SERVICE_NAME, addresses, protocol, reactor, metrics)
+    service = UDPEchoService(SERVICE_NAME, addresses, protocol, reactor, metrics)
     metrics.addCollector(collect)
     return service

@@ -26,23 +26,21 @@ interprets it.  The peer's echo answers with the same bytes.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import math
 import os
-import socket
 import struct
 from typing import Any
 
 from attrs import frozen
 from twisted.application.service import MultiService, Service
-from twisted.internet import udp
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
+from netdemo.internals import RefusalTolerantPort
 from netdemo.logs import RateLimitedLog
 from netdemo.metrics import IMetrics, Sample, sampleOf
 
@@ -302,34 +300,13 @@ class UDPPeerProber(DatagramProtocol):
         return samples
 
 
-class ConnectedPort(udp.Port):
-    """
-    A UDP port that survives ICMP errors when connected.
-
-    On epoll, a pending socket error (port unreachable) without input is
-    reported as a hang-up, and Twisted closes the port for good
-    (twisted/twisted#6467): the link would stop probing at the first
-    refusal.  The reactor offers C{readConnectionLost} first: read and clear
-    the error, report a refusal, and keep reading.
-    """
-
-    def readConnectionLost(self, reason: Any) -> None:
-        """
-        Clear the socket error, report it, and go on reading.
-        """
-        error = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error == errno.ECONNREFUSED:
-            self.protocol.connectionRefused()
-        self.startReading()
-
-
 def _listenConnected(reactor: Any, prober: UDPPeerProber, interface: str) -> Any:
     """
-    Listen on an ephemeral port for C{prober}: a L{ConnectedPort} on
+    Listen on an ephemeral port for C{prober}: a L{RefusalTolerantPort} on
     reactors with file descriptors, the reactor's C{listenUDP} otherwise.
     """
     if IReactorFDSet.providedBy(reactor):
-        port = ConnectedPort(0, prober, interface, 65535, reactor)
+        port = RefusalTolerantPort(0, prober, interface, 65535, reactor)
         port.startListening()
         return port
     return reactor.listenUDP(0, prober, interface, 65535)

@@ -40,8 +40,8 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from netdemo.limits import ListeningService
 from netdemo.metrics import CATALOG, IMetrics, MetricSpec, Sample
+from netdemo.stream import ListeningService
 
 __all__ = [
     "HTTPService",

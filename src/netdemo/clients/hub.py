@@ -36,14 +36,15 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netdemo.cli import (
+from netdemo.clients.common import (
     CommandError,
+    Console,
     GnuOptions,
-    _positive,
-    _why,
     formatHostPort,
     parseHostPort,
+    positive,
     whenInterrupted,
+    why,
 )
 
 __all__ = [
@@ -83,7 +84,7 @@ def _reason(failure: Failure) -> str:
     """
     The first line of what a L{Failure} says.
     """
-    return _why(failure.value or Exception())
+    return why(failure.value or Exception())
 
 
 def note(message: str) -> None:
@@ -360,7 +361,7 @@ class HubSession:
             await self.service.whenConnected(failAfterFailures=1)
             problem = self._setUpError
         except Exception as e:
-            problem = CommandError(f"cannot connect to {self.target}: {_why(e)}")
+            problem = CommandError(f"cannot connect to {self.target}: {why(e)}")
         if problem is not None:
             # Out of the service's state machine before stopping it.
             await deferLater(self.reactor, 0, lambda: None)
@@ -497,7 +498,7 @@ _TIMEOUT: list[Any] = [
     CONNECT_TIMEOUT,
     "Seconds to wait for a connection, the hub's greeting and the answers "
     "that set the session up",
-    _positive(float, "a number above 0"),
+    positive(float, "a number above 0"),
 ]
 
 
@@ -742,7 +743,9 @@ class _Chat:
         self.flush()
 
 
-async def runChat(reactor: Any, options: ChatOptions) -> int:
+async def runChat(
+    reactor: Any, options: ChatOptions, console: Console | None = None
+) -> int:
     """
     Run C{netdemo chat}.
 
@@ -995,7 +998,9 @@ class _Tail:
         return Deferred.fromCoroutine(self._setUp(connection, first))
 
 
-async def runTail(reactor: Any, options: TailOptions) -> int:
+async def runTail(
+    reactor: Any, options: TailOptions, console: Console | None = None
+) -> int:
     """
     Run C{netdemo tail}.
 
@@ -1049,7 +1054,7 @@ class PubOptions(GnuOptions):
             "W",
             10.0,
             "Seconds to wait for the hub's answer",
-            _positive(float, "a number above 0"),
+            positive(float, "a number above 0"),
         ],
     ]
 
@@ -1178,7 +1183,9 @@ class _Publisher:
             self.done.callback(self.acknowledged)
 
 
-async def runPub(reactor: Any, options: PubOptions) -> int:
+async def runPub(
+    reactor: Any, options: PubOptions, console: Console | None = None
+) -> int:
     """
     Run C{netdemo pub}.
 
@@ -1199,7 +1206,7 @@ async def runPub(reactor: Any, options: PubOptions) -> int:
     try:
         await connectProtocol(endpoint, connection)
     except Exception as e:
-        raise CommandError(f"cannot connect to {target}: {_why(e)}") from None
+        raise CommandError(f"cannot connect to {target}: {why(e)}") from None
     publisher = _Publisher(
         reactor, connection, options["topic"].encode("utf-8"), options["timeout"]
     )

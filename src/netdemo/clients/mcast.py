@@ -30,15 +30,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 
-from netdemo.cli import (
+from netdemo.clients.common import (
     CommandError,
+    Console,
     GnuOptions,
-    _countCoerce,
-    _positive,
-    _why,
+    countCoerce,
     formatHostPort,
     parseHostPort,
+    positive,
     whenInterrupted,
+    why,
 )
 
 __all__ = ["McastOptions", "runMcast"]
@@ -175,20 +176,20 @@ class ProbeOptions(_GroupOptions):
     optParameters: list[list[Any]] = [
         _INTERFACE,
         ["ttl", "t", 1, "Multicast TTL (IPv6 hop limit) of the probes", _ttlCoerce],
-        ["count", "c", 3, "Probes to send", _countCoerce],
+        ["count", "c", 3, "Probes to send", countCoerce],
         [
             "interval",
             "i",
             1.0,
             "Seconds between probes",
-            _positive(float, "a number above 0"),
+            positive(float, "a number above 0"),
         ],
         [
             "timeout",
             "W",
             1.0,
             "Seconds to wait for answers to each probe",
-            _positive(float, "a number above 0"),
+            positive(float, "a number above 0"),
         ],
     ]
 
@@ -211,7 +212,7 @@ class ListenOptions(_GroupOptions):
     )
     optParameters: list[list[Any]] = [
         _INTERFACE,
-        ["count", "c", 0, "Datagrams to print before exiting", _countCoerce],
+        ["count", "c", 0, "Datagrams to print before exiting", countCoerce],
     ]
 
 
@@ -324,7 +325,7 @@ class _Prober(DatagramProtocol):
         try:
             self.transport.write(datagram, self.destination)  # type: ignore[union-attr]
         except OSError as e:
-            self.finish(CommandError(f"cannot send to the group: {_why(e)}"))
+            self.finish(CommandError(f"cannot send to the group: {why(e)}"))
             return
         count = self.options["count"]
         if count and self.sent >= count:
@@ -387,7 +388,9 @@ class _Prober(DatagramProtocol):
         return EXIT_OK
 
 
-async def runProbe(reactor: Any, options: ProbeOptions) -> int:
+async def runProbe(
+    reactor: Any, options: ProbeOptions, console: Console | None = None
+) -> int:
     """
     Run C{netdemo mcast probe}.
 
@@ -412,7 +415,7 @@ async def runProbe(reactor: Any, options: ProbeOptions) -> int:
             )
     except OSError as e:
         port.stopListening()
-        raise CommandError(f"--interface {options['interface']!r}: {_why(e)}") from None
+        raise CommandError(f"--interface {options['interface']!r}: {why(e)}") from None
     print(f"PROBE {target}: ttl {options['ttl']}", flush=True)
     interrupted.addCallback(lambda _: prober.finish())
     prober.probe()
@@ -495,7 +498,9 @@ def join(handle: socket.socket, options: usage.Options) -> None:
     handle.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, request)
 
 
-async def runListen(reactor: Any, options: ListenOptions) -> int:
+async def runListen(
+    reactor: Any, options: ListenOptions, console: Console | None = None
+) -> int:
     """
     Run C{netdemo mcast listen}.
 
@@ -513,12 +518,12 @@ async def runListen(reactor: Any, options: ListenOptions) -> int:
             listenMultiple=True,
         )
     except Exception as e:
-        raise CommandError(f"cannot listen on {target}: {_why(e)}") from None
+        raise CommandError(f"cannot listen on {target}: {why(e)}") from None
     try:
         join(port.getHandle(), options)
     except OSError as e:
         await port.stopListening()
-        raise CommandError(f"cannot join {target}: {_why(e)}") from None
+        raise CommandError(f"cannot join {target}: {why(e)}") from None
     print(f"LISTEN {target}", flush=True)
 
     def stop(_: object) -> None:
@@ -535,7 +540,9 @@ async def runListen(reactor: Any, options: ListenOptions) -> int:
     return EXIT_OK
 
 
-async def runMcast(reactor: Any, options: McastOptions) -> int:
+async def runMcast(
+    reactor: Any, options: McastOptions, console: Console | None = None
+) -> int:
     """
     Run C{netdemo mcast probe} or C{netdemo mcast listen}.
 

@@ -1,0 +1,493 @@
+# -*- test-case-name: tests.test_echo -*-
+"""
+The plumbing of every stream service: its listeners, its factory and the
+limits they enforce on every connection.
+
+L{LimitedFactory} enforces a L{ConnectionLimits} for every connection of one
+service, whatever listener it arrived on:
+
+  - a global cap (C{maxConnections}) and a per-peer-address cap
+    (C{maxPerPeer}; Twisted's own C{LimitConnectionsByPeer} is broken in
+    26.10, twisted/twisted#12183): a refused connection is closed at once,
+    before a protocol is built, and counted;
+  - an idle timeout enforced by one sweep timer for all connections, not one
+    C{DelayedCall} per connection: a read marks the connection busy with a
+    single attribute store, which keeps the per-read cost and the per-
+    connection memory down;
+  - a drain on shutdown: close every connection gracefully, then abort what
+    is still open after the deadline;
+  - one structured log event per finished connection.
+
+L{ListeningService} runs one listener per endpoint description for one
+factory (the stream services and HTTP); L{StreamService} adds the drain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from netdemo.internals import unsentBytes
+from netdemo.limits import ConnectionLimits
+from netdemo.listening import IListener, ListenerReport, exitOnBindFailure
+from netdemo.logs import RateLimitedLog, formatAddress
+from netdemo.metrics import IMetrics, sampleOf
+
+if TYPE_CHECKING:
+    from netdemo.metrics import Sample
+
+__all__ = [
+    "IDLE_SWEEPS",
+    "LimitedFactory",
+    "LimitedProtocol",
+    "ListeningService",
+    "StreamService",
+    "unsentBytes",
+]
+
+#: How many sweeps make up one idle timeout: a connection is closed after
+#: between C{idleTimeout} and C{idleTimeout * (1 + 1/IDLE_SWEEPS)} seconds
+#: without reading anything.
+IDLE_SWEEPS = 10
+
+
+class LimitedProtocol(Protocol):
+    """
+    Base class of the protocols of a L{LimitedFactory}.
+
+    Subclasses must call C{Protocol.dataReceived}-style bookkeeping
+    themselves, for speed: store C{self.idleTicks = 0} and add to
+    C{self.bytesIn} in C{dataReceived}.
+
+    @ivar bytesIn: Payload bytes received.
+    @ivar idleTicks: Idle sweeps since the last read.
+    @ivar closeReason: Why the server closed the connection, if it did.
+    """
+
+    factory: LimitedFactory
+    peer: IAddress | None = None
+    local: IAddress | None = None
+    bytesIn = 0
+    idleTicks = 0
+    sentAtSweep = 0
+    startedAt = 0.0
+    closeReason: str | None = None
+
+    @property
+    def bytesOut(self) -> int:
+        """
+        Payload bytes sent (handed to the kernel) so far.
+        """
+        return 0
+
+    def makeConnection(self, transport: Any) -> None:
+        # The socket is gone by connectionLost: remember the local address,
+        # one shared object per listening address rather than one each.
+        local = transport.getHost()
+        factory = getattr(self, "factory", None)
+        if isinstance(factory, LimitedFactory):
+            # An address type that cannot be hashed is kept as it is.
+            with suppress(TypeError):
+                local = factory.localAddresses.setdefault(local, local)
+        self.local = local
+        # Give the instance its per-read attributes now, not at the first
+        # read: on CPython 3.11 a first store from dataReceived, once many
+        # connections are open, turns the compact shared-key attribute
+        # storage into a full dict, about 460 bytes more per connection
+        # (measured with tracemalloc; docs/benchmarks.md).
+        self.idleTicks = 0
+        self.bytesIn = 0
+        self.sentAtSweep = 0
+        super().makeConnection(transport)
+
+    def closeGracefully(self, reason: str) -> None:
+        """
+        Close the connection after what is buffered has been sent.
+        """
+        if self.closeReason is None:
+            self.closeReason = reason
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def abort(self, reason: str) -> None:
+        """
+        Close the connection now, dropping anything unsent.
+        """
+        if self.closeReason is None:
+            self.closeReason = reason
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.factory.connectionClosed(self, reason)
+
+
+class LimitedFactory(Factory):
+    """
+    A factory that enforces L{ConnectionLimits} for one service.
+
+    @ivar serviceName: The service's name in logs and metrics.
+    @ivar connections: The protocols of the open connections.
+    """
+
+    protocol: type[LimitedProtocol]  # type: ignore[assignment]
+    _log = Logger()
+
+    def __init__(
+        self,
+        serviceName: str,
+        limits: ConnectionLimits,
+        metrics: IMetrics,
+        clock: IReactorTime,
+    ) -> None:
+        self.serviceName = serviceName
+        self.limits = limits
+        self.metrics = metrics
+        self.clock = clock
+        self.connections: set[LimitedProtocol] = set()
+        self.perPeer: dict[str, int] = {}
+        #: The local addresses of the connections, each kept once.
+        self.localAddresses: dict[IAddress, IAddress] = {}
+        self.closedBytesIn = 0
+        self.closedBytesOut = 0
+        self._drained: list[Deferred[None]] = []
+        self._refusalLog = RateLimitedLog(self._log, clock.seconds)
+        self._sweeper: LoopingCall | None = None
+        metrics.addCollector(self._collect)
+
+    def _collect(self) -> list[Sample]:
+        """
+        The byte totals and the open connection count, computed now.
+        """
+        bytesIn = self.closedBytesIn
+        bytesOut = self.closedBytesOut
+        for p in self.connections:
+            bytesIn += p.bytesIn
+            bytesOut += p.bytesOut
+        service = self.serviceName
+        return [
+            sampleOf("netdemo_received_bytes_total", bytesIn, service=service),
+            sampleOf("netdemo_sent_bytes_total", bytesOut, service=service),
+            sampleOf(
+                "netdemo_connections_current", len(self.connections), service=service
+            ),
+        ]
+
+    def startFactory(self) -> None:
+        if self.limits.idleTimeout and self._sweeper is None:
+            self._sweeper = LoopingCall(self.sweepIdle)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(self.limits.idleTimeout / IDLE_SWEEPS, now=False)
+
+    def stopFactory(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def sweepIdle(self) -> None:
+        """
+        Age every connection by one sweep and close those that have neither
+        received nor sent anything for more than L{IDLE_SWEEPS} sweeps.
+
+        Reads reset C{idleTicks} on the hot path; progress in sending is
+        noticed here, once per sweep, so that a subscriber that only listens
+        is not idle while it is being sent data.
+        """
+        for p in list(self.connections):
+            sent = p.bytesOut
+            if sent != p.sentAtSweep:
+                p.sentAtSweep = sent
+                p.idleTicks = 0
+            p.idleTicks += 1
+            if p.idleTicks > IDLE_SWEEPS:
+                self.refuse("idle-timeout", p.peer)
+                p.abort("idle-timeout")
+
+    def refuse(self, reason: str, peer: IAddress | None) -> None:
+        """
+        Count and (at a bounded rate) log a refusal or a policy disconnect.
+        """
+        self.metrics.inc(
+            "netdemo_refused_total", service=self.serviceName, reason=reason
+        )
+        self._refusalLog.emit(
+            reason,
+            LogLevel.warn,
+            "{service}: refused {peer} ({reason}); {suppressed} similar events "
+            "not logged",
+            event="refused",
+            service=self.serviceName,
+            peer=formatAddress(peer),
+            reason=reason,
+        )
+
+    def buildProtocol(self, addr: IAddress) -> LimitedProtocol | None:  # type: ignore[override]
+        limits = self.limits
+        if limits.maxConnections and len(self.connections) >= limits.maxConnections:
+            self.refuse("max-connections", addr)
+            return None
+        host: str | None = getattr(addr, "host", None)
+        if host is not None and limits.maxPerPeer:
+            count = self.perPeer.get(host, 0)
+            if count >= limits.maxPerPeer:
+                self.refuse("max-per-peer", addr)
+                return None
+            self.perPeer[host] = count + 1
+        p = self.protocol()
+        p.factory = self
+        p.peer = addr
+        p.startedAt = self.clock.seconds()
+        self.connections.add(p)
+        self.metrics.inc("netdemo_connections_total", service=self.serviceName)
+        return p
+
+    def connectionClosed(self, p: LimitedProtocol, reason: Failure | None) -> None:
+        """
+        Forget a finished connection and log one event about it.
+        """
+        if p not in self.connections:
+            return
+        self.connections.discard(p)
+        host: str | None = getattr(p.peer, "host", None)
+        if host is not None and self.limits.maxPerPeer:
+            left = self.perPeer.get(host, 1) - 1
+            if left > 0:
+                self.perPeer[host] = left
+            else:
+                self.perPeer.pop(host, None)
+        bytesIn, bytesOut = p.bytesIn, p.bytesOut
+        self.closedBytesIn += bytesIn
+        self.closedBytesOut += bytesOut
+        why = p.closeReason or _describeFailure(reason)
+        self._log.info(
+            "{service}: connection {peer} -> {local} closed ({reason}) after "
+            "{duration:.3f} s, {bytesIn} bytes in, {bytesOut} bytes out",
+            event="connection_closed",
+            service=self.serviceName,
+            peer=formatAddress(p.peer),
+            local=formatAddress(p.local),
+            reason=why,
+            duration=self.clock.seconds() - p.startedAt,
+            bytesIn=bytesIn,
+            bytesOut=bytesOut,
+        )
+        if not self.connections and self._drained:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def drain(self) -> Deferred[None]:
+        """
+        Close every connection gracefully; abort those still open after
+        C{limits.drain} seconds.
+
+        @return: A L{Deferred} that fires when no connection is left.
+        """
+        if not self.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        for p in list(self.connections):
+            p.closeGracefully("shutdown")
+
+        def abortRest() -> None:
+            for p in list(self.connections):
+                p.closeReason = "shutdown-deadline"
+                p.abort("shutdown-deadline")
+
+        timer = self.clock.callLater(self.limits.drain, abortRest)
+
+        def cancelTimer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addCallback(cancelTimer)
+        return d
+
+
+def _describeFailure(reason: Failure | None) -> str:
+    """
+    A short reason for a connection that the peer ended.
+    """
+    from twisted.internet.error import ConnectionDone
+
+    if reason is None or reason.check(ConnectionDone):
+        return "closed-by-peer"
+    return "lost: " + str(reason.value).splitlines()[0][:120]
+
+
+@implementer(IStreamServerEndpoint)
+class _ReportingEndpoint:
+    """
+    Wrap a server endpoint so that its L{ListeningService} learns the port
+    it actually listens on (port 0 becomes a real port), or that it failed.
+    """
+
+    def __init__(
+        self,
+        wrapped: IStreamServerEndpoint,
+        service: ListeningService,
+        description: str,
+    ) -> None:
+        self._wrapped = wrapped
+        self._service = service
+        self._description = description
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        outcome: Deferred[bool] = Deferred()
+        self._service.outcomes.append(outcome)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self._service.listened(port, self._description)
+            outcome.callback(True)
+            return port
+
+        def failed(reason: Failure) -> Failure:
+            outcome.callback(False)
+            return reason
+
+        return self._wrapped.listen(factory).addCallbacks(listening, failed)
+
+
+@implementer(IListener)
+class ListeningService(MultiService):
+    """
+    A service with one stream listener per endpoint description, all
+    serving one factory.
+
+    Each listener is a named child built with L{strports.service}, so a port
+    that cannot be bound fails start-up with one line and exit status 1
+    (L{exitOnBindFailure}) instead of leaving a daemon that runs without
+    listening.  Every bound address is logged and reported by a
+    L{ListenerReport}.
+
+    @ivar ports: The listening ports, once bound.
+    @ivar report: The C{listening} events and C{netdemo_listener_info}.
+    @ivar outcomes: One L{Deferred} per listen attempt, firing with whether
+        it worked.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        factory: IProtocolFactory,
+        descriptions: Iterable[str],
+        metrics: IMetrics,
+        reactor: Any,
+    ) -> None:
+        super().__init__()
+        self.setName(name)
+        self.factory = factory
+        self.metrics = metrics
+        self.ports: list[IListeningPort] = []
+        self.report = ListenerReport(name, metrics)
+        self.outcomes: list[Deferred[bool]] = []
+        for description in descriptions:
+            # strports.service, not a StreamServerEndpointService of our
+            # own: it makes a bind failure raise in start-up.
+            self._addListener(
+                strports.service(description, factory, reactor=reactor), description
+            )
+
+    def _addListener(
+        self, listener: StreamServerEndpointService, description: str
+    ) -> None:
+        listener.endpoint = _ReportingEndpoint(listener.endpoint, self, description)
+        listener.setName(f"{self.name} {description}")
+        listener.setServiceParent(self)
+
+    def addEndpoint(self, endpoint: IStreamServerEndpoint, description: str) -> None:
+        """
+        Also listen on an endpoint built elsewhere.  A failure to listen on
+        it is logged and reported by L{whenListening}, not raised.
+        """
+        self._addListener(
+            StreamServerEndpointService(endpoint, self.factory), description
+        )
+
+    @property
+    def addresses(self) -> list[str]:
+        """
+        The bound addresses, as logged.
+        """
+        return self.report.addresses
+
+    def privilegedStartService(self) -> None:
+        exitOnBindFailure(super().privilegedStartService)
+
+    def startService(self) -> None:
+        exitOnBindFailure(super().startService)
+
+    def whenListening(self) -> Deferred[bool]:
+        waiting = gatherResults(list(self.outcomes))
+        return waiting.addCallback(lambda results: all(results))
+
+    def listened(self, port: IListeningPort, description: str) -> None:
+        """
+        A listener is bound: remember, report and log its address.
+        """
+        self.ports.append(port)
+        self.report.bound(formatAddress(port.getHost()), description)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, report the listeners closed, then L{afterListening}.
+        """
+        stopped: Deferred[Any] = super().stopService()
+
+        def closed(ignored: object) -> Deferred[None] | None:
+            self.report.closed()
+            self.ports.clear()
+            self.outcomes.clear()
+            return self.afterListening()
+
+        return stopped.addCallback(closed)
+
+    def afterListening(self) -> Deferred[None] | None:
+        """
+        Called once every listener is closed on stop; a L{Deferred} it
+        returns delays the end of the stop.
+        """
+        return None
+
+
+class StreamService(ListeningService):
+    """
+    One stream service: a L{LimitedFactory} shared by one listener per
+    endpoint description.  Stopping the service stops listening first, then
+    drains the connections.
+    """
+
+    factory: LimitedFactory
+
+    def __init__(
+        self,
+        name: str,
+        factory: LimitedFactory,
+        descriptions: Iterable[str],
+        reactor: Any,
+    ) -> None:
+        super().__init__(name, factory, descriptions, factory.metrics, reactor)
+
+    def afterListening(self) -> Deferred[None]:
+        """
+        Drain the open connections.
+        """
+        return self.factory.drain()
