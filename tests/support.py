@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import random
@@ -522,24 +523,36 @@ class ExternalServer:
                     cwd=self.directory,
                     env={**os.environ, **(self.env or {})},
                 )
-            deadline = time.monotonic() + timeout
-            while True:
-                text = self.output()
-                if self.ready.search(text):
-                    self.port = candidate
-                    return candidate
-                if self.inUse.search(text) or self.process.poll() is not None:
-                    break
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError(
-                        f"{self.name} did not start within {timeout:g} s:\n{text}"
-                    )
-                time.sleep(0.05)
+            try:
+                started = poll(
+                    functools.partial(self._outcome, self.process),
+                    f"{self.name} to start",
+                    timeout,
+                )
+            except AssertionError:
+                self.stop()
+                raise AssertionError(
+                    f"{self.name} did not start within {timeout:g} s:\n{self.output()}"
+                ) from None
+            if started == "ready":
+                self.port = candidate
+                return candidate
             self.stop()
-            if not self.inUse.search(text):
-                raise AssertionError(f"{self.name} exited:\n{text}")
+            if not self.inUse.search(self.output()):
+                raise AssertionError(f"{self.name} exited:\n{self.output()}")
         raise AssertionError(f"{self.name}: no free port in {len(ports)} attempts")
+
+    def _outcome(self, process: subprocess.Popen[bytes]) -> str | None:
+        """
+        C{"ready"} once the server says it listens, C{"gone"} once it
+        exited or said its port is in use, else L{None}.
+        """
+        text = self.output()
+        if self.ready.search(text):
+            return "ready"
+        if self.inUse.search(text) or process.poll() is not None:
+            return "gone"
+        return None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """

@@ -144,9 +144,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
             if sent < 2_000_000:
                 client.sendall(chunk)
                 sent += len(chunk)
-                got = 0
-                while got < len(chunk):
-                    got += len(client.recv(len(chunk) - got))
+                echoed = client.recv(len(chunk), socket.MSG_WAITALL)
+                self.assertEqual(len(echoed), len(chunk))
 
         self.waitFor(
             lambda: (

@@ -85,18 +85,12 @@ def lateReader(port: int, payload: bytes, start: threading.Event) -> bytes:
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
-    received = []
     start.wait(PATIENCE)
     try:
-        while True:
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            received.append(chunk)
+        return client.makefile("rb").read()
     finally:
         sender.join(PATIENCE)
         client.close()
-    return b"".join(received)
 
 
 class DirectSendTests(TestCase):
