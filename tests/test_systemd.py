@@ -281,7 +281,7 @@ class AdoptDatagramPortTests(TestCase):
         port = adoptDatagramPort(reactor, inherited.fileno(), Echo())
         self.addCleanup(port.stopListening)
         self.assertFalse(os.get_blocking(inherited.fileno()))
-        self.assertEqual(formatAddress(port.getHost()), "127.0.0.1:%d" % bound[1])
+        self.assertEqual(formatAddress(port.getHost()), f"127.0.0.1:{bound[1]}")
         client = Catch()
         clientPort = IReactorUDP(reactor).listenUDP(0, client, "127.0.0.1", 8192)
         self.addCleanup(clientPort.stopListening)
@@ -401,7 +401,7 @@ class SocketActivationTests(SynchronousTestCase):
             client.shutdown(socket.SHUT_WR)
             self.assertEqual(client.makefile("rb").read(), b"first connection\n")
         daemon.waitListening(2)
-        self.assertEqual(daemon.addresses("tcp-echo"), ["127.0.0.1:%d" % address[1]])
+        self.assertEqual(daemon.addresses("tcp-echo"), [f"127.0.0.1:{address[1]}"])
 
     def test_datagram(self) -> None:
         """
@@ -422,7 +422,7 @@ class SocketActivationTests(SynchronousTestCase):
             data, peer = client.recvfrom(4096)
         self.assertEqual((data, peer), (b"first datagram", address))
         daemon.waitListening(1)
-        self.assertEqual(daemon.listening, [("udp-echo", "127.0.0.1:%d" % address[1])])
+        self.assertEqual(daemon.listening, [("udp-echo", f"127.0.0.1:{address[1]}")])
         # The adopted socket is non-blocking: SIGTERM stops the reactor.
         daemon.stop()
         self.assertEqual(daemon.returncode, -signal.SIGTERM)
