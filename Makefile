@@ -10,7 +10,7 @@ ARGS ?=
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k echo -x"
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint deps bench clean
 
 $(STAMP): pyproject.toml twisted/plugins/netdemo.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,17 @@ run: $(STAMP)
 test: $(STAMP)
 	COLUMNS=80 $(BIN)/pytest $(PYTEST_ARGS)
 
+# mypy checks what pyproject.toml's [tool.mypy] files lists: src, the
+# dropin, tests, bench and tools.
 lint: $(STAMP)
-	$(BIN)/ruff check src tests twisted $(wildcard bench)
-	$(BIN)/ruff format --check src tests twisted $(wildcard bench)
-	$(BIN)/mypy
+	$(BIN)/ruff check src tests twisted tools $(wildcard bench)
+	$(BIN)/ruff format --check src tests twisted tools $(wildcard bench)
+	$(BIN)/mypy --config-file pyproject.toml
+
+# The import graph of src/netdemo; fails on a cycle or on a service module
+# importing another.  Needs nothing but Python.
+deps:
+	$(PYTHON) tools/deps.py src/netdemo
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -13,38 +13,63 @@ The test toolkit: everything a test needs to run real parts, in one place.
     missing tool fails the test; elsewhere it skips with the reason;
   - L{ExternalServer}: a real server (C{redis-server}, ...) on a port it
     bound itself, told by its own output, retried on another port if that
-    one was taken.
+    one was taken;
+  - L{socketActivation}: sockets the test bound, handed to a L{Daemon} the
+    way systemd hands them over (C{LISTEN_FDS}, C{LISTEN_FDNAMES});
+  - L{refusingPort}: a port the test holds on which nothing answers;
+  - L{notifySocket} and L{receiveDatagram}: a socket like systemd's
+    C{$NOTIFY_SOCKET}, and what arrives there;
+  - L{captureEvents}: the log events of one test, for any trial test case;
+  - L{checkoutWheel} and L{venvWith}: the wheel of this checkout, built once
+    per run, installed into a fresh virtual environment.
+
+C{tests/README.md} says which kind of test to write when.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import json
 import os
 import random
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from unittest import SkipTest
 
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
 
 __all__ = [
     "PATIENCE",
     "Daemon",
     "ExternalServer",
     "assertOneLineError",
+    "captureEvents",
+    "checkoutWheel",
+    "notifySocket",
     "poll",
+    "receiveDatagram",
+    "refusingPort",
     "requireTool",
     "runTwistd",
+    "socketActivation",
     "splitAddress",
     "twistdPath",
+    "venvWith",
     "waitUntil",
 ]
 
@@ -147,6 +172,24 @@ def splitAddress(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _terminate(process: subprocess.Popen[Any], sig: int, timeout: float) -> bool:
+    """
+    Send C{sig} to C{process} (if it still runs) and wait for it to exit,
+    killing it after C{timeout} seconds.
+
+    @return: Whether it exited before it had to be killed.
+    """
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    return True
+
+
 class Daemon:
     """
     A C{twistd -n --pidfile= netdemo ARGS} child process, logging to a file
@@ -164,21 +207,27 @@ class Daemon:
         env: dict[str, str] | None = None,
         twistdArgs: Sequence[str] = (),
         cwd: str | None = None,
+        passFds: Sequence[int] = (),
+        twistd: str | None = None,
     ) -> None:
         """
         @param args: The options of C{twistd netdemo}.
         @param netns: Run inside this network namespace (C{ip netns exec}).
         @param launcher: A command that runs C{twistd} (for example
-            C{systemd-socket-activate ...}).
+            C{systemd-socket-activate ...}, or L{socketActivation}'s).
         @param env: Extra environment variables.
-        @param twistdArgs: Options of C{twistd} itself (C{--logger=...}).
+        @param twistdArgs: Options of C{twistd} itself (C{--logger=...});
+            then C{twistd} logs to its output, not to a file of its own.
+        @param passFds: Descriptors the child inherits (L{socketActivation}).
+        @param twistd: Another C{twistd} than the one of the tests' Python
+            (an installed wheel's).
         """
         self.directory = tempfile.mkdtemp(prefix="netdemo-test-")
         self.logPath = Path(self.directory) / "twistd.log"
         logging = [] if twistdArgs else [f"--logfile={self.logPath}"]
         command = [
             *launcher,
-            twistdPath(),
+            twistd or twistdPath(),
             "-n",
             "--pidfile=",
             *logging,
@@ -197,6 +246,7 @@ class Daemon:
             stderr=subprocess.STDOUT,
             cwd=cwd or self.directory,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            pass_fds=tuple(passFds),
         )
         self.listening: list[tuple[str, str]] = []
 
@@ -216,6 +266,25 @@ class Daemon:
             f"log:\n{self.log()[-4000:]}"
         )
 
+    def _wait(self, found: Callable[[], Any], what: str, timeout: float) -> Any:
+        """
+        L{poll} C{found} while the process runs.
+
+        @raise AssertionError: With the log, if the process exits or the
+            time runs out first.
+        """
+
+        def check() -> Any:
+            result = found()
+            if not result and self.process.poll() is not None:
+                raise AssertionError(f"exited before {what}")
+            return result
+
+        try:
+            return poll(check, what, timeout)
+        except AssertionError as e:
+            raise self._failure(str(e)) from None
+
     def waitFor(
         self, pattern: str, count: int = 1, timeout: float = PATIENCE
     ) -> list[re.Match[str]]:
@@ -226,14 +295,62 @@ class Daemon:
         @raise AssertionError: If the process exits or the time runs out.
         """
         regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            matches = [m for m in map(regex.search, self.log().splitlines()) if m]
-            if len(matches) >= count:
-                return matches
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise self._failure(f"{pattern!r} not logged {count} times")
-            time.sleep(0.05)
+
+        def matches() -> list[re.Match[str]] | None:
+            found = [m for m in map(regex.search, self.log().splitlines()) if m]
+            return found if len(found) >= count else None
+
+        result: list[re.Match[str]] = self._wait(
+            matches, f"{pattern!r} logged {count} times", timeout
+        )
+        return result
+
+    def events(self) -> list[dict[str, Any]]:
+        """
+        The JSON log records so far (with
+        C{twistdArgs=["--logger=netdemo.logs.jsonObserver"]}); other lines
+        are left out.
+        """
+        records = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    records.append(json.loads(line))
+        return records
+
+    def waitEvent(
+        self, event: str, count: int = 1, timeout: float = PATIENCE
+    ) -> list[dict[str, Any]]:
+        """
+        Wait until C{count} JSON log records have C{"event": event}.
+
+        @return: Those records.
+        """
+
+        def records() -> list[dict[str, Any]] | None:
+            found = [r for r in self.events() if r.get("event") == event]
+            return found if len(found) >= count else None
+
+        result: list[dict[str, Any]] = self._wait(
+            records, f"{count} {event!r} events", timeout
+        )
+        return result
+
+    def _listeningNow(self) -> list[tuple[str, str]]:
+        """
+        C{(service, address)} of the C{listening} events so far, from text
+        or JSON log lines.
+        """
+        found = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if record.get("event") == "listening":
+                        found.append((record["service"], record["address"]))
+            elif match := _LISTENING.search(line):
+                found.append((match["service"], match["address"]))
+        return found
 
     def waitListening(
         self, count: int, timeout: float = PATIENCE
@@ -243,8 +360,11 @@ class Daemon:
 
         @return: C{(service, address)} of each, in order.
         """
-        matches = self.waitFor(_LISTENING.pattern, count, timeout)
-        self.listening = [(m["service"], m["address"]) for m in matches]
+        self.listening = self._wait(
+            lambda: (found := self._listeningNow()) and len(found) >= count and found,
+            f"{count} listening events",
+            timeout,
+        )
         return self.listening
 
     def addresses(self, service: str) -> list[str]:
@@ -274,14 +394,8 @@ class Daemon:
         @return: Seconds from the signal to the exit.
         """
         start = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise self._failure(f"did not exit within {timeout:g} s of {sig}") from None
+        if not _terminate(self.process, sig, timeout):
+            raise self._failure(f"did not exit within {timeout:g} s of {sig}")
         return time.monotonic() - start
 
     @property
@@ -409,36 +523,43 @@ class ExternalServer:
                     cwd=self.directory,
                     env={**os.environ, **(self.env or {})},
                 )
-            deadline = time.monotonic() + timeout
-            while True:
-                text = self.output()
-                if self.ready.search(text):
-                    self.port = candidate
-                    return candidate
-                if self.inUse.search(text) or self.process.poll() is not None:
-                    break
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError(
-                        f"{self.name} did not start within {timeout:g} s:\n{text}"
-                    )
-                time.sleep(0.05)
+            try:
+                started = poll(
+                    functools.partial(self._outcome, self.process),
+                    f"{self.name} to start",
+                    timeout,
+                )
+            except AssertionError:
+                self.stop()
+                raise AssertionError(
+                    f"{self.name} did not start within {timeout:g} s:\n{self.output()}"
+                ) from None
+            if started == "ready":
+                self.port = candidate
+                return candidate
             self.stop()
-            if not self.inUse.search(text):
-                raise AssertionError(f"{self.name} exited:\n{text}")
+            if not self.inUse.search(self.output()):
+                raise AssertionError(f"{self.name} exited:\n{self.output()}")
         raise AssertionError(f"{self.name}: no free port in {len(ports)} attempts")
+
+    def _outcome(self, process: subprocess.Popen[bytes]) -> str | None:
+        """
+        C{"ready"} once the server says it listens, C{"gone"} once it
+        exited or said its port is in use, else L{None}.
+        """
+        text = self.output()
+        if self.ready.search(text):
+            return "ready"
+        if self.inUse.search(text) or process.poll() is not None:
+            return "gone"
+        return None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """
         Stop it (C{SIGKILL}: no goodbye to its clients).
         """
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(PATIENCE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            _terminate(self.process, sig, PATIENCE)
         self.process = None
 
     def close(self) -> None:
@@ -447,6 +568,156 @@ class ExternalServer:
         """
         self.stop(signal.SIGKILL)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+#: Exec a command with inherited sockets the way systemd passes them: moved
+#: to descriptors 3, 4, ... in order, with C{LISTEN_FDS}, C{LISTEN_FDNAMES}
+#: and C{LISTEN_PID} (the pid that C{exec} keeps).
+_ACTIVATE = """
+import fcntl, os, sys
+names, rest = sys.argv[1], sys.argv[2:]
+split = rest.index("--")
+fds, command = [int(fd) for fd in rest[:split]], rest[split + 1 :]
+copies = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+for target, fd in enumerate(copies, start=3):
+    os.dup2(fd, target)
+os.environ.update(
+    LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=names, LISTEN_PID=str(os.getpid())
+)
+os.execvp(command[0], command)
+"""
+
+
+def socketActivation(
+    sockets: Mapping[str, socket.socket], then: Sequence[str] = ()
+) -> dict[str, Any]:
+    """
+    The keyword arguments of L{Daemon} that start it the way systemd starts
+    a socket-activated service: each of C{sockets}, which the test bound
+    itself, becomes descriptor 3, 4, ... in order, named by its key.
+
+    @param then: A launcher that takes the sockets over from there, for
+        example C{[systemd-socket-activate, "--fdname=echo"]}, which accepts
+        descriptors passed that way and waits for the first connection or
+        datagram before it starts C{twistd}.
+    """
+    fds = [str(s.fileno()) for s in sockets.values()]
+    return {
+        "launcher": [sys.executable, "-c", _ACTIVATE, ":".join(sockets), *fds, "--"]
+        + list(then),
+        "passFds": tuple(s.fileno() for s in sockets.values()),
+    }
+
+
+def refusingPort(
+    testCase: Any,
+    kind: socket.SocketKind = socket.SOCK_STREAM,
+    host: str = "127.0.0.1",
+) -> int:
+    """
+    A port on C{host} that refuses: the test holds a socket bound to it
+    (closed after the test), so nothing else can take it, and nothing
+    answers there.  A stream socket that never listens answers a
+    connection with a reset; a datagram socket connected to itself makes
+    the kernel answer anyone else with ICMP port unreachable.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    held = socket.socket(family, kind)
+    testCase.addCleanup(held.close)
+    held.bind((host, 0))
+    if kind == socket.SOCK_DGRAM:
+        held.connect(held.getsockname())
+    port: int = held.getsockname()[1]
+    return port
+
+
+def notifySocket(testCase: Any, abstract: bool = False) -> tuple[socket.socket, str]:
+    """
+    A socket like systemd's C{$NOTIFY_SOCKET} (C{AF_UNIX}, C{SOCK_DGRAM}),
+    closed after the test.
+
+    @param abstract: In the abstract namespace instead of at a path.
+    @return: The socket and the C{NOTIFY_SOCKET} value naming it.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    testCase.addCleanup(sock.close)
+    if abstract:
+        name = f"netdemo-test-{os.getpid()}-{id(sock)}"
+        sock.bind("\0" + name)
+        return sock, "@" + name
+    directory = tempfile.mkdtemp(prefix="netdemo-notify-")
+    testCase.addCleanup(shutil.rmtree, directory, True)
+    path = os.path.join(directory, "notify")
+    sock.bind(path)
+    return sock, path
+
+
+def receiveDatagram(sock: socket.socket, timeout: float = PATIENCE) -> bytes:
+    """
+    The next datagram on C{sock}.
+
+    @raise AssertionError: If none arrives within C{timeout} seconds.
+    """
+    ready, _, _ = select.select([sock], [], [], timeout)
+    if not ready:
+        raise AssertionError(f"no datagram within {timeout:g} s")
+    return sock.recv(65536)
+
+
+def captureEvents(testCase: Any) -> EventLoggingObserver:
+    """
+    Every log event published until the end of the test, for any trial
+    test case (Twisted's C{EventLoggingObserver.createWithCleanup} is
+    annotated for the asynchronous C{TestCase} only).
+    """
+    return EventLoggingObserver.createWithCleanup(
+        cast(TestCase, testCase), globalLogPublisher
+    )
+
+
+#: The wheel of this checkout, once built.
+_wheel: list[Path] = []
+
+#: The checkout.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def checkoutWheel() -> Path:
+    """
+    The wheel of this checkout, built once per test run (C{pip wheel}) in a
+    directory removed when the run ends.
+    """
+    if not _wheel:
+        directory = tempfile.mkdtemp(prefix="netdemo-wheel-")
+        atexit.register(shutil.rmtree, directory, True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w"]
+            + [directory, str(ROOT)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        _wheel.extend(Path(directory).glob("netdemo-*.whl"))
+    [wheel] = _wheel
+    return wheel
+
+
+def venvWith(directory: str | Path, wheel: Path) -> Path:
+    """
+    A fresh virtual environment C{venv} under C{directory} holding C{wheel}
+    and its dependencies.
+
+    @return: Its directory.
+    """
+    venv = Path(directory) / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return venv
 
 
 #: The name the tests used before L{Daemon}; being migrated.

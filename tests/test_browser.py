@@ -9,22 +9,17 @@ directory).
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+from tests.support import Daemon, poll, requireTool
+
 SCREENSHOT = (
     Path(__file__).resolve().parent.parent / "docs" / "images" / "status-page.png"
 )
@@ -52,55 +47,14 @@ CHROMIUM_FLAGS = [
 def _startDaemon(testCase: SynchronousTestCase) -> tuple[str, str]:
     """
     Start C{twistd netdemo} with the echo and HTTP services on ephemeral
-    loopback ports; return their addresses, read from its JSON log.
+    loopback ports; return their addresses, from its C{listening} events.
     """
-    process = subprocess.Popen(
-        [
-            TWISTD,
-            "--nodaemon",
-            "--pidfile=",
-            "--logger=netdemo.logs.jsonObserver",
-            "netdemo",
-            "--tcp=tcp:0:interface=127.0.0.1",
-            "--http=tcp:0:interface=127.0.0.1",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+    daemon = Daemon(
+        "--tcp=tcp:0:interface=127.0.0.1", "--http=tcp:0:interface=127.0.0.1"
     )
-
-    def stop() -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STEP)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
-
-    testCase.addCleanup(stop)
-    assert process.stdout is not None
-    addresses: dict[str, str] = {}
-    buffer = b""
-    deadline = time.monotonic() + STEP
-    while len(addresses) < 2:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"daemon did not listen: {buffer!r}")
-        ready, _, _ = select.select([process.stdout], [], [], left)
-        if not ready:
-            continue
-        chunk = os.read(process.stdout.fileno(), 65536)
-        if not chunk:
-            raise AssertionError(f"daemon exited: {buffer!r}")
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            record = json.loads(line)
-            if record.get("event") == "listening":
-                addresses[record["service"]] = record["address"]
-    return addresses["tcp-echo"], addresses["http"]
+    testCase.addCleanup(daemon.close)
+    daemon.waitListening(2, STEP)
+    return daemon.addresses("tcp-echo")[0], daemon.addresses("http")[0]
 
 
 class StatusPageBrowserTests(SynchronousTestCase):
@@ -109,13 +63,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.chromium = shutil.which("chromium")
-        self.chromedriver = shutil.which("chromedriver")
-        if self.chromium is None or self.chromedriver is None:
-            self.skipTest(
-                "chromium and chromedriver not installed (Debian packages "
-                "chromium and chromium-driver; .ci/run installs them)"
-            )
+        self.chromium = requireTool("chromium", "chromium")
+        self.chromedriver = requireTool("chromedriver", "chromium-driver")
 
     def browser(self) -> Any:
         """
@@ -127,7 +76,7 @@ class StatusPageBrowserTests(SynchronousTestCase):
         profile = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, profile, True)
         options = webdriver.ChromeOptions()
-        options.binary_location = self.chromium  # type: ignore[assignment]
+        options.binary_location = self.chromium
         for flag in CHROMIUM_FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={profile}")
@@ -143,15 +92,14 @@ class StatusPageBrowserTests(SynchronousTestCase):
         Poll C{condition()} until it is true (at most L{STEP} seconds),
         calling C{during()} between polls.
         """
-        deadline = time.monotonic() + STEP
-        while time.monotonic() < deadline:
+
+        def check() -> Any:
             value = condition()
-            if value:
-                return value
-            if during is not None:
+            if not value and during is not None:
                 during()
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+            return value
+
+        return poll(check, what, STEP, interval=0.1)
 
     def test_liveNumbers(self) -> None:
         """
@@ -196,9 +144,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
             if sent < 2_000_000:
                 client.sendall(chunk)
                 sent += len(chunk)
-                got = 0
-                while got < len(chunk):
-                    got += len(client.recv(len(chunk) - got))
+                echoed = client.recv(len(chunk), socket.MSG_WAITALL)
+                self.assertEqual(len(echoed), len(chunk))
 
         self.waitFor(
             lambda: (

@@ -5,14 +5,17 @@ L{netdemo.limits}, with in-memory transports and a fake clock.
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, StringTransport
-from twisted.logger import globalLogPublisher
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,6 +23,7 @@ from netdemo.echo import Echo, EchoFactory
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.stream import IDLE_SWEEPS
+from tests.support import captureEvents
 
 HOST = IPv4Address("TCP", "127.0.0.1", 8007)
 
@@ -56,6 +60,28 @@ def connect(
     transport = StringTransport(hostAddress=HOST, peerAddress=address)
     protocol.makeConnection(transport)
     return protocol, transport  # type: ignore[return-value]
+
+
+def assertDrained(
+    testCase: SynchronousTestCase,
+    clock: Clock,
+    protocol: Protocol,
+    transport: StringTransport,
+    done: Deferred[Any],
+    drain: float,
+) -> None:
+    """
+    A drain in progress: the connection is closing gracefully and C{done}
+    waits; C{drain} seconds later the connection is aborted, and C{done}
+    fires once it is lost.
+    """
+    testCase.assertTrue(transport.disconnecting)
+    testCase.assertFalse(transport.disconnected)
+    testCase.assertNoResult(done)
+    clock.advance(drain)
+    testCase.assertTrue(transport.disconnected)
+    protocol.connectionLost(Failure(ConnectionLost()))
+    testCase.successResultOf(done)
 
 
 class EchoBytesTests(SynchronousTestCase):
@@ -249,14 +275,7 @@ class DrainTests(SynchronousTestCase):
         """
         factory, _, clock = makeFactory(ConnectionLimits(drain=5))
         protocol, transport = connect(factory)
-        done = factory.drain()
-        self.assertTrue(transport.disconnecting)
-        self.assertFalse(transport.disconnected)
-        self.assertNoResult(done)
-        clock.advance(5)
-        self.assertTrue(transport.disconnected)
-        protocol.connectionLost(Failure(ConnectionLost()))
-        self.successResultOf(done)
+        assertDrained(self, clock, protocol, transport, factory.drain(), 5)
         self.assertEqual(protocol.closeReason, "shutdown-deadline")
 
     def test_drainWithoutConnections(self) -> None:
@@ -277,7 +296,7 @@ class LoggingTests(SynchronousTestCase):
         A finished connection logs peer, local address, duration, bytes in
         and out, and the reason.
         """
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = captureEvents(self)
         factory, metrics, clock = makeFactory()
         protocol, transport = connect(factory, peer(port=5555))
         protocol.dataReceived(b"hello")
@@ -305,7 +324,7 @@ class LoggingTests(SynchronousTestCase):
         """
         A flood of refusals is counted in full but logged at a bounded rate.
         """
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = captureEvents(self)
         factory, metrics, clock = makeFactory(ConnectionLimits(maxConnections=1))
         connect(factory)
         for i in range(100):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -24,22 +23,25 @@ from netdemo.echo import Echo, EchoFactory
 from netdemo.internals import unsentBytes
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import MemoryMetrics
+from tests.support import PATIENCE
+
+#: The reactor, for the calls its interfaces do not all declare.
+_reactor: Any = reactor
 
 #: Bytes the client sends: more than the loopback socket buffers of both
 #: directions hold (Linux caps them at a few MB), so that while the client
 #: does not read, the kernel takes only part of some replies.
 PAYLOAD = 16 * 1024 * 1024
 
-#: Seconds the client waits before it starts reading.
-READ_DELAY = 0.5
-
 
 class RecordingEcho(Echo):
     """
     An echo that records whether the direct path applied and how often a
-    reply was left (partly) queued in the transport.
+    reply was left (partly) queued in the transport, and says when that
+    first happened.
     """
 
+    factory: RecordingFactory
     queued = 0
     direct = False
 
@@ -48,6 +50,7 @@ class RecordingEcho(Echo):
         super().dataReceived(data)
         if unsentBytes(self.transport):
             self.queued += 1
+            self.factory.queuedOnce.set()
 
 
 class RecordingFactory(EchoFactory):
@@ -60,6 +63,7 @@ class RecordingFactory(EchoFactory):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.built: list[RecordingEcho] = []
+        self.queuedOnce = threading.Event()
 
     def buildProtocol(self, addr: Any) -> RecordingEcho | None:  # type: ignore[override]
         p = super().buildProtocol(addr)
@@ -68,12 +72,12 @@ class RecordingFactory(EchoFactory):
         return p  # type: ignore[return-value]
 
 
-def lateReader(port: int, payload: bytes) -> bytes:
+def lateReader(port: int, payload: bytes, start: threading.Event) -> bytes:
     """
     Send C{payload} to 127.0.0.1:C{port} from one thread and FIN, while
-    this thread, after a pause, reads until the server closes.
+    this thread, once C{start} is set, reads until the server closes.
     """
-    client = socket.create_connection(("127.0.0.1", port), timeout=30)
+    client = socket.create_connection(("127.0.0.1", port), timeout=PATIENCE)
 
     def send() -> None:
         client.sendall(payload)
@@ -81,18 +85,12 @@ def lateReader(port: int, payload: bytes) -> bytes:
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
-    received = []
-    time.sleep(READ_DELAY)
+    start.wait(PATIENCE)
     try:
-        while True:
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            received.append(chunk)
+        return client.makefile("rb").read()
     finally:
-        sender.join(30)
+        sender.join(PATIENCE)
         client.close()
-    return b"".join(received)
 
 
 class DirectSendTests(TestCase):
@@ -106,28 +104,25 @@ class DirectSendTests(TestCase):
         self.factory = RecordingFactory(
             "tcp-echo", ConnectionLimits(), MemoryMetrics(), reactor
         )
-        self.port = reactor.listenTCP(  # type: ignore[attr-defined]
-            0, self.factory, interface="127.0.0.1"
-        )
+        self.port = _reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
 
-    def test_lateReaderGetsEveryByteInOrder(self) -> None:
+    async def test_lateReaderGetsEveryByteInOrder(self) -> None:
         """
-        A client that starts reading late gets every byte back in order: replies
-        the kernel takes whole go out directly, and what it cannot take is
-        queued in the transport, behind which later replies wait.
+        A client that starts reading only once the server had to queue part
+        of a reply gets every byte back in order: replies the kernel takes
+        whole go out directly, and what it cannot take is queued in the
+        transport, behind which later replies wait.
         """
         payload = os.urandom(PAYLOAD)
-        d = deferToThread(lateReader, self.port.getHost().port, payload)
-
-        def check(echoed: bytes) -> None:
-            self.assertEqual(len(echoed), len(payload))
-            self.assertEqual(echoed, payload)
-            [p] = self.factory.built
-            self.assertTrue(p.direct)
-            self.assertGreater(p.queued, 0)
-
-        return d.addCallback(check)
+        echoed = await deferToThread(
+            lateReader, self.port.getHost().port, payload, self.factory.queuedOnce
+        )
+        self.assertEqual(len(echoed), len(payload))
+        self.assertEqual(echoed, payload)
+        [p] = self.factory.built
+        self.assertTrue(p.direct)
+        self.assertGreater(p.queued, 0)
 
 
 class ConnectionStateTests(SynchronousTestCase):

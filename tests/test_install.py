@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, Daemon, checkoutWheel, requireTool, venvWith
 
 #: The command of the install instructions, with the venv's python first.
 REGENERATE = (
@@ -38,47 +35,33 @@ class PluginCacheTests(SynchronousTestCase):
     def setUp(self) -> None:
         if os.geteuid() != 0:
             self.skipTest("needs root, to run the daemon as another user")
-        self.setpriv = shutil.which("setpriv")
-        if self.setpriv is None:
-            self.skipTest("setpriv not installed (Debian package util-linux)")
+        self.setpriv = requireTool("setpriv", "util-linux")
         self.tmp = tempfile.mkdtemp(prefix="netdemo-install-")
         self.addCleanup(shutil.rmtree, self.tmp)
         os.chmod(self.tmp, 0o755)
 
     def runAsServiceUser(self, venv: Path) -> str:
         """
-        Run the daemon as the service user until it listens; return its log.
+        Run the daemon as the service user until it is ready; return its
+        log.
         """
-        log = Path(self.tmp) / f"log-{time.monotonic_ns()}"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [
-                    self.setpriv,  # type: ignore[list-item]
-                    f"--reuid={NOBODY}",
-                    f"--regid={NOBODY}",
-                    "--clear-groups",
-                    str(venv / "bin" / "twistd"),
-                    "--nodaemon",
-                    "--pidfile=",
-                    "netdemo",
-                    "--tcp=tcp:0:interface=127.0.0.1",
-                    "--http=tcp:0:interface=127.0.0.1",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.tmp,
-            )
-        try:
-            deadline = time.monotonic() + 60
-            while "ready: " not in log.read_text():
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(f"daemon did not start: {log.read_text()}")
-                time.sleep(0.1)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
-        return log.read_text()
+        with Daemon(
+            "--tcp=tcp:0:interface=127.0.0.1",
+            "--http=tcp:0:interface=127.0.0.1",
+            launcher=[
+                self.setpriv,
+                f"--reuid={NOBODY}",
+                f"--regid={NOBODY}",
+                "--clear-groups",
+            ],
+            twistd=str(venv / "bin" / "twistd"),
+            # The service user cannot write the daemon's own directory.
+            twistdArgs=["--logfile=-"],
+            cwd=self.tmp,
+        ) as daemon:
+            daemon.waitFor("ready: ", timeout=60)
+            daemon.stop()
+            return daemon.log()
 
     def test_regenerated(self) -> None:
         """
@@ -87,33 +70,7 @@ class PluginCacheTests(SynchronousTestCase):
         """
         operations = (ROOT / "docs" / "operations.md").read_text()
         self.assertIn(f'/opt/netdemo/bin/python -c "{REGENERATE[1]}"', operations)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--no-deps",
-                "-q",
-                "-w",
-                self.tmp,
-                str(ROOT),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        (wheel,) = Path(self.tmp).glob("netdemo-*.whl")
-        venv = Path(self.tmp) / "venv"
-        subprocess.run(
-            [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
-        )
-        subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+        venv = venvWith(self.tmp, checkoutWheel())
         complaint = "Unable to write to plugin cache"
         self.assertIn(complaint, self.runAsServiceUser(venv))
         subprocess.run(

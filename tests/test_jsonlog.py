@@ -1,5 +1,7 @@
 """
-Tests for L{netdemo.logs.jsonObserver}: one JSON object per line.
+Tests for L{netdemo.logs}: L{jsonObserver} writes one JSON object per line;
+addresses are written the way people type them; L{RateLimitedLog} bounds
+floods of events.
 """
 
 from __future__ import annotations
@@ -7,10 +9,18 @@ from __future__ import annotations
 import io
 import json
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from netdemo.logs import JSONLinesObserver, eventAsRecord, jsonObserver
+from netdemo.logs import (
+    JSONLinesObserver,
+    RateLimitedLog,
+    eventAsRecord,
+    formatAddress,
+    jsonObserver,
+)
 
 
 class JSONLinesObserverTests(SynchronousTestCase):
@@ -106,3 +116,76 @@ class JSONLinesObserverTests(SynchronousTestCase):
         self.assertIsInstance(observer, JSONLinesObserver)
         assert isinstance(observer, JSONLinesObserver)
         self.assertIs(observer.outFile, sys.stdout)
+
+
+class FormatAddressTests(SynchronousTestCase):
+    """
+    L{formatAddress} writes addresses as people type them.
+    """
+
+    def test_forms(self) -> None:
+        """
+        IPv4 as C{host:port}, IPv6 in brackets, UNIX sockets by path, and a
+        missing address as a dash.
+        """
+        for address, text in [
+            (IPv4Address("TCP", "127.0.0.1", 8007), "127.0.0.1:8007"),
+            (IPv6Address("UDP", "::1", 8009), "[::1]:8009"),
+            (UNIXAddress(b"/run/echo.sock"), "unix:/run/echo.sock"),
+            (UNIXAddress(None), "unix:(unnamed)"),
+            (None, "-"),
+        ]:
+            self.assertEqual(formatAddress(address), text)
+
+
+class RateLimitedLogTests(SynchronousTestCase):
+    """
+    L{RateLimitedLog} emits at most one event per key and interval, and
+    counts what it held back.
+    """
+
+    def setUp(self) -> None:
+        self.out = io.StringIO()
+        self.clock = Clock()
+        self.limited = RateLimitedLog(
+            Logger(namespace="netdemo.test", observer=JSONLinesObserver(self.out)),
+            self.clock.seconds,
+            interval=10.0,
+            maxKeys=2,
+        )
+
+    def emit(self, key: str) -> bool:
+        """
+        Offer one C{refused} event for C{key}.
+        """
+        return self.limited.emit(key, LogLevel.warn, "refused", event="refused")
+
+    def records(self) -> list[dict]:
+        """
+        The events written so far.
+        """
+        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+
+    def test_interval(self) -> None:
+        """
+        Within C{interval} seconds of an event, others of the same key are
+        held back; the next one emitted says how many were.
+        """
+        self.assertTrue(self.emit("a"))
+        self.assertFalse(self.emit("a"))
+        self.clock.advance(9.9)
+        self.assertFalse(self.emit("a"))
+        self.assertTrue(self.emit("b"))
+        self.clock.advance(0.1)
+        self.assertTrue(self.emit("a"))
+        self.assertEqual([r["suppressed"] for r in self.records()], [0, 0, 2])
+
+    def test_boundedKeys(self) -> None:
+        """
+        Past C{maxKeys} keys the oldest is forgotten, so its next event is
+        emitted.
+        """
+        for key in "abc":
+            self.assertTrue(self.emit(key))
+        self.assertFalse(self.emit("c"))
+        self.assertTrue(self.emit("a"))

@@ -5,47 +5,26 @@ fresh virtual environment, and check that C{twistd} finds the plugin there.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
-import sys
 import tempfile
-import unittest
 import zipfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import checkoutWheel, venvWith
 
 
-class WheelTests(unittest.TestCase):
+class WheelTests(SynchronousTestCase):
     """
     The wheel holds exactly the package and the one dropin, and works when
     installed on its own.
     """
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.tmp = tempfile.TemporaryDirectory(prefix="netdemo-wheel-")
-        out = Path(cls.tmp.name) / "dist"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--no-deps",
-                "-q",
-                "-w",
-                str(out),
-                str(ROOT),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        [cls.wheel] = out.glob("netdemo-*.whl")
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.tmp.cleanup()
+    def setUp(self) -> None:
+        self.wheel = checkoutWheel()
+        self.tmp = tempfile.mkdtemp(prefix="netdemo-wheel-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
 
     def test_files(self) -> None:
         """
@@ -72,30 +51,14 @@ class WheelTests(unittest.TestCase):
         dependencies, C{twistd --help} lists netdemo and C{twistd netdemo
         --help} exits 0.
         """
-        venv = Path(self.tmp.name) / "venv"
-        subprocess.run(
-            [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
-        )
-        subprocess.run(
-            [
-                str(venv / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                str(self.wheel),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+        venv = venvWith(self.tmp, self.wheel)
         twistd = str(venv / "bin" / "twistd")
         listing = subprocess.run(
             [twistd, "--help"],
             capture_output=True,
             text=True,
             timeout=60,
-            cwd=self.tmp.name,
+            cwd=self.tmp,
         )
         self.assertEqual(listing.returncode, 0, listing.stderr)
         self.assertRegex(listing.stdout, r"\n\s+netdemo\s")
@@ -104,7 +67,7 @@ class WheelTests(unittest.TestCase):
             capture_output=True,
             text=True,
             timeout=60,
-            cwd=self.tmp.name,
+            cwd=self.tmp,
         )
         self.assertEqual(help.returncode, 0, help.stderr)
         self.assertIn("--tcp", help.stdout)

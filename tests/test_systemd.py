@@ -8,27 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import shutil
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from netdemo.logs import formatAddress
 from netdemo.metrics import MemoryMetrics
 from netdemo.stream import ListeningService
 from netdemo.systemd import (
@@ -37,39 +29,19 @@ from netdemo.systemd import (
     adoptDatagramPort,
     inheritedDescriptor,
 )
+from tests.support import (
+    PATIENCE,
+    Daemon,
+    captureEvents,
+    notifySocket,
+    receiveDatagram,
+    requireTool,
+    socketActivation,
+)
+from tests.test_listening import PendingEndpoint, StoppablePort
 
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-
-#: How long a subprocess test waits for one step, at most.
-STEP = 30.0
-
-
-def _receiver(testCase: SynchronousTestCase, abstract: bool = False) -> Any:
-    """
-    A notify socket like systemd's: C{AF_UNIX}/C{SOCK_DGRAM}, closed after
-    the test.  Returns C{(socket, NOTIFY_SOCKET value)}.
-    """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    testCase.addCleanup(sock.close)
-    if abstract:
-        name = f"netdemo-test-{os.getpid()}-{id(sock)}"
-        sock.bind("\0" + name)
-        return sock, "@" + name
-    directory = tempfile.mkdtemp()
-    testCase.addCleanup(shutil.rmtree, directory)
-    path = os.path.join(directory, "notify")
-    sock.bind(path)
-    return sock, path
-
-
-def _receive(sock: socket.socket, timeout: float = STEP) -> bytes:
-    """
-    One datagram, or fail after C{timeout} seconds.
-    """
-    ready, _, _ = select.select([sock], [], [], timeout)
-    if not ready:
-        raise AssertionError(f"no notification within {timeout} s")
-    return sock.recv(4096)
+#: Notifications a test reads before it gives up on one it waits for.
+MESSAGES = 20
 
 
 class NotifierTests(SynchronousTestCase):
@@ -90,27 +62,27 @@ class NotifierTests(SynchronousTestCase):
         A path address gets one datagram of C{KEY=value} lines; a newline in
         a value cannot start a new field.
         """
-        sock, address = _receiver(self)
+        sock, address = notifySocket(self)
         notifier = Notifier.fromEnvironment({"NOTIFY_SOCKET": address})
         self.addCleanup(notifier.close)
         self.assertTrue(notifier.notify(ready="1", status="two\nlines"))
-        self.assertEqual(_receive(sock), b"READY=1\nSTATUS=two lines\n")
+        self.assertEqual(receiveDatagram(sock), b"READY=1\nSTATUS=two lines\n")
 
     def test_abstract(self) -> None:
         """
         An address starting with C{@} is in the abstract namespace.
         """
-        sock, address = _receiver(self, abstract=True)
+        sock, address = notifySocket(self, abstract=True)
         notifier = Notifier(address)
         self.addCleanup(notifier.close)
         self.assertTrue(notifier.notify(watchdog="1"))
-        self.assertEqual(_receive(sock), b"WATCHDOG=1\n")
+        self.assertEqual(receiveDatagram(sock), b"WATCHDOG=1\n")
 
     def test_failureLogged(self) -> None:
         """
         A notify socket that is gone is logged, not raised.
         """
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = captureEvents(self)
         notifier = Notifier("/nonexistent/netdemo/notify")
         self.addCleanup(notifier.close)
         self.assertFalse(notifier.notify(ready="1"))
@@ -130,35 +102,6 @@ class RecordingNotifier:
     def notify(self, **fields: str) -> bool:
         self.sent.append(fields)
         return True
-
-
-class StoppablePort:
-    """
-    The least of a listening port: stopping it works.
-    """
-
-    def stopListening(self) -> None:
-        """
-        Nothing to close.
-        """
-
-    def getHost(self) -> IPv4Address:
-        """
-        Where it pretends to listen.
-        """
-        return IPv4Address("TCP", "127.0.0.1", 8007)
-
-
-class PendingEndpoint:
-    """
-    A server endpoint whose C{listen} waits for the test.
-    """
-
-    def __init__(self) -> None:
-        self.listening: Deferred[Any] = Deferred()
-
-    def listen(self, factory: Any) -> Deferred[Any]:
-        return self.listening
 
 
 class NotifyServiceTests(SynchronousTestCase):
@@ -208,7 +151,7 @@ class NotifyServiceTests(SynchronousTestCase):
         the start out instead of believing a daemon that does not listen.
         """
         top, service, notifier, endpoint, clock = self.build()
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = captureEvents(self)
         top.startService()
         endpoint.listening.errback(OSError("address in use"))
         self.flushLoggedErrors(OSError)
@@ -326,8 +269,7 @@ class AdoptDatagramPortTests(TestCase):
     L{adoptDatagramPort} serves an already bound datagram socket.
     """
 
-    @inlineCallbacks
-    def test_adopt(self) -> Iterator[Deferred[Any]]:
+    async def test_adopt(self) -> None:
         """
         A blocking UDP socket is made non-blocking and served.
         """
@@ -335,15 +277,17 @@ class AdoptDatagramPortTests(TestCase):
         self.addCleanup(inherited.close)
         inherited.bind(("127.0.0.1", 0))
         inherited.setblocking(True)
+        bound = inherited.getsockname()
         port = adoptDatagramPort(reactor, inherited.fileno(), Echo())
         self.addCleanup(port.stopListening)
         self.assertFalse(os.get_blocking(inherited.fileno()))
-        self.assertEqual(port.getHost().port, inherited.getsockname()[1])
+        self.assertEqual(formatAddress(port.getHost()), f"127.0.0.1:{bound[1]}")
         client = Catch()
-        clientPort = reactor.listenUDP(0, client, interface="127.0.0.1")
+        clientPort = IReactorUDP(reactor).listenUDP(0, client, "127.0.0.1", 8192)
         self.addCleanup(clientPort.stopListening)
-        clientPort.write(b"ping", inherited.getsockname())
-        data = yield client.received
+        assert client.transport is not None
+        client.transport.write(b"ping", bound)
+        data = await client.received
         self.assertEqual(data, b"ping")
 
     def test_stream(self) -> None:
@@ -357,88 +301,6 @@ class AdoptDatagramPortTests(TestCase):
         )
 
 
-def _freePort(kind: int = socket.SOCK_STREAM) -> int:
-    """
-    A port number on 127.0.0.1 that was free a moment ago.
-    """
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Daemon:
-    """
-    A C{twistd} (or other) subprocess whose standard output is read line
-    by line with a deadline.
-    """
-
-    def __init__(self, testCase: SynchronousTestCase, argv: list[str], **kw: Any):
-        self.process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            **kw,
-        )
-        self.lines: list[bytes] = []
-        self._buffer = b""
-        testCase.addCleanup(self.stop)
-
-    def readLine(self, timeout: float = STEP) -> bytes:
-        """
-        The next line of output, or fail.
-        """
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no output line within {timeout} s: {self.lines}")
-            ready, _, _ = select.select([self.process.stdout], [], [], left)
-            if ready:
-                chunk = os.read(self.process.stdout.fileno(), 65536)
-                if not chunk:
-                    raise AssertionError(f"process ended; output: {self.lines}")
-                self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        self.lines.append(line)
-        return line
-
-    def waitFor(self, predicate: Any, timeout: float = STEP) -> Any:
-        """
-        Read JSON log lines until C{predicate(record)} holds; return that
-        record.  Every line must be one JSON object.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no such log line within {timeout} s")
-            line = self.readLine(left)
-            record = json.loads(line)
-            if predicate(record):
-                return record
-
-    def stop(self) -> None:
-        """
-        SIGTERM, then SIGKILL after a while.
-        """
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STEP)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-def _listening(record: dict[str, Any]) -> bool:
-    return record.get("event") == "listening"
-
-
 class TwistdNotifyTests(SynchronousTestCase):
     """
     The real daemon, run the way systemd runs it with C{Type=notify}.
@@ -450,143 +312,117 @@ class TwistdNotifyTests(SynchronousTestCase):
         naming the addresses it logged as listening, and STOPPING=1 on
         SIGTERM; its log is JSON lines.
         """
-        sock, address = _receiver(self)
-        environ = dict(os.environ, NOTIFY_SOCKET=address, WATCHDOG_USEC="400000")
-        environ.pop("WATCHDOG_PID", None)
+        sock, address = notifySocket(self)
         daemon = Daemon(
-            self,
-            [
-                TWISTD,
-                "--nodaemon",
-                "--pidfile=",
-                "--logger=netdemo.logs.jsonObserver",
-                "netdemo",
-                "--tcp=tcp:0:interface=127.0.0.1",
-                "--http=tcp:0:interface=127.0.0.1",
-            ],
-            env=environ,
+            "--tcp=tcp:0:interface=127.0.0.1",
+            "--http=tcp:0:interface=127.0.0.1",
+            twistdArgs=["--logger=netdemo.logs.jsonObserver"],
+            # An empty WATCHDOG_PID names no other process: this one is
+            # watched, whatever the tests' environment says.
+            env={
+                "NOTIFY_SOCKET": address,
+                "WATCHDOG_USEC": "400000",
+                "WATCHDOG_PID": "",
+            },
         )
-        addresses = {}
-        for _ in range(2):
-            record = daemon.waitFor(_listening)
-            addresses[record["service"]] = record["address"]
-        messages = []
-        deadline = time.monotonic() + STEP
-        while not any(m.startswith(b"READY=1") for m in messages):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no READY=1 within {STEP} s: {messages}")
-            messages.append(_receive(sock, left))
-        ready = [m for m in messages if m.startswith(b"READY=1")][0]
+        self.addCleanup(daemon.close)
+        for _ in range(MESSAGES):
+            ready = receiveDatagram(sock)
+            if ready.startswith(b"READY=1"):
+                break
+        daemon.waitListening(2)
         self.assertEqual(
             ready.decode("utf-8"),
             "READY=1\nSTATUS=Listening: "
-            f"http on {addresses['http']}; tcp-echo on {addresses['tcp-echo']}\n"
+            f"http on {daemon.addresses('http')[0]}; "
+            f"tcp-echo on {daemon.addresses('tcp-echo')[0]}\n"
             f"MAINPID={daemon.process.pid}\n",
         )
-        # The watchdog goes on (every 0.2 s); three more are plenty.
-        watchdogs = 0
-        for _ in range(20):
-            if _receive(sock) == b"WATCHDOG=1\n":
-                watchdogs += 1
-                if watchdogs == 3:
-                    break
-        self.assertEqual(watchdogs, 3)
+        # The watchdog goes on (every 0.2 s).
+        self.assertEqual(
+            [receiveDatagram(sock) for _ in range(3)], [b"WATCHDOG=1\n"] * 3
+        )
         daemon.process.send_signal(signal.SIGTERM)
-        for _ in range(20):
-            message = _receive(sock)
+        for _ in range(MESSAGES):
+            message = receiveDatagram(sock)
             if message != b"WATCHDOG=1\n":
                 break
         self.assertEqual(message, b"STOPPING=1\nSTATUS=Stopping\n")
-        self.assertEqual(daemon.process.wait(STEP), -signal.SIGTERM)
-        # The rest of the log (until the end of the output) is JSON too.
-        for _ in range(10000):
-            try:
-                json.loads(daemon.readLine(STEP))
-            except AssertionError:
-                break
+        self.assertEqual(daemon.process.wait(PATIENCE), -signal.SIGTERM)
+        # Every line it logged is JSON.
+        for line in daemon.log().splitlines():
+            self.assertIsInstance(json.loads(line), dict)
 
 
 class SocketActivationTests(SynchronousTestCase):
     """
-    Socket activation with C{systemd-socket-activate}: the descriptor is
-    found by name and the first connection or datagram is served.
+    Socket activation with C{systemd-socket-activate}, which takes over a
+    socket the test bound: the descriptor is found by name, and the first
+    connection or datagram, which started the daemon, is served.
     """
 
     def setUp(self) -> None:
-        self.activate = shutil.which("systemd-socket-activate")
-        if self.activate is None:
-            self.skipTest("systemd-socket-activate not installed (package systemd)")
+        self.activate = requireTool("systemd-socket-activate", "systemd")
+
+    def daemon(self, sock: socket.socket, name: str, *args: str) -> Daemon:
+        """
+        C{twistd netdemo ARGS} under C{systemd-socket-activate}, which is
+        handed C{sock} as C{name} and waits for its first client.
+        """
+        self.addCleanup(sock.close)
+        kind = ["--datagram"] if sock.type == socket.SOCK_DGRAM else []
+        daemon = Daemon(
+            *args,
+            **socketActivation(
+                {name: sock}, [self.activate, *kind, f"--fdname={name}"]
+            ),
+        )
+        self.addCleanup(daemon.close)
+        daemon.waitFor("Listening on")
+        return daemon
 
     def test_stream(self) -> None:
         """
         C{--tcp systemd:domain=INET:name=echo} adopts the listening socket
         and echoes on the connection that started the daemon.
         """
-        port = _freePort()
-        daemon = Daemon(
-            self,
-            [
-                self.activate,
-                f"--listen=127.0.0.1:{port}",
-                "--fdname=echo",
-                TWISTD,
-                "--nodaemon",
-                "--pidfile=",
-                "netdemo",
-                "--tcp=systemd:domain=INET:name=echo",
-                "--http=tcp:0:interface=127.0.0.1",
-            ],
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        address = sock.getsockname()
+        daemon = self.daemon(
+            sock,
+            "echo",
+            "--tcp=systemd:domain=INET:name=echo",
+            "--http=tcp:0:interface=127.0.0.1",
         )
-        self.assertIn(b"Listening on", daemon.readLine())
-        with socket.create_connection(("127.0.0.1", port), timeout=STEP) as client:
+        with socket.create_connection(address, timeout=PATIENCE) as client:
             client.sendall(b"first connection\n")
-            received = b""
-            while len(received) < len(b"first connection\n"):
-                chunk = client.recv(4096)
-                if not chunk:
-                    break
-                received += chunk
-        self.assertEqual(received, b"first connection\n")
-        while b"tcp-echo: listening on" not in daemon.lines[-1]:
-            daemon.readLine()
-        self.assertIn(f"127.0.0.1:{port}".encode(), daemon.lines[-1])
+            client.shutdown(socket.SHUT_WR)
+            self.assertEqual(client.makefile("rb").read(), b"first connection\n")
+        daemon.waitListening(2)
+        self.assertEqual(daemon.addresses("tcp-echo"), [f"127.0.0.1:{address[1]}"])
 
     def test_datagram(self) -> None:
         """
-        L{inheritedDescriptor} and L{adoptDatagramPort} serve the datagram
-        socket of C{systemd-socket-activate --datagram}, including the
-        datagram that started the process, after
-        C{twisted.internet.endpoints} consumed C{LISTEN_FDS}.
+        C{--udp systemd:udp} finds the datagram socket of
+        C{systemd-socket-activate --datagram} by name once
+        C{twisted.internet.endpoints} consumed C{LISTEN_FDS}
+        (L{inheritedDescriptor}), adopts it (L{adoptDatagramPort}, which
+        makes the blocking socket non-blocking), and answers the datagram
+        that started the process.
         """
-        port = _freePort(socket.SOCK_DGRAM)
-        script = (
-            "import twisted.internet.endpoints\n"
-            "from twisted.internet import reactor\n"
-            "from twisted.internet.protocol import DatagramProtocol\n"
-            "from netdemo.systemd import adoptDatagramPort, inheritedDescriptor\n"
-            "class Echo(DatagramProtocol):\n"
-            "    def datagramReceived(self, data, addr):\n"
-            "        self.transport.write(data, addr)\n"
-            "adoptDatagramPort(reactor, inheritedDescriptor('udp'), Echo())\n"
-            "print('adopted', flush=True)\n"
-            "reactor.run()\n"
-        )
-        daemon = Daemon(
-            self,
-            [
-                self.activate,
-                "--datagram",
-                f"--listen=127.0.0.1:{port}",
-                "--fdname=udp",
-                sys.executable,
-                "-c",
-                script,
-            ],
-        )
-        self.assertIn(b"Listening on", daemon.readLine())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        address = sock.getsockname()
+        daemon = self.daemon(sock, "udp", "--udp", "systemd:udp")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-            client.settimeout(STEP)
-            client.sendto(b"first datagram", ("127.0.0.1", port))
+            client.settimeout(PATIENCE)
+            client.sendto(b"first datagram", address)
             data, peer = client.recvfrom(4096)
-        self.assertEqual((data, peer), (b"first datagram", ("127.0.0.1", port)))
+        self.assertEqual((data, peer), (b"first datagram", address))
+        daemon.waitListening(1)
+        self.assertEqual(daemon.listening, [("udp-echo", f"127.0.0.1:{address[1]}")])
+        # The adopted socket is non-blocking: SIGTERM stops the reactor.
+        daemon.stop()
+        self.assertEqual(daemon.returncode, -signal.SIGTERM)

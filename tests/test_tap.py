@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from twisted.application.service import IServiceCollection
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemo.echo import EchoFactory
 from netdemo.limits import DEFAULT_BACKLOG, ConnectionLimits
 from netdemo.tap import Options, makeService
+from tests.test_echo import assertDrained
 
 
 def parse(*args: str) -> Options:
@@ -193,7 +192,7 @@ class MakeServiceTests(SynchronousTestCase):
         )
         top = makeService(options, reactor)
         echo = IServiceCollection(top).getServiceNamed("tcp-echo")
-        names = sorted(s.name for s in echo)  # type: ignore[attr-defined]
+        names = sorted(s.name for s in echo)
         self.assertEqual(
             names,
             ["tcp-echo tcp:0:interface=127.0.0.1", "tcp-echo tcp:7:backlog=5"],
@@ -231,10 +230,4 @@ class MakeServiceTests(SynchronousTestCase):
         protocol = echo.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         transport = StringTransport()
         protocol.makeConnection(transport)
-        stopped = top.stopService()
-        self.assertTrue(transport.disconnecting)
-        self.assertNoResult(stopped)
-        reactor.advance(3)
-        self.assertTrue(transport.disconnected)
-        protocol.connectionLost(Failure(ConnectionLost()))
-        self.successResultOf(stopped)
+        assertDrained(self, reactor, protocol, transport, top.stopService(), 3)

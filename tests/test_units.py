@@ -5,15 +5,25 @@ nothing wrong with them and rates the service's exposure at most 2.0.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
+import socket
 import subprocess
-import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import (
+    PATIENCE,
+    Daemon,
+    notifySocket,
+    receiveDatagram,
+    requireTool,
+    socketActivation,
+    twistdPath,
+)
 
 UNITS = Path(__file__).resolve().parent.parent / "docs" / "systemd"
 
@@ -27,9 +37,7 @@ class UnitTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.analyze = shutil.which("systemd-analyze")
-        if self.analyze is None:
-            self.skipTest("systemd-analyze not installed (Debian package systemd)")
+        self.analyze = requireTool("systemd-analyze", "systemd")
 
     def units(self) -> list[Path]:
         """
@@ -38,7 +46,7 @@ class UnitTests(SynchronousTestCase):
         """
         directory = Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, directory)
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        twistd = twistdPath()
         copies = []
         for unit in sorted(UNITS.glob("netdemo*.s*")):
             text = unit.read_text().replace(INSTALLED_TWISTD, twistd)
@@ -60,7 +68,6 @@ class UnitTests(SynchronousTestCase):
         """
         The output of C{systemd-analyze verify}.
         """
-        assert self.analyze is not None
         result = subprocess.run(
             [self.analyze, "verify", *map(str, units)],
             capture_output=True,
@@ -92,7 +99,6 @@ class UnitTests(SynchronousTestCase):
         C{systemd-analyze security --offline=true} rates the service at most
         2.0.
         """
-        assert self.analyze is not None
         result = subprocess.run(
             [
                 self.analyze,
@@ -163,16 +169,11 @@ class ExecStartTests(SynchronousTestCase):
         C{ExecStart=} of C{netdemo.service}, started the way systemd starts
         it: one inherited socket per socket unit (stream and datagram
         together, which C{systemd-socket-activate} cannot mix), named by
-        each unit's C{FileDescriptorName=}, on loopback and free ports
-        instead of 7 and 8080.  It sends READY=1 naming every listener,
+        each unit's C{FileDescriptorName=}, on loopback ports the test
+        bound instead of 7 and 8080.  It sends READY=1 naming every listener,
         echoes on the stream connection, echoes a datagram, and serves
         C{/healthz}.
         """
-        import socket
-        import urllib.request
-
-        from tests.test_systemd import Daemon, _receive, _receiver
-
         try:
             with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
                 probe.bind(("::1", 0))
@@ -181,8 +182,9 @@ class ExecStartTests(SynchronousTestCase):
         text = (UNITS / "netdemo.service").read_text()
         (execStart,) = re.findall(r"\nExecStart=(.*)\n", text)
         (sockets,) = re.findall(r"\nSockets=(.*)\n", text)
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        argv = execStart.replace(INSTALLED_TWISTD, twistd).split()
+        twistd, *options = execStart.split()
+        self.assertEqual(twistd, INSTALLED_TWISTD)
+        split = options.index("netdemo")
         units = {
             re.findall(r"\nFileDescriptorName=(\S+)\n", (UNITS / unit).read_text())[
                 0
@@ -202,20 +204,18 @@ class ExecStartTests(SynchronousTestCase):
         inherited = {"echo": echo, "http": http, "udp": udp}
         for sock in inherited.values():
             self.addCleanup(sock.close)
-        names = list(units)
-        notify, address = _receiver(self)
+        notify, address = notifySocket(self)
         daemon = Daemon(
-            self,
-            [sys.executable, "-c", _ACTIVATE, ":".join(names)]
-            + [str(inherited[name].fileno()) for name in names]
-            + ["--", *argv],
-            pass_fds=[sock.fileno() for sock in inherited.values()],
-            env={**os.environ, "NOTIFY_SOCKET": address},
+            *options[split + 1 :],
+            twistdArgs=options[:split],
+            env={"NOTIFY_SOCKET": address},
+            **socketActivation({name: inherited[name] for name in units}),
         )
+        self.addCleanup(daemon.close)
         echoPort = echo.getsockname()[1]
         httpPort = http.getsockname()[1]
         udpPort = udp.getsockname()[1]
-        ready = _receive(notify, 60).decode("utf-8").split("\n")
+        ready = receiveDatagram(notify).decode("utf-8").split("\n")
         self.assertEqual(ready[0], "READY=1")
         for listener in (
             f"http on 127.0.0.1:{httpPort}",
@@ -223,43 +223,19 @@ class ExecStartTests(SynchronousTestCase):
             f"127.0.0.1:{udpPort}",
         ):
             self.assertIn(listener, ready[1])
-        with socket.create_connection(("::1", echoPort), timeout=60) as client:
+        with socket.create_connection(("::1", echoPort), timeout=PATIENCE) as client:
             client.sendall(b"activated\n")
-            received = b""
-            while not received.endswith(b"\n"):
-                chunk = client.recv(100)
-                if not chunk:
-                    break
-                received += chunk
-        self.assertEqual(received, b"activated\n")
+            client.shutdown(socket.SHUT_WR)
+            self.assertEqual(client.makefile("rb").read(), b"activated\n")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-            client.settimeout(30)
+            client.settimeout(PATIENCE)
             client.connect(("127.0.0.1", udpPort))
             client.send(b"datagram")
             self.assertEqual(client.recv(100), b"datagram")
         # No proxy from the environment for loopback.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(
-            f"http://127.0.0.1:{httpPort}/healthz", timeout=60
+            f"http://127.0.0.1:{httpPort}/healthz", timeout=PATIENCE
         ) as response:
             self.assertEqual(response.read(), b"ok\n")
         daemon.stop()
-
-
-# Exec a command with inherited sockets the way systemd passes them: moved
-# to descriptors 3, 4, ... in order, with LISTEN_FDS, LISTEN_FDNAMES and
-# LISTEN_PID (the pid that exec keeps).
-_ACTIVATE = """
-import os, sys
-names, rest = sys.argv[1], sys.argv[2:]
-split = rest.index("--")
-fds, command = [int(fd) for fd in rest[:split]], rest[split + 1 :]
-import fcntl
-copies = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
-for target, fd in enumerate(copies, start=3):
-    os.dup2(fd, target)
-os.environ.update(
-    LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=names, LISTEN_PID=str(os.getpid())
-)
-os.execv(command[0], command)
-"""

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import warnings
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
@@ -27,6 +25,7 @@ from netdemo.web import (
     renderStatusPage,
     statusDocument,
 )
+from tests.support import requireTool
 
 INFO = ServerInfo(version="9.8.7", startedAt=1000.0)
 
@@ -169,15 +168,14 @@ class HTTPServiceTests(TestCase):
         self.base = f"http://{address}"
         self.agent = Agent(reactor)
 
-    @inlineCallbacks
-    def get(
+    async def get(
         self, path: str, method: bytes = b"GET", accept: bytes | None = None
     ) -> Any:
         """
         Request C{path}; return the response with its body as C{.body}.
         """
         headers = Headers({b"accept": [accept]} if accept else {})
-        response = yield self.agent.request(
+        response: Any = await self.agent.request(
             method, (self.base + path).encode("ascii"), headers
         )
         with warnings.catch_warnings():
@@ -185,27 +183,25 @@ class HTTPServiceTests(TestCase):
             # transport is gone; nothing is lost.
             warnings.filterwarnings("ignore", "Using readBody", DeprecationWarning)
             reading = readBody(response)
-        response.body = yield reading
+        response.body = await reading
         return response
 
-    @inlineCallbacks
-    def test_listener(self) -> Deferred[None]:
+    async def test_listener(self) -> None:
         """
         The service reports its own listener to the metrics, and the status
         page lists it under C{http}.
         """
-        response = yield self.get("/status.json")
+        response = await self.get("/status.json")
         doc = json.loads(response.body)
         http = [s for s in doc["services"] if s["name"] == "http"]
         self.assertEqual(http[0]["listeners"], [self.base[len("http://") :]])
 
-    @inlineCallbacks
-    def test_statusPage(self) -> Deferred[None]:
+    async def test_statusPage(self) -> None:
         """
         C{/} is a self-contained HTML page: no external scripts, styles,
         images or fonts, and the numbers are in it without JavaScript.
         """
-        response = yield self.get("/")
+        response = await self.get("/")
         self.assertEqual(response.code, 200)
         self.assertEqual(
             response.headers.getRawHeaders(b"content-type"),
@@ -225,17 +221,16 @@ class HTTPServiceTests(TestCase):
         self.assertNotIn("url(", page)
         self.assertNotIn("@import", page)
 
-    @inlineCallbacks
-    def test_countsItself(self) -> Deferred[None]:
+    async def test_countsItself(self) -> None:
         """
         Every request is counted by path, unknown paths as C{other}, and the
         page shows the count.
         """
-        yield self.get("/")
-        yield self.get("/healthz")
-        missing = yield self.get("/no/such/page")
+        await self.get("/")
+        await self.get("/healthz")
+        missing = await self.get("/no/such/page")
         self.assertEqual(missing.code, 404)
-        response = yield self.get("/status.json")
+        response = await self.get("/status.json")
         doc = json.loads(response.body)
         self.assertEqual(doc["requests"], 4)
         for path in ("/", "/healthz", "other", "/status.json"):
@@ -246,29 +241,26 @@ class HTTPServiceTests(TestCase):
                 1,
             )
 
-    @inlineCallbacks
-    def test_healthz(self) -> Deferred[None]:
+    async def test_healthz(self) -> None:
         """
         C{/healthz} answers C{ok}.
         """
-        response = yield self.get("/healthz")
+        response = await self.get("/healthz")
         self.assertEqual((response.code, response.body), (200, b"ok\n"))
 
-    @inlineCallbacks
-    def test_methodNotAllowed(self) -> Deferred[None]:
+    async def test_methodNotAllowed(self) -> None:
         """
         Only GET and HEAD are served.
         """
-        response = yield self.get("/status.json", method=b"POST")
+        response = await self.get("/status.json", method=b"POST")
         self.assertEqual(response.code, 405)
         self.assertEqual(response.headers.getRawHeaders(b"allow"), [b"GET, HEAD"])
 
-    @inlineCallbacks
-    def test_metrics(self) -> Deferred[None]:
+    async def test_metrics(self) -> None:
         """
         C{/metrics} is the Prometheus text format, with process metrics.
         """
-        response = yield self.get("/metrics")
+        response = await self.get("/metrics")
         self.assertEqual(response.code, 200)
         (contentType,) = response.headers.getRawHeaders(b"content-type")
         self.assertTrue(contentType.startswith(b"text/plain; version=0.0.4"))
@@ -277,28 +269,24 @@ class HTTPServiceTests(TestCase):
         )
         self.assertIn(b"process_start_time_seconds", response.body)
 
-    @inlineCallbacks
-    def test_openMetrics(self) -> Deferred[None]:
+    async def test_openMetrics(self) -> None:
         """
         A scraper that asks for OpenMetrics gets it.
         """
-        response = yield self.get(
+        response = await self.get(
             "/metrics", accept=b"application/openmetrics-text; version=1.0.0"
         )
         (contentType,) = response.headers.getRawHeaders(b"content-type")
         self.assertTrue(contentType.startswith(b"application/openmetrics-text"))
         self.assertTrue(response.body.endswith(b"# EOF\n"))
 
-    @inlineCallbacks
-    def test_promtool(self) -> Deferred[None]:
+    async def test_promtool(self) -> None:
         """
         C{promtool check metrics} passes C{/metrics} without a complaint.
         """
-        promtool = shutil.which("promtool")
-        if promtool is None:
-            self.skipTest("promtool not installed (Debian package prometheus)")
-        yield self.get("/")
-        response = yield self.get("/metrics")
+        promtool = requireTool("promtool", "prometheus")
+        await self.get("/")
+        response = await self.get("/metrics")
         result = subprocess.run(
             [promtool, "check", "metrics"],
             input=response.body,
@@ -309,13 +297,12 @@ class HTTPServiceTests(TestCase):
             (result.returncode, result.stdout, result.stderr), (0, b"", b"")
         )
 
-    @inlineCallbacks
-    def test_stopped(self) -> Deferred[None]:
+    async def test_stopped(self) -> None:
         """
         A stopped service reports its listener closed.
         """
         (address,) = self.service.addresses
-        yield self.service.stopService()
+        await self.service.stopService()
         self.assertEqual(
             self.metrics.value(
                 "netdemo_listener_info", service="http", address=address

@@ -49,7 +49,6 @@ class Echo(LimitedProtocol):
     """
 
     _direct: Any = None
-    _unsentAtClose = 0
 
     def connectionMade(self) -> None:
         transport = self.transport
@@ -67,11 +66,7 @@ class Echo(LimitedProtocol):
 
     @property
     def bytesOut(self) -> int:
-        if self.transport is None:
-            return 0
-        if self.connected:
-            return self.bytesIn - unsentBytes(self.transport)
-        return self.bytesIn - self._unsentAtClose
+        return self.sentOf(self.bytesIn)
 
     def readConnectionLost(self) -> None:
         """

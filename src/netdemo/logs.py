@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_limits -*-
+# -*- test-case-name: tests.test_jsonlog -*-
 """
 Small logging helpers shared by the services.
 

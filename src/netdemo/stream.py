@@ -91,12 +91,27 @@ class LimitedProtocol(Protocol):
     startedAt = 0.0
     closeReason: str | None = None
 
+    #: Bytes still queued in the transport when the connection closed.
+    _unsentAtClose = 0
+
     @property
     def bytesOut(self) -> int:
         """
         Payload bytes sent (handed to the kernel) so far.
         """
         return 0
+
+    def sentOf(self, written: int) -> int:
+        """
+        Of C{written} bytes handed to the transport, those the kernel took:
+        all but what is still queued, or was queued when the connection
+        closed (subclasses store C{_unsentAtClose} in C{connectionLost}).
+        """
+        if self.transport is None:
+            return 0
+        if self.connected:
+            return written - unsentBytes(self.transport)
+        return written - self._unsentAtClose
 
     def makeConnection(self, transport: Any) -> None:
         # The socket is gone by connectionLost: remember the local address,
