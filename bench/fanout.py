@@ -186,7 +186,7 @@ def section(harness: Harness, options: Namespace) -> Section:
                 continue
             for n in sizes:
                 # A fresh server per measurement: no leftover state.
-                server = harness.start(spec, serverCpu)
+                server = harness.start(spec, serverCpu, log=f"{name}-{n}")
                 try:
                     r = throughput(
                         server, n, options.duration, options.workers, loadCpus,
@@ -205,7 +205,7 @@ def section(harness: Harness, options: Namespace) -> Section:
                 )
             if not options.rate:
                 continue
-            server = harness.start(spec, serverCpu)
+            server = harness.start(spec, serverCpu, log=f"{name}-latency")
             try:
                 r = latency(
                     server, options.latency_subscribers, options.rate,

@@ -45,6 +45,13 @@ BATCH = 256
 TIMERS = 8
 #: The longest wait for subscribers to catch up after a flood, in seconds.
 SETTLE = 10.0
+#: The longest a subscriber worker lives, or a wait on one lasts, in seconds
+#: (a worker whose parent died stops by itself).
+WORKER_LIFETIME = 900.0
+#: The most bytes a server may send before its handshake is done.
+HANDSHAKE_LIMIT = 65536
+#: The longest the publisher waits for the server to take one message.
+SEND_PATIENCE = 10.0
 
 
 @dataclass
@@ -131,8 +138,8 @@ def connect(port: int, wire: Wire, hello: bytes, ready: bytes) -> socket.socket:
     seen = b""
     while ready and not seen.endswith(ready):
         chunk = s.recv(1)
-        if not chunk:
-            raise RuntimeError(f"{wire.name}: closed during the handshake")
+        if not chunk or len(seen) > HANDSHAKE_LIMIT:
+            raise RuntimeError(f"{wire.name}: no handshake: {seen[-200:]!r}")
         seen += chunk
     s.setblocking(False)
     return s
@@ -187,7 +194,8 @@ def worker(
     buf = bytearray(1 << 18)
     view = memoryview(buf)
     stop = False
-    while not stop:
+    deadline = time.monotonic() + WORKER_LIFETIME
+    while not stop and time.monotonic() < deadline:
         if conn.poll():
             stop = conn.recv() == "stop"
         if perSocket:
@@ -265,7 +273,11 @@ class Subscribers:
         """
         for _, parent in self.workers:
             parent.send("stop")
-        reports = [json.loads(parent.recv()) for _, parent in self.workers]
+        reports = []
+        for _, parent in self.workers:
+            if not parent.poll(WORKER_LIFETIME):
+                raise RuntimeError("a subscriber worker did not report")
+            reports.append(json.loads(parent.recv()))
         for process, _ in self.workers:
             process.join(10)
         return reports
@@ -294,6 +306,7 @@ def subscribe(
         process = mp.Process(
             target=worker,
             args=(port, wireName, count, timers if i == 0 else 0, child, progress, i),
+            daemon=True,
         )
         process.start()
         if cpus and process.pid is not None:
@@ -467,10 +480,13 @@ def publishAtRate(pub: socket.socket, wire: Wire, rate: float, duration: float) 
         if gap > 0:
             time.sleep(gap)
         data = wire.encode(payload(time.monotonic_ns()))
+        patience = time.monotonic() + SEND_PATIENCE
         while data:
             try:
                 data = data[pub.send(data) :]
             except BlockingIOError:
+                if time.monotonic() > patience:
+                    raise RuntimeError(f"{wire.name} stopped reading") from None
                 select.select([], [pub], [], 0.1)
         if i % 64 == 0:
             drainPublisher(pub)
