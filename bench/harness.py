@@ -22,7 +22,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -240,13 +240,12 @@ class Harness:
         Start C{spec} (see L{launch.start}), by default on the server CPU.
 
         @param cpu: A CPU, L{None} (not pinned) or L{SERVER_CPU}.
-        @param log: The log's name, if not the server's.
+        @param log: The name of its log (C{logs/LOG.log}), if not the
+            server's.
         """
-        if log:
-            spec = replace(spec, name=log)
         pin = self.serverCPU if cpu == SERVER_CPU else cpu
         assert not isinstance(pin, str)
-        return launch.start(spec, self.logs, pin)
+        return launch.start(spec, self.logs / f"{log or spec.name}.log", pin)
 
     def loadgen(self, port: int, *options: str, timeout: float = 600) -> dict[str, Any]:
         """

@@ -138,7 +138,7 @@ class ServerSpec:
     """
     How to start one server under test.
 
-    @ivar name: Its name in tables and the name of its log file.
+    @ivar name: Its name in tables (and of its log file, by default).
     @ivar command: The command line, given the port to listen on (0: the
         server chooses, and says which).
     @ivar findPort: How its output says the port it listens on.
@@ -252,17 +252,16 @@ def _launch(
 
 def start(
     spec: ServerSpec,
-    logs: Path,
+    log: Path,
     cpu: int | None,
     timeout: float = START_TIMEOUT,
 ) -> Server:
     """
     Start C{spec} on C{cpu} and wait until its output names its port.
 
-    @param logs: The directory of its log, C{NAME.log}.
+    @param log: Where its output goes.
     @raise BenchError: It exited, or said nothing within C{timeout} seconds.
     """
-    log = logs / f"{spec.name}.log"
     asked = [0]
     if spec.inUse is not None:
         asked = [random.randint(*RANDOM_PORTS) for _ in range(ATTEMPTS)]
