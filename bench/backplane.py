@@ -8,12 +8,14 @@ against one hub, in the same run.
     publisher is a client of A, so B's subscribers get every line through
     Redis.
 
-Both are measured as in C{bench/fanout.py}, whose load generator this
-reuses (subscriber worker processes that count newlines, 64-byte messages):
-throughput (deliveries/s over every subscriber, the publisher kept within a
-window of the slowest subscriber, which for C{backplane} is one of B's) and
-latency at a fixed rate (p50 and p99, for A's and B's subscribers apart).
-Needs C{redis-server}; without it, prints why and exits 0.  Usage::
+Both are measured with the load generator of C{bench/fanout.py}
+(C{bench/pubsubload.py}: subscriber worker processes that count newlines,
+64-byte messages): throughput (deliveries/s over every subscriber, the
+publisher kept within a window of the slowest subscriber, which for
+C{backplane} is one of B's) and latency at a fixed rate (p50 and p99, for
+A's and B's subscribers apart).  Every server is started fresh for each
+measurement; nothing is pinned.  Needs C{redis-server}; without it, prints
+why and exits 0.  Usage::
 
     python bench/backplane.py [--subscribers 100] [--duration 5]
         [--rate 2000] [--workers 1] [--json FILE]
@@ -21,75 +23,39 @@ Needs C{redis-server}; without it, prints why and exits 0.  Usage::
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import os
-import select
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
+from argparse import ArgumentParser, Namespace
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+if __package__ in (None, ""):  # run as python bench/backplane.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import fanout  # noqa: E402
-from fanout import (  # noqa: E402
-    BATCH,
-    TIMERS,
-    WINDOW,
-    WIRES,
-    Server,
-    connect,
-    drainPublisher,
-    freePort,
-    payload,
-    percentile,
-    startWorkers,
-    stopWorkers,
-    trackerCount,
-)
+from bench import catalog, pubsubload  # noqa: E402
+from bench.harness import Harness, Section, percentile  # noqa: E402
+from bench.launch import Server, Unavailable  # noqa: E402
 
 PREFIX = "bench"
 
 #: The arguments C{bench/run.py --quick} passes.
 QUICK_ARGS = ["--duration", "1", "--rate", "1000"]
 
+WIRE = pubsubload.WIRES["hub"]
 
-def startHub(logDir: str, name: str, redisPort: int | None) -> Server:
+
+def addArguments(parser: ArgumentParser) -> None:
     """
-    Start a hub on a free port, joined to the backplane on C{redisPort} if
-    given; wait until it listens and, with a backplane, until it is up.
+    The options of this benchmark.
     """
-    port = freePort()
-    log = os.path.join(logDir, f"{name}.log")
-    command = fanout.serverCommand("hub", port)
-    assert command is not None
-    command = [f"--logfile={log}" if a.startswith("--logfile=") else a for a in command]
-    if redisPort is not None:
-        command += ["--backplane", f"redis://127.0.0.1:{redisPort}?prefix={PREFIX}"]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    parser.add_argument("--subscribers", type=int, default=100, help="per hub")
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="subscriber processes per hub"
     )
-    server = Server("hub", port, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        text = ""
-        if os.path.exists(log):
-            with open(log) as f:
-                text = f.read()
-        if "pubsub: listening" in text and (
-            redisPort is None or "backplane: connected" in text
-        ):
-            return server
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"hub {name} did not start: {command}")
 
 
 def throughput(
@@ -99,72 +65,22 @@ def throughput(
     Publish on the first hub as fast as the window allows; count the
     deliveries to C{perHub} subscribers on each hub.
     """
-    wire = WIRES["hub"]
     groups = []
     for i, hub in enumerate(hubs):
         # The tracking subscriber is one of the last hub's.
         count = perHub - 1 if i == len(hubs) - 1 else perHub
-        groups.append(startWorkers(hub, count, workers, 0, None))
-    pub = connect(hubs[0].port, wire, wire.publishHello, wire.publishReady)
-    tracker = connect(hubs[-1].port, wire, wire.subscribe, wire.ready)
+        groups.append(pubsubload.subscribe(hub.port, "hub", count, workers, 0, None))
+    pub = pubsubload.publisher(hubs[0].port, WIRE)
+    tracker = pubsubload.Tracker(pubsubload.subscriber(hubs[-1].port, WIRE), WIRE)
     time.sleep(0.3)
-    progress = [procs[0][2] for procs in groups]
-
-    def slowest(received: int) -> int:
-        return min(received, *(min(p[:]) for p in progress))
-
-    batch = b"".join(wire.encode(payload(0)) for _ in range(BATCH))
-    published = received = 0
-    trackerLines = [0]
-    start = time.monotonic()
-    end = start + duration
-    out = b""
-    while True:
-        if time.monotonic() >= end and not out:
-            break
-        if not out and published - slowest(received) < WINDOW:
-            out = batch
-            published += BATCH
-        readable, writable, _ = select.select(
-            [tracker, pub], [pub] if out else [], [], 0.05
-        )
-        if tracker in readable:
-            data = tracker.recv(1 << 18)
-            if not data:
-                break
-            received = trackerCount(tracker, data, wire, trackerLines)
-        if pub in readable:
-            drainPublisher(pub)
-        if out and pub in writable:
-            with contextlib.suppress(BlockingIOError):
-                out = out[pub.send(out) :]
-    settle = time.monotonic() + 10
-    while slowest(received) < published and time.monotonic() < settle:
-        readable, _, _ = select.select([tracker, pub], [], [], 0.1)
-        if tracker in readable:
-            data = tracker.recv(1 << 18)
-            if not data:
-                break
-            received = trackerCount(tracker, data, wire, trackerLines)
-        if pub in readable:
-            drainPublisher(pub)
+    done = pubsubload.flood(pub, tracker, groups, duration, pubsubload.WINDOW)
     time.sleep(1.0)
-    reports = [r for procs in groups for r in stopWorkers(procs)]
-    last = max([r["last"] for r in reports] + [time.monotonic() - 1.0])
-    delivered = received + sum(r["messages"] for r in reports)
-    subscribers = perHub * len(hubs)
+    reports = [r for group in groups for r in group.stop()]
     pub.close()
-    tracker.close()
-    elapsed = last - start
-    return {
-        "hubs": len(hubs),
-        "subscribers": subscribers,
-        "published": published,
-        "delivered": delivered,
-        "lost": published * subscribers - delivered,
-        "disconnected": sum(r["closed"] for r in reports),
-        "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
-    }
+    tracker.socket.close()
+    last = max([r["last"] for r in reports] + [done.settled])
+    counts = pubsubload.tally(done, reports, perHub * len(hubs), last)
+    return {"hubs": len(hubs), **counts}
 
 
 def latency(
@@ -174,24 +90,13 @@ def latency(
     Publish on the first hub at C{rate}, one message per write; measure the
     delays on each hub's subscribers.
     """
-    wire = WIRES["hub"]
-    groups = [startWorkers(hub, perHub, workers, TIMERS, None) for hub in hubs]
-    pub = connect(hubs[0].port, wire, wire.publishHello, wire.publishReady)
+    groups = [
+        pubsubload.subscribe(hub.port, "hub", perHub, workers, pubsubload.TIMERS, None)
+        for hub in hubs
+    ]
+    pub = pubsubload.publisher(hubs[0].port, WIRE)
     time.sleep(0.3)
-    count = int(rate * duration)
-    start = time.monotonic()
-    for i in range(count):
-        gap = start + i / rate - time.monotonic()
-        if gap > 0:
-            time.sleep(gap)
-        data = wire.encode(payload(time.monotonic_ns()))
-        while data:
-            try:
-                data = data[pub.send(data) :]
-            except BlockingIOError:
-                select.select([], [pub], [], 0.1)
-        if i % 64 == 0:
-            drainPublisher(pub)
+    count = pubsubload.publishAtRate(pub, WIRE, rate, duration)
     time.sleep(1.0)
     result: dict[str, Any] = {
         "hubs": len(hubs),
@@ -200,8 +105,8 @@ def latency(
         "published": count,
     }
     delivered = 0
-    for name, procs in zip("AB", groups, strict=False):
-        reports = stopWorkers(procs)
+    for name, group in zip("AB", groups, strict=False):
+        reports = group.stop()
         delays = [d for r in reports for d in r["delays"]]
         delivered += sum(r["messages"] for r in reports)
         result[f"p50_ms_{name}"] = percentile(delays, 0.50)
@@ -211,50 +116,55 @@ def latency(
     return result
 
 
-def startRedis() -> Server | None:
+@contextmanager
+def setUp(harness: Harness, setup: str, kind: str) -> Iterator[list[Server]]:
     """
-    Start C{redis-server} on a free port, or return C{None} when missing.
+    Fresh hubs for one measurement (and a fresh C{redis-server} joining
+    them, for C{backplane}), unpinned; stopped afterwards.
     """
-    if shutil.which("redis-server") is None:
-        return None
-    return fanout.startServer("redis", None)
+    with ExitStack() as stack:
+        options = catalog.HUB
+        names = [f"{setup}-{kind}"]
+        alsoLogged: tuple[str, ...] = ()
+        if setup == "backplane":
+            redis = harness.start(catalog.redis(), None, log=f"{setup}-{kind}-redis")
+            stack.callback(redis.stop)
+            url = f"redis://127.0.0.1:{redis.port}?prefix={PREFIX}"
+            options = [*options, "--backplane", url]
+            names = [f"{setup}-{kind}-{hub}" for hub in "AB"]
+            alsoLogged = ("backplane_up",)
+        hubs = []
+        for name in names:
+            spec = catalog.netdemo("hub", "pubsub", options, *alsoLogged)
+            hubs.append(harness.start(spec, None, log=name))
+            stack.callback(hubs[-1].stop)
+        yield hubs
 
 
-def run(
-    perHub: int, duration: float, rate: float, workers: int
-) -> list[dict[str, Any]]:
+def section(harness: Harness, options: Namespace) -> Section:
     """
-    Measure both set-ups; return the results.
+    Measure both set-ups; print the results and the ratios.
     """
+    try:
+        catalog.redis()
+    except Unavailable:
+        print("backplane: redis-server is not installed, skipped")
+        return Section("backplane", "Cross-node fan-out", "", {"results": []})
+    perHub, workers = options.subscribers, options.workers
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as logDir:
-        for setup in ("single", "backplane"):
-            for kind in ("throughput", "latency"):
-                redis = startRedis() if setup == "backplane" else None
-                if setup == "backplane":
-                    assert redis is not None
-                    hubs = [
-                        startHub(logDir, f"{setup}-{kind}-{n}", redis.port)
-                        for n in "AB"
-                    ]
-                    n, w = perHub, workers
+    for setup in ("single", "backplane"):
+        n, w = (perHub, workers) if setup == "backplane" else (2 * perHub, 2 * workers)
+        for kind in ("throughput", "latency"):
+            with setUp(harness, setup, kind) as hubs:
+                if kind == "throughput":
+                    r = throughput(hubs, n, options.duration, w)
                 else:
-                    hubs = [startHub(logDir, f"{setup}-{kind}", None)]
-                    n, w = 2 * perHub, 2 * workers
-                try:
-                    if kind == "throughput":
-                        r = throughput(hubs, n, duration, w)
-                    else:
-                        r = latency(hubs, n, rate, duration, w)
-                finally:
-                    for hub in hubs:
-                        hub.stop()
-                    if redis is not None:
-                        redis.stop()
-                r["setup"] = setup
-                results.append(r)
-                print(describe(r), flush=True)
-    return results
+                    r = latency(hubs, n, options.rate, options.duration, w)
+            r["setup"] = setup
+            results.append(r)
+            print(describe(r), flush=True)
+    printRatios(results)
+    return Section("backplane", "Cross-node fan-out", "", {"results": results})
 
 
 def describe(r: dict[str, Any]) -> str:
@@ -274,23 +184,10 @@ def describe(r: dict[str, Any]) -> str:
     return text + f", lost {r['lost']}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def printRatios(results: list[dict[str, Any]]) -> None:
     """
-    Run the benchmark and print the results and the ratios.
+    Print the backplane's figures as ratios to the single hub's.
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--subscribers", type=int, default=100, help="per hub")
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--rate", type=float, default=2000.0)
-    parser.add_argument(
-        "--workers", type=int, default=1, help="subscriber processes per hub"
-    )
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args(argv)
-    if shutil.which("redis-server") is None:
-        print("backplane: redis-server is not installed, skipped")
-        return 0
-    results = run(args.subscribers, args.duration, args.rate, args.workers)
     byKey = {(r["setup"], "deliveries_per_s" in r): r for r in results}
     single, joined = byKey[("single", True)], byKey[("backplane", True)]
     print("\nbackplane / single hub:")
@@ -302,11 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in "AB":
             ratio = joinedLatency[f"p99_ms_{name}"] / singleLatency["p99_ms_A"]
             print(f"  p99 latency, hub {name}: {ratio:5.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.harness import standalone
+
+    sys.exit(standalone(sys.modules[__name__]))

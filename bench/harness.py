@@ -1,36 +1,44 @@
 """
-What the benchmark sections share: CPU pinning, starting and stopping
-servers, running the load generator, reading a process's CPU time and RSS.
+What the benchmark sections share: the run's provenance, CPU pinning,
+starting servers (through L{bench.launch}), the compiled load generators,
+and the arithmetic of the tables.
 
-A section is a module in C{bench/} with a C{main(harness)} function that
-returns a L{Section} (see C{bench/run.py}); it may also define
-C{addArguments(parser)} for options of its own.  Servers run on
+A section is a module of C{bench/} listed in C{bench/run.py} with a
+C{section(harness, options)} function returning a L{Section}, and an
+C{addArguments(parser)} function for its options.  Servers run on
 L{Harness.serverCPU}, load generators on L{Harness.clientCPU}, so that the
 two never compete for one core.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from argparse import Namespace
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+from bench import launch
+from bench.launch import BenchError, Server, ServerSpec, pinned
+from bench.provenance import Provenance, collect
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-LOADGEN = BENCH / "build" / "loadgen"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+RESULTS = BENCH / "results"
+
+#: L{Harness.start}'s default: the CPU servers are pinned to.
+SERVER_CPU = "server"
+
+__all__ = ["BENCH", "ROOT", "BenchError", "Harness", "Section", "Server"]
 
 
 @dataclass
@@ -53,12 +61,6 @@ class Section:
     plots: list[Path] = field(default_factory=list)
 
 
-class BenchError(Exception):
-    """
-    A server or the load generator did not behave.
-    """
-
-
 def raiseFileLimit() -> int:
     """
     Raise this process's open-file soft limit to the hard limit, for this
@@ -72,15 +74,6 @@ def raiseFileLimit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def cpuTimes(pid: int) -> float:
-    """
-    User plus system CPU seconds used so far by process C{pid}.
-    """
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def cpuJiffies() -> dict[int, tuple[int, int]]:
@@ -114,156 +107,158 @@ def coreBusy(
     return busy / total if total else None
 
 
-def rssKiB(pid: int) -> int:
+def median(values: Sequence[float]) -> float:
     """
-    The resident set size of process C{pid}, in KiB.
+    The median of C{values}.
     """
-    statm = Path(f"/proc/{pid}/statm").read_text().split()
-    return int(statm[1]) * PAGE_KB
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return float("nan")
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-@dataclass
-class Server:
+def percentile(values: Sequence[int], fraction: float) -> float:
     """
-    A server process under test.
-
-    @ivar name: Its name in tables.
-    @ivar process: The process.
-    @ivar port: The TCP (or UDP) port it listens on, on 127.0.0.1.
-    @ivar log: Where its output goes.
+    The C{fraction} quantile of C{values} in nanoseconds (nearest rank), in
+    milliseconds.
     """
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1e6
 
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
 
-    @property
-    def pid(self) -> int:
-        """
-        The server's process id.
-        """
-        return self.process.pid
+def serversOption(
+    parser: argparse.ArgumentParser, section: str, servers: str, what: str
+) -> Any:
+    """
+    The option group of section C{section} in C{bench/run.py}, with its
+    C{--SECTION-servers} option (C{servers} by default).
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """
-        SIGTERM, then SIGKILL if it is still there after C{timeout} seconds.
-        """
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+    @param what: What is done to them (C{compare}, C{measure}).
+    """
+    group = parser.add_argument_group(section)
+    group.add_argument(
+        f"--{section}-servers",
+        default=servers,
+        help=f"comma-separated servers to {what} (default: %(default)s)",
+    )
+    return group
+
+
+def withNotes(lines: list[str], notes: list[str]) -> str:
+    """
+    A section's markdown: C{lines}, then each note (a server skipped, ...)
+    as a list item.
+    """
+    return "\n".join([*lines, *(f"- {note}" for note in notes)])
+
+
+#: The compiled load generators (and C echo) of C{bench/Makefile}.
+TOOLS = ("loadgen", "udpload")
+
+
+@functools.cache
+def buildTool(name: str) -> Path:
+    """
+    C{bench/build/NAME}, built by C{make -C bench} if missing or older than
+    its source; checked once per run, so that no build runs while a section
+    measures.
+    """
+    subprocess.run(
+        ["make", "-s", "-C", str(BENCH), f"build/{name}"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return BENCH / "build" / name
 
 
 class Harness:
     """
-    Shared state and helpers of one C{bench/run.py} run.
+    Shared state and helpers of one benchmark run.
 
     @ivar args: The parsed command line.
     @ivar results: The directory results go to (C{bench/results}).
+    @ivar logs: Where each server's output goes, C{NAME.log}.
+    @ivar provenance: What the run measures with (commit, versions, CPU).
     @ivar serverCPU: The CPU that servers are pinned to, or L{None}.
     @ivar clientCPU: The CPU that load generators are pinned to, or L{None}.
     """
 
-    def __init__(self, args: Namespace, results: Path) -> None:
+    def __init__(self, args: argparse.Namespace, results: Path) -> None:
         self.args = args
         self.results = results
         self.logs = results / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.fileLimit = raiseFileLimit()
+        self.provenance: Provenance = collect()
         self.serverCPU: int | None = None
         self.clientCPU: int | None = None
         cpus = sorted(os.sched_getaffinity(0))
         if not args.no_pin and len(cpus) >= 2 and shutil.which("taskset"):
             self.serverCPU, self.clientCPU = cpus[0], cpus[1]
-        self.loadgenPath = LOADGEN
-        if not self.loadgenPath.exists():
-            raise BenchError(f"{self.loadgenPath} is missing: run make -C bench first")
+
+    def pinning(self) -> str:
+        """
+        Where servers and load generators run.
+        """
+        if self.serverCPU is None:
+            return "not pinned (fewer than 2 CPUs, taskset missing or --no-pin)"
+        return (
+            f"server on CPU {self.serverCPU}, load generator on CPU "
+            f"{self.clientCPU} (taskset)"
+        )
 
     def describe(self) -> str:
         """
-        One line about the machine and the pinning, for the outputs.
+        One line about the pinning and the load now, for the tables.
         """
         load = os.getloadavg()
-        if self.serverCPU is None:
-            pinning = "not pinned (fewer than 2 CPUs, taskset missing or --no-pin)"
-        else:
-            pinning = (
-                f"server on CPU {self.serverCPU}, load generator on CPU "
-                f"{self.clientCPU} (taskset)"
-            )
         return (
-            f"{os.cpu_count()} CPUs, {pinning}; load average "
+            f"{os.cpu_count()} CPUs, {self.pinning()}; load average "
             f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start"
         )
 
-    def pinned(self, cpu: int | None, argv: Sequence[str]) -> list[str]:
+    def header(self) -> str:
         """
-        C{argv} run on C{cpu} (C{taskset} execs, so the pid stays the same).
+        The lines a run starts with: provenance, pinning and load.
         """
-        if cpu is None:
-            return list(argv)
-        return ["taskset", "-c", str(cpu), *argv]
+        return f"{self.provenance.line()}\n{self.describe()}"
 
-    def startServer(
-        self,
-        name: str,
-        argv: Sequence[str],
-        findPort: Callable[[str], int | None],
-        env: dict[str, str] | None = None,
-        timeout: float = 30.0,
+    def record(self, data: Any) -> dict[str, Any]:
+        """
+        C{data} with the provenance, as every JSON result is written.
+        """
+        return {"provenance": self.provenance.asDict(), **_asRecord(data)}
+
+    def start(
+        self, spec: ServerSpec, cpu: int | None | str = SERVER_CPU, log: str = ""
     ) -> Server:
         """
-        Start a server on the server CPU and wait until its output names
-        the port it listens on.
+        Start C{spec} (see L{launch.start}), by default on the server CPU.
 
-        @param findPort: Given the server's output so far, the port, or
-            L{None} while it is not known yet.
+        @param cpu: A CPU, L{None} (not pinned) or L{SERVER_CPU}.
+        @param log: The name of its log (C{logs/LOG.log}), if not the
+            server's.
         """
-        log = self.logs / f"{name}.log"
-        out = log.open("wb")
-        process = subprocess.Popen(
-            self.pinned(self.serverCPU, argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=ROOT,
-        )
-        out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            port = findPort(log.read_text(errors="replace"))
-            if port is not None:
-                return Server(name, process, port, log)
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-        process.kill()
-        process.wait()
-        tail = log.read_text(errors="replace")[-2000:]
-        raise BenchError(f"{name} did not start listening:\n{tail}")
-
-    def startNetdemo(self, name: str, service: str, options: Sequence[str]) -> Server:
-        """
-        Start C{twistd -n --pidfile= netdemo OPTIONS} on the server CPU; see
-        L{startNetdemo}.
-        """
-        return startNetdemo(self, name, service, options)
+        pin = self.serverCPU if cpu == SERVER_CPU else cpu
+        assert not isinstance(pin, str)
+        return launch.start(spec, self.logs / f"{log or spec.name}.log", pin)
 
     def loadgen(self, port: int, *options: str, timeout: float = 600) -> dict[str, Any]:
         """
-        Run the load generator on the client CPU against 127.0.0.1:C{port}
+        Run C{bench/loadgen.c} on the client CPU against 127.0.0.1:C{port}
         and return its JSON report.
         """
-        argv = self.pinned(
-            self.clientCPU, [str(self.loadgenPath), "--port", str(port), *options]
-        )
+        argv = [str(buildTool("loadgen")), "--port", str(port), *options]
         done = subprocess.run(
-            argv, capture_output=True, timeout=timeout, check=False, cwd=ROOT
+            pinned(self.clientCPU, argv),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            cwd=ROOT,
         )
         if not done.stdout.strip():
             raise BenchError(
@@ -282,32 +277,27 @@ class Harness:
         load generator (each checked with one 1-byte echo) and hold them
         while the context is open.
         """
-        argv = self.pinned(
-            self.clientCPU,
-            [
-                str(self.loadgenPath),
-                "--port",
-                str(port),
-                "--connect-only",
-                str(connections),
-                "--hold",
-                "300",
-                "--connect-timeout",
-                "60",
-                *options,
-            ],
-        )
+        argv = [
+            str(buildTool("loadgen")),
+            "--port", str(port),
+            "--connect-only", str(connections),
+            "--hold", "300",
+            "--connect-timeout", "60",
+            *options,
+        ]  # fmt: skip
         process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
+            pinned(self.clientCPU, argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
         )
+        assert process.stdin is not None and process.stdout is not None
         try:
-            assert process.stdout is not None
             line = process.stdout.readline()
             if not line:
                 raise BenchError("loadgen --connect-only exited without a report")
             yield json.loads(line)
         finally:
-            assert process.stdin is not None
             process.stdin.close()
             try:
                 process.wait(30)
@@ -316,82 +306,46 @@ class Harness:
                 process.wait()
 
 
-def twistdArgv() -> list[str]:
+def _asRecord(data: Any) -> dict[str, Any]:
     """
-    The C{twistd} of the running interpreter's environment.
+    A L{Section} as a dictionary; anything else as C{{"results": data}}.
     """
-    twistd = Path(sys.executable).parent / "twistd"
-    if twistd.exists():
-        return [str(twistd)]
-    return [sys.executable, "-m", "twisted.scripts.twistd"]
+    if isinstance(data, Section):
+        return asdict(data)
+    return {"results": data}
 
 
-def portFromJSONLine(output: str) -> int | None:
+def sectionParser(module: ModuleType) -> argparse.ArgumentParser:
     """
-    The port of a reference server's C{{"port": N}} line.
+    The command line of a section that has one of its own (C{udp},
+    C{fanout}, C{backplane}): what C{--NAME-args} holds in C{bench/run.py}.
     """
-    for line in output.splitlines():
-        if line.startswith("{"):
-            try:
-                return int(json.loads(line)["port"])
-            except (ValueError, KeyError):
-                continue
-    return None
-
-
-def listeningPort(service: str) -> Callable[[str], int | None]:
-    """
-    A C{findPort} for netdemo run with C{--logger=benchlog.observer}: the
-    port of the first C{event="listening"} log event of C{service}.
-    """
-
-    def find(output: str) -> int | None:
-        for record in output.split("\x1e"):
-            record = record.strip()
-            if not record.startswith("{"):
-                continue
-            try:
-                event = json.loads(record)
-            except ValueError:
-                continue
-            if event.get("event") == "listening" and event.get("service") == service:
-                port = event["address"].rpartition(":")[2]
-                return int(port)
-        return None
-
-    return find
-
-
-def startNetdemo(
-    harness: Harness, name: str, service: str, options: Sequence[str]
-) -> Server:
-    """
-    Start C{twistd -n --pidfile= netdemo OPTIONS}, logging JSON events, and
-    learn its port from the C{listening} event of C{service}.
-    """
-    argv = [
-        *twistdArgv(),
-        "-n",
-        "--pidfile=",
-        "--logger=benchlog.observer",
-        "netdemo",
-        *options,
-    ]
-    pythonPath = os.pathsep.join(
-        p for p in [str(BENCH), os.environ.get("PYTHONPATH", "")] if p
+    parser = argparse.ArgumentParser(
+        prog=f"bench/{Path(str(module.__file__)).name}",
+        description=(module.__doc__ or "").strip().splitlines()[0],
     )
-    return harness.startServer(
-        name, argv, listeningPort(service), env={"PYTHONPATH": pythonPath}
+    module.addArguments(parser)
+    return parser
+
+
+def standalone(module: ModuleType, argv: list[str] | None = None) -> int:
+    """
+    Run one section with a command line of its own (C{python
+    bench/udp.py ...}): print the run's header, run it, and with C{--json
+    FILE} write its results and provenance.
+    """
+    parser = sectionParser(module)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin processes to CPUs"
     )
-
-
-def median(values: Sequence[float]) -> float:
-    """
-    The median of C{values}.
-    """
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return float("nan")
-    mid = n // 2
-    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="directory of the logs"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    options = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    harness = Harness(options, options.results)
+    print(harness.header(), flush=True)
+    section: Section = module.section(harness, options)
+    if options.json:
+        options.json.write_text(json.dumps(harness.record(section), indent=1))
+    return 0

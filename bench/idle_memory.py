@@ -13,21 +13,13 @@ C{--max-per-peer 0}; every other protection keeps its default.
 
 from __future__ import annotations
 
-import sys
 import time
-from argparse import ArgumentParser
+from argparse import ArgumentParser, Namespace
 from typing import Any
 
-from harness import (
-    BENCH,
-    BenchError,
-    Harness,
-    Section,
-    Server,
-    portFromJSONLine,
-    rssKiB,
-    startNetdemo,
-)
+from bench import catalog
+from bench.harness import BenchError, Harness, Section, Server, serversOption, withNotes
+from bench.launch import Unavailable
 
 #: Loopback source addresses the connections are spread over.
 SOURCES = 8
@@ -40,17 +32,12 @@ def addArguments(parser: ArgumentParser) -> None:
     """
     Options of this section.
     """
-    group = parser.add_argument_group("memory")
+    group = serversOption(parser, "memory", "netdemo,tutorial,uvloop", "measure")
     group.add_argument(
         "--idle-connections",
         type=int,
         default=10000,
         help="idle connections to hold (default: %(default)s)",
-    )
-    group.add_argument(
-        "--memory-servers",
-        default="netdemo,tutorial,uvloop",
-        help="comma-separated servers to measure (default: %(default)s)",
     )
 
 
@@ -60,8 +47,7 @@ def netdemoOptions(connections: int) -> list[str]:
     C{connections}.
     """
     return [
-        "--tcp",
-        "tcp:0:interface=127.0.0.1:backlog=1024",
+        *catalog.TCP_ECHO,
         "--max-connections",
         str(connections + 1000),
         "--max-per-peer",
@@ -69,46 +55,19 @@ def netdemoOptions(connections: int) -> list[str]:
     ]
 
 
-def start(harness: Harness, name: str, connections: int) -> Server | None:
-    """
-    Start one server fresh, or L{None} if it is not available.
-    """
-    python = sys.executable
-    if name == "netdemo":
-        return startNetdemo(
-            harness, "netdemo-memory", "tcp-echo", netdemoOptions(connections)
-        )
-    if name == "tutorial":
-        return harness.startServer(
-            "tutorial-memory",
-            [python, str(BENCH / "servers" / "tutorial_echo.py")],
-            portFromJSONLine,
-        )
-    if name in ("asyncio", "uvloop"):
-        argv = [python, str(BENCH / "servers" / "asyncio_echo.py")]
-        if name == "uvloop":
-            try:
-                import uvloop  # noqa: F401
-            except ImportError:
-                return None
-            argv.append("--uvloop")
-        return harness.startServer(f"{name}-memory", argv, portFromJSONLine)
-    return None
-
-
 def measure(harness: Harness, server: Server, connections: int) -> dict[str, Any]:
     """
     Hold C{connections} idle connections to C{server}; RSS before and after.
     """
     time.sleep(SETTLE)
-    before = rssKiB(server.pid)
+    before = server.rssKiB()
     with harness.holding(server.port, connections, "--sources", str(SOURCES)) as report:
         if report.get("served") != connections:
             raise BenchError(
                 f"{server.name}: not every connection was served: {report}"
             )
         time.sleep(SETTLE)
-        after = rssKiB(server.pid)
+        after = server.rssKiB()
     return {
         "connections": connections,
         "rss_before_kib": before,
@@ -118,20 +77,21 @@ def measure(harness: Harness, server: Server, connections: int) -> dict[str, Any
     }
 
 
-def section(harness: Harness) -> Section:
+def section(harness: Harness, args: Namespace) -> Section:
     """
     Run the section.
     """
-    args = harness.args
     connections = args.idle_connections
     names = [n.strip() for n in args.memory_servers.split(",") if n.strip()]
     results: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     for name in names:
-        server = start(harness, name, connections)
-        if server is None:
-            notes.append(f"{name} is not available: skipped")
+        try:
+            spec = catalog.tcpEcho(name, netdemoOptions(connections))
+        except Unavailable as reason:
+            notes.append(str(reason))
             continue
+        server = harness.start(spec, log=f"{name}-memory")
         try:
             results[name] = measure(harness, server, connections)
         finally:
@@ -161,10 +121,9 @@ def section(harness: Harness) -> Section:
         "peer) would refuse some of the connections; the other protections "
         "keep their defaults.",
     ]
-    lines.extend(f"- {note}" for note in notes)
     return Section(
         name="memory",
         title="Idle connection memory",
-        markdown="\n".join(lines),
+        markdown=withNotes(lines, notes),
         data={"servers": results},
     )

@@ -1,27 +1,28 @@
 """
 netdemo's benchmarks (C{make bench}): every section in one run.
 
-A section is a module in C{bench/} listed in L{SECTIONS}, in one of two
-shapes:
+A section is a module in C{bench/} listed in L{SECTIONS}, with
+C{section(harness, options) -> harness.Section} and
+C{addArguments(parser)}, in one of two shapes:
 
-  - integrated: C{section(harness) -> harness.Section} runs and returns
-    tables (markdown) and data (JSON-serialisable).  It starts servers with
-    C{harness.startServer} or C{harness.startNetdemo} (pinned
-    to the server CPU) and drives them with C{harness.loadgen} /
-    C{harness.holding} (pinned to the other CPU), and reads
-    C{harness.args.duration}, C{.warmup}, C{.repeat} (set by C{--quick}).
-    It may define C{addArguments(parser)} for options of its own.
-  - standalone: C{main(argv) -> int}, a script with its own command line.
-    It is called in-process with the words of C{--NAME-args} (with
-    C{--quick}, of C{--NAME-quick-args} when the module defines
-    C{QUICK_ARGS}, a list); its output is shown and kept, verbatim, in
-    C{results.md}.
+  - its options are C{bench/run.py}'s (C{--echo-servers}, ...), and it
+    reads C{.duration}, C{.warmup}, C{.repeat} (set by C{--quick}); it
+    returns tables (markdown) and data (JSON-serialisable);
+  - it has a command line of its own (it defines C{QUICK_ARGS}, its words
+    under C{--quick}) and runs alone too (C{python bench/udp.py ...}); here
+    it gets the words of C{--NAME-args}, and what it prints is kept
+    verbatim in C{results.md}.
 
-A listed module that does not exist yet is skipped.  Results go to
-C{bench/results/} (git-ignored): C{results.json}, C{results.md}, one JSON
-per section and the plots.  C{--update-docs} also rewrites the sections of
-C{docs/benchmarks.md} between C{<!-- bench:NAME -->} and
-C{<!-- /bench:NAME -->} and copies the plots to C{docs/images/}.
+Sections start servers with C{harness.start} (pinned to the server CPU,
+see C{bench/launch.py} and C{bench/catalog.py}) and drive them with
+C{harness.loadgen} / C{harness.holding} (pinned to the other CPU).
+
+Results go to C{bench/results/} (git-ignored): C{results.json},
+C{results.md}, one JSON per section and the plots, each with the run's
+provenance (commit, versions, CPU model: C{bench/provenance.py}).
+C{--update-docs} also rewrites the sections of C{docs/benchmarks.md} between
+C{<!-- bench:NAME -->} and C{<!-- /bench:NAME -->} and copies the plots to
+C{docs/images/}.
 
 Usage: C{python bench/run.py [--quick] [--only echo,memory] [--duration S]
 [--repeat N] [--update-docs]}
@@ -44,9 +45,19 @@ from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __package__ in (None, ""):  # run as python bench/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import BENCH, ROOT, Harness, Section  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BENCH,
+    RESULTS,
+    ROOT,
+    TOOLS,
+    Harness,
+    Section,
+    buildTool,
+    sectionParser,
+)
 
 #: (section name, module in bench/), in the order they run.
 SECTIONS = [
@@ -67,7 +78,7 @@ def available() -> dict[str, ModuleType]:
     modules: dict[str, ModuleType] = {}
     for name, module in SECTIONS:
         if (BENCH / f"{module}.py").exists():
-            modules[name] = importlib.import_module(module)
+            modules[name] = importlib.import_module(f"bench.{module}")
     return modules
 
 
@@ -104,7 +115,7 @@ def parseArguments(
         "--no-pin", action="store_true", help="do not pin processes to CPUs"
     )
     parser.add_argument(
-        "--results", type=Path, default=BENCH / "results", help="output directory"
+        "--results", type=Path, default=RESULTS, help="output directory"
     )
     parser.add_argument(
         "--update-docs",
@@ -113,15 +124,14 @@ def parseArguments(
         "plots to docs/images/",
     )
     for name, module in modules.items():
-        addArguments = getattr(module, "addArguments", None)
-        if addArguments is not None:
-            addArguments(parser)
-        elif not hasattr(module, "section"):
+        if hasCommandLine(module):
             parser.add_argument(
                 f"--{name}-args",
                 default="",
-                help=f"arguments for bench/{module.__name__}.py (standalone section)",
+                help=f"arguments for {sectionParser(module).prog} (see its --help)",
             )
+        else:
+            module.addArguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.repeat = 1.0, 0.5, 1
@@ -134,6 +144,13 @@ def parseArguments(
     if args.duration <= 0 or args.warmup < 0 or args.repeat < 1:
         parser.error("--duration must be > 0, --warmup >= 0, --repeat >= 1")
     return args
+
+
+def hasCommandLine(module: ModuleType) -> bool:
+    """
+    Whether a section has a command line of its own.
+    """
+    return hasattr(module, "QUICK_ARGS")
 
 
 def updateDocs(sections: list[Section]) -> None:
@@ -150,54 +167,52 @@ def updateDocs(sections: list[Section]) -> None:
             rf"(<!-- bench:{section.name} -->\n).*?(<!-- /bench:{section.name} -->)",
             re.DOTALL,
         )
-        if pattern.search(text):
-            text = pattern.sub(
-                lambda m, s=section: m.group(1) + s.markdown + "\n" + m.group(2),
-                text,
-            )
+        match = pattern.search(text)
+        if match:
+            block = section.markdown + "\n"
+            text = text[: match.end(1)] + block + text[match.start(2) :]
         for plot in section.plots:
             shutil.copyfile(plot, DOCS.parent / "images" / f"benchmarks-{plot.name}")
     DOCS.write_text(text)
     print(f"updated {DOCS}")
 
 
-class _Tee(io.TextIOBase):
+class _Tee(io.StringIO):
     """
-    Write to standard output and keep a copy.
+    Keep a copy of what is written to standard output.
     """
 
-    def __init__(self, out: io.TextIOBase | object) -> None:
+    def __init__(self, out: io.TextIOBase) -> None:
+        super().__init__()
         self.out = out
-        self.copy = io.StringIO()
 
     def write(self, text: str) -> int:
-        self.out.write(text)  # type: ignore[attr-defined]
-        self.out.flush()  # type: ignore[attr-defined]
-        return self.copy.write(text)
+        self.out.write(text)
+        self.out.flush()
+        return super().write(text)
 
 
 def runSection(name: str, module: ModuleType, harness: Harness) -> Section:
     """
-    Run one section, integrated or standalone.
+    Run one section; its markdown starts with the run's provenance.
     """
-    if hasattr(module, "section"):
-        section: Section = module.section(harness)
-        return section
     args = harness.args
-    words = shlex.split(getattr(args, f"{name}_args", ""))
-    if args.quick and not words:
-        words = list(getattr(module, "QUICK_ARGS", []))
-    tee = _Tee(sys.stdout)
-    with contextlib.redirect_stdout(tee):  # type: ignore[type-var]
-        status = module.main(words)
-    output = tee.copy.getvalue().rstrip()
-    command = " ".join(["python", f"bench/{module.__name__}.py", *words])
-    return Section(
-        name=name,
-        title=name,
-        markdown=f"`{command}` (exit status {status}):\n\n```\n{output}\n```",
-        data={"command": command, "status": status, "output": output},
-    )
+    if not hasCommandLine(module):
+        section: Section = module.section(harness, args)
+    else:
+        words = shlex.split(getattr(args, f"{name}_args", ""))
+        if args.quick and not words:
+            words = list(module.QUICK_ARGS)
+        options = sectionParser(module).parse_args(words)
+        tee = _Tee(sys.stdout)  # type: ignore[arg-type]
+        with contextlib.redirect_stdout(tee):
+            section = module.section(harness, options)
+        output = tee.getvalue().rstrip()
+        command = " ".join(["python", sectionParser(module).prog, *words])
+        section.markdown = f"`{command}`:\n\n```\n{output}\n```"
+        section.data["command"] = command
+    section.markdown = f"{harness.provenance.line()}.\n\n{section.markdown}"
+    return section
 
 
 def main(argv: list[str]) -> int:
@@ -208,7 +223,10 @@ def main(argv: list[str]) -> int:
     args = parseArguments(modules, argv)
     args.results.mkdir(parents=True, exist_ok=True)
     harness = Harness(args, args.results)
-    print(f"netdemo benchmarks: {harness.describe()}", flush=True)
+    for tool in TOOLS:
+        buildTool(tool)
+    header = harness.header()
+    print(f"netdemo benchmarks: {header}", flush=True)
     started = time.monotonic()
     sections: list[Section] = []
     for name in args.only.split(","):
@@ -218,17 +236,17 @@ def main(argv: list[str]) -> int:
         section = runSection(name, modules[name], harness)
         sections.append(section)
         (args.results / f"{name}.json").write_text(
-            json.dumps(asdict(section), indent=1, default=str)
+            json.dumps(harness.record(section), indent=1, default=str)
         )
     markdown = "\n\n".join(f"## {s.title}\n\n{s.markdown}" for s in sections)
-    (args.results / "results.md").write_text(markdown + "\n")
+    (args.results / "results.md").write_text(f"{header}\n\n{markdown}\n")
     (args.results / "results.json").write_text(
         json.dumps(
             {
+                "provenance": harness.provenance.asDict(),
                 "machine": {
-                    "python": platform.python_version(),
                     "platform": platform.platform(),
-                    "setup": harness.describe(),
+                    "setup": header,
                 },
                 "arguments": {k: str(v) for k, v in vars(args).items()},
                 "sections": [asdict(s) for s in sections],

@@ -15,23 +15,22 @@ work on the machine spreads over all servers.
 
 from __future__ import annotations
 
-import sys
 import time
-from argparse import ArgumentParser
+from argparse import ArgumentParser, Namespace
 from typing import Any
 
-from harness import (
-    BENCH,
+from bench import catalog
+from bench.harness import (
     Harness,
     Section,
     Server,
     coreBusy,
     cpuJiffies,
-    cpuTimes,
     median,
-    portFromJSONLine,
-    startNetdemo,
+    serversOption,
+    withNotes,
 )
+from bench.launch import Unavailable
 
 #: (message size, connections)
 SCENARIOS = [(64, 1), (64, 50), (64, 500), (16384, 50)]
@@ -58,12 +57,7 @@ def addArguments(parser: ArgumentParser) -> None:
     """
     Options of this section.
     """
-    group = parser.add_argument_group("echo")
-    group.add_argument(
-        "--echo-servers",
-        default="netdemo,tutorial,asyncio,uvloop",
-        help="comma-separated servers to compare (default: %(default)s)",
-    )
+    serversOption(parser, "echo", "netdemo,tutorial,asyncio,uvloop", "compare")
 
 
 def scenarioName(size: int, connections: int) -> str:
@@ -78,39 +72,15 @@ def startServers(harness: Harness, names: list[str]) -> tuple[list[Server], list
     """
     Start the servers named; return them and notes about those skipped.
     """
-    python = sys.executable
     servers: list[Server] = []
     notes: list[str] = []
     for name in names:
-        if name == "netdemo":
-            servers.append(
-                startNetdemo(
-                    harness,
-                    "netdemo",
-                    "tcp-echo",
-                    ["--tcp", "tcp:0:interface=127.0.0.1:backlog=1024"],
-                )
-            )
-        elif name == "tutorial":
-            servers.append(
-                harness.startServer(
-                    "tutorial",
-                    [python, str(BENCH / "servers" / "tutorial_echo.py")],
-                    portFromJSONLine,
-                )
-            )
-        elif name in ("asyncio", "uvloop"):
-            argv = [python, str(BENCH / "servers" / "asyncio_echo.py")]
-            if name == "uvloop":
-                try:
-                    import uvloop  # noqa: F401
-                except ImportError:
-                    notes.append("uvloop is not installed: skipped")
-                    continue
-                argv.append("--uvloop")
-            servers.append(harness.startServer(name, argv, portFromJSONLine))
-        else:
-            notes.append(f"unknown echo server {name!r}: skipped")
+        try:
+            spec = catalog.tcpEcho(name)
+        except Unavailable as reason:
+            notes.append(str(reason))
+            continue
+        servers.append(harness.start(spec))
     return servers, notes
 
 
@@ -121,7 +91,7 @@ def runOnce(
     One load generator run against one server, with both CPU shares.
     """
     args = harness.args
-    before = cpuTimes(server.pid)
+    before = server.cpuSeconds()
     cores = cpuJiffies()
     started = time.monotonic()
     result = harness.loadgen(
@@ -138,13 +108,13 @@ def runOnce(
         str(SOURCES),
     )
     elapsed = time.monotonic() - started
-    serverCPU = cpuTimes(server.pid) - before
+    serverCPU = server.cpuSeconds() - before
     result["server_cpu_share"] = serverCPU / elapsed
     result["server_cpu_us_per_rt"] = serverCPU * 1e6 / max(1, result["all_round_trips"])
     coresAfter = cpuJiffies()
     result["server_core_busy"] = coreBusy(cores, coresAfter, harness.serverCPU)
     result["loadgen_core_busy"] = coreBusy(cores, coresAfter, harness.clientCPU)
-    if server.process.poll() is not None:
+    if not server.running():
         raise RuntimeError(f"{server.name} exited during the run")
     return result
 
@@ -273,11 +243,10 @@ def plot(
     return [path]
 
 
-def section(harness: Harness) -> Section:
+def section(harness: Harness, args: Namespace) -> Section:
     """
     Run the section.
     """
-    args = harness.args
     names = [n.strip() for n in args.echo_servers.split(",") if n.strip()]
     servers, notes = startServers(harness, names)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -318,8 +287,9 @@ def section(harness: Harness) -> Section:
         "",
         markdownTable(summary, order),
         "",
-        "netdemo runs as `twistd -n --pidfile= netdemo --tcp "
-        "tcp:0:interface=127.0.0.1:backlog=1024` with its default limits "
+        "netdemo runs as `twistd -n --pidfile= netdemo "
+        + " ".join(catalog.TCP_ECHO)
+        + "` with its default limits "
         "(max 10000 connections, 256 per peer, 300 s idle timeout, flow "
         f"control, half-close). The load generator spreads connections over "
         f"{SOURCES} loopback source addresses. CPU columns: the process's "
@@ -332,11 +302,10 @@ def section(harness: Harness) -> Section:
         "so it may have limited that server: its number is a lower bound "
         "(its CPU per round trip is still exact).",
     ]
-    markdown.extend(f"- {note}" for note in notes)
     return Section(
         name="echo",
         title="TCP echo",
-        markdown="\n".join(markdown),
+        markdown=withNotes(markdown, notes),
         data={"scenarios": summary, "runs": runs, "servers": order},
         plots=plot(harness, summary, order),
     )

@@ -9,9 +9,9 @@
  *       over SECONDS after WARMUP seconds, and the timeouts.
  *   udpload server HOST PORT
  *       A plain recvmmsg/sendmmsg echo, the "what the kernel allows"
- *       reference.
+ *       reference.  PORT 0: any; prints {"port": N} once bound.
  *
- * Build: cc -O2 -o udpload udpload.c
+ * Build: make -C bench (bench/Makefile)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -116,7 +116,7 @@ static int server(const char *host, int port) {
     }
     socklen_t len = sizeof me;
     getsockname(fd, (struct sockaddr *)&me, &len);
-    printf("listening %d\n", ntohs(me.sin_port));
+    printf("{\"port\": %d}\n", ntohs(me.sin_port));
     fflush(stdout);
     enum { N = 64 };
     static char bufs[N][2048];
