@@ -9,6 +9,7 @@ The test toolkit: everything a test needs to run real parts, in one place.
   - L{runTwistd}: C{twistd netdemo ...} run to completion (option errors);
   - L{poll} and L{waitUntil}: the one poller, for code that blocks (a child
     process's log) and for code on the reactor (a Deferred);
+  - L{logged}: the log events of a test;
   - L{requireTool}: the one rule for real external programs: under C{CI} a
     missing tool fails the test; elsewhere it skips with the reason;
   - L{ExternalServer}: a real server (C{redis-server}, ...) on a port it
@@ -34,12 +35,16 @@ from typing import Any
 from unittest import SkipTest
 
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
 
 __all__ = [
     "PATIENCE",
     "Daemon",
     "ExternalServer",
     "assertOneLineError",
+    "logged",
     "poll",
     "requireTool",
     "runTwistd",
@@ -447,6 +452,18 @@ class ExternalServer:
         """
         self.stop(signal.SIGKILL)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def logged(testCase: SynchronousTestCase) -> EventLoggingObserver:
+    """
+    The log events emitted from now until C{testCase} ends, in order (for
+    any trial test case: C{createWithCleanup} is typed for the asynchronous
+    one only).
+    """
+    return EventLoggingObserver.createWithCleanup(
+        testCase,  # type: ignore[arg-type]
+        globalLogPublisher,
+    )
 
 
 #: The name the tests used before L{Daemon}; being migrated.
