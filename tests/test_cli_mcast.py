@@ -28,6 +28,7 @@ from netdemo.clients.common import Console
 from netdemo.clients.mcast import (
     ListenOptions,
     ProbeOptions,
+    _Prober,
     describe,
     parseGroup,
     runMcast,
@@ -35,6 +36,7 @@ from netdemo.clients.mcast import (
 from netdemo.limits import DatagramLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.multicast import MulticastGroup, MulticastService, buildMulticastService
+from tests.datagramhelpers import FakeDatagramReactor, FakeDatagramTransport
 from tests.support import PATIENCE, poll, waitUntil
 
 
@@ -140,6 +142,52 @@ class UnitTests(SynchronousTestCase):
                 f"\n  netdemo mcast {command} 239.255.80.1:8001",
                 options().getUsage(width=80),
             )
+
+
+class ProberTimingTests(SynchronousTestCase):
+    """
+    The probe client's timing, with a clock and a fake transport.
+    """
+
+    def test_timing(self) -> None:
+        """
+        Probes go to the group every C{--interval}; an answer counts for the
+        latest probe if it comes within C{--timeout}, later ones are
+        ignored; the run ends C{--timeout} after the last probe, and a
+        responder that missed a probe makes the exit status 1.
+        """
+        clock = FakeDatagramReactor()
+        options = parseCommandLine(
+            ["mcast", "probe", "239.1.1.1:8001", "-c", "3", "-i", "2", "-W", "0.5"]
+        ).subOptions.subOptions
+        out = io.StringIO()
+        prober = _Prober(clock, options, Console(out), clock.seconds)
+        transport = FakeDatagramTransport()
+        prober.makeConnection(transport)  # type: ignore[arg-type]
+        prober.probe()
+        clock.advance(0.25)
+        prober.datagramReceived(b"Acknowledge", ("192.0.2.1", 8001))
+        clock.advance(1.75)  # probe 2 at 2 s
+        clock.advance(0.75)
+        prober.datagramReceived(b"Acknowledge", ("192.0.2.1", 8001))  # too late
+        clock.advance(1.25)  # probe 3 at 4 s
+        prober.datagramReceived(b"Acknowledge", ("192.0.2.1", 8001))
+        self.assertEqual(
+            [(d[:11], a) for d, a in transport.written],
+            [(b"Notify 0001", ("239.1.1.1", 8001))]
+            + [(b"Notify 000%d" % n, ("239.1.1.1", 8001)) for n in (2, 3)],
+        )
+        self.assertNoResult(prober.done)
+        clock.advance(0.5)
+        self.successResultOf(prober.done)
+        self.assertEqual(
+            re.findall(r"seq=(\d) time=([\d.]+) ms", out.getvalue()),
+            [("1", "250.000"), ("3", "0.000")],
+        )
+        self.assertIn(
+            "192.0.2.1:8001: 2/3 probes answered, 33% loss", prober.summary("g")
+        )
+        self.assertEqual(prober.exitCode(), 1)
 
 
 class ClientTests(TestCase):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import define, field
@@ -269,12 +269,21 @@ class Responder:
 class _Prober(DatagramProtocol):
     """
     Send probes to the group on a timer and collect the answers.
+
+    @ivar now: The clock of the round-trip times.
     """
 
-    def __init__(self, reactor: Any, options: ProbeOptions, console: Console) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        options: ProbeOptions,
+        console: Console,
+        now: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.reactor = reactor
         self.options = options
         self.console = console
+        self.now = now
         self.destination = (options["group"], options["port"])
         self.sent = 0
         self.lastSent: float | None = None
@@ -287,7 +296,7 @@ class _Prober(DatagramProtocol):
         Send the next probe, and schedule the one after or the end.
         """
         self.sent += 1
-        self.lastSent = time.perf_counter()
+        self.lastSent = self.now()
         try:
             self.transport.write(probeDatagram(self.sent), self.destination)  # type: ignore[union-attr]
         except OSError as e:
@@ -302,7 +311,7 @@ class _Prober(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if not datagram.startswith(ANSWER) or self.lastSent is None:
             return
-        rtt = time.perf_counter() - self.lastSent
+        rtt = self.now() - self.lastSent
         if rtt > self.options["timeout"]:
             return
         address = _address(addr)
