@@ -29,7 +29,12 @@ PORT = 8001
 A, B = "10.77.0.1", "10.77.0.2"
 
 #: Run in namespace B: join the group on B's address, send a probe, record
-#: every datagram with its TTL, source and destination for a while.
+#: every datagram with its TTL, source and destination for a while.  The
+#: group socket is bound to the group's address, not the wildcard: it shares
+#: the port with B's responder, and a wildcard-bound socket would be in the
+#: responder's SO_REUSEPORT group, where the kernel hands every unicast
+#: datagram of one source (A's round-trip probes to B, all from A's port)
+#: to the same socket, perhaps this one: A would measure no round trip to B.
 LISTENER = textwrap.dedent(
     """
     import json, socket, struct, sys, time
@@ -39,7 +44,7 @@ LISTENER = textwrap.dedent(
     m = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     m.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     m.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    m.bind(("", port))
+    m.bind((group, port))
     m.setsockopt(socket.IPPROTO_IP, 49, 0)
     m.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
                  socket.inet_aton(group) + socket.inet_aton(local))
@@ -225,7 +230,7 @@ class TwoHostTests(SynchronousTestCase):
         seen: list[dict[str, Any]] = json.loads(result.stdout)
         fromA = [s for s in seen if s["source"] == A]
         # What A sent to the group (beacons); A's unicast round-trip probes
-        # to B's address arrive on the same port and are not group traffic.
+        # to B's address never reach the group socket.
         beacons = [s for s in fromA if s["destination"] == GROUP]
         self.assertGreaterEqual(len(beacons), 3, seen)
         self.assertEqual({s["ttl"] for s in beacons}, {1})
@@ -288,9 +293,10 @@ class TwoHostTests(SynchronousTestCase):
         self.a.waitFor(pattern)
         # B left the IPv4 group (its goodbye, or its expiry if the goodbye
         # was lost); A had measured the round trip to it with unicast
-        # probes, and says so as B leaves.  (A peer is never forgotten while
-        # its beacons wait unread, so a loaded machine does not reset the
-        # measurement by forgetting B and hearing it again.)
+        # probes, and says so as B leaves.  That needs B's responder to get
+        # A's probes (see LISTENER), and A not to forget B and hear it again
+        # (resetting the measurement) when it stood still on a loaded
+        # machine: silence is judged after reading what waits.
         self.a.waitFor(
             rf"peer \w+ \(.*, {B}\) left {GROUP}:\d+"
             r".*\((goodbye|expired)\).* rtt [\d.]+ ms"
