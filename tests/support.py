@@ -9,6 +9,7 @@ The test toolkit: everything a test needs to run real parts, in one place.
   - L{runTwistd}: C{twistd netdemo ...} run to completion (option errors);
   - L{poll} and L{waitUntil}: the one poller, for code that blocks (a child
     process's log) and for code on the reactor (a Deferred);
+  - L{logged}: the log events of a test;
   - L{requireTool}: the one rule for real external programs: under C{CI} a
     missing tool fails the test; elsewhere it skips with the reason;
   - L{ExternalServer}: a real server (C{redis-server}, ...) on a port it

@@ -1,7 +1,7 @@
 """
 Tests for L{netdemo.multicast}: parsing, socket options and join retry with
-a fake datagram reactor, the probe and beacon rules, and real multicast
-pinned to 127.0.0.1.
+a fake datagram reactor, the probe and beacon rules, the peer table's
+timing with a clock, and real multicast pinned to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -14,27 +14,32 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor as realReactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netdemo.guard import ReflectionGuard
 from netdemo.limits import DatagramLimits
-from netdemo.metrics import MemoryMetrics
-from netdemo.multicast import (
+from netdemo.mcastwire import (
     BEACON,
     IP_MULTICAST_ALL,
     IPV6_MULTICAST_ALL,
     RTT_ANSWER,
     RTT_PROBE,
+)
+from netdemo.metrics import MemoryMetrics
+from netdemo.multicast import (
+    SWEEP,
     MulticastGroup,
     MulticastResponder,
+    MulticastService,
     buildMulticastService,
     parseMulticastGroup,
 )
 from netdemo.tap import Options, makeService
-from tests.datagramhelpers import FakeDatagramReactor, waitUntil
+from tests.datagramhelpers import FakeDatagramReactor, FakeDatagramTransport
+from tests.support import captureEvents, waitUntil
 
 
 def responderOn(
@@ -51,6 +56,23 @@ def responderOn(
     service.startService()
     [(_, responder, *_)] = reactor.multicast
     return responder, reactor, metrics
+
+
+def beacon(instance: str, seq: int, sent: float, **extra: Any) -> bytes:
+    """
+    A beacon from another instance, with a 1-second interval.
+    """
+    body = {
+        "v": 1,
+        "id": instance,
+        "host": "h",
+        "services": ["udp"],
+        "seq": seq,
+        "time": sent,
+        "interval": 1.0,
+        **extra,
+    }
+    return BEACON + json.dumps(body).encode()
 
 
 class ParseTests(SynchronousTestCase):
@@ -106,10 +128,21 @@ class ParseTests(SynchronousTestCase):
         options.parseOptions(["--tcp", "8007", "--multicast", "224.0.0.1:8001"])
         reactor = FakeDatagramReactor()
         top = makeService(options, reactor)
-        self.assertIsNotNone(top.getServiceNamed("multicast"))  # type: ignore[attr-defined]
-        top.getServiceNamed("multicast").startService()  # type: ignore[attr-defined]
+        self.assertIsNotNone(top.getServiceNamed("multicast"))
+        top.getServiceNamed("multicast").startService()
         [(port, _, interface, size, multiple)] = reactor.multicast
         self.assertEqual((port, interface, size, multiple), (8001, "", 65535, True))
+
+    def test_interfaceIndex(self) -> None:
+        """
+        An IPv4 group's interface may be an index: it joins by index, not
+        on an address made of the digits.
+        """
+        spec = parseMulticastGroup("239.9.9.9:7000,interface=1")
+        self.assertEqual(spec.membership.interfaceIndex(), 1)
+        request = spec.membership.join()[2]
+        assert isinstance(request, bytes)
+        self.assertEqual(request[4:8], bytes(4))
 
 
 class SocketOptionTests(SynchronousTestCase):
@@ -177,6 +210,7 @@ class SocketOptionTests(SynchronousTestCase):
         A join that fails is logged and retried with back-off until it
         works; nothing raises.
         """
+        events = captureEvents(self)
         spec = parseMulticastGroup("239.9.9.9:7000,interface=netdemo-absent0")
         responder, reactor, _ = responderOn(spec)
         self.assertFalse(responder.joined)
@@ -184,6 +218,8 @@ class SocketOptionTests(SynchronousTestCase):
         reactor.advance(1)
         reactor.advance(2)
         self.assertFalse(responder.joined)
+        failed = [e for e in events if e.get("event") == "multicast_join_failed"]
+        self.assertEqual([e["delay"] for e in failed], [1.0, 2.0, 4.0])
         # The interface appears: now the join goes through.
         responder.spec = parseMulticastGroup("239.9.9.9:7000,interface=lo")
         reactor.advance(4)
@@ -197,8 +233,6 @@ class SocketOptionTests(SynchronousTestCase):
         spec = parseMulticastGroup("239.9.9.9:7000")
         guard = ReflectionGuard("multicast", DatagramLimits(), MemoryMetrics(), reactor)
         responder = MulticastResponder(spec, guard, "me", [], 0, reactor)
-        from tests.datagramhelpers import FakeDatagramTransport
-
         transport = FakeDatagramTransport()
         transport.socket.failures.append(
             (socket.IP_ADD_MEMBERSHIP, OSError(19, "No such device"))
@@ -280,6 +314,24 @@ class ResponderTests(SynchronousTestCase):
                 1,
             )
 
+    def test_badBeacon(self) -> None:
+        """
+        A beacon that does not decode is refused and counted, and nothing of
+        it is stored.
+        """
+        responder, _, metrics = responderOn(self.spec, interval=0)
+        responder.datagramReceived(
+            beacon("other", 0, 0.0, interval=float("nan")), ("192.0.2.5", 7000)
+        )
+        responder.datagramReceived(beacon("x" * 65, 0, 0.0), ("192.0.2.5", 7000))
+        self.assertEqual(responder.peers, {})
+        self.assertEqual(
+            metrics.value(
+                "netdemo_refused_total", service="multicast", reason="bad-beacon"
+            ),
+            2,
+        )
+
     @settings(max_examples=200, deadline=None)
     @given(st.binary(max_size=40), st.integers(1024, 65535))
     def test_replyNeverLarger(self, datagram: bytes, port: int) -> None:
@@ -295,19 +347,6 @@ class ResponderTests(SynchronousTestCase):
             for reply, addr in responder.transport.written[before:]:  # type: ignore[union-attr]
                 self.assertLessEqual(len(reply), len(data))
                 self.assertEqual(addr, ("192.0.2.5", port))
-
-    def beacon(self, instance: str, seq: int, sent: float, **extra: Any) -> bytes:
-        body = {
-            "v": 1,
-            "id": instance,
-            "host": "h",
-            "services": ["udp"],
-            "seq": seq,
-            "time": sent,
-            "interval": 1.0,
-            **extra,
-        }
-        return BEACON + json.dumps(body).encode()
 
     def test_beacons(self) -> None:
         """
@@ -332,7 +371,7 @@ class ResponderTests(SynchronousTestCase):
         responder, reactor, metrics = responderOn(self.spec, interval=0)
         for seq in (0, 1, 3, 3, 2, 6):
             responder.datagramReceived(
-                self.beacon("other", seq, 100.0 + seq), ("192.0.2.7", 7000)
+                beacon("other", seq, 100.0 + seq), ("192.0.2.7", 7000)
             )
         self.assertEqual(responder.transport.written, [])  # type: ignore[union-attr]
         peer = responder.peers["other"]
@@ -358,9 +397,10 @@ class ResponderTests(SynchronousTestCase):
         """
         a, reactor, metrics = responderOn(self.spec, interval=1.0)
         b, _, _ = responderOn(self.spec, interval=1.0, instance="b-id")
-        a.datagramReceived(self.beacon("b-id", 0, 0.0), ("192.0.2.8", 7000))
+        a.datagramReceived(beacon("b-id", 0, 0.0), ("192.0.2.8", 7000))
         a.transport.written.clear()  # type: ignore[union-attr]
         a.announce()
+        reactor.advance(0)  # the probes follow once what is waiting was read
         probes = [
             (data, addr)
             for data, addr in a.transport.written  # type: ignore[union-attr]
@@ -399,26 +439,74 @@ class ResponderTests(SynchronousTestCase):
         self.assertEqual(peer.rttAnswers, 1)
         self.assertEqual(a.transport.written, [])  # type: ignore[union-attr]
 
+    def test_answerReadBeforeTheNextProbe(self) -> None:
+        """
+        An answer waiting unread when the next announce is due (the process
+        stood still) still counts: the next probe replaces the pending one
+        only after what is waiting was read.
+        """
+        a, reactor, _ = responderOn(self.spec, interval=1.0)
+        a.datagramReceived(beacon("b-id", 0, 0.0), ("192.0.2.8", 7000))
+        reactor.advance(0)  # the first announce's probe goes to b, at 0
+        written = a.transport.written  # type: ignore[union-attr]
+        [probe] = [d for d, _ in written if d.startswith(RTT_PROBE)]
+        reactor.rightNow += 1.5  # the process stood still
+        a.announce()  # the overdue announce runs before anything is read
+        a.datagramReceived(RTT_ANSWER + probe[len(RTT_PROBE) :], ("192.0.2.8", 7000))
+        reactor.advance(0)
+        peer = a.peers["b-id"]
+        self.assertEqual((peer.rttProbes, peer.rttAnswers, peer.rtt), (2, 1, 1.5))
+
     def test_expiryAndGoodbye(self) -> None:
         """
         A peer silent for three of its intervals is forgotten; a goodbye
         forgets at once.
         """
         responder, reactor, _ = responderOn(self.spec, interval=1.0)
-        responder.datagramReceived(self.beacon("a", 0, 0.0), ("192.0.2.7", 7000))
-        responder.datagramReceived(self.beacon("b", 0, 0.0), ("192.0.2.8", 7000))
-        responder.datagramReceived(
-            self.beacon("b", 1, 0.0, bye=True), ("192.0.2.8", 7000)
-        )
+        responder.datagramReceived(beacon("a", 0, 0.0), ("192.0.2.7", 7000))
+        responder.datagramReceived(beacon("b", 0, 0.0), ("192.0.2.8", 7000))
+        responder.datagramReceived(beacon("b", 1, 0.0, bye=True), ("192.0.2.8", 7000))
         self.assertEqual(list(responder.peers), ["a"])
         reactor.advance(3)
         self.assertEqual(list(responder.peers), ["a"])
         reactor.advance(1)
         self.assertEqual(responder.peers, {})
 
+    def test_noExpiryWhileBeaconsWait(self) -> None:
+        """
+        A sweep that finds a peer silent for three intervals forgets it only
+        after the datagrams waiting were read: when the process stood still,
+        the peer's beacons are sitting in the socket, and it stays.
+        """
+        events = captureEvents(self)
+        responder, reactor, _ = responderOn(self.spec, interval=1.0)
+        responder.datagramReceived(beacon("a", 0, 0.0), ("192.0.2.7", 7000))
+        reactor.rightNow += 10  # the process stood still for 10 s
+        responder.sweep()  # the overdue sweep runs before any reading
+        responder.datagramReceived(beacon("a", 1, 10.0), ("192.0.2.7", 7000))
+        reactor.advance(0)
+        self.assertEqual(list(responder.peers), ["a"])
+        self.assertEqual(responder.peers["a"].received, 2)
+        self.assertFalse([e for e in events if e.get("event") == "multicast_peer_left"])
+
+    def test_expiryWithoutBeacons(self) -> None:
+        """
+        With beacons off, the peer table is swept every L{SWEEP} seconds,
+        and a peer that announced no interval expires after three of those.
+        """
+        responder, reactor, _ = responderOn(self.spec, interval=0)
+        responder.datagramReceived(
+            beacon("quiet", 0, 0.0, interval=0), ("192.0.2.7", 7000)
+        )
+        reactor.advance(3 * SWEEP)
+        self.assertEqual(list(responder.peers), ["quiet"])
+        reactor.advance(SWEEP)
+        self.assertEqual(responder.peers, {})
+
     def test_goodbyeOnStop(self) -> None:
         """
-        Stopping the service sends a goodbye beacon to the group.
+        Stopping the service sends a goodbye beacon to the group, then
+        closes the socket.
         """
         reactor = FakeDatagramReactor()
         service = buildMulticastService(
@@ -432,19 +520,53 @@ class ResponderTests(SynchronousTestCase):
         self.assertTrue(reactor.transports[0].stopped)
 
 
+class ListenerTests(SynchronousTestCase):
+    """
+    What the service says it listens on.
+    """
+
+    def test_logAndMetricAgree(self) -> None:
+        """
+        Each group is one C{listening} event and one
+        C{netdemo_listener_info} series with the same address: the group and
+        the port it listens to (not the wildcard the socket is bound to);
+        the event's description is the option value.  Both go to 0 at stop.
+        """
+        events = captureEvents(self)
+        reactor = FakeDatagramReactor()
+        metrics = MemoryMetrics()
+        specs = [
+            parseMulticastGroup("239.9.9.9:7000,interface=127.0.0.1,ttl=2"),
+            parseMulticastGroup("[ff12::80:9]:7001,interface=lo"),
+            MulticastGroup("239.9.9.10", 0, "127.0.0.1"),
+        ]
+        service = buildMulticastService(
+            specs, DatagramLimits(), 1.0, [], metrics, reactor, "me"
+        )
+        self.assertIsInstance(service, MulticastService)
+        service.startService()
+        listening = [e for e in events if e.get("event") == "listening"]
+        expected = ["239.9.9.9:7000", "[ff12::80:9]:7001", "239.9.9.10:40000"]
+        self.assertEqual([e["address"] for e in listening], expected)
+        self.assertEqual(
+            [e["description"] for e in listening], [str(spec) for spec in specs]
+        )
+        for address in expected:
+            info = dict(service="multicast", address=address)
+            self.assertEqual(metrics.value("netdemo_listener_info", **info), 1)
+        self.assertTrue(self.successResultOf(service.whenListening()))
+        service.stopService()
+        for address in expected:
+            info = dict(service="multicast", address=address)
+            self.assertEqual(metrics.value("netdemo_listener_info", **info), 0)
+
+
 class _Collect(DatagramProtocol):
     def __init__(self) -> None:
         self.received: list[tuple[bytes, Any]] = []
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self.received.append((datagram, addr))
-
-
-def _until(predicate: Any, timeout: float = 10.0) -> Deferred[None]:
-    """
-    L{waitUntil} with this module's default timeout.
-    """
-    return waitUntil(predicate, timeout)
 
 
 class LoopbackTests(TestCase):
@@ -470,8 +592,7 @@ class LoopbackTests(TestCase):
         )
         service.startService()
         self.addCleanup(service.stopService)
-        listener = service.getServiceNamed(f"multicast {spec}")  # type: ignore[attr-defined]
-        return listener.port, listener.responder
+        return service.ports[0], service.responders[0]
 
     @inlineCallbacks
     def test_discoveryAndProbe(self) -> Any:
@@ -482,7 +603,7 @@ class LoopbackTests(TestCase):
         port, first = self.start(0, "first")
         number = port.getHost().port
         _, second = self.start(number, "second")
-        yield _until(lambda: "second" in first.peers and "first" in second.peers)
+        yield waitUntil(lambda: "second" in first.peers and "first" in second.peers)
         client = _Collect()
         cport = realReactor.listenUDP(0, client, "127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(cport.stopListening)
@@ -490,7 +611,7 @@ class LoopbackTests(TestCase):
             socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1")
         )
         cport.write(b"Notify 0001", (self.group, number))
-        yield _until(lambda: len(client.received) >= 2)
+        yield waitUntil(lambda: len(client.received) >= 2)
         self.assertEqual(client.received, [(b"Acknowledge", ("127.0.0.1", number))] * 2)
 
     @inlineCallbacks
@@ -515,13 +636,13 @@ class LoopbackTests(TestCase):
         )
         self.addCleanup(oport.stopListening)
         yield oport.joinGroup("239.255.80.78", "127.0.0.1")
-        yield _until(lambda: responder.joined)
+        yield waitUntil(lambda: responder.joined)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.setsockopt(
                 socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1")
             )
             s.sendto(b"Notify 0002 other group", ("239.255.80.78", number))
             s.sendto(b"Notify 0003 my group", (self.group, number))
-        yield _until(lambda: b"Notify 0003 my group" in seen and other.received)
+        yield waitUntil(lambda: b"Notify 0003 my group" in seen and other.received)
         self.assertEqual(other.received[0][0], b"Notify 0002 other group")
         self.assertNotIn(b"Notify 0002 other group", seen)

@@ -7,14 +7,13 @@ C{nc -u} and a connected client to 127.0.0.2.
 from __future__ import annotations
 
 import ipaddress
-import shutil
+import re
 import socket
 import subprocess
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,17 +23,16 @@ from netdemo.limits import DatagramLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.tap import DEFAULTS, Options, makeService
 from netdemo.udpecho import UDPEcho, buildUDPEchoService
-from tests.datagramhelpers import (
-    FakeDatagramReactor,
-    FakeDatagramTransport,
-    Twistd,
+from tests.datagramhelpers import FakeDatagramReactor, FakeDatagramTransport
+from tests.support import (
+    Daemon,
+    ExternalServer,
+    captureEvents,
+    poll,
+    requireTool,
     splitAddress,
+    twistdPath,
 )
-
-try:
-    from twisted.internet.testing import EventLoggingObserver
-except ImportError:  # pragma: no cover
-    from twisted.test.proto_helpers import EventLoggingObserver  # type: ignore
 
 
 def echoWith(limits: DatagramLimits) -> tuple[UDPEcho, FakeDatagramTransport, Any]:
@@ -191,7 +189,7 @@ class ReflectionGuardTests(SynchronousTestCase):
         A flood of refusals is one warning event per reason per interval,
         with a stable C{event} key, while every refusal is counted.
         """
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = captureEvents(self)
         echo, transport, metrics = echoWith(DatagramLimits())
         for _ in range(100):
             echo.datagramReceived(b"x", ("192.0.2.1", 53))
@@ -360,7 +358,7 @@ class ParseTests(SynchronousTestCase):
         options.parseOptions(["--udp", "9000", "--udp", "127.0.0.1:9001"])
         reactor = FakeDatagramReactor()
         top = makeService(options, reactor)
-        service = top.getServiceNamed("udp-echo")  # type: ignore[attr-defined]
+        service = top.getServiceNamed("udp-echo")
         top.startService()
         self.addCleanup(top.stopService)
         self.assertEqual(
@@ -386,11 +384,21 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(metrics.value("netdemo_listener_info", **info), 0)
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise AssertionError(f"{name} is not installed (.ci/run installs it)")
-    return path
+def roundTrip(
+    data: bytes, address: str, family: int = socket.AF_INET, timeout: float = 1.0
+) -> bytes | None:
+    """
+    Send C{data} from a connected socket and return the reply, or L{None}
+    after C{timeout} seconds.
+    """
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect(splitAddress(address))
+        s.settimeout(timeout)
+        s.send(data)
+        try:
+            return s.recv(70000)
+        except TimeoutError:
+            return None
 
 
 class LoopbackTests(SynchronousTestCase):
@@ -399,24 +407,28 @@ class LoopbackTests(SynchronousTestCase):
     """
 
     cap = 2000
+    daemon: Daemon
+    ipv4: str
+    wildcard: str
+    wildcard6: str
+    ipv6: str
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.daemon = Twistd(
-            [
-                "--udp",
-                "127.0.0.1:0",
-                "--udp",
-                "0",
-                "--udp",
-                "[::1]:0",
-                "--udp-max-datagram",
-                str(cls.cap),
-            ]
+        cls.daemon = Daemon(
+            "--udp",
+            "127.0.0.1:0",
+            "--udp",
+            "0",
+            "--udp",
+            "[::1]:0",
+            "--udp-max-datagram",
+            str(cls.cap),
         )
         try:
-            cls.ipv4, cls.wildcard, cls.wildcard6, cls.ipv6 = cls.daemon.listening(
-                "udp-echo", count=4
+            cls.daemon.waitListening(4)
+            cls.ipv4, cls.wildcard, cls.wildcard6, cls.ipv6 = cls.daemon.addresses(
+                "udp-echo"
             )
         except BaseException:
             cls.daemon.close()
@@ -426,32 +438,12 @@ class LoopbackTests(SynchronousTestCase):
     def tearDownClass(cls) -> None:
         cls.daemon.close()
 
-    def roundTrip(
-        self,
-        data: bytes,
-        address: str,
-        family: int = socket.AF_INET,
-        timeout: float = 1.0,
-    ) -> bytes | None:
-        """
-        Send C{data} from a connected socket and return the reply, or
-        L{None} after a second.
-        """
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect(splitAddress(address))
-            s.settimeout(timeout)
-            s.send(data)
-            try:
-                return s.recv(70000)
-            except TimeoutError:
-                return None
-
     def test_socat(self) -> None:
         """
         C{socat} gets back exactly what it sent for 1 and 1472 bytes and the
         cap.
         """
-        socat = _tool("socat")
+        socat = requireTool("socat", "socat")
         host, port = splitAddress(self.ipv4)
         for size in (1, 1472, self.cap):
             data = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
@@ -467,7 +459,7 @@ class LoopbackTests(SynchronousTestCase):
         """
         C{nc -u} gets back exactly what it sent, over IPv4 and IPv6.
         """
-        nc = _tool("nc")
+        nc = requireTool("nc", "netcat-openbsd")
         for address, flag in ((self.ipv4, "-4"), (self.ipv6, "-6")):
             host, port = splitAddress(address)
             data = b"n" * 1472
@@ -484,8 +476,8 @@ class LoopbackTests(SynchronousTestCase):
         An empty datagram gets an empty reply; one byte over the cap gets
         none, and the refusal is logged with its reason.
         """
-        self.assertEqual(self.roundTrip(b"", self.ipv4), b"")
-        self.assertIsNone(self.roundTrip(b"y" * (self.cap + 1), self.ipv4))
+        self.assertEqual(roundTrip(b"", self.ipv4), b"")
+        self.assertIsNone(roundTrip(b"y" * (self.cap + 1), self.ipv4))
         self.daemon.waitFor(r"refused a datagram from 127\.0\.0\.1:\d+ \(too-large\)")
 
     def test_connectedToSecondaryAddress(self) -> None:
@@ -495,12 +487,10 @@ class LoopbackTests(SynchronousTestCase):
         for IPv6 on the wildcard's IPv6 socket.
         """
         _, port = splitAddress(self.wildcard)
-        self.assertEqual(self.roundTrip(b"second", f"127.0.0.2:{port}"), b"second")
-        self.assertEqual(self.roundTrip(b"first", f"127.0.0.1:{port}"), b"first")
+        self.assertEqual(roundTrip(b"second", f"127.0.0.2:{port}"), b"second")
+        self.assertEqual(roundTrip(b"first", f"127.0.0.1:{port}"), b"first")
         _, port6 = splitAddress(self.wildcard6)
-        self.assertEqual(
-            self.roundTrip(b"six", f"[::1]:{port6}", socket.AF_INET6), b"six"
-        )
+        self.assertEqual(roundTrip(b"six", f"[::1]:{port6}", socket.AF_INET6), b"six")
 
     def test_broadcastDestination(self) -> None:
         """
@@ -545,12 +535,13 @@ class BusyPortTests(SynchronousTestCase):
         without its UDP listener.
         """
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            # This test's own socket holds the port while the daemon tries.
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-            daemon = Twistd(["--udp", f"127.0.0.1:{port}"])
+            daemon = Daemon("--udp", f"127.0.0.1:{port}")
             self.addCleanup(daemon.close)
             self.assertEqual(daemon.process.wait(30), 1)
-        text = daemon.text()
+        text = daemon.log()
         self.assertNotIn("Traceback", text)
         [line] = [line for line in text.splitlines() if "cannot start" in line]
         self.assertIn(f"127.0.0.1:{port}", line)
@@ -569,30 +560,43 @@ class SocketActivationTests(SynchronousTestCase):
         that started it, and replies from the right address to a connected
         client of 127.0.0.2.
         """
-        activate = _tool("systemd-socket-activate")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        daemon = Twistd(
-            ["--udp", "systemd:echo"],
-            command=[
+        activate = requireTool("systemd-socket-activate", "systemd")
+
+        def command(port: int) -> list[str]:
+            return [
                 activate,
                 "--datagram",
                 f"--listen=0.0.0.0:{port}",
                 "--fdname=echo",
-            ],
-        )
-        self.addCleanup(daemon.close)
-        daemon.waitFor(r"Listening on")
-        # This datagram starts the daemon: give it time.
-        first = self.roundTrip(b"first", f"127.0.0.1:{port}", timeout=30)
-        self.assertEqual(first, b"first")
-        [address] = daemon.listening("udp-echo")
-        self.assertEqual(address, f"0.0.0.0:{port}")
-        self.assertEqual(self.roundTrip(b"second", f"127.0.0.2:{port}"), b"second")
-        self.assertIn(daemon.stop(), (0, -15))
+                twistdPath(),
+                "-n",
+                "--pidfile=",
+                "--logfile=-",
+                "netdemo",
+                "--udp",
+                "systemd:echo",
+            ]
 
-    roundTrip = LoopbackTests.roundTrip
+        # systemd-socket-activate binds the port itself (it takes no port 0)
+        # and says so, or that it is in use: then another port is tried.
+        activator = ExternalServer(
+            command, r"Listening on", r"Address already in use", "socket-activate"
+        )
+        self.addCleanup(activator.close)
+        port = activator.start()
+        process = activator.process
+        assert process is not None
+        # This datagram starts the daemon: give it time.
+        first = roundTrip(b"first", f"127.0.0.1:{port}", timeout=30)
+        self.assertEqual(first, b"first")
+        [address] = poll(
+            lambda: re.findall(r"udp-echo: listening on (\S+) ", activator.output()),
+            "the udp-echo listening event",
+        )
+        self.assertEqual(address, f"0.0.0.0:{port}")
+        self.assertEqual(roundTrip(b"second", f"127.0.0.2:{port}"), b"second")
+        activator.stop()
+        self.assertIn(process.returncode, (0, -15))
 
 
 class BuilderTests(SynchronousTestCase):

@@ -23,7 +23,8 @@ from netdemo.udppeer import (
     buildUDPPeerService,
     parsePeerTarget,
 )
-from tests.datagramhelpers import FakeDatagramReactor, waitUntil
+from tests.datagramhelpers import FakeDatagramReactor
+from tests.support import waitUntil
 
 
 def started(
@@ -138,6 +139,39 @@ class ProberTests(SynchronousTestCase):
             1.5,
         )
 
+    def test_lossJudgedAfterReading(self) -> None:
+        """
+        A probe is counted lost only once the replies waiting were read:
+        when the process stood still past the timeout, a reply sitting in
+        the socket still counts as received.
+        """
+        prober, reactor, _, _ = started()
+        [(p0, _)] = prober.transport.written  # type: ignore[union-attr]
+        reactor.rightNow += 10  # the process stood still
+        prober.tick()  # the overdue tick runs before any reading
+        prober.datagramReceived(p0, None)
+        reactor.advance(0)
+        self.assertEqual((prober.counts["received"], prober.counts["lost"]), (1, 0))
+        self.assertAlmostEqual(prober.rttMax, 10)
+        unanswered = len(prober.outstanding)
+        self.assertGreater(unanswered, 0)
+        reactor.advance(prober.timeout)  # and those are not answered
+        self.assertEqual(prober.counts["lost"], unanswered)
+
+    def test_timeout(self) -> None:
+        """
+        The timeout is three intervals, at least 2 seconds: a probe is lost
+        at the first tick that many seconds after it was sent.
+        """
+        prober, reactor, _, _ = started()
+        self.assertEqual(prober.timeout, 3.0)
+        reactor.pump([1, 1])
+        self.assertEqual(prober.counts["lost"], 0)
+        reactor.advance(1)
+        self.assertEqual(prober.counts["lost"], 1)
+        fast = UDPPeerProber(PeerTarget("h", 7), "127.0.0.1", 0.1, reactor)
+        self.assertEqual(fast.timeout, 2.0)
+
     def test_otherInstanceIgnored(self) -> None:
         """
         A reply to another prober's probe (same bytes but another instance
@@ -192,12 +226,12 @@ class LoopbackTests(TestCase):
         )
         peer.startService()
         self.addCleanup(peer.stopService)
-        link = peer.getServiceNamed(f"udp-peer 127.0.0.1:{port}")  # type: ignore[attr-defined]
+        link = peer.getServiceNamed(f"udp-peer 127.0.0.1:{port}")
         yield link.resolved
         prober = link.prober
-        yield waitUntil(lambda: prober.counts["received"] >= 5)
+        yield waitUntil(lambda: prober.counts["received"] >= 5, "five replies")
         self.assertEqual(prober.counts["lost"], 0)
         self.assertGreater(prober.rttMax, 0)
         yield echo.stopService()
-        yield waitUntil(lambda: prober.counts["lost"] >= 2)
+        yield waitUntil(lambda: prober.counts["lost"] >= 2, "two losses")
         self.assertGreaterEqual(prober.counts["sent"], 5 + 2 + 2)

@@ -1,15 +1,22 @@
-# -*- test-case-name: tests.test_udpecho -*-
+# -*- test-case-name: tests.test_datagram -*-
 """
 The plumbing of every datagram service: where it listens, and the one way
 to listen, say so and stop.
 
   - L{ListenAddress} and L{parseListenAddress}: C{[ADDRESS:]PORT} or
     C{systemd:NAME};
-  - L{DatagramService}: one socket per address (a bare port is every IPv4
-    and every IPv6 address), one protocol instance per socket, the
-    C{listening} event and C{netdemo_listener_info} through
+  - L{DatagramService}: the base of every datagram listener (UDP echo, the
+    multicast responder): the C{listening} event and
+    C{netdemo_listener_info} with the same address through
     L{ListenerReport}, a socket that cannot be bound ending start-up
-    (L{exitOnBindFailure}); subclasses choose the port type.
+    (L{exitOnBindFailure}), L{IListener}, and stopping;
+  - L{UnicastService}: one socket per address (a bare port is every IPv4
+    and every IPv6 address), one protocol instance per socket; subclasses
+    choose the port type;
+  - L{listenConnected}: the ephemeral connected socket of a prober
+    (C{--udp-peer}, C{netdemo ping udp}), which survives ICMP errors;
+  - L{stopPorts}, L{AfterReading}: stopping sockets, and judging silence
+    only after reading what has arrived.
 
 Datagram sockets are read whole: L{MAX_PACKET_SIZE}, not Twisted's default
 of 8192, which silently cuts larger datagrams.  The services refuse what is
@@ -29,11 +36,12 @@ from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from netdemo.internals import RefusalTolerantPort
 from netdemo.listening import IListener, ListenerReport, exitOnBindFailure
 from netdemo.logs import formatAddress
 from netdemo.metrics import IMetrics
@@ -42,9 +50,15 @@ __all__ = [
     "MAX_PACKET_SIZE",
     "DatagramService",
     "ListenAddress",
+    "AfterReading",
+    "UnicastService",
     "inheritedDatagramSocket",
+    "listenConnected",
     "parseListenAddress",
+    "stopPorts",
 ]
+
+_log = Logger()
 
 #: Read whole datagrams, whatever their size.
 MAX_PACKET_SIZE = 65535
@@ -159,13 +173,12 @@ def _noIPv6(e: Exception) -> bool:
 @implementer(IListener)
 class DatagramService(Service):
     """
-    Listen for datagrams on several addresses with one protocol instance
-    per socket.
+    The one way a datagram service listens, says so and stops: subclasses
+    bind their sockets in L{listenAll} and hand each to L{listened}.
 
-    A port that cannot be bound fails start-up, except the IPv6 half of a
-    bare port on a host without IPv6, which is logged and skipped.
-    Subclasses may override L{listenOn} and L{adopt} to use their own port
-    type.
+    A socket that cannot be bound ends start-up (L{exitOnBindFailure}).
+    Every bound socket is one C{listening} event and one
+    C{netdemo_listener_info} series with the same address (L{report}).
 
     @ivar ports: The listening ports.
     @ivar protocols: Their protocols.
@@ -175,6 +188,81 @@ class DatagramService(Service):
     _log = Logger()
 
     def __init__(
+        self, name: str, reactor: Any, metrics: IMetrics | None = None
+    ) -> None:
+        self.setName(name)
+        self.metrics = metrics
+        self.report = ListenerReport(name, metrics)
+        self.reactor = reactor
+        self.ports: list[IListeningPort] = []
+        self.protocols: list[Any] = []
+
+    def listenAll(self) -> None:
+        """
+        Bind every socket of the service, each through L{listened}.
+
+        @raise CannotListenError: (Or C{OSError}) A socket cannot be bound.
+        """
+        raise NotImplementedError
+
+    def listened(
+        self,
+        port: IListeningPort,
+        proto: DatagramProtocol,
+        address: str,
+        description: str,
+    ) -> None:
+        """
+        Keep, report and log one bound socket.
+
+        @param address: What it listens on, as logged and labelled.
+        @param description: The option value it came from.
+        """
+        self.ports.append(port)
+        self.protocols.append(proto)
+        self.report.bound(address, description)
+
+    def stopping(self) -> None:
+        """
+        Called at stop, while the sockets are still open (a goodbye).
+        """
+
+    def privilegedStartService(self) -> None:
+        if not self.ports:
+            exitOnBindFailure(self.listenAll)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if not self.ports:
+            exitOnBindFailure(self.listenAll)
+        super().startService()
+
+    def whenListening(self) -> Deferred[bool]:
+        # Datagram sockets are bound synchronously, in start-up.
+        return succeed(bool(self.ports))
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        if self.ports:
+            self.stopping()
+        ports, self.ports = self.ports, []
+        self.report.closed()
+        return stopPorts(ports)
+
+
+class UnicastService(DatagramService):
+    """
+    Listen for datagrams on C{[ADDRESS:]PORT}s with one protocol instance
+    per socket: a bare port is every IPv4 and every IPv6 address; a socket
+    systemd passes (C{systemd:NAME}) is adopted.
+
+    A port that cannot be bound fails start-up, except the IPv6 half of a
+    bare port on a host without IPv6, which is logged and skipped.
+    Subclasses may override L{listenOn} and L{adopt} to use their own port
+    type.
+    """
+
+    def __init__(
         self,
         name: str,
         addresses: Iterable[ListenAddress],
@@ -182,14 +270,9 @@ class DatagramService(Service):
         reactor: Any,
         metrics: IMetrics | None = None,
     ) -> None:
-        self.setName(name)
-        self.metrics = metrics
-        self.report = ListenerReport(name, metrics)
+        super().__init__(name, reactor, metrics)
         self.addresses = list(addresses)
         self.protocolFactory = protocolFactory
-        self.reactor = reactor
-        self.ports: list[IListeningPort] = []
-        self.protocols: list[Any] = []
 
     def listenOn(self, host: str, port: int, proto: DatagramProtocol) -> IListeningPort:
         """
@@ -209,21 +292,7 @@ class DatagramService(Service):
 
         return adoptDatagramPort(self.reactor, fd, proto, MAX_PACKET_SIZE)
 
-    def privilegedStartService(self) -> None:
-        if not self.ports:
-            exitOnBindFailure(self._listenAll)
-        super().privilegedStartService()
-
-    def startService(self) -> None:
-        if not self.ports:
-            exitOnBindFailure(self._listenAll)
-        super().startService()
-
-    def whenListening(self) -> Deferred[bool]:
-        # Datagram sockets are bound synchronously, in start-up.
-        return succeed(bool(self.ports))
-
-    def _listenAll(self) -> None:
+    def listenAll(self) -> None:
         for address in self.addresses:
             if address.systemdName is not None:
                 proto = self.protocolFactory()
@@ -251,21 +320,82 @@ class DatagramService(Service):
         self, port: IListeningPort, proto: DatagramProtocol, address: ListenAddress
     ) -> int:
         """
-        Keep, report and log one bound socket.
+        L{listened}, with the address the socket is bound to.
 
         @return: Its port number.
         """
-        self.ports.append(port)
-        self.protocols.append(proto)
         h: Any = port.getHost()
-        self.report.bound(formatAddress(h), str(address))
+        self.listened(port, proto, formatAddress(h), str(address))
         # Port 0 on a bare port: the IPv6 socket takes the IPv4 one's.
         return int(h.port)
 
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        ports, self.ports = self.ports, []
-        self.report.closed()
-        return gatherResults(
-            [maybeDeferred(p.stopListening) for p in ports], consumeErrors=True
-        ).addErrback(lambda f: self._log.failure("stopping", f))
+
+def stopPorts(ports: Iterable[IListeningPort]) -> Deferred[Any]:
+    """
+    Stop listening on C{ports}; a failure to stop one is logged.
+
+    @return: A L{Deferred} that fires once all have stopped.
+    """
+    return gatherResults(
+        [maybeDeferred(p.stopListening) for p in ports], consumeErrors=True
+    ).addErrback(lambda f: _log.failure("stopping", f))
+
+
+def listenConnected(
+    reactor: Any, proto: DatagramProtocol, ipv6: bool
+) -> IListeningPort:
+    """
+    Listen on an ephemeral port of the wildcard address for C{proto}, which
+    connects it to its one peer in C{startProtocol}: a
+    L{RefusalTolerantPort} (an ICMP error is reported to the protocol and
+    reading goes on) on reactors with file descriptors, the reactor's
+    C{listenUDP} otherwise.  Datagrams are read whole.
+    """
+    interface = "::" if ipv6 else ""
+    if IReactorFDSet.providedBy(reactor):
+        port = RefusalTolerantPort(0, proto, interface, MAX_PACKET_SIZE, reactor)
+        port.startListening()
+        return port
+    listening: IListeningPort = reactor.listenUDP(0, proto, interface, MAX_PACKET_SIZE)
+    return listening
+
+
+class AfterReading:
+    """
+    Calls to make once the reactor has read what is waiting on its sockets.
+
+    For a decision about silence ("no beacon for three intervals", "no
+    reply within the timeout") taken in a timed call.  After the process
+    stood still (a loaded host, a long write to the log), the reactor runs
+    the timed calls that are due I{before} it reads the datagrams that
+    arrived meanwhile: a timed call would find a peer silent whose beacons
+    are waiting unread.  A call scheduled now for no later than now runs on
+    the reactor's next iteration, after it has polled and read its sockets
+    (C{tests.test_datagram} checks this on the real reactor).  On a
+    L{Clock} it runs at the next C{advance}, even C{advance(0)}.
+
+    At most one call of each name is pending: while one is, it does the
+    work.  L{cancel} cancels them all (at stop).
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self._pending: dict[str, IDelayedCall] = {}
+
+    def call(self, name: str, f: Callable[..., object], *args: Any) -> None:
+        """
+        Call C{f(*args)} once what is waiting has been read, unless a call
+        named C{name} is pending already.
+        """
+        pending = self._pending.get(name)
+        if pending is None or not pending.active():
+            self._pending[name] = self.clock.callLater(0, f, *args)
+
+    def cancel(self) -> None:
+        """
+        Cancel the pending calls.
+        """
+        pending, self._pending = self._pending, {}
+        for call in pending.values():
+            if call.active():
+                call.cancel()

@@ -16,43 +16,62 @@ Datagrams on the group (C{docs/multicast.md} documents the formats):
     shutdown), sent to the group every C{--announce-interval} seconds.
     Beacons are never answered.
 
-Joins are done with C{setsockopt} for both families (Twisted 26.10 packs an
-IPv6 join wrongly and does not set the IPv6 hop limit), with
-C{IP_MULTICAST_ALL} / C{IPV6_MULTICAST_ALL} turned off so the socket sees
-its own groups only, a TTL (hop limit) of 1 unless asked, and a join that
-fails (interface or address not there yet) is logged and retried with
-back-off; it never stops the daemon.
+The formats and the membership socket options are L{netdemo.mcastwire}'s,
+shared with C{netdemo mcast}.  Joins are done with C{setsockopt} for both
+families, with C{IP_MULTICAST_ALL} / C{IPV6_MULTICAST_ALL} turned off so
+the socket sees its own groups only, a TTL (hop limit) of 1 unless asked,
+and a join that fails (interface or address not there yet) is logged and
+retried with back-off; it never stops the daemon.
+
+Silence is judged after reading: a peer expires, and a round-trip probe is
+replaced by the next, only once the reactor has read the datagrams waiting
+(L{AfterReading}), so a process that stood still for a while (a loaded
+host) does not forget peers whose beacons are sitting unread.
+
+Each group is one socket of one L{MulticastService}, bound to the wildcard
+address and the group's port; it logs and labels its listener with the
+group and port it listens to (C{239.255.80.1:8001}), not the wildcard
+address, and the option value as the description.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 import socket
-import struct
 from collections.abc import Iterable
 from typing import Any
 
 from attrs import define, field, frozen
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
-from netdemo.datagram import MAX_PACKET_SIZE
+from netdemo.datagram import MAX_PACKET_SIZE, AfterReading, DatagramService
 from netdemo.guard import ReflectionGuard
 from netdemo.limits import DatagramLimits
-from netdemo.listening import exitOnBindFailure
-from netdemo.logs import formatAddress
+from netdemo.mcastwire import (
+    BEACON,
+    BadBeacon,
+    Beacon,
+    Membership,
+    answerTo,
+    decodeBeacon,
+    interfaceMismatch,
+    isOwnToken,
+    needsInterface,
+    rttAnswerToken,
+    rttProbe,
+    rttToken,
+)
 from netdemo.metrics import IMetrics, Sample, sampleOf
 
 __all__ = [
     "MulticastGroup",
     "MulticastResponder",
+    "MulticastService",
     "Peer",
     "buildMulticastService",
     "parseMulticastGroup",
@@ -60,24 +79,32 @@ __all__ = [
 
 SERVICE_NAME = "multicast"
 
-#: Linux values missing from Python 3.11's C{socket} module.
-IP_MULTICAST_ALL: int = getattr(socket, "IP_MULTICAST_ALL", 49)
-IPV6_MULTICAST_ALL: int = getattr(socket, "IPV6_MULTICAST_ALL", 29)
-
-BEACON = b"NDBEACON "
-PROBES = {b"Notify": b"Acknowledge", b"Client: Ping": b"Server: Pong"}
-
-#: The round-trip probe instances send each other by unicast once per
-#: announce interval, and its answer: the token comes back unchanged, so the
-#: answer is exactly as long as the probe.
-RTT_PROBE = b"NDPING "
-RTT_ANSWER = b"NDPONG "
-
 #: Seconds between join attempts: doubles from the first to the last.
 JOIN_RETRY = (1.0, 30.0)
 
 #: Sequence numbers remembered per peer for duplicate detection.
 HISTORY = 256
+
+#: Seconds between sweeps of the peer table when no beacons are sent.
+SWEEP = 5.0
+
+#: The service totals: metric name and responder attribute.
+_TOTALS = (
+    ("netdemo_datagrams_received_total", "datagramsIn"),
+    ("netdemo_datagrams_sent_total", "datagramsOut"),
+    ("netdemo_received_bytes_total", "bytesIn"),
+    ("netdemo_sent_bytes_total", "bytesOut"),
+)
+
+#: The per-peer series: metric name and L{Peer} attribute.
+_PEER_SERIES = (
+    ("netdemo_multicast_peer_received_total", "received"),
+    ("netdemo_multicast_peer_lost_total", "lost"),
+    ("netdemo_multicast_peer_jitter_seconds", "jitter"),
+    ("netdemo_multicast_peer_rtt_probes_total", "rttProbes"),
+    ("netdemo_multicast_peer_rtt_answers_total", "rttAnswers"),
+    ("netdemo_multicast_peer_rtt_seconds", "rtt"),
+)
 
 
 @frozen
@@ -85,8 +112,8 @@ class MulticastGroup:
     """
     One C{--multicast GROUP:PORT[,interface=..][,ttl=N][,loop=yes|no]}.
 
-    @ivar interface: An IPv4 address or an interface name; C{""} lets the
-        kernel choose by route.
+    @ivar interface: An IPv4 address, an interface name or an index; C{""}
+        lets the kernel choose by route.
     """
 
     group: str
@@ -101,6 +128,13 @@ class MulticastGroup:
         Whether the group is an IPv6 one.
         """
         return ":" in self.group
+
+    @property
+    def membership(self) -> Membership:
+        """
+        The group on the interface, for the socket options.
+        """
+        return Membership(self.group, self.interface)
 
     def __str__(self) -> str:
         where = (
@@ -152,25 +186,15 @@ def parseMulticastGroup(value: str) -> MulticastGroup:
                 "or loop=yes|no"
             )
     interface = settings.get("interface", "")
-    if isinstance(group, ipaddress.IPv6Address):
-        if interface:
-            try:
-                ipaddress.ip_address(interface)
-            except ValueError:
-                pass
-            else:
-                raise ValueError(
-                    f"{value!r}: an IPv6 group needs an interface name, not an address"
-                )
-        elif group.is_link_local or (int(group) >> 112) & 0xF in (1, 2):
-            raise ValueError(f"{value!r}: a link-local IPv6 group needs interface=NAME")
-    elif interface:
-        try:
-            ipaddress.IPv6Address(interface)
-        except ValueError:
-            pass
-        else:
-            raise ValueError(f"{value!r}: an IPv4 group needs an IPv4 interface")
+    ipv6 = group.version == 6
+    if interfaceMismatch(ipv6, interface):
+        if ipv6:
+            raise ValueError(
+                f"{value!r}: an IPv6 group needs an interface name, not an address"
+            )
+        raise ValueError(f"{value!r}: an IPv4 group needs an IPv4 interface")
+    if not interface and needsInterface(str(group)):
+        raise ValueError(f"{value!r}: a link-local IPv6 group needs interface=NAME")
     return MulticastGroup(str(group), int(portText), **settings)
 
 
@@ -253,6 +277,7 @@ class MulticastResponder(DatagramProtocol):
         self._retry: Any = None
         self._announcer: LoopingCall | None = None
         self._sweeper: LoopingCall | None = None
+        self._later = AfterReading(clock)
         self._joinedWaiters: list[Deferred[None]] = []
 
     # Group membership
@@ -261,71 +286,23 @@ class MulticastResponder(DatagramProtocol):
         # Port 0 (tests): beacons go to the port actually bound.
         self.groupPort = self.spec.port or self.transport.getHost().port  # type: ignore[union-attr]
         sock = self.transport.getHandle()  # type: ignore[union-attr]
-        if self.spec.ipv6:
-            level = socket.IPPROTO_IPV6
-            sock.setsockopt(level, socket.IPV6_MULTICAST_HOPS, self.spec.ttl)
-            sock.setsockopt(level, socket.IPV6_MULTICAST_LOOP, int(self.spec.loop))
-            allOption = IPV6_MULTICAST_ALL
-        else:
-            level = socket.IPPROTO_IP
-            sock.setsockopt(level, socket.IP_MULTICAST_TTL, self.spec.ttl)
-            sock.setsockopt(level, socket.IP_MULTICAST_LOOP, int(self.spec.loop))
-            allOption = IP_MULTICAST_ALL
+        membership = self.spec.membership
+        sock.setsockopt(*membership.hops(self.spec.ttl))
+        sock.setsockopt(*membership.loop(self.spec.loop))
         try:
-            sock.setsockopt(level, allOption, 0)
+            sock.setsockopt(*membership.ownGroupsOnly())
         except OSError as e:
-            self._log.warn(
-                "{service}: cannot turn off multicast-all on {group} ({error}): "
+            self._event(
+                LogLevel.warn,
+                "cannot turn off multicast-all on {group} ({error}): "
                 "other groups on this port may be seen",
-                event="multicast_all_unsupported",
-                service=self.guard.serviceName,
-                group=str(self.spec),
+                "multicast_all_unsupported",
                 error=str(e),
             )
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = self.clock
-        self._sweeper.start(self.announceInterval or 5.0, now=False)
+        self._sweeper.start(self.announceInterval or SWEEP, now=False)
         self.join()
-
-    def _interfaceIndex(self) -> int:
-        interface = self.spec.interface
-        if not interface:
-            return 0
-        if interface.isdigit():
-            return int(interface)
-        return socket.if_nametoindex(interface)
-
-    def _membership(self) -> tuple[int, int, bytes, int, bytes]:
-        """
-        The join option and value, and the outgoing-interface option and
-        value, for this group.
-        """
-        spec = self.spec
-        if spec.ipv6:
-            index = self._interfaceIndex()
-            group = socket.inet_pton(socket.AF_INET6, spec.group)
-            return (
-                socket.IPPROTO_IPV6,
-                socket.IPV6_JOIN_GROUP,
-                group + struct.pack("@i", index),
-                socket.IPV6_MULTICAST_IF,
-                struct.pack("@i", index),
-            )
-        group = socket.inet_aton(spec.group)
-        try:
-            address = socket.inet_aton(spec.interface) if spec.interface else b"\0" * 4
-            index = 0
-        except OSError:
-            address = b"\0" * 4
-            index = self._interfaceIndex()
-        mreqn = address + struct.pack("@i", index)
-        return (
-            socket.IPPROTO_IP,
-            socket.IP_ADD_MEMBERSHIP,
-            group + mreqn,
-            socket.IP_MULTICAST_IF,
-            group + mreqn,
-        )
 
     def join(self) -> None:
         """
@@ -337,29 +314,17 @@ class MulticastResponder(DatagramProtocol):
             return
         sock = self.transport.getHandle()  # type: ignore[attr-defined]
         try:
-            level, joinOption, joinValue, ifOption, ifValue = self._membership()
-            if self.spec.interface:
-                sock.setsockopt(level, ifOption, ifValue)
-            sock.setsockopt(level, joinOption, joinValue)
+            for option in self.spec.membership.joinOptions():
+                sock.setsockopt(*option)
         except OSError as e:
-            self._log.error(
-                "{service}: cannot join {group} ({error}); retrying in {delay} s",
-                event="multicast_join_failed",
-                service=self.guard.serviceName,
-                group=str(self.spec),
-                error=str(e),
-                delay=self._delay,
-            )
-            self._retry = self.clock.callLater(self._delay, self.join)
-            self._delay = min(self._delay * 2, JOIN_RETRY[1])
+            self._joinLater(e)
             return
         self.joined = True
         self._delay = JOIN_RETRY[0]
-        self._log.info(
-            "{service}: joined {group} (ttl {ttl}, loop {loop})",
-            event="multicast_joined",
-            service=self.guard.serviceName,
-            group=str(self.spec),
+        self._event(
+            LogLevel.info,
+            "joined {group} (ttl {ttl}, loop {loop})",
+            "multicast_joined",
             ttl=self.spec.ttl,
             loop=self.spec.loop,
         )
@@ -370,6 +335,21 @@ class MulticastResponder(DatagramProtocol):
         waiters, self._joinedWaiters = self._joinedWaiters, []
         for d in waiters:
             d.callback(None)
+
+    def _joinLater(self, error: OSError) -> None:
+        """
+        Log a failed join; try again after a delay that doubles each time,
+        up to C{JOIN_RETRY[1]}.
+        """
+        self._event(
+            LogLevel.error,
+            "cannot join {group} ({error}); retrying in {delay} s",
+            "multicast_join_failed",
+            error=str(error),
+            delay=self._delay,
+        )
+        self._retry = self.clock.callLater(self._delay, self.join)
+        self._delay = min(self._delay * 2, JOIN_RETRY[1])
 
     def whenJoined(self) -> Deferred[None]:
         """
@@ -387,9 +367,24 @@ class MulticastResponder(DatagramProtocol):
             if loop is not None and loop.running:
                 loop.stop()
         self._announcer = self._sweeper = None
+        self._later.cancel()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self.joined = False
+
+    def _event(self, level: LogLevel, text: str, event: str, **fields: Any) -> None:
+        """
+        Log C{event} about this group: C{text} after C{"{service}: "}, with
+        the C{service} and C{group} fields.
+        """
+        self._log.emit(
+            level,
+            "{service}: " + text,
+            event=event,
+            service=self.guard.serviceName,
+            group=str(self.spec),
+            **fields,
+        )
 
     # Beacons
 
@@ -397,23 +392,22 @@ class MulticastResponder(DatagramProtocol):
         """
         The next beacon datagram.
         """
-        body = {
-            "v": 1,
-            "id": self.instance,
-            "host": self.hostname,
-            "services": self.services,
-            "seq": self.sequence,
-            "time": self.clock.seconds(),
-            "interval": self.announceInterval,
-        }
-        if bye:
-            body["bye"] = True
+        beacon = Beacon(
+            instance=self.instance,
+            host=self.hostname,
+            services=tuple(self.services),
+            seq=self.sequence,
+            time=self.clock.seconds(),
+            interval=self.announceInterval,
+            bye=bye,
+        )
         self.sequence += 1
-        return BEACON + json.dumps(body, separators=(",", ":")).encode()
+        return beacon.encode()
 
     def announce(self, bye: bool = False) -> None:
         """
-        Send a beacon to the group.
+        Send a beacon to the group; then, once what is waiting was read,
+        probe the peers' round trips.
         """
         if not self.joined or self.transport is None:
             return
@@ -421,18 +415,18 @@ class MulticastResponder(DatagramProtocol):
         try:
             self.transport.write(data, (self.spec.group, self.groupPort))
         except Exception as e:
-            self._log.warn(
-                "{service}: cannot send a beacon to {group}: {error}",
-                event="multicast_send_failed",
-                service=self.guard.serviceName,
-                group=str(self.spec),
+            self._event(
+                LogLevel.warn,
+                "cannot send a beacon to {group}: {error}",
+                "multicast_send_failed",
                 error=str(e),
             )
             return
         self.datagramsOut += 1
         self.bytesOut += len(data)
         if not bye:
-            self.probePeers()
+            # An answer to the previous probe may be waiting unread.
+            self._later.call("probe", self.probePeers)
 
     def probePeers(self) -> None:
         """
@@ -443,10 +437,10 @@ class MulticastResponder(DatagramProtocol):
         now = self.clock.seconds()
         for peer in self.peers.values():
             self.rttSequence += 1
-            token = b"%s:%d" % (self.instance.encode(), self.rttSequence)
+            token = rttToken(self.instance, self.rttSequence)
             peer.pending = (token, now)
             peer.rttProbes += 1
-            data = RTT_PROBE + token
+            data = rttProbe(token)
             try:
                 self.transport.write(  # type: ignore[union-attr]
                     data, self._unicast(peer.address, self.groupPort)
@@ -465,14 +459,13 @@ class MulticastResponder(DatagramProtocol):
         """
         if self.spec.ipv6 and host.lower().startswith("fe80:"):
             with contextlib.suppress(OSError):
-                return (host, port, 0, self._interfaceIndex())
+                return (host, port, 0, self.spec.membership.interfaceIndex())
         return (host, port)
 
-    def rttAnswered(self, datagram: bytes, host: str) -> None:
+    def rttAnswered(self, token: bytes) -> None:
         """
-        Match an answer to a round-trip probe of ours.
+        Match the token of an answer to a round-trip probe of ours.
         """
-        token = datagram[len(RTT_ANSWER) :]
         now = self.clock.seconds()
         for peer in self.peers.values():
             if peer.pending is not None and peer.pending[0] == token:
@@ -503,23 +496,16 @@ class MulticastResponder(DatagramProtocol):
         if datagram.startswith(BEACON):
             self.beaconReceived(datagram, host)
             return
-        if datagram.startswith(RTT_ANSWER):
-            self.rttAnswered(datagram, host)
+        token = rttAnswerToken(datagram)
+        if token is not None:
+            self.rttAnswered(token)
             return
-        reply = None
-        if datagram.startswith(RTT_PROBE):
-            token = datagram[len(RTT_PROBE) :]
-            if token.startswith(self.instance.encode() + b":"):
-                # Our own probe, handed back to us because instances on one
-                # host share the port: the round trip to a peer on this
-                # host cannot be told apart, so it is not measured.
-                return
-            reply = RTT_ANSWER + token
-        else:
-            for probe, answer in PROBES.items():
-                if datagram.startswith(probe):
-                    reply = answer
-                    break
+        if isOwnToken(datagram, self.instance):
+            # Our own probe, handed back to us because instances on one
+            # host share the port: the round trip to a peer on this host
+            # cannot be told apart, so it is not measured.
+            return
+        reply = answerTo(datagram)
         if reply is None:
             self.guard.refuse("not-a-probe", host, port)
             return
@@ -546,51 +532,47 @@ class MulticastResponder(DatagramProtocol):
         Update the peer table from a beacon.
         """
         try:
-            body = json.loads(datagram[len(BEACON) :])
-            instance = str(body["id"])
-            seq = int(body["seq"])
-            sentAt = float(body["time"])
-            interval = float(body.get("interval") or 0)
-        except (ValueError, KeyError, TypeError):
+            beacon = decodeBeacon(datagram)
+        except BadBeacon:
             self.guard.refuse("bad-beacon", host, 0)
             return
+        instance = beacon.instance
         if instance == self.instance:
             return
         self.beaconsIn += 1
         now = self.clock.seconds()
         peer = self.peers.get(instance)
-        if body.get("bye"):
+        if beacon.bye:
             if peer is not None:
                 self._forget(peer, "goodbye")
             return
+        seq = beacon.seq
         if peer is None:
             peer = Peer(
                 instance=instance,
                 address=host,
-                hostname=str(body.get("host", "")),
-                services=[str(s) for s in body.get("services", [])][:16],
-                interval=interval,
+                hostname=beacon.host,
+                services=list(beacon.services),
+                interval=beacon.interval,
                 firstSeq=seq,
                 highest=seq,
                 lastHeard=now,
-                transit=now - sentAt,
+                transit=now - beacon.time,
             )
             peer.seen[seq] = None
             self.peers[instance] = peer
-            self._log.info(
-                "{service}: peer {instance} ({hostname}, {address}) appeared on "
-                "{group}",
-                event="multicast_peer_joined",
-                service=self.guard.serviceName,
+            self._event(
+                LogLevel.info,
+                "peer {instance} ({hostname}, {address}) appeared on {group}",
+                "multicast_peer_joined",
                 instance=instance,
                 hostname=peer.hostname,
                 address=host,
-                group=str(self.spec),
             )
             return
         peer.lastHeard = now
         peer.address = host
-        peer.interval = interval
+        peer.interval = beacon.interval
         if seq in peer.seen:
             peer.duplicates += 1
             return
@@ -604,33 +586,38 @@ class MulticastResponder(DatagramProtocol):
             peer.highest = seq
         if seq < peer.firstSeq:
             peer.firstSeq = seq
-        transit = now - sentAt
+        transit = now - beacon.time
         peer.jitter += (abs(transit - peer.transit) - peer.jitter) / 16
         peer.transit = transit
 
     def sweep(self) -> None:
         """
-        Forget the peers not heard for three of their intervals.
+        Forget the peers not heard for three of their intervals, judged
+        once the beacons waiting now have been read.
         """
-        now = self.clock.seconds()
+        self._later.call("expire", self.expire, self.clock.seconds())
+
+    def expire(self, asOf: float) -> None:
+        """
+        Forget the peers not heard for three of their intervals at C{asOf}.
+        """
         for peer in list(self.peers.values()):
-            interval = peer.interval or self.announceInterval or 5.0
-            if now - peer.lastHeard > 3 * interval:
+            interval = peer.interval or self.announceInterval or SWEEP
+            if asOf - peer.lastHeard > 3 * interval:
                 self._forget(peer, "expired")
 
     def _forget(self, peer: Peer, reason: str) -> None:
         self.peers.pop(peer.instance, None)
-        self._log.info(
-            "{service}: peer {instance} ({hostname}, {address}) left {group} "
+        self._event(
+            LogLevel.info,
+            "peer {instance} ({hostname}, {address}) left {group} "
             "({reason}); {received} beacons, {lost} lost, {duplicates} "
             "duplicated, {reordered} reordered, jitter {jitter:.6f} s, "
             "rtt {rttText}",
-            event="multicast_peer_left",
-            service=self.guard.serviceName,
+            "multicast_peer_left",
             instance=peer.instance,
             hostname=peer.hostname,
             address=peer.address,
-            group=str(self.spec),
             reason=reason,
             received=peer.received,
             lost=peer.lost,
@@ -645,119 +632,56 @@ class MulticastResponder(DatagramProtocol):
 
     def collect(self) -> list[Sample]:
         """
-        Per-peer samples, for L{IMetrics.addCollector}.
+        Per-peer samples, for L{IMetrics.addCollector}; the round-trip time
+        once one was measured.
         """
         service = self.guard.serviceName
         samples = []
         for peer in self.peers.values():
             name = f"{peer.hostname}/{peer.instance}"
-            samples += [
-                sampleOf(
-                    "netdemo_multicast_peer_received_total",
-                    peer.received,
-                    service=service,
-                    peer=name,
-                ),
-                sampleOf(
-                    "netdemo_multicast_peer_lost_total",
-                    peer.lost,
-                    service=service,
-                    peer=name,
-                ),
-                sampleOf(
-                    "netdemo_multicast_peer_jitter_seconds",
-                    peer.jitter,
-                    service=service,
-                    peer=name,
-                ),
-                sampleOf(
-                    "netdemo_multicast_peer_rtt_probes_total",
-                    peer.rttProbes,
-                    service=service,
-                    peer=name,
-                ),
-                sampleOf(
-                    "netdemo_multicast_peer_rtt_answers_total",
-                    peer.rttAnswers,
-                    service=service,
-                    peer=name,
-                ),
-            ]
-            if peer.rtt is not None:
-                samples.append(
-                    sampleOf(
-                        "netdemo_multicast_peer_rtt_seconds",
-                        peer.rtt,
-                        service=service,
-                        peer=name,
-                    )
-                )
+            for metric, attribute in _PEER_SERIES:
+                value = getattr(peer, attribute)
+                if value is not None:
+                    samples.append(sampleOf(metric, value, service=service, peer=name))
         return samples
 
 
-class _GroupListener(Service):
+class MulticastService(DatagramService):
     """
-    One responder on one group: listen at start (bind failures stop
-    start-up), say goodbye and stop listening at the end.
+    The multicast responder's sockets: one per group, bound to the wildcard
+    address and the group's port (a socket bound to the interface's address
+    receives no multicast), shared with other listeners on the port.  Each
+    is reported as the group and port it listens to.  At stop, every
+    responder says goodbye before its socket closes.
+
+    @ivar responders: One per group.
     """
 
     def __init__(
-        self, responder: MulticastResponder, reactor: Any, metrics: IMetrics
+        self,
+        responders: Iterable[MulticastResponder],
+        reactor: Any,
+        metrics: IMetrics | None = None,
     ) -> None:
-        self.setName(f"{SERVICE_NAME} {responder.spec}")
-        self.metrics = metrics
-        self.responder = responder
-        self.reactor = reactor
-        self.port: IListeningPort | None = None
+        super().__init__(SERVICE_NAME, reactor, metrics)
+        self.responders = list(responders)
 
-    def privilegedStartService(self) -> None:
-        exitOnBindFailure(self._listen)
-        super().privilegedStartService()
+    def listenAll(self) -> None:
+        for responder in self.responders:
+            spec = responder.spec
+            port = self.reactor.listenMulticast(
+                spec.port,
+                responder,
+                "::" if spec.ipv6 else "",
+                MAX_PACKET_SIZE,
+                listenMultiple=True,
+            )
+            where = str(MulticastGroup(spec.group, port.getHost().port))
+            self.listened(port, responder, where, str(spec))
 
-    def startService(self) -> None:
-        exitOnBindFailure(self._listen)
-        super().startService()
-
-    def _listen(self) -> None:
-        if self.port is not None:
-            return
-        spec = self.responder.spec
-        # Bind the wildcard, not the group nor the interface address: a
-        # socket bound to 127.0.0.1 receives no multicast at all.
-        self.port = self.reactor.listenMulticast(
-            spec.port,
-            self.responder,
-            "::" if spec.ipv6 else "",
-            MAX_PACKET_SIZE,
-            listenMultiple=True,
-        )
-        port: Any = self.port
-        self.responder._log.info(
-            "{service}: listening on {address} ({description})",
-            event="listening",
-            service=SERVICE_NAME,
-            address=formatAddress(port.getHost()),
-            description=str(spec),
-        )
-        self.metrics.set(
-            "netdemo_listener_info", 1, service=SERVICE_NAME, address=str(spec)
-        )
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        port: Any = self.port
-        self.port = None
-        if port is None:
-            return None
-        self.responder.goodbye()
-        self.metrics.set(
-            "netdemo_listener_info",
-            0,
-            service=SERVICE_NAME,
-            address=str(self.responder.spec),
-        )
-        stopped: Deferred[None] = maybeDeferred(port.stopListening)
-        return stopped
+    def stopping(self) -> None:
+        for responder in self.responders:
+            responder.goodbye()
 
 
 def newInstanceId() -> str:
@@ -775,7 +699,7 @@ def buildMulticastService(
     metrics: IMetrics,
     reactor: Any,
     instance: str | None = None,
-) -> MultiService:
+) -> MulticastService:
     """
     Build the multicast responder: one socket per group, one guard for all.
 
@@ -791,47 +715,20 @@ def buildMulticastService(
     """
     guard = ReflectionGuard(SERVICE_NAME, limits, metrics, reactor)
     instance = instance or newInstanceId()
-    top = MultiService()
-    top.setName(SERVICE_NAME)
-    responders: list[MulticastResponder] = []
-    for spec in groups:
-        responder = MulticastResponder(
-            spec, guard, instance, services, announceInterval, reactor
-        )
-        responders.append(responder)
-        _GroupListener(responder, reactor, metrics).setServiceParent(top)
+    responders = [
+        MulticastResponder(spec, guard, instance, services, announceInterval, reactor)
+        for spec in groups
+    ]
 
     def collect() -> list[Sample]:
-        samples = [
-            sampleOf(
-                "netdemo_multicast_peers",
-                len({i for r in responders for i in r.peers}),
-                service=SERVICE_NAME,
-            ),
-            sampleOf(
-                "netdemo_datagrams_received_total",
-                sum(r.datagramsIn for r in responders),
-                service=SERVICE_NAME,
-            ),
-            sampleOf(
-                "netdemo_datagrams_sent_total",
-                sum(r.datagramsOut for r in responders),
-                service=SERVICE_NAME,
-            ),
-            sampleOf(
-                "netdemo_received_bytes_total",
-                sum(r.bytesIn for r in responders),
-                service=SERVICE_NAME,
-            ),
-            sampleOf(
-                "netdemo_sent_bytes_total",
-                sum(r.bytesOut for r in responders),
-                service=SERVICE_NAME,
-            ),
-        ]
+        peers = len({i for r in responders for i in r.peers})
+        samples = [sampleOf("netdemo_multicast_peers", peers, service=SERVICE_NAME)]
+        for metric, attribute in _TOTALS:
+            total = sum(getattr(r, attribute) for r in responders)
+            samples.append(sampleOf(metric, total, service=SERVICE_NAME))
         for r in responders:
             samples += r.collect()
         return samples
 
     metrics.addCollector(collect)
-    return top
+    return MulticastService(responders, reactor, metrics)

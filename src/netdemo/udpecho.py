@@ -34,7 +34,12 @@ from twisted.internet.interfaces import IListeningPort, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from netdemo.datagram import MAX_PACKET_SIZE, DatagramService, ListenAddress
+from netdemo.datagram import (
+    MAX_PACKET_SIZE,
+    ListenAddress,
+    UnicastService,
+    inheritedDatagramSocket,
+)
 from netdemo.guard import ReflectionGuard
 from netdemo.internals import adoptDatagramPortAs
 from netdemo.limits import DatagramLimits
@@ -259,7 +264,7 @@ class PacketInfoPort(udp.Port):
             proto.bytesOut += bytesOut
 
 
-class UDPEchoService(DatagramService):
+class UDPEchoService(UnicastService):
     """
     The UDP echo's sockets: L{PacketInfoPort}s on reactors with file
     descriptors (so a wildcard-bound socket replies from the address the
@@ -276,8 +281,6 @@ class UDPEchoService(DatagramService):
     def adopt(self, name: str, proto: DatagramProtocol) -> IListeningPort:
         if not IReactorFDSet.providedBy(self.reactor):
             return super().adopt(name, proto)
-        from netdemo.datagram import inheritedDatagramSocket
-
         fd, family = inheritedDatagramSocket(name)
         port = adoptDatagramPortAs(
             PacketInfoPort, self.reactor, fd, family, proto, MAX_PACKET_SIZE

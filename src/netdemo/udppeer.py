@@ -16,6 +16,11 @@ interval to the peer's UDP echo.  It counts what came back:
 and the round-trip time: min, avg, max and mdev (the standard deviation, as
 C{ping} prints it) over the replies, plus the last one.
 
+The socket is L{listenConnected}'s, shared with C{netdemo ping udp}: an
+ICMP error does not close it.  A probe is counted lost only once the
+reactor has read the replies waiting (L{AfterReading}), so a process that
+stood still for a while does not count replies sitting unread as losses.
+
 A probe is 32 bytes::
 
     b"NDPEER01" | sequence (8 bytes) | send time (double) | instance (8 bytes)
@@ -34,13 +39,13 @@ from typing import Any
 
 from attrs import frozen
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IListeningPort, IReactorFDSet
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
-from netdemo.internals import RefusalTolerantPort
+from netdemo.datagram import AfterReading, listenConnected, stopPorts
 from netdemo.logs import RateLimitedLog
 from netdemo.metrics import IMetrics, Sample, sampleOf
 
@@ -130,6 +135,7 @@ class UDPPeerProber(DatagramProtocol):
         self._rttMean = 0.0
         self._rttM2 = 0.0
         self._loop: LoopingCall | None = None
+        self._later = AfterReading(clock)
         self._lostLog = RateLimitedLog(self._log, clock.seconds)
 
     def startProtocol(self) -> None:
@@ -147,6 +153,7 @@ class UDPPeerProber(DatagramProtocol):
         )
 
     def stopProtocol(self) -> None:
+        self._later.cancel()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
             self.report()
@@ -174,23 +181,11 @@ class UDPPeerProber(DatagramProtocol):
 
     def tick(self) -> None:
         """
-        Expire unanswered probes and send the next one.
+        Send the next probe; once the replies waiting have been read,
+        count the probes unanswered for L{timeout} as lost.
         """
         now = self.clock.seconds()
-        for seq, sentAt in list(self.outstanding.items()):
-            if now - sentAt >= self.timeout:
-                del self.outstanding[seq]
-                self.counts["lost"] += 1
-                self._lostLog.emit(
-                    "lost",
-                    LogLevel.warn,
-                    "{service}: probe {seq} to {peer} lost; {suppressed} similar "
-                    "events not logged",
-                    event="peer_probe_lost",
-                    service=SERVICE_NAME,
-                    peer=str(self.target),
-                    seq=seq,
-                )
+        self._later.call("expire", self.expire, now)
         seq = self.sequence
         self.sequence += 1
         if seq and seq % REPORT_EVERY == 0:
@@ -200,18 +195,42 @@ class UDPPeerProber(DatagramProtocol):
             transport.write(_PROBE.pack(MAGIC, seq, now, self.instance))
         except Exception as e:
             # No route, full buffer: the probe will be counted lost.
-            self._lostLog.emit(
+            self._warn(
                 "send",
-                LogLevel.warn,
-                "{service}: cannot send to {peer}: {error}; {suppressed} similar "
-                "events not logged",
-                event="peer_send_failed",
-                service=SERVICE_NAME,
-                peer=str(self.target),
+                "cannot send to {peer}: {error}",
+                "peer_send_failed",
                 error=str(e),
             )
         self.outstanding[seq] = now
         self.counts["sent"] += 1
+
+    def expire(self, asOf: float) -> None:
+        """
+        Count the probes sent L{timeout} seconds or more before C{asOf} and
+        still unanswered as lost.
+        """
+        for seq, sentAt in list(self.outstanding.items()):
+            if asOf - sentAt >= self.timeout:
+                del self.outstanding[seq]
+                self.counts["lost"] += 1
+                self._warn(
+                    "lost", "probe {seq} to {peer} lost", "peer_probe_lost", seq=seq
+                )
+
+    def _warn(self, kind: str, text: str, event: str, **fields: Any) -> None:
+        """
+        Log a warning about the link, at most one of each C{kind} every few
+        seconds.
+        """
+        self._lostLog.emit(
+            kind,
+            LogLevel.warn,
+            "{service}: " + text + "; {suppressed} similar events not logged",
+            event=event,
+            service=SERVICE_NAME,
+            peer=str(self.target),
+            **fields,
+        )
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if len(datagram) != _PROBE.size:
@@ -300,23 +319,12 @@ class UDPPeerProber(DatagramProtocol):
         return samples
 
 
-def _listenConnected(reactor: Any, prober: UDPPeerProber, interface: str) -> Any:
-    """
-    Listen on an ephemeral port for C{prober}: a L{RefusalTolerantPort} on
-    reactors with file descriptors, the reactor's C{listenUDP} otherwise.
-    """
-    if IReactorFDSet.providedBy(reactor):
-        port = RefusalTolerantPort(0, prober, interface, 65535, reactor)
-        port.startListening()
-        return port
-    return reactor.listenUDP(0, prober, interface, 65535)
-
-
 class _PeerLink(Service):
     """
     Resolve one peer's name, then listen on an ephemeral port connected to
-    it.  A name that does not resolve is logged and retried every interval:
-    the daemon keeps running.
+    it (L{listenConnected}).  A name that does not resolve is logged and
+    retried every interval: the daemon keeps running.  The port is a
+    client's, so it is not reported as a listener.
     """
 
     _log = Logger()
@@ -366,22 +374,17 @@ class _PeerLink(Service):
         if not self.running:
             return
         prober = UDPPeerProber(self.target, address, self.interval, self.reactor)
-        interface = "::" if ":" in address else ""
-        self.port = _listenConnected(self.reactor, prober, interface)
+        self.port = listenConnected(self.reactor, prober, ":" in address)
         self.prober = prober
         self.metrics.addCollector(prober.collect)
         self.resolved.callback(None)
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[Any]:
         super().stopService()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
-        port: Any = self.port
-        self.port = None
-        if port is not None:
-            stopped: Deferred[None] = maybeDeferred(port.stopListening)
-            return stopped
-        return None
+        port, self.port = self.port, None
+        return succeed(None) if port is None else stopPorts([port])
 
 
 def buildUDPPeerService(

@@ -13,16 +13,16 @@ together, as the number of answers per probe from that address.
 Beacons are datagrams to the group: C{NDBEACON } and a JSON object with the
 instance's id, host name, services, sequence number and interval
 (C{"bye": true} on shutdown).
+
+The formats and the socket options are L{netdemo.mcastwire}'s, shared with
+the responder.  Everything is written through the L{Console} given.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import socket
-import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import define, field
@@ -31,6 +31,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 
 from netdemo.clients.common import (
+    EXIT_LOST,
+    EXIT_OK,
     CommandError,
     Console,
     GnuOptions,
@@ -41,19 +43,19 @@ from netdemo.clients.common import (
     whenInterrupted,
     why,
 )
+from netdemo.datagram import MAX_PACKET_SIZE
+from netdemo.mcastwire import (
+    ANSWER,
+    BEACON,
+    BadBeacon,
+    Membership,
+    decodeBeacon,
+    interfaceMismatch,
+    needsInterface,
+    probeDatagram,
+)
 
-__all__ = ["McastOptions", "runMcast"]
-
-BEACON = b"NDBEACON "
-PROBE = b"Notify"
-ANSWER = b"Acknowledge"
-MAX_DATAGRAM = 65535
-
-#: Linux values missing from Python 3.11's C{socket} module.
-IP_MULTICAST_ALL: int = getattr(socket, "IP_MULTICAST_ALL", 49)
-IPV6_MULTICAST_ALL: int = getattr(socket, "IPV6_MULTICAST_ALL", 29)
-
-EXIT_OK, EXIT_LOST = 0, 1
+__all__ = ["ListenOptions", "McastOptions", "ProbeOptions", "runMcast"]
 
 
 def parseGroup(value: str) -> tuple[str, int, bool]:
@@ -82,13 +84,9 @@ def _ttlCoerce(value: str) -> int:
     """
     Coerce C{--ttl}: 1 to 255.
     """
-    try:
-        ttl = int(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a whole number") from None
-    if not 1 <= ttl <= 255:
-        raise ValueError(f"{value!r} is not from 1 to 255")
-    return ttl
+    if not (value.isdigit() and len(value) <= 3 and 1 <= int(value) <= 255):
+        raise ValueError(f"{value!r} is not a whole number from 1 to 255")
+    return int(value)
 
 
 _ttlCoerce.coerceDoc = "From 1 to 255."  # type: ignore[attr-defined]
@@ -97,65 +95,58 @@ _ttlCoerce.coerceDoc = "From 1 to 255."  # type: ignore[attr-defined]
 class _GroupOptions(GnuOptions):
     """
     What both C{mcast} commands take: the group and the interface.
+
+    After parsing, C{membership} is the group on the interface (a name
+    already checked), C{group}, C{port} and C{ipv6} the group's.
     """
+
+    optParameters: list[list[Any]] = [
+        [
+            "interface",
+            "I",
+            None,
+            "Interface: an IPv4 address or a name (eth0) for IPv4 groups, a name "
+            "or index for IPv6 groups [default: chosen by route]",
+        ]
+    ]
 
     def parseArgs(self, target: str) -> None:  # type: ignore[override]
         self["group"], self["port"], self["ipv6"] = parseGroup(target)
 
     def postOptions(self) -> None:
         interface = self["interface"]
-        self["ifaddr"], self["ifindex"] = None, 0
+        membership = self["membership"] = Membership(self["group"], interface or "")
         if interface is None:
-            if self["ipv6"] and _needsInterface(self["group"]):
+            if needsInterface(self["group"]):
                 raise usage.UsageError(
                     f"group {self['group']} is link- or interface-local: "
                     "say which --interface"
                 )
             return
-        try:
-            address = ipaddress.ip_address(interface)
-        except ValueError:
-            address = None
-        if address is not None:
-            if self["ipv6"] or address.version != 4:
-                raise usage.UsageError(
-                    f"--interface {interface!r}: give an interface name for IPv6 "
-                    "groups and an IPv4 address or a name for IPv4 groups"
-                )
-            self["ifaddr"] = interface
-            return
-        try:
-            self["ifindex"] = (
-                int(interface)
-                if interface.isdigit()
-                else socket.if_nametoindex(interface)
+        if interfaceMismatch(self["ipv6"], interface):
+            raise usage.UsageError(
+                f"--interface {interface!r}: give an interface name for IPv6 "
+                "groups and an IPv4 address or a name for IPv4 groups"
             )
+        try:
+            membership.interfaceIndex()
         except OSError:
             raise usage.UsageError(
                 f"--interface {interface!r}: no such interface"
             ) from None
 
-
-def _needsInterface(group: str) -> bool:
-    """
-    Whether an IPv6 group is link- or interface-local (needs an interface).
-    """
-    scope = (int(ipaddress.IPv6Address(group)) >> 112) & 0xF
-    return scope in (1, 2)
-
-
-_INTERFACE: list[Any] = [
-    "interface",
-    "I",
-    None,
-    "Interface: an IPv4 address or a name (eth0) for IPv4 groups, a name or "
-    "index for IPv6 groups [default: chosen by route]",
-]
+    @property
+    def target(self) -> str:
+        """
+        C{GROUP:PORT}, as people write it.
+        """
+        return formatHostPort(self["group"], self["port"])
 
 
 class ProbeOptions(_GroupOptions):
     """
-    C{netdemo mcast probe GROUP:PORT}.
+    C{netdemo mcast probe GROUP:PORT}: who answers on a group, with loss
+    and round-trip times.
     """
 
     synopsis = "GROUP:PORT [--interface ADDR|NAME] [--ttl N] [-c COUNT] [-i S] [-W S]"
@@ -174,7 +165,6 @@ class ProbeOptions(_GroupOptions):
         "  netdemo mcast probe [ff05::80:1]:8001 -I eth0 --ttl 4"
     )
     optParameters: list[list[Any]] = [
-        _INTERFACE,
         ["ttl", "t", 1, "Multicast TTL (IPv6 hop limit) of the probes", _ttlCoerce],
         ["count", "c", 3, "Probes to send", countCoerce],
         [
@@ -211,8 +201,7 @@ class ListenOptions(_GroupOptions):
         "  netdemo mcast listen [ff02::80:1]:8001 -I eth0"
     )
     optParameters: list[list[Any]] = [
-        _INTERFACE,
-        ["count", "c", 0, "Datagrams to print before exiting", countCoerce],
+        ["count", "c", 0, "Datagrams to print before exiting", countCoerce]
     ]
 
 
@@ -234,29 +223,6 @@ class McastOptions(usage.Options):
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("say which: mcast probe or mcast listen")
-
-
-def _multicastSocketOptions(handle: socket.socket, options: usage.Options) -> None:
-    """
-    Pin the outgoing interface of a multicast socket.
-    """
-    if options["ipv6"]:
-        if options["ifindex"]:
-            handle.setsockopt(
-                socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, options["ifindex"]
-            )
-    elif options["ifaddr"]:
-        handle.setsockopt(
-            socket.IPPROTO_IP,
-            socket.IP_MULTICAST_IF,
-            socket.inet_aton(options["ifaddr"]),
-        )
-    elif options["ifindex"]:
-        handle.setsockopt(
-            socket.IPPROTO_IP,
-            socket.IP_MULTICAST_IF,
-            struct.pack("4s4si", bytes(4), bytes(4), options["ifindex"]),
-        )
 
 
 def _address(addr: Sequence[Any]) -> str:
@@ -303,11 +269,21 @@ class Responder:
 class _Prober(DatagramProtocol):
     """
     Send probes to the group on a timer and collect the answers.
+
+    @ivar now: The clock of the round-trip times.
     """
 
-    def __init__(self, reactor: Any, options: ProbeOptions) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        options: ProbeOptions,
+        console: Console,
+        now: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.reactor = reactor
         self.options = options
+        self.console = console
+        self.now = now
         self.destination = (options["group"], options["port"])
         self.sent = 0
         self.lastSent: float | None = None
@@ -320,10 +296,9 @@ class _Prober(DatagramProtocol):
         Send the next probe, and schedule the one after or the end.
         """
         self.sent += 1
-        self.lastSent = time.perf_counter()
-        datagram = b"%s %04d netdemo-mcast-probe" % (PROBE, self.sent)
+        self.lastSent = self.now()
         try:
-            self.transport.write(datagram, self.destination)  # type: ignore[union-attr]
+            self.transport.write(probeDatagram(self.sent), self.destination)  # type: ignore[union-attr]
         except OSError as e:
             self.finish(CommandError(f"cannot send to the group: {why(e)}"))
             return
@@ -336,7 +311,7 @@ class _Prober(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if not datagram.startswith(ANSWER) or self.lastSent is None:
             return
-        rtt = time.perf_counter() - self.lastSent
+        rtt = self.now() - self.lastSent
         if rtt > self.options["timeout"]:
             return
         address = _address(addr)
@@ -344,10 +319,9 @@ class _Prober(DatagramProtocol):
         responder.answers += 1
         responder.perProbe[self.sent] = responder.perProbe.get(self.sent, 0) + 1
         responder.rtts.append(rtt)
-        print(
+        self.console.say(
             f"{len(datagram)} bytes from {address}: seq={self.sent} "
-            f"time={rtt * 1000:.3f} ms",
-            flush=True,
+            f"time={rtt * 1000:.3f} ms"
         )
 
     def finish(self, error: Exception | None = None) -> None:
@@ -389,41 +363,38 @@ class _Prober(DatagramProtocol):
 
 
 async def runProbe(
-    reactor: Any, options: ProbeOptions, console: Console | None = None
+    reactor: Any, options: ProbeOptions, console: Console, interrupted: Deferred[None]
 ) -> int:
     """
-    Run C{netdemo mcast probe}.
+    Probe the group until C{--count} probes were sent (and their answers
+    had time to come) or C{interrupted} fires; print each answer and the
+    summary.
 
-    @return: The exit status.
+    @return: The exit status: L{EXIT_OK} when some responder answered and
+        none missed a probe.
     """
-    target = formatHostPort(options["group"], options["port"])
-    prober = _Prober(reactor, options)
-    interrupted = whenInterrupted(reactor)
+    target = options.target
+    prober = _Prober(reactor, options, console)
     port = reactor.listenUDP(
-        0, prober, "::" if options["ipv6"] else "", maxPacketSize=MAX_DATAGRAM
+        0, prober, "::" if options["ipv6"] else "", maxPacketSize=MAX_PACKET_SIZE
     )
+    membership: Membership = options["membership"]
     handle = port.getHandle()
     try:
-        _multicastSocketOptions(handle, options)
-        if options["ipv6"]:
-            handle.setsockopt(
-                socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, options["ttl"]
-            )
-        else:
-            handle.setsockopt(
-                socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, options["ttl"]
-            )
+        if membership.interface:
+            handle.setsockopt(*membership.outgoingInterface())
+        handle.setsockopt(*membership.hops(options["ttl"]))
     except OSError as e:
         port.stopListening()
         raise CommandError(f"--interface {options['interface']!r}: {why(e)}") from None
-    print(f"PROBE {target}: ttl {options['ttl']}", flush=True)
+    console.say(f"PROBE {target}: ttl {options['ttl']}")
     interrupted.addCallback(lambda _: prober.finish())
     prober.probe()
     try:
         await prober.done
     finally:
         await port.stopListening()
-    print(prober.summary(target))
+    console.say(prober.summary(target))
     return prober.exitCode()
 
 
@@ -437,18 +408,14 @@ def describe(datagram: bytes, sender: str) -> str:
     """
     if datagram.startswith(BEACON):
         try:
-            body = json.loads(datagram[len(BEACON) :])
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
-            kind = "goodbye" if body.get("bye") else "beacon"
-            services = ",".join(str(s) for s in body.get("services", []))
-            return (
-                f"{kind} from {body.get('host')}/{body.get('id')} ({sender}): "
-                f"seq={body.get('seq')} services={services} "
-                f"interval={body.get('interval')}"
-            )
-        except ValueError:
+            beacon = decodeBeacon(datagram)
+        except BadBeacon:
             return f"malformed beacon from {sender}: {len(datagram)} bytes"
+        return (
+            f"{'goodbye' if beacon.bye else 'beacon'} from "
+            f"{beacon.host}/{beacon.instance} ({sender}): seq={beacon.seq} "
+            f"services={','.join(beacon.services)} interval={beacon.interval}"
+        )
     text = datagram[:80].decode("utf-8", "replace")
     more = "..." if len(datagram) > 80 else ""
     return f"{len(datagram)} bytes from {sender}: {text!r}{more}"
@@ -459,8 +426,9 @@ class _Listener(DatagramProtocol):
     Print what arrives on the group.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, console: Console) -> None:
         self.count = count
+        self.console = console
         self.received = 0
         self.senders: set[str] = set()
         self.done: Deferred[None] = Deferred()
@@ -471,69 +439,53 @@ class _Listener(DatagramProtocol):
         sender = _address(addr)
         self.received += 1
         self.senders.add(sender)
-        print(describe(datagram, sender), flush=True)
+        self.console.say(describe(datagram, sender))
         if self.count and self.received >= self.count:
             self.done.callback(None)
 
-
-def join(handle: socket.socket, options: usage.Options) -> None:
-    """
-    Join the group on the chosen interface, and hear that group only.
-    """
-    group = options["group"]
-    if options["ipv6"]:
-        handle.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-        request = socket.inet_pton(socket.AF_INET6, group) + struct.pack(
-            "@I", options["ifindex"]
-        )
-        handle.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, request)
-        return
-    handle.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-    request = struct.pack(
-        "4s4si",
-        socket.inet_aton(group),
-        socket.inet_aton(options["ifaddr"] or "0.0.0.0"),
-        options["ifindex"],
-    )
-    handle.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, request)
+    def stop(self) -> None:
+        """
+        Stop listening (Ctrl-C).
+        """
+        if not self.done.called:
+            self.done.callback(None)
 
 
 async def runListen(
-    reactor: Any, options: ListenOptions, console: Console | None = None
+    reactor: Any, options: ListenOptions, console: Console, interrupted: Deferred[None]
 ) -> int:
     """
-    Run C{netdemo mcast listen}.
+    Join the group and print what arrives until C{--count} datagrams did or
+    C{interrupted} fires, then the summary.
 
-    @return: The exit status.
+    @return: L{EXIT_OK}.
     """
-    target = formatHostPort(options["group"], options["port"])
-    listener = _Listener(options["count"])
-    interrupted = whenInterrupted(reactor)
+    target = options.target
+    listener = _Listener(options["count"], console)
     try:
         port = reactor.listenMulticast(
             options["port"],
             listener,
             "::" if options["ipv6"] else "",
-            MAX_DATAGRAM,
+            MAX_PACKET_SIZE,
             listenMultiple=True,
         )
     except Exception as e:
         raise CommandError(f"cannot listen on {target}: {why(e)}") from None
+    membership: Membership = options["membership"]
+    handle = port.getHandle()
     try:
-        join(port.getHandle(), options)
+        # Hear this group only, not every group joined on the port.
+        for option in [membership.ownGroupsOnly(), *membership.joinOptions()]:
+            handle.setsockopt(*option)
     except OSError as e:
         await port.stopListening()
         raise CommandError(f"cannot join {target}: {why(e)}") from None
-    print(f"LISTEN {target}", flush=True)
-
-    def stop(_: object) -> None:
-        if not listener.done.called:
-            listener.done.callback(None)
-
-    interrupted.addCallback(stop)
+    console.say(f"LISTEN {target}")
+    interrupted.addCallback(lambda _: listener.stop())
     await listener.done
     await port.stopListening()
-    print(
+    console.say(
         f"--- {target}: {listener.received} datagrams from "
         f"{len(listener.senders)} senders ---"
     )
@@ -544,10 +496,13 @@ async def runMcast(
     reactor: Any, options: McastOptions, console: Console | None = None
 ) -> int:
     """
-    Run C{netdemo mcast probe} or C{netdemo mcast listen}.
+    Run C{netdemo mcast probe} or C{netdemo mcast listen}, writing to
+    C{console}; Ctrl-C ends either with its summary.
 
     @return: The exit status.
     """
+    console = console or Console()
+    interrupted = whenInterrupted(reactor)
     if options.subCommand == "probe":
-        return await runProbe(reactor, options.subOptions)
-    return await runListen(reactor, options.subOptions)
+        return await runProbe(reactor, options.subOptions, console, interrupted)
+    return await runListen(reactor, options.subOptions, console, interrupted)

@@ -4,8 +4,8 @@ C{netdemo ping tcp|udp HOST:PORT}: echo round trips, like C{ping}.
 
 A probe is C{NDP1}, a 4-byte sequence number, an 8-byte nonce of the run,
 and padding to the size asked for; the echo sends it back unchanged.  Over
-UDP the socket is connected (a L{RefusalTolerantPort}), so ICMP refusals are
-reported and do not end the run.
+UDP the socket is connected (L{listenConnected}, as C{--udp-peer}'s), so
+ICMP refusals and other ICMP errors are reported and do not end the run.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from netdemo.clients.common import (
     whenInterrupted,
     why,
 )
-from netdemo.internals import RefusalTolerantPort
+from netdemo.datagram import listenConnected
 
 __all__ = ["PingOptions", "makeProbe", "probeSequence", "runPing"]
 
@@ -228,6 +228,9 @@ class _Pinger:
         self.stats.refused += 1
         self.console.say(f"refused by {self.target} (ICMP port unreachable)")
 
+    def failed(self, error: int) -> None:
+        self.console.say(f"ICMP error from {self.target}: {os.strerror(error)}")
+
     def stop(self) -> None:
         """
         Stop sending; forget the probes still in flight (they count as lost).
@@ -260,8 +263,12 @@ class _TCPPingProtocol(Protocol):
 
 
 class _UDPPingProtocol(DatagramProtocol):
-    def __init__(self) -> None:
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
         self.pinger: _Pinger | None = None
+
+    def startProtocol(self) -> None:
+        self.transport.connect(*self.address)  # type: ignore[union-attr]
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         if self.pinger is not None:
@@ -270,6 +277,10 @@ class _UDPPingProtocol(DatagramProtocol):
     def connectionRefused(self) -> None:
         if self.pinger is not None:
             self.pinger.refused()
+
+    def connectionFailed(self, error: int) -> None:
+        if self.pinger is not None:
+            self.pinger.failed(error)
 
 
 async def runPing(
@@ -300,15 +311,8 @@ async def runPing(
         close: Callable[[], object] = tcp.transport.loseConnection  # type: ignore[union-attr]
     else:
         family, sockaddr = await resolve(host, port, socket.SOCK_DGRAM)
-        datagrams = _UDPPingProtocol()
-        listening = RefusalTolerantPort(
-            0,
-            datagrams,
-            interface="::" if family == socket.AF_INET6 else "0.0.0.0",
-            reactor=reactor,
-        )
-        listening.startListening()
-        listening.connect(sockaddr[0], sockaddr[1])
+        datagrams = _UDPPingProtocol((sockaddr[0], sockaddr[1]))
+        listening: Any = listenConnected(reactor, datagrams, family == socket.AF_INET6)
         pinger = _Pinger(reactor, options, target, listening.write, console)
         datagrams.pinger = pinger
         close = listening.stopListening

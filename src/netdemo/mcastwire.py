@@ -1,0 +1,422 @@
+# -*- test-case-name: tests.test_mcastwire -*-
+"""
+The multicast wire format, without I/O: what the responder
+(L{netdemo.multicast}) and C{netdemo mcast} (L{netdemo.clients.mcast}) send
+and understand on a group, and the socket options of a group membership.
+
+Datagrams (C{docs/multicast.md} documents them):
+
+  - B{probes} and their answers: a datagram that starts with C{Notify} is
+    answered with C{Acknowledge}, one that starts with C{Client: Ping} with
+    C{Server: Pong} (L{answerTo}); the responder refuses a probe shorter
+    than its answer, so a bare C{Notify} (6 bytes) gets nothing;
+  - the unicast B{round-trip probe} C{NDPING TOKEN} and its answer
+    C{NDPONG TOKEN}, exactly as long (L{rttProbe}, L{rttAnswer},
+    L{rttToken}); the token is C{ID:N}, so an instance knows its own;
+  - B{beacons}: C{NDBEACON } and a JSON object (L{Beacon}, L{decodeBeacon}).
+    Everything in a beacon comes from whoever sent it and ends up in a
+    timer, a metric label or a log line, so decoding checks every field's
+    type, length and range before anything is stored.
+
+Socket options (L{Membership}): IPv4 and IPv6 joins with C{setsockopt}
+(Twisted 26.10 packs an IPv6 join on a chosen interface wrongly and does not
+set the IPv6 hop limit), C{IP_MULTICAST_ALL} / C{IPV6_MULTICAST_ALL} off (a
+socket bound to the wildcard otherwise hears every group joined on its
+port), TTL or hop limit, loop, and the outgoing interface: an IPv4 address,
+an interface name or an interface index.  They are values; the caller hands
+them to C{setsockopt}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import socket
+import struct
+from typing import Any
+
+from attrs import frozen
+
+__all__ = [
+    "ANSWER",
+    "BEACON",
+    "PROBE",
+    "PROBES",
+    "RTT_ANSWER",
+    "RTT_PROBE",
+    "BadBeacon",
+    "Beacon",
+    "Membership",
+    "SocketOption",
+    "answerTo",
+    "decodeBeacon",
+    "interfaceMismatch",
+    "isOwnToken",
+    "needsInterface",
+    "probeDatagram",
+    "rttAnswer",
+    "rttAnswerToken",
+    "rttProbe",
+    "rttToken",
+]
+
+#: Linux values missing from Python 3.11's C{socket} module.
+IP_MULTICAST_ALL: int = getattr(socket, "IP_MULTICAST_ALL", 49)
+IPV6_MULTICAST_ALL: int = getattr(socket, "IPV6_MULTICAST_ALL", 29)
+
+BEACON = b"NDBEACON "
+PROBE = b"Notify"
+ANSWER = b"Acknowledge"
+#: Each probe's prefix and its answer.
+PROBES = {PROBE: ANSWER, b"Client: Ping": b"Server: Pong"}
+
+#: The round-trip probe instances send each other by unicast once per
+#: announce interval, and its answer: the token comes back unchanged, so the
+#: answer is exactly as long as the probe.
+RTT_PROBE = b"NDPING "
+RTT_ANSWER = b"NDPONG "
+
+#: The longest instance id, host name and service name a beacon may carry,
+#: and the most services.
+MAX_ID = 64
+MAX_HOST = 255
+MAX_SERVICE = 64
+MAX_SERVICES = 16
+
+#: A C{setsockopt} call: level, option, value.
+SocketOption = tuple[int, int, int | bytes]
+
+
+# ---------------------------------------------------------------------------
+# Probes
+
+
+def probeDatagram(sequence: int) -> bytes:
+    """
+    The probe C{netdemo mcast probe} sends: C{Notify NNNN netdemo-mcast-probe}.
+    """
+    return b"%s %04d netdemo-mcast-probe" % (PROBE, sequence)
+
+
+def answerTo(datagram: bytes) -> bytes | None:
+    """
+    The answer to a probe (classic or round-trip), or L{None} if
+    C{datagram} is no probe.  The caller checks that the answer is not
+    longer than the probe.
+    """
+    if datagram.startswith(RTT_PROBE):
+        return RTT_ANSWER + datagram[len(RTT_PROBE) :]
+    for probe, answer in PROBES.items():
+        if datagram.startswith(probe):
+            return answer
+    return None
+
+
+def rttToken(instance: str, sequence: int) -> bytes:
+    """
+    The token of round-trip probe C{sequence} of C{instance}: C{ID:N}.
+    """
+    return b"%s:%d" % (instance.encode(), sequence)
+
+
+def isOwnToken(datagram: bytes, instance: str) -> bool:
+    """
+    Whether C{datagram} is a round-trip probe that C{instance} sent.
+    """
+    return datagram.startswith(RTT_PROBE + instance.encode() + b":")
+
+
+def rttProbe(token: bytes) -> bytes:
+    """
+    The round-trip probe carrying C{token}.
+    """
+    return RTT_PROBE + token
+
+
+def rttAnswer(token: bytes) -> bytes:
+    """
+    The answer to the round-trip probe carrying C{token}.
+    """
+    return RTT_ANSWER + token
+
+
+def rttAnswerToken(datagram: bytes) -> bytes | None:
+    """
+    The token of a round-trip answer, or L{None} if C{datagram} is none.
+    """
+    if datagram.startswith(RTT_ANSWER):
+        return datagram[len(RTT_ANSWER) :]
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Beacons
+
+
+class BadBeacon(ValueError):
+    """
+    A datagram that starts like a beacon but is not a valid one.
+    """
+
+
+def _text(body: dict[str, Any], key: str, limit: int, default: str | None) -> str:
+    """
+    The string at C{key}: at most C{limit} characters.
+    """
+    value = body.get(key, default)
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadBeacon(f"{key}: not a string of at most {limit} characters")
+    return value
+
+
+def _number(body: dict[str, Any], key: str, default: float | None) -> float:
+    """
+    The finite number at C{key}.
+    """
+    value: Any = body.get(key, default)
+    try:
+        if isinstance(value, bool) or not math.isfinite(value):
+            raise TypeError
+        return float(value)
+    except (TypeError, OverflowError):
+        raise BadBeacon(f"{key}: not a finite number") from None
+
+
+@frozen
+class Beacon:
+    """
+    One beacon: C{NDBEACON } and a JSON object.
+
+    @ivar instance: The sender's instance id (C{id}), a random hex string.
+    @ivar host: Its host name.
+    @ivar services: The services it runs.
+    @ivar seq: Its beacon sequence number, from 0.
+    @ivar time: Its clock when it sent the beacon (seconds).
+    @ivar interval: Seconds between its beacons (0: it sends none but this).
+    @ivar bye: Whether it is leaving.
+    """
+
+    instance: str
+    host: str
+    services: tuple[str, ...]
+    seq: int
+    time: float
+    interval: float
+    bye: bool = False
+
+    def encode(self) -> bytes:
+        """
+        The datagram.
+        """
+        body: dict[str, Any] = {
+            "v": 1,
+            "id": self.instance,
+            "host": self.host,
+            "services": list(self.services),
+            "seq": self.seq,
+            "time": self.time,
+            "interval": self.interval,
+        }
+        if self.bye:
+            body["bye"] = True
+        return BEACON + json.dumps(body, separators=(",", ":")).encode()
+
+
+def decodeBeacon(datagram: bytes) -> Beacon:
+    """
+    Decode and check a beacon.
+
+    Required: C{id} (a non-empty string of at most L{MAX_ID} characters),
+    C{seq} (a whole number from 0 to 2**63 - 1) and C{time} (a finite
+    number).  Optional: C{host} (at most L{MAX_HOST} characters),
+    C{services} (at most L{MAX_SERVICES} strings of at most L{MAX_SERVICE}
+    characters), C{interval} (a finite number of at least 0) and C{bye} (a
+    boolean).  Other keys are ignored, for later versions.
+
+    @raise BadBeacon: Saying what is wrong.
+    """
+    if not datagram.startswith(BEACON):
+        raise BadBeacon("not a beacon")
+    try:
+        body = json.loads(datagram[len(BEACON) :])
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError included
+        raise BadBeacon(f"not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadBeacon("not a JSON object")
+    instance = _text(body, "id", MAX_ID, None)
+    if not instance:
+        raise BadBeacon("id: empty")
+    seq = body.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        raise BadBeacon("seq: not a whole number from 0 to 2**63 - 1")
+    services = body.get("services", [])
+    if (
+        not isinstance(services, list)
+        or len(services) > MAX_SERVICES
+        or not all(isinstance(s, str) and len(s) <= MAX_SERVICE for s in services)
+    ):
+        raise BadBeacon(f"services: not a list of at most {MAX_SERVICES} names")
+    interval = _number(body, "interval", 0)
+    if interval < 0:
+        raise BadBeacon("interval: below 0")
+    bye = body.get("bye", False)
+    if not isinstance(bye, bool):
+        raise BadBeacon("bye: not true or false")
+    return Beacon(
+        instance=instance,
+        host=_text(body, "host", MAX_HOST, ""),
+        services=tuple(services),
+        seq=seq,
+        time=_number(body, "time", None),
+        interval=interval,
+        bye=bye,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Membership
+
+
+def needsInterface(group: str) -> bool:
+    """
+    Whether a group needs an interface named: IPv6 link-local and
+    interface-local groups (C{ff02::/16}, C{ff01::/16}, and every other
+    flag combination of those scopes).
+    """
+    address = ipaddress.ip_address(group)
+    return address.version == 6 and (int(address) >> 112) & 0xF in (1, 2)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """
+    C{text} as an IP address, or L{None} if it is not one (a name, an index).
+    """
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def interfaceMismatch(ipv6: bool, interface: str) -> bool:
+    """
+    Whether C{interface} is an address that cannot serve the group: an IPv6
+    group needs an interface name or index, an IPv4 group an IPv4 address,
+    a name or an index.
+    """
+    address = _address(interface)
+    if address is None:
+        return False
+    return ipv6 or address.version != 4
+
+
+@frozen
+class Membership:
+    """
+    The socket options for one group on one interface.
+
+    @ivar group: The group's address.
+    @ivar interface: An IPv4 address (IPv4 groups), an interface name or an
+        interface index; C{""} lets the kernel choose by route.
+    """
+
+    group: str
+    interface: str = ""
+
+    @property
+    def ipv6(self) -> bool:
+        """
+        Whether the group is an IPv6 one.
+        """
+        return ":" in self.group
+
+    @property
+    def level(self) -> int:
+        """
+        The C{setsockopt} level of this group's family.
+        """
+        return socket.IPPROTO_IPV6 if self.ipv6 else socket.IPPROTO_IP
+
+    def interfaceIndex(self) -> int:
+        """
+        The index of the interface: 0 when none is named or it is named by
+        an IPv4 address.
+
+        @raise OSError: No interface has that name (yet).
+        """
+        interface = self.interface
+        if not interface or _address(interface) is not None:
+            return 0
+        if interface.isdigit():
+            return int(interface)
+        return socket.if_nametoindex(interface)
+
+    def _request(self) -> bytes:
+        """
+        C{struct ip_mreqn} (IPv4: group, interface address, index) or
+        C{struct ipv6_mreq} (group, index).
+
+        @raise OSError: No interface has that name (yet).
+        """
+        index = struct.pack("@i", self.interfaceIndex())
+        if self.ipv6:
+            return socket.inet_pton(socket.AF_INET6, self.group) + index
+        local = self.interface if _address(self.interface) is not None else ""
+        return (
+            socket.inet_aton(self.group) + socket.inet_aton(local or "0.0.0.0") + index
+        )
+
+    def join(self) -> SocketOption:
+        """
+        Join the group on the interface.
+
+        @raise OSError: No interface has that name (yet).
+        """
+        if self.ipv6:
+            return (self.level, socket.IPV6_JOIN_GROUP, self._request())
+        return (self.level, socket.IP_ADD_MEMBERSHIP, self._request())
+
+    def outgoingInterface(self) -> SocketOption:
+        """
+        Send to the group by the interface (IPv4: C{ip_mreqn}; IPv6: the
+        index).
+
+        @raise OSError: No interface has that name (yet).
+        """
+        if self.ipv6:
+            index = struct.pack("@i", self.interfaceIndex())
+            return (self.level, socket.IPV6_MULTICAST_IF, index)
+        return (self.level, socket.IP_MULTICAST_IF, self._request())
+
+    def joinOptions(self) -> list[SocketOption]:
+        """
+        Pin the outgoing interface (when one is named), then join.
+
+        @raise OSError: No interface has that name (yet).
+        """
+        options = [self.outgoingInterface()] if self.interface else []
+        return [*options, self.join()]
+
+    def hops(self, ttl: int) -> SocketOption:
+        """
+        The TTL (IPv6: hop limit) of what is sent to the group.
+        """
+        if self.ipv6:
+            return (self.level, socket.IPV6_MULTICAST_HOPS, ttl)
+        return (self.level, socket.IP_MULTICAST_TTL, ttl)
+
+    def loop(self, on: bool) -> SocketOption:
+        """
+        Whether this host's own sockets hear what is sent to the group.
+        """
+        if self.ipv6:
+            return (self.level, socket.IPV6_MULTICAST_LOOP, int(on))
+        return (self.level, socket.IP_MULTICAST_LOOP, int(on))
+
+    def ownGroupsOnly(self) -> SocketOption:
+        """
+        Hear only the groups this socket joined (C{IP_MULTICAST_ALL} or
+        C{IPV6_MULTICAST_ALL} off).
+        """
+        option = IPV6_MULTICAST_ALL if self.ipv6 else IP_MULTICAST_ALL
+        return (self.level, option, 0)
