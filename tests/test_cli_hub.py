@@ -633,6 +633,10 @@ class RunnerTests(TestCase):
         """
 
         class Gone(io.BytesIO):
+            """
+            An output whose reader went away.
+            """
+
             def write(self, data: Any) -> int:
                 raise BrokenPipeError()
 

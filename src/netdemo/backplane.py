@@ -830,6 +830,11 @@ def _redisFactories() -> tuple[
             self.factory.backplane.messageReceived(channel, message)
 
     class PublisherFactory(txredisapi.RedisFactory):  # type: ignore[misc]
+        """
+        Builds the publishing connection; a refused password or database
+        stops it.
+        """
+
         protocol = Publisher
 
         def connectionError(self, why: str) -> None:
@@ -837,6 +842,10 @@ def _redisFactories() -> tuple[
             super().connectionError(why)
 
     class SubscriberFactory(txredisapi.SubscriberFactory):  # type: ignore[misc]
+        """
+        Builds the subscribing connection; a refused password stops it.
+        """
+
         protocol = Subscriber
 
         def connectionError(self, why: str) -> None:
@@ -844,6 +853,10 @@ def _redisFactories() -> tuple[
             super().connectionError(why)
 
     def prepare(factory: Any, backplane: RedisBackplane) -> Any:
+        """
+        Give a factory its backplane and the URL's credentials; bytes in and
+        out.
+        """
         url = backplane.url
         factory.backplane = backplane
         factory.charset = None
@@ -855,6 +868,10 @@ def _redisFactories() -> tuple[
         return factory
 
     def publisherFactory(backplane: RedisBackplane) -> Any:
+        """
+        The factory of the publishing connection (it selects the URL's
+        database).
+        """
         url = backplane.url
         factory = PublisherFactory(
             url.display(),
@@ -869,6 +886,9 @@ def _redisFactories() -> tuple[
         return prepare(factory, backplane)
 
     def subscriberFactory(backplane: RedisBackplane) -> Any:
+        """
+        The factory of the subscribing connection.
+        """
         return prepare(SubscriberFactory(isLazy=True), backplane)
 
     return publisherFactory, subscriberFactory
