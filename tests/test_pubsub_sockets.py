@@ -151,12 +151,19 @@ class FiguresTests(SynchronousTestCase):
         blocks = []
         for start in range(0, lineCount, 256):
             block = b"".join(text(i) + b"\n" for i in range(start, start + 256))
-            blocks.append(block)
             delivered = prefix + block[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
             expected.update(delivered)
             expectedSize += len(delivered)
+            blocks.append((block, expectedSize))
 
         digests: dict[int, tuple[str, int]] = {}
+        # The readers are threads of this process: on a busy machine they
+        # may be slower than the hub.  The publisher keeps at most WINDOW
+        # bytes ahead of them, so that only the stalled subscriber ever
+        # has more than the kernel buffers waiting for it.
+        window = 512 * 1024
+        received = [0, 0]
+        progress = threading.Condition()
 
         def read(index: int) -> None:
             sock = readers[index].sock
@@ -169,6 +176,9 @@ class FiguresTests(SynchronousTestCase):
                     break
                 h.update(chunk)
                 size += len(chunk)
+                with progress:
+                    received[index] = size
+                    progress.notify_all()
             digests[index] = (h.hexdigest(), size)
 
         slow = {"service": "pubsub", "reason": "slow-consumer"}
@@ -182,7 +192,7 @@ class FiguresTests(SynchronousTestCase):
                 peak[0] = max(peak[0], daemon.rss())
                 if not stalledAt and daemon.metric("netdemo_refused_total", **slow):
                     stalledAt.append(time.monotonic())
-                done.wait(0.05)
+                done.wait(0.1)
 
         threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
         watcher = threading.Thread(target=watch)
@@ -190,8 +200,18 @@ class FiguresTests(SynchronousTestCase):
             t.start()
         started = time.monotonic()
         watcher.start()
-        for block in blocks:
+        before = 0
+        for block, after in blocks:
+            floor = before - window
+            with progress:
+                # Called at once, in this iteration.
+                caughtUp = progress.wait_for(
+                    lambda: min(received) >= floor,  # noqa: B023
+                    PATIENCE,
+                )
+            self.assertTrue(caughtUp, f"the readers stopped at {received}")
             publisher.send(block)
+            before = after
         for t in threads:
             t.join(120)
         done.set()
