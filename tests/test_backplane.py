@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -32,11 +34,13 @@ from netdemo.backplane import (
     encodeMessage,
     parseBackplaneURL,
 )
+from netdemo.hubwire import escapeControls
 from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.pubsub import PubSubFactory
 from netdemo.web import ServerInfo, statusDocument
 from tests.pubsubhelpers import FakeClient, FakeHub
+from tests.support import PATIENCE
 
 
 def relayed(client: FakeClient) -> list[bytes]:
@@ -176,8 +180,6 @@ class WireTests(SynchronousTestCase):
             (message.node, message.seq, message.identity),
             (node, seq, identity),
         )
-        from netdemo.pubsub import escapeControls
-
         self.assertEqual(message.lines, [escapeControls(line) for line in lines])
 
     @settings(max_examples=300, deadline=None)
@@ -252,7 +254,8 @@ class OrderTests(SynchronousTestCase):
         sent: list[tuple[bytes, int]] = []
         arrivals: list[tuple[bytes, int]] = []
         while any(pending.values()):
-            if sent and data.draw(st.booleans()):
+            again = bool(sent) and data.draw(st.booleans())
+            if again:
                 arrivals.append(data.draw(st.sampled_from(sent)))
                 continue
             node = data.draw(st.sampled_from([n for n, q in pending.items() if q]))
@@ -518,7 +521,11 @@ class RedisBackplaneTests(SynchronousTestCase):
         )
         self.received: list[tuple[bytes, bytes, list[bytes]]] = []
         self.backplane.attach(lambda *args: self.received.append(args))
-        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        # Any trial test case will do; the stub asks for the asynchronous one.
+        self.log = EventLoggingObserver.createWithCleanup(
+            self,  # type: ignore[arg-type]
+            globalLogPublisher,
+        )
 
     def events(self, name: str) -> list[Any]:
         """
@@ -755,3 +762,48 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(service.prefix, b"x")
         hub: Any = top.getServiceNamed("pubsub")
         self.assertIs(hub.factory.backplane, service)
+
+
+class ImportTests(SynchronousTestCase):
+    """
+    The backplane's import-time footprint, and its Redis connections.
+    """
+
+    def test_noReactorAtImport(self) -> None:
+        """
+        Importing L{netdemo.backplane} and L{netdemo.tap} and parsing
+        C{--backplane} (as C{twistd} does before it installs the reactor
+        asked for with C{--reactor}) imports neither C{txredisapi} nor the
+        global reactor.
+        """
+        code = (
+            "import sys, netdemo.backplane, netdemo.tap\n"
+            "netdemo.tap.Options().parseOptions(['--backplane', 'redis://h'])\n"
+            "print(sorted(m for m in ('txredisapi', 'twisted.internet.reactor')"
+            " if m in sys.modules))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE,
+        )
+        self.assertEqual(result.stdout.strip(), "[]", result.stderr)
+
+    def test_factories(self) -> None:
+        """
+        At start, the backplane builds its two connections' factories, for
+        its URL, bytes in and out.
+        """
+        url = parseBackplaneURL("redis://u:pw@127.0.0.1:1/3?prefix=p")
+        redis = RedisBackplane(url, MemoryMetrics(), MemoryReactorClock())
+        makePublisher, makeSubscriber = backplane._redisFactories()
+        self.assertIs(backplane._redisFactories()[0], makePublisher)
+        for factory in (makePublisher(redis), makeSubscriber(redis)):
+            self.assertIs(factory.backplane, redis)
+            self.assertEqual(
+                (factory.charset, factory.convertNumbers, factory.password),
+                (None, False, "pw"),
+            )
+            self.assertEqual(factory.username, "u")
+        self.assertEqual(makePublisher(redis).dbid, 3)

@@ -1,265 +1,160 @@
 """
 Tests for the hub clients C{netdemo chat}, C{netdemo tail} and
-C{netdemo pub} (L{netdemo.clients.hub}): units with L{StringTransport} and a
-L{Clock}, then the real program against real C{twistd netdemo --pubsub}
-hubs on loopback, restarts included.
+C{netdemo pub} (L{netdemo.clients.chat}, L{netdemo.clients.tail},
+L{netdemo.clients.pub} and their L{netdemo.clients.hubclient}).
+
+Units run with L{StringTransport} and a L{Clock}; the runners run in this
+process against a hub on real loopback sockets (L{LoopbackHub}), writing to
+in-memory consoles, with standard input and Ctrl-C stood in for; a few
+tests run the real program against a real C{twistd} hub, where the process
+is the point: a restart of the hub under a running C{chat} and C{tail},
+Ctrl-C, pipes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-import queue
 import re
 import signal
 import socket
 import subprocess
 import threading
-import time
-import unittest
+from collections.abc import Callable
 from datetime import datetime
 from typing import IO, Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.task import Clock
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netdemo.cli import NetdemoOptions
-from netdemo.clients.hub import (
-    MAX_QUEUED_LINES,
-    HubConnection,
-    _Chat,
-    parseDelivery,
-    topicMatches,
-)
-from tests.support import TwistdProcess, assertOneLineError
-from tests.test_cli import NETDEMO, netdemo, unusedPort
+from netdemo.cli import parseCommandLine
+from netdemo.clients import chat, pub, tail
+from netdemo.clients.chat import MAX_QUEUED_LINES, Chat
+from netdemo.clients.common import CommandError, Console
+from netdemo.clients.hubclient import HubConnection, HubSession
+from netdemo.clients.pub import PUB_WINDOW, Publisher
+from netdemo.clients.tail import asJSON, topicMatches
+from netdemo.hubwire import parseDelivery
+from netdemo.limits import ConnectionLimits, HubLimits
+from tests.pubsubhelpers import LineSocket, LoopbackHub
+from tests.support import PATIENCE, Daemon, assertOneLineError, poll, waitUntil
+from tests.test_cli import NETDEMO, netdemo
 
 
-def hub(*extra: str, listen: str = "tcp:0:interface=127.0.0.1") -> TwistdProcess:
+def memoryConsole() -> Console:
     """
-    A C{twistd netdemo} running only a hub on loopback, listening.
+    A console writing to memory.
     """
-    daemon = TwistdProcess("--pubsub", listen, *extra)
-    daemon.waitListening(1)
-    return daemon
+    return Console(out=io.StringIO(), err=io.StringIO(), binary=io.BytesIO())
 
 
-class LineClient:
+def notes(console: Console) -> str:
     """
-    A plain blocking socket client of the hub, for the tests' side.
+    What a memory console got as notices.
     """
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.buffer = b""
-        self.waitFor(b"* welcome")
-
-    def send(self, line: bytes) -> None:
-        """
-        Send one line.
-        """
-        self.sock.sendall(line + b"\n")
-
-    def waitFor(self, text: bytes, timeout: float = 20.0) -> bytes:
-        """
-        Read until a line containing C{text} arrived; return that line.
-        """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lines = self.buffer.split(b"\n")
-            for i, line in enumerate(lines[:-1]):
-                if text in line:
-                    self.buffer = b"\n".join(lines[i + 1 :])
-                    return line
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            if not data:
-                break
-            self.buffer += data
-        raise AssertionError(f"no line with {text!r}; got {self.buffer!r}")
-
-    def collect(self, prefix: bytes, count: int, timeout: float = 30.0) -> list[bytes]:
-        """
-        Read until C{count} lines starting with C{prefix} arrived; return
-        them (other lines are skipped).
-        """
-        found: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while len(found) < count and time.monotonic() < deadline:
-            *lines, self.buffer = self.buffer.split(b"\n")
-            found.extend(line for line in lines if line.startswith(prefix))
-            if len(found) >= count:
-                break
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            if not data:
-                break
-            self.buffer += data
-        return found
-
-    def close(self) -> None:
-        """
-        Close the socket.
-        """
-        self.sock.close()
+    return console.err.getvalue()  # type: ignore[attr-defined]
 
 
-class Running:
+def output(console: Console) -> bytes:
     """
-    A running C{netdemo} command whose output is collected by threads.
+    What a memory console got as byte output.
+    """
+    return console.bytesOut().getvalue()  # type: ignore[attr-defined]
+
+
+def parse(*args: str) -> Any:
+    """
+    Parse C{netdemo ARGS}; return the subcommand's options.
+    """
+    return parseCommandLine(list(args)).subOptions
+
+
+class FakeStdio:
+    """
+    Stands in for standard input and its transport: the test types the
+    input; what the client writes goes to the console's byte output.
     """
 
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [*NETDEMO, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self.out: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
-        for name in ("stdout", "stderr"):
-            stream = getattr(self.process, name)
-            threading.Thread(
-                target=self._read, args=(name, stream), daemon=True
-            ).start()
-
-    def _read(self, name: str, stream: IO[bytes]) -> None:
-        """
-        Collect the lines of one output stream (in a thread).
-        """
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.out[name].append(line)
-            self.lines.put((name, line))
-
-    def text(self, name: str) -> str:
-        """
-        What the command wrote to C{name} so far.
-        """
-        return "\n".join(self.out[name])
-
-    def waitFor(self, name: str, pattern: str, timeout: float = 30.0) -> str:
-        """
-        Wait for a line of C{name} matching C{pattern} (also one seen already
-        that was not waited for before).
-        """
-        deadline = time.monotonic() + timeout
-        seen = getattr(self, "_seen", set())
-        self._seen = seen
-        while time.monotonic() < deadline:
-            for i, line in enumerate(list(self.out[name])):
-                if (name, i) not in seen and re.search(pattern, line):
-                    seen.add((name, i))
-                    return line
-            time.sleep(0.02)
-        raise AssertionError(
-            f"no {name} line matching {pattern!r}; stdout:\n{self.text('stdout')}\n"
-            f"stderr:\n{self.text('stderr')}"
-        )
+    def __init__(self, protocol: Any, console: Console) -> None:
+        self.protocol = protocol
+        self.output = console.bytesOut()
+        self.paused = False
+        self.changes = 0
+        self.closed = False
+        protocol.makeConnection(self)
 
     def write(self, data: bytes) -> None:
-        """
-        Write to the command's standard input.
-        """
-        assert self.process.stdin is not None
-        self.process.stdin.write(data)
-        self.process.stdin.flush()
+        self.output.write(data)
 
-    def closeInput(self) -> None:
+    def pauseProducing(self) -> None:
         """
-        End the command's standard input.
+        Record a pause.
         """
-        assert self.process.stdin is not None
-        self.process.stdin.close()
+        self.paused = True
+        self.changes += 1
 
-    def finish(self, sig: int | None = None, timeout: float = 30.0) -> int:
+    def resumeProducing(self) -> None:
         """
-        Optionally send C{sig}, then wait for the exit status.
+        Record a resumption.
         """
-        if sig is not None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            self.kill()
+        self.paused = False
+        self.changes += 1
 
-    def kill(self) -> None:
+    def loseConnection(self) -> None:
         """
-        Make sure the command is gone.
+        Close standard input and output.
         """
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            with contextlib.suppress(BrokenPipeError):
-                self.process.stdin.close()
+        if not self.closed:
+            self.closed = True
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    async def type(self, data: bytes, chunk: int = 8192) -> None:
+        """
+        Type C{data}, a chunk per reactor turn while not paused, then end
+        the input.
+        """
+        for start in range(0, len(data), chunk):
+            await deferLater(reactor, 0, lambda: None)
+            await waitUntil(lambda: not self.paused, "standard input resumed")
+            self.protocol.dataReceived(data[start : start + chunk])
+        self.protocol.readConnectionLost()
 
 
-class DeliveryTests(unittest.TestCase):
+def typing(data: bytes) -> Callable[[Any, Console, Any], FakeStdio]:
     """
-    Recognising deliveries among the hub's lines.
+    A stand-in for L{netdemo.clients.hubclient.standardIO} whose input is
+    C{data}.
     """
 
-    def test_forms(self) -> None:
-        """
-        Default-topic and topic deliveries are parsed; notices and answers
-        are not deliveries.
-        """
-        plain = parseDelivery(b"<alice> hello there")
-        assert plain is not None
-        self.assertEqual(
-            (plain.topic, plain.identity, plain.text), ("chat", "alice", b"hello there")
-        )
-        topical = parseDelivery(b"[lab.rack1] <[::1]:4000> 21.5 \xff")
-        assert topical is not None
-        self.assertEqual(
-            (topical.topic, topical.identity, topical.text),
-            ("lab.rack1", "[::1]:4000", b"21.5 \xff"),
-        )
-        for other in [b"* alice joined (2 connected)", b"+OK pong", b"-ERR x", b""]:
-            self.assertIsNone(parseDelivery(other))
+    def standardIO(protocol: Any, console: Console, reactor: Any) -> FakeStdio:
+        stdio = FakeStdio(protocol, console)
+        Deferred.fromCoroutine(stdio.type(data))
+        return stdio
 
-    def test_json(self) -> None:
-        """
-        The JSON form has the topic, identity, text (invalid UTF-8
-        replaced), received time and history flag.
-        """
-        delivery = parseDelivery(b"[t] <bob> caf\xc3\xa9 \xff")
-        assert delivery is not None
-        stamp = datetime.fromisoformat("2026-01-02T03:04:05.000006+00:00")
-        record = json.loads(delivery.asJSON(stamp, True))
-        self.assertEqual(
-            record,
-            {
-                "topic": "t",
-                "identity": "bob",
-                "text": "caf\u00e9 \ufffd",
-                "received": "2026-01-02T03:04:05.000006Z",
-                "history": True,
-            },
-        )
-
-    def test_patterns(self) -> None:
-        """
-        Local pattern matching follows the hub's rules.
-        """
-        self.assertTrue(topicMatches("lab.>", "lab.a.b"))
-        self.assertFalse(topicMatches("lab.>", "lab"))
-        self.assertTrue(topicMatches("lab.*.t", "lab.x.t"))
-        self.assertFalse(topicMatches("lab.*", "lab.x.t"))
+    return standardIO
 
 
-class HubConnectionTests(unittest.TestCase):
+def closedPort() -> socket.socket:
+    """
+    A loopback TCP socket bound and not listening: connections to its port
+    are refused.  Close it after the test.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class HubConnectionTests(SynchronousTestCase):
     """
     L{HubConnection} with a L{StringTransport}.
     """
@@ -281,7 +176,7 @@ class HubConnectionTests(unittest.TestCase):
         """
         lines: list[bytes] = []
         answers: list[bytes] = []
-        connection = HubConnection(lines.append, lambda c, r: None)
+        connection = HubConnection(memoryConsole(), lines.append, lambda c, r: None)
         connection.makeConnection(StringTransport())
         for command in [b"/nick bob", b"/pub x..y z", b"/ping"]:
             connection.command(command).addCallback(answers.append)
@@ -324,8 +219,23 @@ class HubConnectionTests(unittest.TestCase):
         self.assertEqual(len(lines) + len(answers), 7)
         self.assertEqual(answers[-1], b"+OK pong")
         self.assertEqual(lines[-1], b"* server shutting down")
-        self.assertTrue(connection.greeting.called)
-        self.assertEqual(connection.greeting.result, self.stream.split(b"\n")[0])
+        self.assertEqual(
+            self.successResultOf(connection.greeting), self.stream.split(b"\n")[0]
+        )
+
+    def test_tooLongLine(self) -> None:
+        """
+        A line from the hub longer than a client takes is a notice and the
+        end of the connection.
+        """
+        console = memoryConsole()
+        connection = HubConnection(console, lambda line: None, lambda c, r: None)
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        connection.dataReceived(b"x" * (1 << 20))
+        self.assertFalse(transport.disconnecting)
+        connection.dataReceived(b"x")
+        self.assertIn("longer than 1048576 bytes", notes(console))
 
     def test_lostFailsPending(self) -> None:
         """
@@ -333,7 +243,9 @@ class HubConnectionTests(unittest.TestCase):
         owner is told.
         """
         lost: list[object] = []
-        connection = HubConnection(lambda line: None, lambda c, r: lost.append(r))
+        connection = HubConnection(
+            memoryConsole(), lambda line: None, lambda c, r: lost.append(r)
+        )
         connection.makeConnection(StringTransport())
         failures: list[Failure] = []
         connection.command(b"/ping").addErrback(failures.append)
@@ -348,7 +260,9 @@ class HubConnectionTests(unittest.TestCase):
         connection.
         """
         clock = Clock()
-        connection = HubConnection(lambda line: None, lambda c, r: None)
+        connection = HubConnection(
+            memoryConsole(), lambda line: None, lambda c, r: None
+        )
         transport = StringTransport()
         connection.makeConnection(transport)
         connection.keepAlive(20.0, clock)
@@ -364,35 +278,82 @@ class HubConnectionTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
-class _FakeStdio:
+class PublisherTests(SynchronousTestCase):
     """
-    Stands in for the C{StandardIO} transport: records pauses and output.
+    L{Publisher}: the window of unanswered C{/pub} commands and the answer
+    timeout, with a L{Clock}.
     """
 
-    def __init__(self) -> None:
-        self.paused = False
-        self.changes = 0
-        self.written = b""
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.transport = StringTransport()
+        self.connection = HubConnection(
+            memoryConsole(), lambda line: None, lambda c, r: None
+        )
+        self.connection.makeConnection(self.transport)
+        self.publisher = Publisher(self.clock, self.connection, b"t", 5.0)
 
-    def pauseProducing(self) -> None:
+    def answer(self, count: int, line: bytes = b"+OK") -> None:
         """
-        Record a pause.
+        The hub answers C{count} commands.
         """
-        self.paused = True
-        self.changes += 1
+        self.connection.dataReceived(line + b"\n" + b"+OK\n" * (count - 1))
 
-    def resumeProducing(self) -> None:
+    def test_window(self) -> None:
         """
-        Record a resumption.
+        Input is paused once L{PUB_WINDOW} commands wait for their answer,
+        and resumed when half of them are answered; once the input ended
+        and all are answered, it is done.
         """
-        self.paused = False
-        self.changes += 1
+        stdio = FakeStdio(Protocol(), memoryConsole())
+        self.publisher.input = stdio
+        for i in range(PUB_WINDOW):
+            self.publisher.publish(b"m%d" % i)
+        self.assertTrue(stdio.paused)
+        self.publisher.publish(b"   ")
+        self.answer(PUB_WINDOW // 2)
+        self.assertTrue(stdio.paused)
+        self.answer(1)
+        self.assertFalse(stdio.paused)
+        self.publisher.ended()
+        self.assertNoResult(self.publisher.done)
+        self.answer(PUB_WINDOW // 2 - 1)
+        self.assertEqual(self.successResultOf(self.publisher.done), PUB_WINDOW)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(self.transport.value().startswith(b"/pub t m0\n/pub t m1\n"))
 
-    def write(self, data: bytes) -> None:
-        self.written += data
+    def test_timeout(self) -> None:
+        """
+        Each answer restarts the timeout; with no answer for C{--timeout}
+        seconds the run fails.
+        """
+        for text in [b"a", b"b"]:
+            self.publisher.publish(text)
+        self.publisher.ended()
+        self.clock.advance(4)
+        self.answer(1)
+        self.clock.advance(4)
+        self.assertNoResult(self.publisher.done)
+        self.clock.advance(1)
+        failure = self.failureResultOf(self.publisher.done, CommandError)
+        self.assertEqual(str(failure.value), "no answer from the hub within 5 s")
+
+    def test_refused(self) -> None:
+        """
+        A C{-ERR} answer fails the run, naming the message.
+        """
+        self.publisher.publish(b"a")
+        self.publisher.publish(b"b")
+        self.answer(1)
+        self.answer(1, b"-ERR bad topic t")
+        failure = self.failureResultOf(self.publisher.done, CommandError)
+        self.assertEqual(
+            str(failure.value), "the hub refused message 2: -ERR bad topic t"
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
-class ChatFlowTests(unittest.TestCase):
+class ChatFlowTests(SynchronousTestCase):
     """
     C{chat} reads standard input no faster than it can send it.
     """
@@ -403,195 +364,592 @@ class ChatFlowTests(unittest.TestCase):
         hub, and resumed when they were sent; a backlog on the hub's
         connection pauses it too.
         """
-        options = NetdemoOptions()
-        options.parseOptions(["chat", "127.0.0.1:1"])
-        chat = _Chat(MemoryReactorClock(), options.subOptions)
-        stdio = _FakeStdio()
-        chat.output = stdio
+        console = memoryConsole()
+        run = Chat(MemoryReactorClock(), parse("chat", "127.0.0.1:1"), console)
+        stdio = FakeStdio(Protocol(), console)
+        run.output = stdio
         for _ in range(MAX_QUEUED_LINES - 1):
-            chat.typed(b"x")
+            run.typed(b"x")
         self.assertFalse(stdio.paused)
-        chat.typed(b"last")
+        run.typed(b"last")
         self.assertTrue(stdio.paused)
-        connection = HubConnection(lambda line: None, lambda c, r: None)
+        connection = HubConnection(console, lambda line: None, lambda c, r: None)
         transport = StringTransport()
         connection.makeConnection(transport)
-        chat.session.connection = connection
-        chat.flush()
+        run.session.connection = connection
+        run.flush()
         self.assertFalse(stdio.paused)
         self.assertEqual(transport.value(), b"x\n" * (MAX_QUEUED_LINES - 1) + b"last\n")
-        chat.throttle(True)
+        run.throttle(True)
         self.assertTrue(stdio.paused)
-        chat.typed(b"more")
-        chat.throttle(False)
+        run.typed(b"more")
+        run.throttle(False)
         self.assertFalse(stdio.paused)
         self.assertEqual(stdio.changes, 4)
 
 
-class OptionTests(unittest.TestCase):
+class OptionTests(SynchronousTestCase):
     """
     Parsing the hub clients' command lines.
     """
-
-    def parse(self, *args: str) -> Any:
-        """
-        Parse C{netdemo ARGS}; return the subcommand's options.
-        """
-        options = NetdemoOptions()
-        options.parseOptions(list(args))
-        return options.subOptions
 
     def test_pub(self) -> None:
         """
         The message is the rest of the command line; C{-} or nothing means
         standard input; options may come anywhere.
         """
-        options = self.parse("pub", "[::1]:8008", "t.x", "hello", "world", "-W", "3")
+        options = parse("pub", "[::1]:8008", "t.x", "hello", "world", "-W", "3")
         self.assertEqual(
             (options["host"], options["port"], options["topic"], options["message"]),
             ("::1", 8008, "t.x", "hello world"),
         )
         self.assertEqual(options["timeout"], 3.0)
-        self.assertIsNone(self.parse("pub", "h:1", "t", "-")["message"])
-        self.assertIsNone(self.parse("pub", "h:1", "t")["message"])
+        self.assertIsNone(parse("pub", "h:1", "t", "-")["message"])
+        self.assertIsNone(parse("pub", "h:1", "t")["message"])
 
     def test_tail(self) -> None:
         """
         C{--sub} repeats; without it the default topic is subscribed.
         """
-        options = self.parse("tail", "h:1", "-s", "a.>", "--sub", "b", "--history", "4")
+        options = parse("tail", "h:1", "-s", "a.>", "--sub", "b", "--history", "4")
         self.assertEqual(options["subs"], ["a.>", "b"])
         self.assertEqual(options["history"], 4)
-        self.assertEqual(self.parse("tail", "h:1")["subs"], ["chat"])
-        self.assertEqual(self.parse("chat", "h:1", "-n", "al")["nick"], "al")
+        self.assertEqual(parse("tail", "h:1")["subs"], ["chat"])
+        self.assertEqual(parse("chat", "h:1", "-n", "al")["nick"], "al")
+
+    def test_bad(self) -> None:
+        """
+        Bad addresses and options are one line naming the value.
+        """
+        for args, text in [
+            (["pub", "127.0.0.1", "t", "x"], "'127.0.0.1'"),
+            (["pub", "::1:8008", "t", "x"], "[ADDRESS]:PORT"),
+            (["pub", "127.0.0.1:8008", "t", ""], "empty"),
+            (["pub", "h:1", "a topic", "x"], "'a topic'"),
+            (["tail", "127.0.0.1:8008", "--history", "-1"], "'-1'"),
+            (["tail", "127.0.0.1:8008", "--keepalive", "x"], "'x'"),
+            (["tail", "h:1", "--sub", "a b"], "'a b'"),
+            (["chat"], "arguments"),
+            (["tail", "h:1", "--bogus"], "bogus"),
+        ]:
+            with self.assertRaises(UsageError) as caught:
+                parse(*args)
+            self.assertIn(text, str(caught.exception), args)
+            self.assertNotIn("\n", str(caught.exception), args)
+
+    def test_help(self) -> None:
+        """
+        Every hub client's help shows examples, kept line by line.
+        """
+        for args, example in [
+            (["chat", "h:1"], "  netdemo chat 127.0.0.1:8008 --nick alice\n"),
+            (["tail", "h:1"], "  netdemo tail 127.0.0.1:8008\n"),
+            (["pub", "h:1", "t"], "  netdemo pub 127.0.0.1:8008 lab.rack1.temp 21.5\n"),
+        ]:
+            text = parse(*args).getUsage(width=80)
+            self.assertIn("Examples:\n", text)
+            self.assertIn(example, text)
 
 
-class HubClientTests(unittest.TestCase):
+class OutputTests(SynchronousTestCase):
     """
-    The hub clients against one real hub.
+    What C{tail} prints.
     """
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.daemon = TwistdProcess(
-            "--pubsub",
-            "tcp:0:interface=127.0.0.1",
-            "--pubsub",
-            r"tcp6:0:interface=\:\:1",
-        )
-        listening = cls.daemon.waitListening(2)
-        cls.port = cls.daemon.port("pubsub")
-        cls.target = f"127.0.0.1:{cls.port}"
-        cls.target6 = next(a for _, a in listening if a.startswith("[::1]:"))
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.daemon.stop()
-
-    def subscriber(self, *patterns: bytes) -> LineClient:
+    def test_json(self) -> None:
         """
-        A raw subscriber to C{patterns}, subscribed when this returns.
+        The JSON form has the topic, identity, text (invalid UTF-8
+        replaced), received time and history flag.
         """
-        client = LineClient(self.port)
-        self.addCleanup(client.close)
-        for pattern in patterns:
-            client.send(b"/sub " + pattern)
-            client.waitFor(b"+OK subscribed to " + pattern)
-        return client
-
-    def assertError(self, result: subprocess.CompletedProcess[str], text: str) -> None:
-        """
-        Exit status 2 and one line on standard error containing C{text}.
-        """
-        assertOneLineError(self, result, text)
-
-    def test_pubMessage(self) -> None:
-        """
-        C{pub} publishes the rest of its command line and exits 0 once
-        acknowledged.
-        """
-        watcher = self.subscriber(b"lab.>")
-        result = netdemo("pub", self.target, "lab.rack1.temp", "21.5", "C")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stderr, "")
-        line = watcher.waitFor(b"[lab.rack1.temp]")
-        self.assertRegex(line, rb"^\[lab\.rack1\.temp\] <127\.0\.0\.1:\d+> 21\.5 C$")
-
-    def test_pubIPv6(self) -> None:
-        """
-        C{[v6address]:port} is accepted.
-        """
-        watcher = self.subscriber(b"six")
-        result = netdemo("pub", self.target6, "six", "over", "IPv6")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertRegex(
-            watcher.waitFor(b"[six]"), rb"^\[six\] <\[::1\]:\d+> over IPv6$"
+        delivery = parseDelivery(b"[t] <bob> caf\xc3\xa9 \xff")
+        assert delivery is not None
+        stamp = datetime.fromisoformat("2026-01-02T03:04:05.000006+00:00")
+        self.assertEqual(
+            json.loads(asJSON(delivery, stamp, True)),
+            {
+                "topic": "t",
+                "identity": "bob",
+                "text": "caf\u00e9 \ufffd",
+                "received": "2026-01-02T03:04:05.000006Z",
+                "history": True,
+            },
         )
 
-    def test_pubStdin(self) -> None:
+    def test_patterns(self) -> None:
+        """
+        Local pattern matching follows the hub's rules.
+        """
+        self.assertTrue(topicMatches("lab.>", "lab.a.b"))
+        self.assertFalse(topicMatches("lab.>", "lab"))
+        self.assertTrue(topicMatches("lab.*.t", "lab.x.t"))
+        self.assertFalse(topicMatches("lab.*", "lab.x.t"))
+
+
+class RunnerTests(TestCase):
+    """
+    The runners in this process against a hub on loopback, writing to
+    memory consoles.
+    """
+
+    async def startHub(self, **kwargs: Any) -> LoopbackHub:
+        """
+        A hub on 127.0.0.1 and ::1, stopped after the test.
+        """
+        hub = await LoopbackHub(**kwargs).start()
+        self.addCleanup(hub.stop)
+        return hub
+
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
+        self.console = memoryConsole()
+        self.interrupted: Deferred[None] = Deferred()
+        for module in (chat, tail):
+            self.patch(module, "whenInterrupted", lambda reactor: self.interrupted)
+
+        async def start() -> None:
+            self.hub = await self.startHub(ipv6=True)
+
+        return Deferred.fromCoroutine(start())
+
+    def launch(self, *args: str) -> Deferred[int]:
+        """
+        Start C{netdemo ARGS} in this process.
+
+        @return: Its exit status, or its L{CommandError}.
+        """
+        options = parseCommandLine(list(args))
+        runners: dict[str | None, Callable[..., Any]] = {
+            "chat": chat.runChat,
+            "tail": tail.runTail,
+            "pub": pub.runPub,
+        }
+        runner = runners[options.subCommand]
+        return Deferred.fromCoroutine(runner(reactor, options.subOptions, self.console))
+
+    async def fails(self, *args: str) -> str:
+        """
+        Run C{netdemo ARGS}, which must fail.
+
+        @return: The one line it fails with.
+        """
+        with self.assertRaises(CommandError) as caught:
+            await self.launch(*args)
+        self.assertNotIn("\n", str(caught.exception))
+        return str(caught.exception)
+
+    async def connected(self) -> None:
+        """
+        Wait until the running client says it is connected.
+        """
+        await waitUntil(lambda: "connected to" in notes(self.console), "connected")
+
+    async def test_pubMessage(self) -> None:
+        """
+        C{pub} publishes the rest of its command line, over IPv4 or IPv6,
+        and ends once acknowledged, saying nothing.
+        """
+        watcher = await self.hub.watcher(b"lab.>", b"six")
+        self.assertEqual(
+            await self.launch("pub", self.hub.target, "lab.t", "21.5", "C"), 0
+        )
+        self.assertEqual(
+            await self.launch("pub", self.hub.target6, "six", "over", "v6"), 0
+        )
+        self.assertEqual(notes(self.console), "")
+        [first] = await watcher.waitFor(b"[lab.t]")
+        self.assertRegex(first, rb"^\[lab\.t\] <127\.0\.0\.1:\d+> 21\.5 C$")
+        [second] = await watcher.waitFor(b"[six]")
+        self.assertRegex(second, rb"^\[six\] <\[::1\]:\d+> over v6$")
+
+    async def test_pubStdin(self) -> None:
         """
         C{pub ... -} publishes each non-empty line of standard input, the
         last one even without its newline, and waits for every answer; more
         lines than its window of unanswered commands go through too.
         """
-        watcher = self.subscriber(b"lines")
-        lines = [f"line {i}" for i in range(2500)]
-        result = subprocess.run(
-            [*NETDEMO, "pub", f"localhost:{self.port}", "lines", "-"],
-            input="\n".join(lines[:1500]) + "\n\n" + "\n".join(lines[1500:]),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        got = [
-            line.split(b"> ", 1)[1].decode()
-            for line in watcher.collect(b"[lines]", 2500)
-        ]
-        self.assertEqual(got, lines)
+        watcher = await self.hub.watcher(b"lines")
+        lines = [b"line %d" % i for i in range(2500)]
+        data = b"\n".join(lines[:1500]) + b"\n\n" + b"\n".join(lines[1500:])
+        self.patch(pub, "standardIO", typing(data))
+        self.assertEqual(await self.launch("pub", self.hub.target, "lines", "-"), 0)
+        got = await watcher.waitFor(b"[lines]", 2500)
+        self.assertEqual([line.split(b"> ", 1)[1] for line in got], lines)
 
-    def test_pubRefused(self) -> None:
+    async def test_pubRefused(self) -> None:
         """
-        A message the hub refuses (a bad topic) is one line and status 2.
+        A message the hub refuses (a bad topic) fails the run.
         """
-        self.assertError(
-            netdemo("pub", self.target, "bad..topic", "x"), "-ERR bad topic"
-        )
+        message = await self.fails("pub", self.hub.target, "bad..topic", "x")
+        self.assertIn("-ERR bad topic", message)
 
-    def test_tailJSON(self) -> None:
+    async def test_tailJSON(self) -> None:
         """
         C{tail --sub ... --json} prints one JSON object per matching
-        delivery, nothing for other topics, and on Ctrl-C a summary on
-        standard error and exit status 0.
+        delivery, nothing for other topics, and on Ctrl-C a summary.
         """
-        tail = Running("tail", self.target, "--sub", "feed.*", "--json")
-        self.addCleanup(tail.kill)
-        tail.waitFor("stderr", "connected to")
-        publisher = LineClient(self.port)
-        self.addCleanup(publisher.close)
-        publisher.send(b"/nick feeder")
-        publisher.waitFor(b"+OK nick")
-        for topic, text in [
-            (b"feed.a", b"one"),
-            (b"other", b"no"),
-            (b"feed.b", b"two"),
-        ]:
-            publisher.send(b"/pub " + topic + b" " + text)
-            publisher.waitFor(b"+OK")
-        first = json.loads(tail.waitFor("stdout", "one"))
-        second = json.loads(tail.waitFor("stdout", "two"))
+        running = self.launch("tail", self.hub.target, "--sub", "feed.*", "--json")
+        await self.connected()
+        publisher = await self.hub.watcher()
+        await publisher.command(b"/nick feeder", b"+OK nick")
+        for line in [b"/pub feed.a one", b"/pub other no", b"/pub feed.b two"]:
+            await publisher.command(line, b"+OK")
+        await waitUntil(lambda: output(self.console).count(b"\n") == 2, "2 lines")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        first, second = map(json.loads, output(self.console).splitlines())
         self.assertEqual(
             (first["topic"], first["identity"], first["text"], first["history"]),
             ("feed.a", "feeder", "one", False),
         )
         self.assertEqual(second["topic"], "feed.b")
         datetime.fromisoformat(first["received"].replace("Z", "+00:00"))
-        self.assertEqual(tail.finish(signal.SIGINT), 0, tail.text("stderr"))
-        self.assertEqual(len(tail.out["stdout"]), 2, tail.text("stdout"))
         self.assertIn(
-            "2 messages (0 from history), 0 reconnections", tail.text("stderr")
+            "2 messages (0 from history), 0 reconnections", notes(self.console)
         )
-        self.assertNotIn("Traceback", tail.text("stderr"))
+
+    async def test_tailHistory(self) -> None:
+        """
+        C{tail --history N} first replays the last N lines of each matching
+        topic, marked as history, then follows.
+        """
+        for i in range(4):
+            self.assertEqual(
+                await self.launch("pub", self.hub.target, "h.x", f"old {i}"), 0
+            )
+        running = self.launch("tail", self.hub.target, "--sub", "h.>", "--history", "2")
+        await self.connected()
+        self.assertEqual(await self.launch("pub", self.hub.target, "h.x", "new"), 0)
+        await waitUntil(lambda: b"new" in output(self.console), "the new line")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        lines = output(self.console).splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        for line, text in zip(lines, [b"old 2", b"old 3", b"new"], strict=True):
+            self.assertRegex(line, rb"^\[h\.x\] <127\.0\.0\.1:\d+> " + text + b"$")
+        self.assertIn("3 messages (2 from history)", notes(self.console))
+
+    async def test_tailOutputGone(self) -> None:
+        """
+        When the output can no longer be written to, tail ends quietly.
+        """
+
+        class Gone(io.BytesIO):
+            """
+            An output whose reader went away.
+            """
+
+            def write(self, data: Any) -> int:
+                raise BrokenPipeError()
+
+        self.console.binary = Gone()
+        running = self.launch("tail", self.hub.target)
+        await self.connected()
+        self.assertEqual(await self.launch("pub", self.hub.target, "chat", "x"), 0)
+        self.assertEqual(await running, 0)
+        self.assertIn("tail of", notes(self.console))
+
+    async def test_chat(self) -> None:
+        """
+        C{chat --nick NAME} takes the nickname, sends every line of its
+        input (the last even without a newline), shows the answers to
+        commands, and at the end of input quits and ends.
+        """
+        watcher = await self.hub.watcher()
+        self.patch(chat, "standardIO", typing(b"hello\n/who\nworld"))
+        self.assertEqual(
+            await self.launch("chat", self.hub.target, "--nick", "piper"), 0
+        )
+        self.assertEqual(
+            await watcher.waitFor(b"<piper>", 2), [b"<piper> hello", b"<piper> world"]
+        )
+        self.assertRegex(output(self.console), rb"(?m)^\+OK who 2: .*piper$")
+        self.assertIn("3 lines sent", notes(self.console))
+
+    async def test_chatShowsOthers(self) -> None:
+        """
+        C{chat} shows what others say, and Ctrl-C ends it.
+        """
+        self.patch(
+            chat, "standardIO", lambda p, console, reactor: FakeStdio(p, console)
+        )
+        running = self.launch("chat", self.hub.target)
+        await self.connected()
+        other = await self.hub.watcher()
+        await other.command(b"/nick talker", b"+OK nick")
+        other.send(b"anyone there?")
+        await waitUntil(
+            lambda: b"<talker> anyone there?\n" in output(self.console), "the line"
+        )
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        self.assertIn("1 messages received", notes(self.console))
+
+    async def test_refusedSetUp(self) -> None:
+        """
+        A nickname or pattern the hub refuses on the first connection fails
+        the run.
+        """
+        self.assertIn(
+            "bad nick", await self.fails("chat", self.hub.target, "--nick", "9lives")
+        )
+        self.assertIn("a.>.b", await self.fails("tail", self.hub.target, "-s", "a.>.b"))
+
+    async def test_hubRefuses(self) -> None:
+        """
+        A hub that refuses the connection (C{--max-connections}) makes each
+        client fail with the hub's reason.
+        """
+        full = await self.startHub(limits=ConnectionLimits(maxConnections=1))
+        await full.watcher()
+        for command in [("tail",), ("chat",), ("pub", "t", "x")]:
+            message = await self.fails(command[0], full.target, *command[1:])
+            self.assertIn("-ERR refused: max-connections", message)
+
+    async def test_nothingListening(self) -> None:
+        """
+        Nothing listening, or no such host: each client fails at once.
+        """
+        sock = closedPort()
+        self.addCleanup(sock.close)
+        target = f"127.0.0.1:{sock.getsockname()[1]}"
+        for command in [("pub", target, "t", "x"), ("tail", target), ("chat", target)]:
+            self.assertIn("refused", await self.fails(*command))
+        self.assertIn(
+            "no-such-host", await self.fails("chat", "no-such-host.invalid:1")
+        )
+
+
+class SessionTimingTests(TestCase):
+    """
+    L{HubSession}'s timeouts, keepalive and retries against real sockets,
+    with its clock (and the hub's) a L{Clock}.
+    """
+
+    def session(self, port: int, keepalive: float, clock: Clock) -> HubSession:
+        """
+        A session to C{port} that sets nothing up, ended after the test.
+        """
+        session = HubSession(
+            reactor,
+            memoryConsole(),
+            "127.0.0.1",
+            port,
+            lambda line: None,
+            lambda connection, first: succeed(None),
+            keepalive,
+            timeout=5.0,
+            clock=clock,
+        )
+        self.addCleanup(lambda: Deferred.fromCoroutine(session.stop()))
+        return session
+
+    async def test_noAnswer(self) -> None:
+        """
+        A server that accepts and never answers: the first connection fails
+        after the timeout (and not before).
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        port = await endpoint.listen(Factory.forProtocol(Protocol))
+        self.addCleanup(port.stopListening)
+        clock = Clock()
+        address: Any = port.getHost()
+        session = self.session(address.port, 0, clock)
+        starting = Deferred.fromCoroutine(session.start())
+        await waitUntil(clock.getDelayedCalls, "the set-up to wait for the greeting")
+        clock.advance(4.9)
+        self.assertNoResult(starting)
+        clock.advance(0.1)
+        with self.assertRaises(CommandError) as caught:
+            await starting
+        self.assertIn("no answer from 127.0.0.1:", str(caught.exception))
+        self.assertIn("within 5 s", str(caught.exception))
+
+    async def test_keepalive(self) -> None:
+        """
+        Against a hub with a 60 s idle timeout, a session pinging every
+        20 s keeps its connection; one with the keepalive off is closed,
+        says so, and reconnects.
+        """
+        clock = Clock()
+        hub = await LoopbackHub(
+            HubLimits(presence=False), ConnectionLimits(idleTimeout=60), clock=clock
+        ).start()
+        self.addCleanup(hub.stop)
+        kept = self.session(hub.port, 20.0, clock)
+        quiet = self.session(hub.port, 0, clock)
+        for session in (kept, quiet):
+            await session.start()
+        connection = kept.connection
+        assert connection is not None and connection.transport is not None
+        local = connection.transport.getHost().port  # type: ignore[attr-defined]
+        [hubSide] = [p for p in hub.factory.clients if p.peer.port == local]  # type: ignore[union-attr]
+
+        async def advance(until: int) -> None:
+            # Five seconds at a time; each ping reaches the hub before the
+            # next step.
+            while clock.seconds() < until:
+                clock.advance(5)
+                expected = 6 * (int(clock.seconds()) // 20)
+                await waitUntil(lambda: hubSide.bytesIn == expected, "the pings")  # noqa: B023
+
+        await advance(70)
+        await waitUntil(
+            lambda: "lost connection" in notes(quiet.console), "the quiet one lost"
+        )
+        clock.advance(2)
+        await waitUntil(
+            lambda: "reconnected to" in notes(quiet.console), "the quiet one back"
+        )
+        await advance(120)
+        self.assertIs(kept.connection, connection)
+        self.assertEqual((kept.connections, quiet.connections), (1, 2))
+        self.assertNotIn("lost", notes(kept.console))
+
+
+class Running:
+    """
+    A running C{netdemo} command whose output is collected by threads.
+    """
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [*NETDEMO, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._seen: set[tuple[str, int]] = set()
+        for name in ("stdout", "stderr"):
+            stream = getattr(self.process, name)
+            threading.Thread(
+                target=self._read, args=(name, stream), daemon=True
+            ).start()
+
+    def _read(self, name: str, stream: IO[bytes]) -> None:
+        """
+        Collect the lines of one output stream (in a thread).
+        """
+        for raw in stream:
+            self.out[name].append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def text(self, name: str) -> str:
+        """
+        What the command wrote to C{name} so far.
+        """
+        return "\n".join(self.out[name])
+
+    def waitFor(self, name: str, pattern: str, timeout: float = PATIENCE) -> str:
+        """
+        Wait for a line of C{name} matching C{pattern} (also one seen already
+        that was not waited for before).
+        """
+
+        def found() -> str | None:
+            for i, line in enumerate(list(self.out[name])):
+                if (name, i) not in self._seen and re.search(pattern, line):
+                    self._seen.add((name, i))
+                    return line
+            return None
+
+        what = f"{name} matching {pattern!r}; stderr:\n{self.text('stderr')}"
+        result: str = poll(found, what, timeout)
+        return result
+
+    def write(self, data: bytes) -> None:
+        """
+        Write to the command's standard input.
+        """
+        assert self.process.stdin is not None
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def closeInput(self) -> None:
+        """
+        End the command's standard input.
+        """
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+
+    def finish(self, sig: int | None = None) -> int:
+        """
+        Optionally send C{sig}, then wait for the exit status.
+        """
+        if sig is not None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(PATIENCE)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """
+        Make sure the command is gone.
+        """
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+
+
+def hub(*extra: str, listen: str = "tcp:0:interface=127.0.0.1") -> Daemon:
+    """
+    A C{twistd netdemo} running only a hub on loopback, listening.
+    """
+    daemon = Daemon("--pubsub", listen, *extra)
+    daemon.waitListening(1)
+    return daemon
+
+
+class ProgramTests(SynchronousTestCase):
+    """
+    The real program against a real C{twistd} hub, where the process is the
+    point: pipes, Ctrl-C, a restart of the hub.
+    """
+
+    def setUp(self) -> None:
+        self.daemon = hub()
+        self.addCleanup(self.daemon.close)
+        self.port = self.daemon.port("pubsub")
+        self.target = f"127.0.0.1:{self.port}"
+
+    def subscriber(self, *patterns: bytes) -> LineSocket:
+        """
+        A raw subscriber to C{patterns}, subscribed when this returns.
+        """
+        client = LineSocket(self.port)
+        self.addCleanup(client.close)
+        for pattern in patterns:
+            client.send(b"/sub " + pattern + b"\n")
+            client.waitFor(b"+OK subscribed to " + pattern)
+        return client
+
+    def test_chatPipe(self) -> None:
+        """
+        C{... | netdemo chat --nick NAME} takes the nickname, sends every
+        line (more lines than it queues while connecting), and exits 0
+        once the hub has them; answers to typed commands are shown.
+        """
+        watcher = self.subscriber()
+        lines = [f"hello {i}" for i in range(25000)]
+        result = subprocess.run(
+            [*NETDEMO, "chat", self.target, "--nick", "piper"],
+            input="\n".join(lines) + "\n/who\nworld",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        got = watcher.collect(b"<piper>", len(lines) + 1)
+        self.assertEqual(
+            got, [f"<piper> {line}".encode() for line in [*lines, "world"]]
+        )
+        self.assertRegex(result.stdout, r"(?m)^\+OK who \d+: .*piper")
+        self.assertIn("25002 lines sent", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
 
     def test_tailReaderGone(self) -> None:
         """
@@ -612,7 +970,7 @@ class HubClientTests(unittest.TestCase):
             process.stdout.close()
             for _ in range(3):
                 self.assertEqual(netdemo("pub", self.target, "gone", "x").returncode, 0)
-            self.assertEqual(process.wait(30), 0)
+            self.assertEqual(process.wait(PATIENCE), 0)
             err = process.stderr.read()
         finally:
             if process.poll() is None:
@@ -623,231 +981,48 @@ class HubClientTests(unittest.TestCase):
         self.assertNotIn(b"Traceback", err)
         self.assertNotIn(b"Exception", err)
 
-    def test_tailHistory(self) -> None:
+    def test_oneLineError(self) -> None:
         """
-        C{tail --history N} first replays the last N lines of each matching
-        topic, marked as history, then follows.
+        An error is one line on standard error and exit status 2.
         """
-        for i in range(4):
-            result = netdemo("pub", self.target, "hist.x", f"old {i}")
-            self.assertEqual(result.returncode, 0, result.stderr)
-        tail = Running("tail", self.target, "--sub", "hist.>", "--history", "2")
-        self.addCleanup(tail.kill)
-        tail.waitFor("stderr", "connected to")
-        self.assertEqual(netdemo("pub", self.target, "hist.x", "new").returncode, 0)
-        tail.waitFor("stdout", "new")
-        self.assertEqual(tail.finish(signal.SIGINT), 0)
-        lines = tail.out["stdout"]
-        self.assertEqual(len(lines), 3, lines)
-        for line, text in zip(lines, ["old 2", "old 3", "new"], strict=True):
-            self.assertRegex(line, rf"^\[hist\.x\] <127\.0\.0\.1:\d+> {text}$")
-        self.assertIn("3 messages (2 from history)", tail.text("stderr"))
-
-    def test_chatPipe(self) -> None:
-        """
-        C{... | netdemo chat --nick NAME} takes the nickname, sends every
-        line (the last even without a newline; more lines than it queues
-        while connecting), and exits 0 once the hub has them; answers to
-        typed commands are shown.
-        """
-        watcher = self.subscriber()
-        lines = [f"hello {i}" for i in range(25000)]
-        result = subprocess.run(
-            [*NETDEMO, "chat", self.target, "--nick", "piper"],
-            input="\n".join(lines) + "\n/who\nworld",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        got = watcher.collect(b"<piper>", len(lines) + 1)
-        self.assertEqual(
-            got, [f"<piper> {line}".encode() for line in [*lines, "world"]]
-        )
-        self.assertRegex(result.stdout, r"(?m)^\+OK who \d+: .*piper")
-        self.assertIn("25002 lines sent", result.stderr)
-        self.assertNotIn("Traceback", result.stderr)
-
-    def test_chatInteractive(self) -> None:
-        """
-        C{chat} shows what others say, and Ctrl-C ends it with status 0.
-        """
-        chat = Running("chat", self.target)
-        self.addCleanup(chat.kill)
-        chat.waitFor("stderr", "connected to")
-        other = LineClient(self.port)
-        self.addCleanup(other.close)
-        other.send(b"/nick talker")
-        other.waitFor(b"+OK nick")
-        other.send(b"anyone there?")
-        chat.waitFor("stdout", r"^<talker> anyone there\?$")
-        chat.write(b"yes\n")
-        self.assertRegex(other.waitFor(b"> yes"), rb"^<127\.0\.0\.1:\d+> yes$")
-        self.assertEqual(chat.finish(signal.SIGINT), 0, chat.text("stderr"))
-        self.assertNotIn("Traceback", chat.text("stderr"))
-
-    def test_badNick(self) -> None:
-        """
-        A nickname the hub refuses on the first connection is an error.
-        """
-        self.assertError(netdemo("chat", self.target, "--nick", "9lives"), "bad nick")
-
-    def test_badPattern(self) -> None:
-        """
-        A pattern the hub refuses on the first connection is an error.
-        """
-        self.assertError(netdemo("tail", self.target, "--sub", "a.>.b"), "a.>.b")
-
-
-class ErrorTests(unittest.TestCase):
-    """
-    Refused connections, silent servers, bad addresses and options.
-    """
-
-    def assertError(self, result: subprocess.CompletedProcess[str], text: str) -> None:
-        """
-        Exit status 2 and one line on standard error containing C{text}.
-        """
-        assertOneLineError(self, result, text)
-
-    def test_refused(self) -> None:
-        """
-        Nothing listening: each client fails at once with status 2.
-        """
-        target = f"127.0.0.1:{unusedPort()}"
-        self.assertError(netdemo("pub", target, "t", "x"), "refused")
-        self.assertError(netdemo("tail", target), "refused")
-        self.assertError(netdemo("chat", target), "refused")
-
-    def test_noAnswer(self) -> None:
-        """
-        A server that accepts but never answers: each client gives up after
-        C{--timeout} with status 2.
-        """
-        with socket.socket() as silent:
-            silent.bind(("127.0.0.1", 0))
-            silent.listen(5)
-            target = f"127.0.0.1:{silent.getsockname()[1]}"
-            self.assertError(netdemo("pub", target, "t", "x", "-W", "0.5"), "no answer")
-            self.assertError(netdemo("tail", target, "-W", "0.5"), "no answer")
-            self.assertError(netdemo("chat", target, "-W", "0.5"), "no answer")
-
-    def test_hubRefuses(self) -> None:
-        """
-        A hub that refuses the connection (C{--max-connections}) makes each
-        client fail with the hub's reason.
-        """
-        with hub("--max-connections", "1") as daemon:
-            port = daemon.port("pubsub")
-            holder = LineClient(port)
-            self.addCleanup(holder.close)
-            target = f"127.0.0.1:{port}"
-            self.assertError(netdemo("tail", target), "-ERR refused: max-connections")
-            self.assertError(netdemo("chat", target), "-ERR refused: max-connections")
-            self.assertError(
-                netdemo("pub", target, "t", "x"), "-ERR refused: max-connections"
-            )
-            daemon.stop()
-
-    def test_badArguments(self) -> None:
-        """
-        Bad addresses and options are one line and status 2.
-        """
-        self.assertError(netdemo("pub", "127.0.0.1", "t", "x"), "'127.0.0.1'")
-        self.assertError(netdemo("pub", "::1:8008", "t", "x"), "[ADDRESS]:PORT")
-        self.assertError(netdemo("pub", "127.0.0.1:8008", "t", ""), "empty")
-        self.assertError(netdemo("tail", "127.0.0.1:8008", "--history", "-1"), "'-1'")
-        self.assertError(netdemo("tail", "127.0.0.1:8008", "--keepalive", "x"), "'x'")
-        self.assertError(netdemo("chat"), "arguments")
-        self.assertError(netdemo("tail", "h:1", "--bogus"), "bogus")
-        self.assertError(netdemo("chat", "no-such-host.invalid:8008"), "no-such-host")
-
-    def test_help(self) -> None:
-        """
-        Every hub client's C{--help} shows examples, kept line by line.
-        """
-        for command, example in [
-            ("chat", "  netdemo chat 127.0.0.1:8008 --nick alice\n"),
-            ("tail", "  netdemo tail 127.0.0.1:8008\n"),
-            ("pub", "  netdemo pub 127.0.0.1:8008 lab.rack1.temp 21.5\n"),
-        ]:
-            result = netdemo(command, "--help")
-            self.assertEqual(result.returncode, 0, result.stderr)
-            self.assertIn("Examples:\n", result.stdout)
-            self.assertIn(example, result.stdout)
-
-
-class KeepaliveTests(unittest.TestCase):
-    """
-    A quiet subscription outlives the hub's idle timeout.
-    """
-
-    def test_keepalive(self) -> None:
-        """
-        Against a hub with a 1 s idle timeout, a C{tail} pinging every
-        0.3 s keeps its connection for 3 s and still gets messages, while
-        one with the keepalive off is closed (and says so, and reconnects).
-        """
-        with hub("--idle-timeout", "1") as daemon:
-            target = f"127.0.0.1:{daemon.port('pubsub')}"
-            kept = Running("tail", target, "--keepalive", "0.3")
-            quiet = Running("tail", target, "--keepalive", "0")
-            self.addCleanup(kept.kill)
-            self.addCleanup(quiet.kill)
-            kept.waitFor("stderr", "connected to")
-            quiet.waitFor("stderr", "lost connection")
-            quiet.waitFor("stderr", "reconnected to")
-            time.sleep(3)
-            self.assertEqual(netdemo("pub", target, "chat", "still here").returncode, 0)
-            kept.waitFor("stdout", "still here")
-            self.assertEqual(kept.finish(signal.SIGINT), 0)
-            quiet.finish(signal.SIGINT)
-            self.assertNotIn("lost connection", kept.text("stderr"))
-            self.assertIn("0 reconnections", kept.text("stderr"))
-            daemon.stop()
-
-
-class ReconnectTests(unittest.TestCase):
-    """
-    C{chat} and C{tail} survive a restart of the hub.
-    """
+        assertOneLineError(self, netdemo("pub", self.target, "bad..topic", "x"), "-ERR")
+        assertOneLineError(self, netdemo("pub", "127.0.0.1", "t", "x"), "'127.0.0.1'")
 
     def test_restart(self) -> None:
         """
         The hub is stopped and started again on the same port under a
         running C{chat} and C{tail}: both say they lost it and reconnected;
         the chat has its nickname again and the tail its subscription, so
-        a line published after the restart arrives as it should.
+        a line published after the restart arrives as it should.  Ctrl-C
+        ends the tail, the end of its input the chat, both with status 0.
         """
-        first = hub()
-        port = first.port("pubsub")
-        target = f"127.0.0.1:{port}"
-        chat = Running("chat", target, "--nick", "phoenix")
-        tail = Running("tail", target, "--sub", "news", "--json")
-        try:
-            self.addCleanup(chat.kill)
-            self.addCleanup(tail.kill)
-            chat.waitFor("stderr", "connected to")
-            tail.waitFor("stderr", "connected to")
-            chat.write(b"/pub news before\n")
-            self.assertEqual(
-                json.loads(tail.waitFor("stdout", "before"))["text"], "before"
-            )
-        finally:
-            first.stop()
-        chat.waitFor("stdout", r"^\* server shutting down")
-        chat.waitFor("stderr", "lost connection")
-        tail.waitFor("stderr", "lost connection")
-        with hub(listen=f"tcp:{port}:interface=127.0.0.1") as second:
-            self.assertIn(("pubsub", target), second.listening)
-            chat.waitFor("stderr", "reconnected to", timeout=40)
-            tail.waitFor("stderr", "reconnected to", timeout=40)
-            chat.write(b"/pub news after\n")
-            record = json.loads(tail.waitFor("stdout", "after"))
-            self.assertEqual((record["identity"], record["topic"]), ("phoenix", "news"))
-            chat.closeInput()
-            self.assertEqual(chat.finish(), 0, chat.text("stderr"))
-            self.assertEqual(tail.finish(signal.SIGINT), 0, tail.text("stderr"))
-            self.assertIn("1 reconnections", tail.text("stderr"))
-            self.assertIn("1 reconnections", chat.text("stderr"))
-            second.stop()
+        first = self.daemon
+        chatting = Running("chat", self.target, "--nick", "phoenix")
+        tailing = Running("tail", self.target, "--sub", "news", "--json")
+        self.addCleanup(chatting.kill)
+        self.addCleanup(tailing.kill)
+        chatting.waitFor("stderr", "connected to")
+        tailing.waitFor("stderr", "connected to")
+        chatting.write(b"/pub news before\n")
+        self.assertEqual(
+            json.loads(tailing.waitFor("stdout", "before"))["text"], "before"
+        )
+        first.stop()
+        chatting.waitFor("stdout", r"^\* server shutting down")
+        chatting.waitFor("stderr", "lost connection")
+        tailing.waitFor("stderr", "lost connection")
+        second = hub(listen=f"tcp:{self.port}:interface=127.0.0.1")
+        self.addCleanup(second.close)
+        self.assertIn(("pubsub", self.target), second.listening)
+        chatting.waitFor("stderr", "reconnected to", timeout=40)
+        tailing.waitFor("stderr", "reconnected to", timeout=40)
+        chatting.write(b"/pub news after\n")
+        record = json.loads(tailing.waitFor("stdout", "after"))
+        self.assertEqual((record["identity"], record["topic"]), ("phoenix", "news"))
+        chatting.closeInput()
+        self.assertEqual(chatting.finish(), 0, chatting.text("stderr"))
+        self.assertEqual(tailing.finish(signal.SIGINT), 0, tailing.text("stderr"))
+        for running in (chatting, tailing):
+            self.assertIn("1 reconnections", running.text("stderr"))
+            self.assertNotIn("Traceback", running.text("stderr"))
+        second.stop()

@@ -10,15 +10,10 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
-from netdemo import pubsub
+from netdemo.hubwire import DEFAULT_TOPIC, escapeControls
 from netdemo.limits import ConnectionLimits, HubLimits
-from netdemo.pubsub import (
-    DEFAULT_TOPIC,
-    escapeControls,
-    patternMatches,
-    splitLines,
-)
 from tests.pubsubhelpers import FakeClient, FakeHub
+from tests.test_hubwire import chunked
 
 
 def messages(client: FakeClient) -> list[bytes]:
@@ -29,52 +24,10 @@ def messages(client: FakeClient) -> list[bytes]:
     return [line for line in client.new() if line.startswith((b"<", b"[")) or not line]
 
 
-class HelperTests(SynchronousTestCase):
+class LimitsTests(SynchronousTestCase):
     """
-    The module's pure functions.
+    The hub's limits.
     """
-
-    def test_patternMatches(self) -> None:
-        """
-        C{*} matches one token, a final C{>} one or more, others exactly.
-        """
-        cases = [
-            (b"a.b.c", b"a.b.c", True),
-            (b"a.b.c", b"a.b", False),
-            (b"a.*.c", b"a.x.c", True),
-            (b"a.*.c", b"a.x.y.c", False),
-            (b"a.>", b"a.b", True),
-            (b"a.>", b"a.b.c.d", True),
-            (b"a.>", b"a", False),
-            (b">", b"anything.at.all", True),
-            (b"*", b"one", True),
-            (b"*", b"one.two", False),
-            (b"a.b", b"a.b.c", False),
-        ]
-        for pattern, topic, expected in cases:
-            self.assertEqual(
-                patternMatches(pattern.split(b"."), topic.split(b".")),
-                expected,
-                (pattern, topic),
-            )
-
-    def test_escapeControls(self) -> None:
-        """
-        Control characters but tab are escaped as C{\\xHH}; other bytes,
-        invalid UTF-8 included, are left alone.
-        """
-        self.assertEqual(
-            escapeControls(b"a\tb\x00c\x1b[0m\x7f"), b"a\tb\\x00c\\x1b[0m\\x7f"
-        )
-        self.assertEqual(
-            escapeControls(b"caf\xc3\xa9 \xff\xfe"), b"caf\xc3\xa9 \xff\xfe"
-        )
-
-    def test_splitLines(self) -> None:
-        """
-        LF and CRLF both end a line; a lone CR stays in the line.
-        """
-        self.assertEqual(splitLines(b"a\nb\r\nc\rd\n\n"), [b"a", b"b", b"c\rd", b""])
 
     def test_limitsValidated(self) -> None:
         """
@@ -121,6 +74,21 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(b.new(), [b"<127.0.0.1:40001> hello world"])
         self.assertEqual(c.new(), [b"<127.0.0.1:40001> hello world"])
         self.assertEqual(a.new(), [])
+
+    def test_oneWritePerSubscriberPerRead(self) -> None:
+        """
+        All the lines of one read for one topic reach each subscriber in one
+        write; a read for two topics in one write per topic.
+        """
+        a, b, c = (self.hub.connect() for _ in range(3))
+        c.send(b"/sub t\n")
+        before = b.transport.writes, c.transport.writes
+        a.send(b"".join(b"line %d\n" % i for i in range(100)))
+        self.assertEqual(b.transport.writes, before[0] + 1)
+        self.assertEqual(len(messages(b)), 100)
+        a.send(b"x\ny\n/pub t 1\n/pub t 2\n")
+        self.assertEqual(b.transport.writes, before[0] + 2)
+        self.assertEqual(c.transport.writes, before[1] + 3)
 
     def test_echoOn(self) -> None:
         """
@@ -434,8 +402,7 @@ class ProtocolTests(SynchronousTestCase):
             hub.clock.advance(1.0)
             a.send(b".")
         self.assertFalse(a.closed)
-        for _ in range(5):
-            hub.clock.advance(0.5)
+        hub.clock.pump([0.5] * 5)
         self.assertTrue(a.closed)
         self.assertEqual(a.new()[-1], b"-ERR line not completed in time, closing")
 
@@ -453,11 +420,9 @@ class ProtocolTests(SynchronousTestCase):
         hub = FakeHub(limits=ConnectionLimits(idleTimeout=10.0))
         self.addCleanup(hub.stop)
         a = hub.connect()
-        for _ in range(9):
-            hub.clock.advance(1.0)
+        hub.clock.pump([1.0] * 9)
         self.assertFalse(a.closed)
-        for _ in range(3):
-            hub.clock.advance(1.0)
+        hub.clock.pump([1.0] * 3)
         self.assertTrue(a.closed)
         self.assertEqual(
             hub.metrics.value(
@@ -482,11 +447,9 @@ class ProtocolTests(SynchronousTestCase):
         # Then silence both ways: one of them is closed first, whichever the
         # sweep reaches first; the other is sent that one's leave notice,
         # which restarts its idle period once more.
-        for _ in range(12):
-            hub.clock.advance(1.0)
+        hub.clock.pump([1.0] * 12)
         self.assertTrue(listener.closed or talker.closed)
-        for _ in range(12):
-            hub.clock.advance(1.0)
+        hub.clock.pump([1.0] * 12)
         self.assertTrue(listener.closed and talker.closed)
 
     def test_refusedGetsReason(self) -> None:
@@ -625,20 +588,6 @@ class SlowConsumerTests(SynchronousTestCase):
         )
 
 
-def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
-    """
-    Split C{data} at the given offsets.
-    """
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces = []
-    last = 0
-    for p in [*points, len(data)]:
-        if p > last:
-            pieces.append(data[last:p])
-            last = p
-    return pieces
-
-
 _lineText = st.binary(max_size=40).map(
     lambda b: b.replace(b"\n", b"").replace(b"\r", b"").lstrip(b"/")
 )
@@ -709,53 +658,3 @@ class ChunkingTests(SynchronousTestCase):
         if b"close" in texts:
             expected = expected[: [t for t in texts if t].index(b"close")]
         self.assertEqual(got, expected)
-
-
-class BoundsTests(SynchronousTestCase):
-    """
-    The hub's own tables stay bounded whatever the clients do.
-    """
-
-    def test_historyBytes(self) -> None:
-        """
-        Past the history byte budget the least recently published topics
-        are forgotten, and the accounting matches what is kept.
-        """
-        self.patch(pubsub, "MAX_HISTORY_BYTES", 5000)
-        hub = FakeHub(HubLimits(history=10))
-        self.addCleanup(hub.stop)
-        a = hub.connect()
-        for i in range(50):
-            a.send(b"".join(b"/pub t.%d %s\n" % (i, b"x" * 90) for _ in range(12)))
-            kept = sum(len(line) for h in hub.factory.history.values() for line in h)
-            self.assertEqual(hub.factory.historyBytes, kept)
-            self.assertLessEqual(kept, 5000)
-        self.assertIn(b"t.49", hub.factory.history)
-        self.assertNotIn(b"t.0", hub.factory.history)
-        self.assertEqual(len(hub.factory.history[b"t.49"]), 10)
-
-    def test_historyTopics(self) -> None:
-        """
-        At most C{MAX_HISTORY_TOPICS} topics keep a history.
-        """
-        self.patch(pubsub, "MAX_HISTORY_TOPICS", 3)
-        hub = FakeHub()
-        self.addCleanup(hub.stop)
-        a = hub.connect()
-        a.send(b"".join(b"/pub t.%d x\n" % (i,) for i in range(10)))
-        self.assertEqual(sorted(hub.factory.history), [b"t.7", b"t.8", b"t.9"])
-
-    def test_routeEntries(self) -> None:
-        """
-        The route cache is cleared once it lists too many subscribers.
-        """
-        self.patch(pubsub, "MAX_ROUTE_ENTRIES", 10)
-        hub = FakeHub()
-        self.addCleanup(hub.stop)
-        clients = [hub.connect() for _ in range(4)]
-        for c in clients:
-            c.send(b"/sub >\n")
-        for i in range(20):
-            clients[0].send(b"/pub t.%d x\n" % (i,))
-            self.assertLessEqual(hub.factory.routeEntries, 10)
-        self.assertEqual(len(messages(clients[1])), 20)

@@ -16,8 +16,8 @@ from hypothesis.stateful import (
     rule,
 )
 
+from netdemo.hubwire import DEFAULT_TOPIC, patternMatches
 from netdemo.limits import HubLimits
-from netdemo.pubsub import DEFAULT_TOPIC, patternMatches
 from tests.pubsubhelpers import FakeClient, FakeHub
 
 TOPICS = [DEFAULT_TOPIC, b"a.b", b"a.c", b"x.b", b"a.b.c"]

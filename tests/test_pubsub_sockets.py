@@ -1,63 +1,64 @@
 """
 The pub/sub hub's required figures over real sockets on 127.0.0.1.
 
-The hub runs in its own process (L{tests.pubsubserver}, or C{twistd}); the
-clients are blocking sockets driven by threads in the test process.  Limits
-are set low so that each test runs in seconds.
+The figures that need a hub of its own (a clean RSS to watch, no competition
+from the test's threads) run against a real C{twistd netdemo --pubsub}
+(L{Daemon}), whose metrics are read from its status page; the clients are
+blocking sockets driven by threads in the test process.  The write deadline
+is tested in this process, with the hub's clock a L{Clock}: the socket
+really stalls, the deadline is advanced by hand.  Limits are set low so that
+each test runs in seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+import urllib.request
 
-import pytest
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from netdemo.limits import ConnectionLimits, HubLimits
+from tests.pubsubhelpers import LineSocket, LoopbackHub
+from tests.support import PATIENCE, Daemon, requireTool, waitUntil
 
 
-class HubProcess:
+class HubDaemon(Daemon):
     """
-    A hub started with L{tests.pubsubserver}.
+    A C{twistd netdemo} running a hub and its status page on loopback,
+    listening.
     """
 
-    def __init__(self, **config: Any) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.pubsubserver", json.dumps(config)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+    def __init__(self, *args: str) -> None:
+        super().__init__(
+            "--pubsub",
+            "tcp:0:interface=127.0.0.1",
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            "--no-presence",
+            *args,
         )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.match(rb"port (\d+)$", line.strip())
-        if match is None:
-            self.stop()
-            raise RuntimeError(f"the hub did not start: {line!r}")
-        self.port = int(match.group(1))
+        self.waitListening(2)
 
     def metric(self, name: str, **labels: str) -> float:
         """
-        The current value of one series.
+        The current value of one series, from the status page.
         """
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(b"metrics\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        assert line.startswith(b"metrics "), line
-        for sampleName, sampleLabels, value in json.loads(line[8:]):
-            if sampleName == name and sampleLabels == labels:
-                return float(value)
+        host, port = self.address("http")
+        url = f"http://{host}:{port}/status.json"
+        with urllib.request.urlopen(url, timeout=PATIENCE) as response:
+            document = json.load(response)
+        shown = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        series = f"{name}{{{shown}}}"
+        for service in document["services"]:
+            for sample in service["metrics"]:
+                if sample["series"] == series:
+                    return float(sample["value"])
         return 0.0
 
     def rss(self) -> int:
@@ -70,379 +71,297 @@ class HubProcess:
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
-    def stop(self) -> None:
+
+class FiguresTests(SynchronousTestCase):
+    """
+    The hub's figures, against a real C{twistd} hub.
+    """
+
+    def hub(self, *args: str) -> HubDaemon:
         """
-        Close its standard input and wait for it to exit.
+        A hub with C{args}, stopped after the test.
         """
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        daemon = HubDaemon(*args)
+        self.addCleanup(daemon.close)
+        return daemon
 
+    def client(self, daemon: HubDaemon, rcvbuf: int | None = None) -> LineSocket:
+        """
+        A client of C{daemon}, greeted, closed after the test.
+        """
+        client = LineSocket(daemon.port("pubsub"), rcvbuf=rcvbuf)
+        self.addCleanup(client.close)
+        return client
 
-@pytest.fixture
-def hubFactory() -> Iterator[Any]:
-    """
-    Start hubs with a configuration; stop them after the test.
-    """
-    started: list[HubProcess] = []
+    def test_threeClientsThousandLines(self) -> None:
+        """
+        Three clients each send 1000 lines at once: each receives exactly the
+        other two's 2000 lines, each sender's in order, and never its own.
+        """
+        daemon = self.hub()
+        clients = [self.client(daemon) for _ in range(3)]
 
-    def start(**config: Any) -> HubProcess:
-        hub = HubProcess(**config)
-        started.append(hub)
-        return hub
+        def run(client: LineSocket) -> None:
+            client.send(
+                b"".join(
+                    b"line %d from %s\n" % (i, client.identity) for i in range(1000)
+                )
+            )
+            client.collect(b"<", 2000)
 
-    yield start
-    for hub in started:
-        hub.stop()
-
-
-def connect(port: int, rcvbuf: int | None = None) -> tuple[socket.socket, bytes]:
-    """
-    Connect to the hub and read its greeting.
-
-    @return: The socket and the identity the greeting names.
-    """
-    s = socket.socket()
-    if rcvbuf is not None:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.settimeout(30)
-    s.connect(("127.0.0.1", port))
-    greeting = b""
-    while not greeting.endswith(b"\n"):
-        chunk = s.recv(1)
-        assert chunk, "closed before the greeting"
-        greeting += chunk
-    match = re.match(rb"\* welcome to netdemo pubsub, you are (\S+) ", greeting)
-    assert match is not None, greeting
-    return s, match.group(1)
-
-
-def readLines(s: socket.socket, count: int, deadline: float) -> list[bytes]:
-    """
-    Read until C{count} lines arrived or the deadline passed.
-    """
-    data = b""
-    while data.count(b"\n") < count and time.monotonic() < deadline:
-        s.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = s.recv(65536)
-        except TimeoutError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\n")[:-1]
-
-
-def test_threeClientsThousandLines(hubFactory: Any) -> None:
-    """
-    Three clients each send 1000 lines at once: each receives exactly the
-    other two's 2000 lines, each sender's in order, and never its own.
-    """
-    hub = hubFactory(hub={"presence": False})
-    clients = [connect(hub.port) for _ in range(3)]
-    results: dict[int, list[bytes]] = {}
-
-    def run(index: int) -> None:
-        s, identity = clients[index]
-        s.sendall(b"".join(b"line %d from %s\n" % (i, identity) for i in range(1000)))
-        results[index] = readLines(s, 2000, time.monotonic() + 60)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
-    for index, (s, _identity) in enumerate(clients):
-        got = results[index]
-        assert len(got) == 2000
-        for other, (_, otherIdentity) in enumerate(clients):
-            fromOther = [
-                line for line in got if line.startswith(b"<" + otherIdentity + b"> ")
-            ]
-            if other == index:
-                assert fromOther == []
-            else:
-                assert fromOther == [
-                    b"<%s> line %d from %s" % (otherIdentity, i, otherIdentity)
+        threads = [threading.Thread(target=run, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(PATIENCE * 3)
+        for client in clients:
+            self.assertEqual(len(client.matching(b"<")), 2000)
+            for other in clients:
+                prefix = b"<" + other.identity + b"> "
+                fromOther = client.matching(prefix)
+                expected = [
+                    prefix + b"line %d from %s" % (i, other.identity)
                     for i in range(1000)
                 ]
-        s.close()
+                self.assertEqual(fromOther, [] if other is client else expected)
 
-
-def test_stalledSubscriberHundredMegabytes(hubFactory: Any) -> None:
-    """
-    With C{maxPending} 1 MiB, a subscriber that never reads (tiny receive
-    buffer) while a publisher sends 100 MB in 1 KiB lines is disconnected
-    within 2 s of stalling; the hub's RSS grows by at most 32 MB; two
-    reading subscribers receive every line, in order, intact; the
-    slow-consumer counter rises by exactly 1.
-    """
-    hub = hubFactory(
-        hub={"presence": False, "maxPending": 1 << 20, "writeDeadline": 0},
-        limits={"idleTimeout": 0},
-    )
-    readers = [connect(hub.port) for _ in range(2)]
-    stalled, _ = connect(hub.port, rcvbuf=4096)
-    publisher, identity = connect(hub.port)
-    lineCount = 100 * 1024
-    prefix = b"<" + identity + b"> "
-
-    def text(i: int) -> bytes:
-        head = b"%08d " % (i,)
-        return head + b"." * (1023 - len(head))
-
-    expected = hashlib.sha256()
-    expectedSize = 0
-    blocks = []
-    for start in range(0, lineCount, 256):
-        block = b"".join(text(i) + b"\n" for i in range(start, start + 256))
-        blocks.append(block)
-        delivered = prefix + block[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
-        expected.update(delivered)
-        expectedSize += len(delivered)
-
-    digests: dict[int, tuple[str, int]] = {}
-
-    def read(index: int) -> None:
-        s = readers[index][0]
-        h = hashlib.sha256()
-        size = 0
-        s.settimeout(60)
-        while size < expectedSize:
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            h.update(chunk)
-            size += len(chunk)
-        digests[index] = (h.hexdigest(), size)
-
-    baseline = hub.rss()
-    peak = [baseline]
-    stalledAt: list[float] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], hub.rss())
-            if not stalledAt and hub.metric(
-                "netdemo_refused_total", service="pubsub", reason="slow-consumer"
-            ):
-                stalledAt.append(time.monotonic())
-            time.sleep(0.02)
-
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
-    watcher = threading.Thread(target=watch)
-    for t in threads:
-        t.start()
-    started = time.monotonic()
-    watcher.start()
-    for block in blocks:
-        publisher.sendall(block)
-    for t in threads:
-        t.join(120)
-    done.set()
-    watcher.join(10)
-
-    assert stalledAt, "the stalled subscriber was not disconnected"
-    assert stalledAt[0] - started < 2.0
-    assert peak[0] - baseline <= 32 * 1024 * 1024, (baseline, peak[0])
-    for index in range(2):
-        assert digests[index] == (expected.hexdigest(), expectedSize)
-    assert (
-        hub.metric("netdemo_refused_total", service="pubsub", reason="slow-consumer")
-        == 1
-    )
-    with pytest.raises(OSError):
-        stalled.settimeout(10)
-        while stalled.recv(1 << 16):
-            pass
-        raise ConnectionResetError("closed without a reset")
-    for s, _ in [*readers, (publisher, b"")]:
-        s.close()
-    stalled.close()
-
-
-def test_dropOldestCountsEveryLine(hubFactory: Any) -> None:
-    """
-    With the drop-oldest policy, a subscriber that stops reading while 30 MB
-    are published stays connected, the hub's RSS stays bounded, and once it
-    reads again the lines it gets plus the drops it is told about account
-    for every line published, in order.
-    """
-    hub = hubFactory(
-        hub={"presence": False, "maxPending": 1 << 20, "slowPolicy": "drop-oldest"},
-        limits={"idleTimeout": 0},
-    )
-    stalled, _ = connect(hub.port, rcvbuf=4096)
-    publisher, identity = connect(hub.port)
-    lineCount = 30 * 1024
-    baseline = hub.rss()
-    peak = baseline
-    for start in range(0, lineCount, 256):
-        publisher.sendall(
-            b"".join(b"%08d %s\n" % (i, b"." * 1014) for i in range(start, start + 256))
+    def test_stalledSubscriberHundredMegabytes(self) -> None:
+        """
+        With C{--max-pending} 1 MiB, a subscriber that never reads (tiny
+        receive buffer) while a publisher sends 100 MB in 1 KiB lines is
+        disconnected within 2 s of stalling; the hub's RSS grows by at most
+        32 MB; two reading subscribers receive every line, in order, intact;
+        the slow-consumer counter rises by exactly 1.
+        """
+        daemon = self.hub(
+            "--max-pending", "1MiB", "--write-deadline", "0", "--idle-timeout", "0"
         )
-        if start % 4096 == 0:
-            peak = max(peak, hub.rss())
-    publisher.sendall(b"/ping\n")
-    assert readLines(publisher, 1, time.monotonic() + 60) == [b"+OK pong"]
-    peak = max(peak, hub.rss())
-    assert peak - baseline <= 32 * 1024 * 1024, (baseline, peak)
+        readers = [self.client(daemon) for _ in range(2)]
+        stalled = self.client(daemon, rcvbuf=4096)
+        publisher = self.client(daemon)
+        lineCount = 100 * 1024
+        prefix = b"<" + publisher.identity + b"> "
 
-    prefix = b"<" + identity + b"> "
-    numbers: list[int] = []
-    dropped = 0
-    data = b""
-    stalled.settimeout(5)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            chunk = stalled.recv(1 << 20)
-        except TimeoutError:
-            break
-        assert chunk, "the subscriber was disconnected"
-        data += chunk
-        cut = data.rfind(b"\n") + 1
-        for line in data[:cut].split(b"\n")[:-1]:
+        def text(i: int) -> bytes:
+            head = b"%08d " % (i,)
+            return head + b"." * (1023 - len(head))
+
+        expected = hashlib.sha256()
+        expectedSize = 0
+        blocks = []
+        for start in range(0, lineCount, 256):
+            block = b"".join(text(i) + b"\n" for i in range(start, start + 256))
+            delivered = prefix + block[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+            expected.update(delivered)
+            expectedSize += len(delivered)
+            blocks.append((block, expectedSize))
+
+        digests: dict[int, tuple[str, int]] = {}
+        # The readers are threads of this process: on a busy machine they
+        # may be slower than the hub.  The publisher keeps at most WINDOW
+        # bytes ahead of them, so that only the stalled subscriber ever
+        # has more than the kernel buffers waiting for it.
+        window = 512 * 1024
+        received = [0, 0]
+        progress = threading.Condition()
+
+        def read(index: int) -> None:
+            sock = readers[index].sock
+            h = hashlib.sha256()
+            size = 0
+            sock.settimeout(60)
+            while size < expectedSize:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                h.update(chunk)
+                size += len(chunk)
+                with progress:
+                    received[index] = size
+                    progress.notify_all()
+            digests[index] = (h.hexdigest(), size)
+
+        slow = {"service": "pubsub", "reason": "slow-consumer"}
+        baseline = daemon.rss()
+        peak = [baseline]
+        stalledAt: list[float] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], daemon.rss())
+                if not stalledAt and daemon.metric("netdemo_refused_total", **slow):
+                    stalledAt.append(time.monotonic())
+                done.wait(0.1)
+
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+        watcher = threading.Thread(target=watch)
+        for t in threads:
+            t.start()
+        started = time.monotonic()
+        watcher.start()
+        before = 0
+        for block, after in blocks:
+            floor = before - window
+            with progress:
+                # Called at once, in this iteration.
+                caughtUp = progress.wait_for(
+                    lambda: min(received) >= floor,  # noqa: B023
+                    PATIENCE,
+                )
+            self.assertTrue(caughtUp, f"the readers stopped at {received}")
+            publisher.send(block)
+            before = after
+        for t in threads:
+            t.join(120)
+        done.set()
+        watcher.join(10)
+
+        self.assertTrue(stalledAt, "the stalled subscriber was not disconnected")
+        self.assertLess(stalledAt[0] - started, 2.0)
+        self.assertLessEqual(peak[0] - baseline, 32 * 1024 * 1024, (baseline, peak))
+        for index in range(2):
+            self.assertEqual(digests[index], (expected.hexdigest(), expectedSize))
+        self.assertEqual(daemon.metric("netdemo_refused_total", **slow), 1)
+        with self.assertRaises(OSError):
+            stalled.sock.settimeout(10)
+            while stalled.sock.recv(1 << 16):
+                pass
+            raise ConnectionResetError("closed without a reset")
+
+    def test_dropOldestCountsEveryLine(self) -> None:
+        """
+        With the drop-oldest policy, a subscriber that stops reading while
+        30 MB are published stays connected, the hub's RSS stays bounded,
+        and once it reads again the lines it gets plus the drops it is told
+        about account for every line published, in order.
+        """
+        daemon = self.hub(
+            "--max-pending",
+            "1MiB",
+            "--slow-policy",
+            "drop-oldest",
+            "--idle-timeout",
+            "0",
+        )
+        stalled = self.client(daemon, rcvbuf=4096)
+        publisher = self.client(daemon)
+        lineCount = 30 * 1024
+        baseline = daemon.rss()
+        peak = baseline
+        for start in range(0, lineCount, 256):
+            publisher.send(
+                b"".join(
+                    b"%08d %s\n" % (i, b"." * 1014) for i in range(start, start + 256)
+                )
+            )
+            if start % 4096 == 0:
+                peak = max(peak, daemon.rss())
+        publisher.send(b"/ping\n")
+        self.assertEqual(publisher.collect(b"+OK", 1), [b"+OK pong"])
+        peak = max(peak, daemon.rss())
+        self.assertLessEqual(peak - baseline, 32 * 1024 * 1024, (baseline, peak))
+
+        prefix = b"<" + publisher.identity + b"> "
+        last = prefix + b"%08d " % (lineCount - 1,)
+        stalled.collect(last, 1, timeout=60)
+        self.assertFalse(stalled.closed, "the subscriber was disconnected")
+        numbers: list[int] = []
+        dropped = 0
+        for line in stalled.lines[1:]:
             if line.startswith(prefix):
-                assert line[len(prefix) + 8 :] == b" " + b"." * 1014
+                self.assertEqual(line[len(prefix) + 8 :], b" " + b"." * 1014)
                 numbers.append(int(line[len(prefix) : len(prefix) + 8]))
             else:
                 match = re.match(rb"\* dropped (\d+) lines \(slow consumer\)$", line)
                 assert match is not None, line
                 dropped += int(match.group(1))
-        data = data[cut:]
-        if numbers and numbers[-1] == lineCount - 1:
-            break
-    assert dropped > 0
-    assert numbers == sorted(numbers)
-    assert len(numbers) + dropped == lineCount
-    assert hub.metric("netdemo_pubsub_dropped_lines_total", service="pubsub") == dropped
-    publisher.close()
-    stalled.close()
+        self.assertGreater(dropped, 0)
+        self.assertEqual(numbers, sorted(numbers))
+        self.assertEqual(len(numbers) + dropped, lineCount)
+        self.assertEqual(
+            daemon.metric("netdemo_pubsub_dropped_lines_total", service="pubsub"),
+            dropped,
+        )
 
+    def test_refusedGetsReasonLine(self) -> None:
+        """
+        A connection over C{--max-connections} reads one reason line, then the
+        end of the stream.
+        """
+        daemon = self.hub("--max-connections", "1")
+        self.client(daemon)
+        second = LineSocket(daemon.port("pubsub"), greeting=False)
+        self.addCleanup(second.close)
+        self.assertEqual(second.collect(b"", 2), [b"-ERR refused: max-connections"])
+        self.assertTrue(second.closed)
 
-def test_writeDeadline(hubFactory: Any) -> None:
-    """
-    With C{writeDeadline} 3 s, a subscriber reading 10 KB/s while the
-    publisher sends 1 MB/s is disconnected after at least 3 s and before
-    6 s.
-    """
-    hub = hubFactory(
-        hub={"presence": False, "writeDeadline": 3.0, "maxPending": 64 << 20},
-        limits={"idleTimeout": 0},
-    )
-    slow, _ = connect(hub.port, rcvbuf=16384)
-    publisher, _ = connect(hub.port)
-    stop = threading.Event()
-    line = b"x" * 1023 + b"\n"
-
-    def publish() -> None:
-        next = time.monotonic()
-        while not stop.is_set():
-            publisher.sendall(line * 10)
-            next += 0.01
-            time.sleep(max(0.0, next - time.monotonic()))
-
-    started = time.monotonic()
-    thread = threading.Thread(target=publish)
-    thread.start()
-    closedAt = None
-    try:
-        slow.settimeout(1)
-        while time.monotonic() - started < 10:
-            try:
-                if not slow.recv(1000):
-                    closedAt = time.monotonic()
-                    break
-            except TimeoutError:
-                pass
-            except OSError:
-                closedAt = time.monotonic()
-                break
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        thread.join(10)
-    assert closedAt is not None, "not disconnected within 10 s"
-    assert 3.0 <= closedAt - started < 6.0
-    assert (
-        hub.metric("netdemo_refused_total", service="pubsub", reason="write-deadline")
-        == 1
-    )
-    publisher.close()
-    slow.close()
-
-
-def test_refusedGetsReasonLine(hubFactory: Any) -> None:
-    """
-    A connection over C{--max-connections} reads one reason line, then the
-    end of the stream.
-    """
-    hub = hubFactory(limits={"maxConnections": 1})
-    first, _ = connect(hub.port)
-    second = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
-    data = b""
-    while True:
-        chunk = second.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    assert data == b"-ERR refused: max-connections\n"
-    first.close()
-    second.close()
-
-
-@pytest.mark.skipif(
-    shutil.which("nc") is None, reason="nc (netcat-openbsd) is not installed"
-)
-def test_twistdWithNetcat(tmp_path: Any) -> None:
-    """
-    C{twistd netdemo --pubsub} serves C{nc}: a line that C{nc} sends (LF
-    only) reaches a subscriber, and C{/ping} is answered.
-    """
-    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-    log = tmp_path / "twistd.log"
-    process = subprocess.Popen(
-        [
-            twistd,
-            "-n",
-            "--pidfile=",
-            f"--logfile={log}",
-            "netdemo",
-            "--pubsub",
-            "tcp:0:interface=127.0.0.1",
-        ],
-        cwd=tmp_path,
-    )
-    try:
-        port = None
-        deadline = time.monotonic() + 30
-        while port is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            if log.exists():
-                match = re.search(
-                    r"pubsub: listening on 127\.0\.0\.1:(\d+)", log.read_text()
-                )
-                if match:
-                    port = int(match.group(1))
-        assert port is not None, "twistd did not report listening"
-        subscriber, _ = connect(port)
-        nc = subprocess.run(
-            ["nc", "-q", "1", "127.0.0.1", str(port)],
+    def test_netcat(self) -> None:
+        """
+        The hub serves C{nc}: a line that C{nc} sends (LF only) reaches a
+        subscriber, and C{/ping} is answered.
+        """
+        nc = requireTool("nc", "netcat-openbsd")
+        daemon = self.hub()
+        subscriber = self.client(daemon)
+        result = subprocess.run(
+            [nc, "-q", "1", "127.0.0.1", str(daemon.port("pubsub"))],
             input=b"hello from nc\n/ping\n",
             capture_output=True,
-            timeout=30,
+            timeout=PATIENCE,
         )
-        assert b"+OK pong\n" in nc.stdout
-        lines = readLines(subscriber, 3, time.monotonic() + 10)
-        assert any(line.endswith(b"> hello from nc") for line in lines), lines
-        subscriber.close()
-    finally:
-        process.terminate()
-        process.wait(30)
+        self.assertIn(b"+OK pong\n", result.stdout)
+        [line] = subscriber.collect(b"<", 1)
+        self.assertTrue(line.endswith(b"> hello from nc"), line)
+
+
+class WriteDeadlineTests(TestCase):
+    """
+    The write deadline over a real socket that stops reading, with the
+    hub's timers on a L{Clock}.
+    """
+
+    async def test_writeDeadline(self) -> None:
+        """
+        A subscriber whose socket stops reading is paused by its transport;
+        once paused for C{writeDeadline} (and not before) it is
+        disconnected and counted, while the publisher and a reading
+        subscriber go on.
+        """
+        clock = Clock()
+        hub = await LoopbackHub(
+            HubLimits(presence=False, writeDeadline=3.0, maxPending=64 << 20),
+            ConnectionLimits(idleTimeout=0),
+            clock=clock,
+        ).start()
+        self.addCleanup(hub.stop)
+        slow = LineSocket(hub.port, rcvbuf=4096, greeting=False)
+        self.addCleanup(slow.close)
+        publisher, reader = await hub.watcher(), await hub.watcher()
+        await waitUntil(lambda: len(hub.factory.clients) == 3, "three clients")
+        [slowProtocol] = [
+            p
+            for p in hub.factory.clients
+            if p.identity not in (publisher.identity, reader.identity)
+        ]
+        prefix = b"<" + publisher.identity + b"> "
+        block = b"x" * 1023 + b"\n"
+        for sent in range(1, 200):
+            publisher.send(block * 64)
+            await reader.waitFor(prefix, 64 * sent)
+            if slowProtocol.paused:
+                break
+        self.assertTrue(slowProtocol.paused)
+        clock.advance(2.9)
+        self.assertIsNone(slowProtocol.closeReason)
+        clock.advance(0.2)
+        self.assertEqual(slowProtocol.closeReason, "write-deadline")
+        await waitUntil(lambda: not slowProtocol.connected, "the subscriber to go")
+        self.assertEqual(
+            hub.metrics.value(
+                "netdemo_refused_total", service="pubsub", reason="write-deadline"
+            ),
+            1,
+        )
+        publisher.send(b"still here")
+        await reader.waitFor(prefix + b"still here")

@@ -139,7 +139,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = parse("--pubsub", "tcp:0:interface=127.0.0.1", "--history", "7")
         top = makeService(options, MemoryReactorClock())
         hub = top.getServiceNamed("pubsub")
-        factory = hub.factory  # type: ignore[attr-defined]
+        factory = hub.factory
         self.assertIsInstance(factory, PubSubFactory)
         self.assertEqual(factory.hubLimits.history, 7)
         self.assertEqual(factory.limits, options.connectionLimits())

@@ -26,11 +26,19 @@ and counted, never replayed.
 
 L{IBackplane} is the seam the hub sees.  L{RedisBackplane} is the real one,
 built on C{txredisapi}; L{MemoryBackplane} joins hubs in one process through
-a L{MemoryBus}, for tests.
+a L{MemoryBus}, for tests.  Payloads are read with the hub's own grammar
+(L{netdemo.hubwire}: topics, names, line splitting, escaping).
+
+C{txredisapi} imports the global reactor when it is imported, and
+L{netdemo.tap} imports this module while it parses the options, before
+C{twistd} installs the reactor it was asked for (C{--reactor}).  So
+C{txredisapi} is imported only when a L{RedisBackplane} starts: the two
+connections' classes are built then, once (L{_redisFactories}).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections import OrderedDict, deque
@@ -46,6 +54,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from netdemo.hubwire import (
+    escapeLines,
+    isDotted,
+    isIdentity,
+    isNode,
+    isTopic,
+    splitSender,
+    textLines,
+)
 from netdemo.metrics import IMetrics, sampleOf
 
 __all__ = [
@@ -84,21 +101,7 @@ MAX_NODES = 4096
 #: Why lines are dropped, as the C{reason} label says.
 DROP_REASONS = ("down", "queue-full", "error", "duplicate", "bad-message", "too-long")
 
-_TOKEN = rb"[A-Za-z0-9_\-]+"
-_TOPIC = re.compile(rb"%s(?:\.%s)*\Z" % (_TOKEN, _TOKEN))
-_PREFIX = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\Z")
-_NODE = re.compile(rb"[A-Za-z0-9_\-]{1,64}\Z")
-_IDENTITY = re.compile(rb"[^\s<>]{1,64}\Z")
-_EXTERNAL = re.compile(rb"<([^\s<>]{1,64})> ?")
-_MAX_TOPIC = 255
-_CONTROLS = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_CONTROLS_BUT_LF = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
-
 Receiver = Callable[[bytes, bytes, list[bytes]], None]
-
-
-def _escape(match: re.Match[bytes]) -> bytes:
-    return b"\\x%02x" % match.group()[0]
 
 
 @frozen
@@ -172,7 +175,7 @@ def parseBackplaneURL(value: str) -> BackplaneURL:
     if unknown:
         raise ValueError(f"{shown}: unknown parameter {unknown[0]!r} (prefix, ca)")
     prefix = query.get("prefix", [DEFAULT_PREFIX])[-1]
-    if not _PREFIX.match(prefix):
+    if not isDotted(prefix):
         raise ValueError(
             f"{shown}: prefix {prefix!r} is not dot-separated letters, digits, _ or -"
         )
@@ -229,27 +232,18 @@ def decodeMessage(payload: bytes) -> Message | None:
         parts = head.split(b" ")
         if (
             len(parts) != 4
-            or not _NODE.match(parts[1])
+            or not isNode(parts[1])
             or not parts[2].isdigit()
-            or not _IDENTITY.match(parts[3])
+            or not isIdentity(parts[3])
             or not body
         ):
             return None
-        lines = body.split(b"\n")
-        if _CONTROLS_BUT_LF.search(body) is not None:
-            lines = [_CONTROLS.sub(_escape, line) for line in lines]
-        return Message(parts[1], int(parts[2]), parts[3], lines)
-    identity = EXTERNAL_IDENTITY
-    match = _EXTERNAL.match(payload)
-    if match is not None:
-        identity = match.group(1)
-        payload = payload[match.end() :]
-    if b"\r" in payload:
-        payload = payload.replace(b"\r\n", b"\n")
-    lines = [_CONTROLS.sub(_escape, line) for line in payload.split(b"\n") if line]
+        return Message(parts[1], int(parts[2]), parts[3], escapeLines(body))
+    sender, text = splitSender(payload)
+    lines = textLines(text)
     if not lines:
         return None
-    return Message(None, 0, identity, lines)
+    return Message(None, 0, sender or EXTERNAL_IDENTITY, lines)
 
 
 class IBackplane(Interface):
@@ -371,11 +365,11 @@ class _Backplane(Service):
         this node's own, a duplicate, or malformed.
         """
         message = decodeMessage(payload)
+        topic = channel[len(self.channelStart) :]
         if (
             message is None
             or not channel.startswith(self.channelStart)
-            or not _TOPIC.match(channel, len(self.channelStart))
-            or len(channel) - len(self.channelStart) > _MAX_TOPIC
+            or not isTopic(topic)
         ):
             self.dropped["bad-message"] += 1 if message is None else len(message.lines)
             return
@@ -404,7 +398,7 @@ class _Backplane(Service):
         if receiver is None:
             return
         self.receivedLines += len(lines)
-        receiver(channel[len(self.channelStart) :], message.identity, lines)
+        receiver(topic, message.identity, lines)
 
 
 class MemoryBus:
@@ -701,12 +695,8 @@ class RedisBackplane(_Backplane):
         super().startService()
         self._stopping = False
         endpoint: Any = _ReportingEndpoint(self.endpoint(), self)
-        from netdemo import redisclient
-
-        self._factories = [
-            redisclient.publisherFactory(self),
-            redisclient.subscriberFactory(self),
-        ]
+        publisherFactory, subscriberFactory = _redisFactories()
+        self._factories = [publisherFactory(self), subscriberFactory(self)]
         for factory in self._factories:
             factory.startConnecting(endpoint)
 
@@ -742,3 +732,163 @@ def buildBackplaneService(
         dropped.
     """
     return RedisBackplane(url, metrics, reactor, maxQueue, maxLine)
+
+
+@functools.cache
+def _redisFactories() -> tuple[
+    Callable[[RedisBackplane], Any], Callable[[RedisBackplane], Any]
+]:
+    """
+    The factories of a L{RedisBackplane}'s two connections, on
+    C{txredisapi}: built at the first start, not at import (C{txredisapi}
+    imports the global reactor).
+
+    Both connections are made with C{factory.startConnecting(endpoint)}, the
+    library's supported way (its factories are not C{ClientFactory}s, so the
+    old C{reactor.connectTCP} recipe fails): a C{ClientService} per
+    connection reconnects with backoff.  Payloads stay bytes
+    (C{charset=None}) and are never taken for numbers
+    (C{convertNumbers=False}).
+
+    C{hiredis} is a dependency: with it importable,
+    C{txredisapi.RedisProtocol} is its C{HiredisProtocol}, which parses a
+    whole read at once; the pure-Python parser pauses the transport and
+    waits a reactor turn after every bulk string.
+
+    @return: A function building the publishing connection's factory (it
+        selects the URL's database) and one building the subscribing
+        connection's, each from the backplane.
+    """
+    import txredisapi
+
+    class Reporting:
+        """
+        What both connections do: tell the backplane once usable, and when
+        lost.
+        """
+
+        factory: Any
+        connected: int
+
+        def connectionMade(self) -> Any:
+            d = super().connectionMade()  # type: ignore[misc]
+            self.whenConnected().addCallback(self._usable)  # type: ignore[attr-defined]
+            return d
+
+        def _usable(self, protocol: Any) -> None:
+            # Not from inside makeConnection (txredisapi's own pool waits a
+            # turn for the same reason): ClientService does not know this
+            # connection yet.
+            self.factory.backplane.reactor.callLater(0, self.usable)
+
+        def usable(self) -> None:
+            """
+            The connection is usable.
+            """
+
+        def connectionLost(self, why: Failure) -> None:
+            self.factory.backplane.connectionLost(self, why)
+            super().connectionLost(why)  # type: ignore[misc]
+
+    class Publisher(Reporting, txredisapi.RedisProtocol):  # type: ignore[misc]
+        """
+        The connection that publishes.
+        """
+
+        def usable(self) -> None:
+            if self.connected:
+                self.factory.backplane.publisherReady(self)
+
+    class Subscriber(Reporting, txredisapi.SubscriberProtocol):  # type: ignore[misc]
+        """
+        The connection that subscribes to C{PREFIX.*} by pattern.
+        """
+
+        def usable(self) -> None:
+            if not self.connected:
+                return
+            backplane = self.factory.backplane
+            # psubscribe takes a list: given bytes, it iterates them.
+            d = self.psubscribe([backplane.channelStart + b"*"])
+
+            def subscribed(reply: object) -> None:
+                if isinstance(reply, Exception):
+                    failed(Failure(reply))
+                else:
+                    backplane.subscribed(self)
+
+            def failed(failure: Failure) -> None:
+                # LOADING, a closed connection...: start over.
+                if self.transport is not None:
+                    self.transport.loseConnection()
+
+            d.addCallbacks(subscribed, failed)
+
+        def messageReceived(
+            self, pattern: bytes, channel: bytes, message: bytes
+        ) -> None:
+            self.factory.backplane.messageReceived(channel, message)
+
+    class PublisherFactory(txredisapi.RedisFactory):  # type: ignore[misc]
+        """
+        Builds the publishing connection; a refused password or database
+        stops it.
+        """
+
+        protocol = Publisher
+
+        def connectionError(self, why: str) -> None:
+            self.backplane.authFailed(why)
+            super().connectionError(why)
+
+    class SubscriberFactory(txredisapi.SubscriberFactory):  # type: ignore[misc]
+        """
+        Builds the subscribing connection; a refused password stops it.
+        """
+
+        protocol = Subscriber
+
+        def connectionError(self, why: str) -> None:
+            self.backplane.authFailed(why)
+            super().connectionError(why)
+
+    def prepare(factory: Any, backplane: RedisBackplane) -> Any:
+        """
+        Give a factory its backplane and the URL's credentials; bytes in and
+        out.
+        """
+        url = backplane.url
+        factory.backplane = backplane
+        factory.charset = None
+        factory.convertNumbers = False
+        factory.password = url.password
+        factory.username = url.username
+        # Nobody waits for the pool to fill; a refused password ends up here.
+        factory.deferred.addErrback(lambda failure: None)
+        return factory
+
+    def publisherFactory(backplane: RedisBackplane) -> Any:
+        """
+        The factory of the publishing connection (it selects the URL's
+        database).
+        """
+        url = backplane.url
+        factory = PublisherFactory(
+            url.display(),
+            url.db,
+            1,
+            isLazy=True,
+            charset=None,
+            password=url.password,
+            convertNumbers=False,
+            username=url.username,
+        )
+        return prepare(factory, backplane)
+
+    def subscriberFactory(backplane: RedisBackplane) -> Any:
+        """
+        The factory of the subscribing connection.
+        """
+        return prepare(SubscriberFactory(isLazy=True), backplane)
+
+    return publisherFactory, subscriberFactory

@@ -48,20 +48,20 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ),
     (
         "chat",
-        "netdemo.clients.hub.ChatOptions",
-        "netdemo.clients.hub.runChat",
+        "netdemo.clients.chat.ChatOptions",
+        "netdemo.clients.chat.runChat",
         "A line client for the pub/sub hub that reconnects",
     ),
     (
         "tail",
-        "netdemo.clients.hub.TailOptions",
-        "netdemo.clients.hub.runTail",
+        "netdemo.clients.tail.TailOptions",
+        "netdemo.clients.tail.runTail",
         "Subscribe to the pub/sub hub and print what arrives",
     ),
     (
         "pub",
-        "netdemo.clients.hub.PubOptions",
-        "netdemo.clients.hub.runPub",
+        "netdemo.clients.pub.PubOptions",
+        "netdemo.clients.pub.runPub",
         "Publish to the pub/sub hub and exit once acknowledged",
     ),
     (

@@ -3,23 +3,27 @@
 The line-based pub/sub hub: the classic Twisted broadcast chat, grown into
 a small broker that people can use from C{nc}.
 
-The grammar is in C{docs/protocol.md}.  In short: lines end in LF or CRLF; a
-plain line is published to the default topic L{DEFAULT_TOPIC}; a line that
-starts with C{/} is a command (C{/sub}, C{/pub}, C{/nick}, ...) answered by
-one C{+OK} or one C{-ERR} line; notices start with C{*}.
+The grammar is in C{docs/protocol.md} and, as code, in L{netdemo.hubwire}:
+lines end in LF or CRLF; a plain line is published to the default topic
+L{DEFAULT_TOPIC}; a line that starts with C{/} is a command (C{/sub},
+C{/pub}, C{/nick}, ...) answered by one C{+OK} or one C{-ERR} line; notices
+start with C{*}.  Who gets a topic's lines is L{netdemo.routing}'s job, the
+recent lines L{netdemo.history}'s.  Here are the I/O (L{PubSubProtocol}:
+flow control and limits) and the hub itself (L{PubSubFactory}: members,
+nicknames, presence, commands, fan-out).
 
 How the hot path stays fast:
 
   - the lines of one read are split with C{bytes.split} (never
     C{LineReceiver}'s per-line callback) and the common case, a read of
     plain lines, is recognised with a few substring tests over the whole
-    read;
+    read (L{HubReader});
   - all the lines of one read that go to one topic become one C{bytes}
     object, built once with C{bytes.join}, and each subscriber gets it in
     one write: the per-subscriber work is one method call per read, not per
     line;
   - the subscribers of a topic are computed once and cached until a
-    subscription changes;
+    subscription changes (L{Router});
   - a subscriber with nothing queued gets the data handed to the kernel at
     once (as in L{netdemo.echo}), which saves two C{epoll_ctl} calls and a
     reactor turn per write.
@@ -36,11 +40,9 @@ slow subscriber.
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 from collections import deque
-from collections.abc import Iterable, Sequence
-from itertools import islice
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
@@ -49,10 +51,24 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from netdemo import hubwire
+from netdemo.history import History
+from netdemo.hubwire import (
+    DEFAULT_TOPIC,
+    Command,
+    HubReader,
+    Publish,
+    Reply,
+    isNick,
+    isPattern,
+    isTopic,
+    linePrefix,
+)
 from netdemo.internals import directTransport, sendIfIdle, unsentBytes, writeNow
 from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.logs import formatAddress
 from netdemo.metrics import IMetrics, sampleOf
+from netdemo.routing import MAX_SUBSCRIPTIONS, Router, Subscribed
 from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
 
 if TYPE_CHECKING:
@@ -63,31 +79,9 @@ __all__ = [
     "PubSubFactory",
     "PubSubProtocol",
     "buildPubSubService",
-    "escapeControls",
-    "linePrefix",
-    "patternMatches",
-    "splitLines",
 ]
 
 SERVICE_NAME = "pubsub"
-
-#: The topic that plain lines are published to and that every client is
-#: subscribed to when it connects.
-DEFAULT_TOPIC = b"chat"
-
-#: Subscriptions one client may hold at once.
-MAX_SUBSCRIPTIONS = 256
-
-#: Topics whose routes are cached at once, and subscribers listed over all
-#: cached routes; the cache is cleared when either is reached.
-MAX_ROUTES = 4096
-MAX_ROUTE_ENTRIES = 1 << 20
-
-#: Topics that keep a history at once, and bytes of history over all
-#: topics; past either, the least recently published topic is forgotten
-#: first (the topic being published to is never forgotten for it).
-MAX_HISTORY_TOPICS = 1024
-MAX_HISTORY_BYTES = 16 << 20
 
 #: Entries listed by one C{/who} or C{/topics} answer.
 MAX_LISTED = 200
@@ -101,84 +95,22 @@ SEND_BUFFER = 256 * 1024
 #: How many sweeps make up one line timeout.
 LINE_SWEEPS = 10
 
-_TOKEN = rb"[A-Za-z0-9_\-]+"
-_TOPIC = re.compile(rb"%s(?:\.%s)*\Z" % (_TOKEN, _TOKEN))
-_PATTERN = re.compile(rb"(?:%s|\*)(?:\.(?:%s|\*))*(?:\.>)?\Z|>\Z" % (_TOKEN, _TOKEN))
-_NICK = re.compile(rb"[A-Za-z][A-Za-z0-9_\-]{0,31}\Z")
-_MAX_TOPIC = 255
-
-#: Control characters that are escaped in relayed text: all C0 controls but
-#: tab (LF ends a line and never reaches here), and DEL.
-_CONTROLS = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-#: The same, but LF: to check the complete lines of one read at once.
-_CONTROLS_BUT_LF = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def _escape(match: re.Match[bytes]) -> bytes:
-    """
-    One control character as C{\\xHH}.
-    """
-    return b"\\x%02x" % match.group()[0]
-
-
-def escapeControls(line: bytes) -> bytes:
-    """
-    Escape the control characters of a line (all but tab) as C{\\xHH}.
-
-    Everything else, invalid UTF-8 included, is left as it is.
-    """
-    return _CONTROLS.sub(_escape, line)
-
-
-def splitLines(data: bytes) -> list[bytes]:
-    """
-    Split complete lines (C{data} ends in LF) on LF, dropping one CR before
-    each LF.
-
-    @return: The lines without their terminators.
-    """
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-    lines = data.split(b"\n")
-    lines.pop()
-    return lines
-
-
-def linePrefix(topic: bytes, identity: bytes) -> bytes:
-    """
-    What precedes each line that C{identity} published on C{topic}.
-    """
-    if topic == DEFAULT_TOPIC:
-        return b"<" + identity + b"> "
-    return b"[" + topic + b"] <" + identity + b"> "
-
-
-def patternMatches(pattern: Sequence[bytes], topic: Sequence[bytes]) -> bool:
-    """
-    Whether a subscription pattern matches a topic, both split on dots.
-
-    C{*} matches exactly one token, a final C{>} one or more tokens.
-    """
-    for i, token in enumerate(pattern):
-        if token == b">":
-            return len(topic) > i
-        if i >= len(topic):
-            return False
-        if token != b"*" and token != topic[i]:
-            return False
-    return len(pattern) == len(topic)
+#: The answer to one C{/pub} line, as written.
+_ACK = hubwire.PUBLISHED + b"\n"
 
 
 @implementer(IPushProducer)
 class PubSubProtocol(LimitedProtocol):
     """
-    One hub client: a publisher and a subscriber at once.
+    One hub client, as far as I/O goes: it reads events with a
+    L{HubReader} and hands them to the hub; it writes what the hub sends
+    it, applying the slow-consumer policy; it closes.
 
     @ivar identity: The name shown to others: C{host:port} or a nickname.
-    @ivar patterns: Subscription patterns, as given and split on dots.
     @ivar echo: Whether the client gets its own lines back.
-    @ivar partialTicks: Line sweeps since the current partial line started.
+    @ivar reader: The partial line, and what the complete ones mean.
+    @ivar prefixes: Topic -> what precedes this client's lines there (a
+        cache kept by the hub).
     @ivar written: Bytes given to the transport.
     @ivar dropped: Lines dropped for this client (drop-oldest policy).
     """
@@ -186,10 +118,8 @@ class PubSubProtocol(LimitedProtocol):
     factory: PubSubFactory
     identity = b"-"
     echo = False
-    partialTicks = 0
     written = 0
     dropped = 0
-    _buffer = b""
     _closing = False
     _paused = False
     _pending = 0
@@ -220,10 +150,8 @@ class PubSubProtocol(LimitedProtocol):
         else:
             # UNIX sockets and the like: no address tells clients apart.
             self.identity = b"client-%d" % (self.factory.serial + 1,)
-        self.patterns: dict[bytes, tuple[bytes, ...]] = {
-            DEFAULT_TOPIC: (DEFAULT_TOPIC,)
-        }
-        self._prefixes: dict[bytes, bytes] = {}
+        self.reader = HubReader(self.factory.hubLimits.maxLine)
+        self.prefixes: dict[bytes, bytes] = {}
         self.factory.joined(self)
 
     # Output.
@@ -308,7 +236,7 @@ class PubSubProtocol(LimitedProtocol):
             return
         if self._droppedUntold:
             told, self._droppedUntold = self._droppedUntold, 0
-            self.send(b"* dropped %d lines (slow consumer)\n" % (told,), 1)
+            self.send(hubwire.dropped(told) + b"\n", 1)
         while queue:
             data, count = queue.popleft()
             self.send(data, count)
@@ -327,6 +255,14 @@ class PubSubProtocol(LimitedProtocol):
         self._deadline = None
         self.factory.refuse(reason, self.peer)
         self.abort(reason)
+
+    @property
+    def paused(self) -> bool:
+        """
+        Whether the transport holds more than it wants (the slow-consumer
+        policy applies).
+        """
+        return self._paused
 
     @property
     def bytesOut(self) -> int:
@@ -361,7 +297,7 @@ class PubSubProtocol(LimitedProtocol):
         the drain deadline.  On shutdown, say so first.
         """
         if reason == "shutdown" and not self._closing:
-            self.reply(b"* server shutting down")
+            self.reply(hubwire.SHUTTING_DOWN)
         if self.closeReason is None:
             self.closeReason = reason
         self._forget()
@@ -390,7 +326,7 @@ class PubSubProtocol(LimitedProtocol):
         """
         if not self._closing and not self._paused and self._direct is not None:
             # One reason line, if the socket can take it now.
-            sendIfIdle(self._direct, b"-ERR closing: %s\n" % (reason.encode(),))
+            sendIfIdle(self._direct, hubwire.closing(reason))
         self._forget()
         super().abort(reason)
 
@@ -415,285 +351,46 @@ class PubSubProtocol(LimitedProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Buffer a partial line; hand the complete lines of this read to
-        L{linesReceived} at once.
+        Read the events of this read's complete lines and act on them, in
+        order, until the connection closes.
         """
         self.idleTicks = 0
         self.bytesIn += len(data)
         if self._closing:
             return
-        end = data.rfind(b"\n")
-        buffer = self._buffer
-        if end < 0:
-            if not buffer:
-                self.partialTicks = 0
-                buffer = data
-            else:
-                buffer += data
-            self._buffer = buffer
-            if len(buffer) > self.factory.hubLimits.maxLine + 1:
-                self._lineTooLong()
-            return
-        self.partialTicks = 0
-        if buffer:
-            data = buffer + data
-            end += len(buffer)
-        if end + 1 < len(data):
-            self._buffer = data[end + 1 :]
-            data = data[: end + 1]
-        else:
-            self._buffer = b""
-        self.linesReceived(data)
-        if len(self._buffer) > self.factory.hubLimits.maxLine + 1:
-            self._lineTooLong()
-
-    def linesReceived(self, data: bytes) -> None:
-        """
-        Handle complete lines: C{data} ends in LF.
-        """
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        lines = data.split(b"\n")
-        lines.pop()
-        limits = self.factory.hubLimits
-        if len(data) - len(lines) > limits.maxLine and (
-            max(map(len, lines)) > limits.maxLine
-        ):
-            self._slowLines(lines)
-            return
-        if (
-            data[0] == 0x2F  # "/"
-            or b"\n/" in data
-            or b"close" in data
-            or data[0] == 0x0A
-            or b"\n\n" in data
-            or _CONTROLS_BUT_LF.search(data) is not None
-        ):
-            self._slowLines(lines)
-            return
-        self.factory.publish(self, DEFAULT_TOPIC, lines)
-
-    def _slowLines(self, lines: list[bytes]) -> None:
-        """
-        Handle lines one by one: commands, blank lines, long lines, control
-        characters.  Consecutive publications to one topic still go out as
-        one batch, and the C{+OK} answers to a batch of C{/pub} lines as one
-        write.
-        """
-        maxLine = self.factory.hubLimits.maxLine
-        topic = DEFAULT_TOPIC
-        batch: list[bytes] = []
-        oks = 0
-
-        def flush() -> None:
-            """
-            Publish the batch, then answer its C{/pub} lines.
-            """
-            nonlocal batch, oks
-            if batch:
-                self.factory.publish(self, topic, batch)
-                batch = []
-            if oks and not self._closing:
-                self.send(b"+OK\n" * oks, oks)
-            oks = 0
-
-        for line in lines:
+        factory = self.factory
+        for event in self.reader.feed(data):
             if self._closing:
                 return
-            if len(line) > maxLine:
-                flush()
+            if isinstance(event, Publish):
+                factory.publish(self, event.topic, event.lines)
+                acks = event.acks
+                if acks and not self._closing:
+                    self.send(_ACK * acks, acks)
+            elif isinstance(event, Command):
+                factory.command(self, event)
+            elif isinstance(event, Reply):
+                self.reply(event.line)
+            elif event is hubwire.CLOSE:
+                self.closeWith("quit", hubwire.BYE)
+            else:
                 self._lineTooLong()
-                return
-            if not line:
-                continue
-            lineTopic = DEFAULT_TOPIC
-            if line[0] == 0x2F:  # "/"
-                if line.startswith(b"//"):
-                    line = line[1:]
-                elif line[:5].lower() == b"/pub " and line.count(b" ") >= 2:
-                    _, lineTopic, line = line.split(b" ", 2)
-                    if not _TOPIC.match(lineTopic) or len(lineTopic) > _MAX_TOPIC:
-                        flush()
-                        self.reply(b"-ERR bad topic " + escapeControls(lineTopic))
-                        continue
-                else:
-                    flush()
-                    self.command(line)
-                    continue
-            elif line == b"close":
-                flush()
-                self.closeWith("quit", b"+OK bye")
-                return
-            if _CONTROLS.search(line) is not None:
-                line = escapeControls(line)
-            if lineTopic != topic:
-                flush()
-                topic = lineTopic
-            batch.append(line)
-            if lineTopic is not DEFAULT_TOPIC:
-                oks += 1
-        flush()
 
     def _lineTooLong(self) -> None:
         """
         Refuse an overlong line: count it, say why, close.
         """
-        self._buffer = b""
-        maxLine = self.factory.hubLimits.maxLine
+        self.reader.discard()
         self.factory.refuse("max-line", self.peer)
-        self.closeWith(
-            "max-line", b"-ERR line longer than %d bytes, closing" % (maxLine,)
-        )
+        self.closeWith("max-line", hubwire.tooLong(self.factory.hubLimits.maxLine))
 
     def lineTimedOut(self) -> None:
         """
         A partial line took too long to complete.
         """
-        self._buffer = b""
+        self.reader.discard()
         self.factory.refuse("line-timeout", self.peer)
-        self.closeWith("line-timeout", b"-ERR line not completed in time, closing")
-
-    # Commands.
-
-    def command(self, line: bytes) -> None:
-        """
-        Run one command line (it starts with C{/}) and answer it.
-        """
-        parts = line.split(None, 1)
-        name = parts[0][1:].lower()
-        arg = parts[1].strip() if len(parts) > 1 else b""
-        handler = None
-        if name.isalpha():
-            handler = getattr(self, "cmd_" + name.decode("ascii"), None)
-        if handler is None:
-            self.reply(b"-ERR unknown command " + escapeControls(parts[0][:64]))
-            return
-        handler(arg)
-
-    def cmd_nick(self, arg: bytes) -> None:
-        """
-        C{/nick NAME}: take a nickname.
-        """
-        if not _NICK.match(arg):
-            self.reply(
-                b"-ERR bad nick: 1-32 letters, digits, _ or -, starting with a letter"
-            )
-            return
-        if arg == self.identity:
-            self.reply(b"+OK nick " + arg)
-            return
-        if not self.factory.rename(self, arg):
-            self.reply(b"-ERR nick " + arg + b" is taken")
-            return
-        self.reply(b"+OK nick " + arg)
-
-    def cmd_sub(self, arg: bytes) -> None:
-        """
-        C{/sub PATTERN}: subscribe.
-        """
-        if not arg or not _PATTERN.match(arg) or len(arg) > _MAX_TOPIC:
-            self.reply(b"-ERR usage: /sub PATTERN (tokens a.b.c, * one token, > rest)")
-            return
-        if arg in self.patterns:
-            self.reply(b"+OK already subscribed to " + arg)
-            return
-        if len(self.patterns) >= MAX_SUBSCRIPTIONS:
-            self.reply(b"-ERR too many subscriptions (%d)" % (MAX_SUBSCRIPTIONS,))
-            return
-        self.patterns[arg] = tuple(arg.split(b"."))
-        self.factory.invalidate()
-        self.reply(b"+OK subscribed to " + arg)
-
-    def cmd_unsub(self, arg: bytes) -> None:
-        """
-        C{/unsub PATTERN}: unsubscribe.
-        """
-        if self.patterns.pop(arg, None) is None:
-            self.reply(b"-ERR not subscribed to " + escapeControls(arg[:_MAX_TOPIC]))
-            return
-        self.factory.invalidate()
-        self.reply(b"+OK unsubscribed from " + arg)
-
-    def cmd_pub(self, arg: bytes) -> None:
-        """
-        C{/pub TOPIC text} without text (with text it never gets here).
-        """
-        self.reply(b"-ERR usage: /pub TOPIC text")
-
-    def cmd_topics(self, arg: bytes) -> None:
-        """
-        C{/topics}: this client's subscriptions and the topics with history.
-        """
-        mine = b" ".join(sorted(self.patterns)[:MAX_LISTED])
-        known = b" ".join(sorted(self.factory.history)[:MAX_LISTED])
-        self.reply(b"+OK topics subscribed: " + mine + b"; with history: " + known)
-
-    def cmd_who(self, arg: bytes) -> None:
-        """
-        C{/who [TOPIC]}: identities connected, or subscribed to TOPIC.
-        """
-        if arg:
-            if not _TOPIC.match(arg):
-                self.reply(b"-ERR usage: /who [TOPIC]")
-                return
-            clients: Iterable[PubSubProtocol] = self.factory.route(arg)
-        else:
-            clients = self.factory.members()
-        names = sorted(p.identity for p in clients)
-        listed = b" ".join(names[:MAX_LISTED])
-        more = b" ..." if len(names) > MAX_LISTED else b""
-        self.reply(b"+OK who %d: %s%s" % (len(names), listed, more))
-
-    def cmd_history(self, arg: bytes) -> None:
-        """
-        C{/history [N] [TOPIC]}: replay the last N lines of a topic.
-        """
-        words = arg.split()
-        count = self.factory.hubLimits.history
-        topic = DEFAULT_TOPIC
-        if words and words[0].isdigit():
-            count = min(count, int(words.pop(0)))
-        if words:
-            topic = words.pop(0)
-        if words or not _TOPIC.match(topic):
-            self.reply(b"-ERR usage: /history [N] [TOPIC]")
-            return
-        replayed = self.factory.replay(self, topic, count)
-        self.reply(b"+OK history %d lines" % (replayed,))
-
-    def cmd_echo(self, arg: bytes) -> None:
-        """
-        C{/echo on|off}: whether to get one's own lines back.
-        """
-        if arg.lower() not in (b"on", b"off"):
-            self.reply(b"-ERR usage: /echo on|off")
-            return
-        self.echo = arg.lower() == b"on"
-        self.reply(b"+OK echo " + arg.lower())
-
-    def cmd_ping(self, arg: bytes) -> None:
-        """
-        C{/ping}: answer a pong.
-        """
-        self.reply(b"+OK pong")
-
-    def cmd_quit(self, arg: bytes) -> None:
-        """
-        C{/quit}: say goodbye and close.
-        """
-        self.closeWith("quit", b"+OK bye")
-
-    def prefixFor(self, topic: bytes) -> bytes:
-        """
-        What precedes each of this client's lines on C{topic}.
-        """
-        prefix = self._prefixes.get(topic)
-        if prefix is None:
-            prefix = linePrefix(topic, self.identity)
-            if len(self._prefixes) >= MAX_SUBSCRIPTIONS:
-                self._prefixes.clear()
-            self._prefixes[topic] = prefix
-        return prefix
+        self.closeWith("line-timeout", hubwire.LINE_TIMED_OUT)
 
 
 class _Refusal(Protocol):
@@ -706,17 +403,20 @@ class _Refusal(Protocol):
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
-        transport.write(b"-ERR refused: %s\n" % (self.reason.encode(),))
+        transport.write(hubwire.refused(self.reason))
         transport.loseConnection()
 
 
 class PubSubFactory(LimitedFactory):
     """
-    The hub: the clients, their subscriptions, the routes and the history.
+    The hub: its members, their nicknames and subscriptions, the commands,
+    the fan-out and the history.
 
     @ivar hubLimits: The hub's limits and policies.
-    @ivar history: Topic -> its recent lines, as delivered (without LF).
-    @ivar historyBytes: The size of all the history.
+    @ivar clients: The members (connected and not closing), in the order
+        they joined.
+    @ivar router: Who is subscribed to what.
+    @ivar history: The recent lines of each topic, as delivered.
     @ivar publishedLines: Lines published so far.
     @ivar deliveredLines: Line deliveries so far.
     @ivar droppedLines: Lines dropped for slow consumers (drop-oldest).
@@ -740,11 +440,8 @@ class PubSubFactory(LimitedFactory):
         self.hubLimits = hubLimits
         self.clients: dict[PubSubProtocol, None] = {}
         self.nicks: set[bytes] = set()
-        self.routes: dict[bytes, list[PubSubProtocol]] = {}
-        self.history: dict[bytes, deque[bytes]] = {}
-        self.historySizes: dict[bytes, int] = {}
-        self.historyBytes = 0
-        self.routeEntries = 0
+        self.router: Router[PubSubProtocol] = Router()
+        self.history = History(hubLimits.history)
         self.publishedLines = 0
         self.deliveredLines = 0
         self.droppedLines = 0
@@ -752,8 +449,8 @@ class PubSubFactory(LimitedFactory):
         self._lastRefusal = "refused"
         self._lineSweeper: LoopingCall | None = None
         metrics.addCollector(self._collectHub)
-        # Backplane hook (issue 7): local lines also go to the backplane;
-        # lines of other hubs come back through deliverRemote.
+        # Local lines also go to the backplane; lines of other hubs come
+        # back through deliverRemote.
         if backplane is not None:
             self.backplane = backplane
             backplane.attach(self.deliverRemote)
@@ -807,9 +504,10 @@ class PubSubFactory(LimitedFactory):
         partial line is older than the line timeout.
         """
         for p in list(self.clients):
-            if p._buffer:
-                p.partialTicks += 1
-                if p.partialTicks > LINE_SWEEPS:
+            reader = p.reader
+            if reader.buffer:
+                reader.partialTicks += 1
+                if reader.partialTicks > LINE_SWEEPS:
                     p.lineTimedOut()
 
     def refuse(self, reason: str, peer: IAddress | None) -> None:
@@ -839,20 +537,16 @@ class PubSubFactory(LimitedFactory):
 
     def joined(self, p: PubSubProtocol) -> None:
         """
-        Greet a new client, announce it, replay history to it.
+        Greet a new client (subscribed to the default topic), announce it,
+        replay history to it.
         """
         self.serial += 1
         self.clients[p] = None
-        self.invalidate()
-        p.reply(
-            b"* welcome to netdemo pubsub, you are %s (client #%d, %d connected)"
-            % (p.identity, self.serial, len(self.clients))
-        )
+        self.router.subscribe(p, DEFAULT_TOPIC)
+        p.reply(hubwire.greeting(p.identity, self.serial, len(self.clients)))
         limits = self.hubLimits
         if limits.presence:
-            self.notice(
-                p, b"* %s joined (%d connected)" % (p.identity, len(self.clients))
-            )
+            self.notice(p, hubwire.joined(p.identity, len(self.clients)))
         if limits.replayOnJoin:
             self.replay(p, DEFAULT_TOPIC, limits.replayOnJoin)
 
@@ -864,11 +558,9 @@ class PubSubFactory(LimitedFactory):
             return
         del self.clients[p]
         self.nicks.discard(p.identity)
-        self.invalidate()
+        self.router.drop(p)
         if self.hubLimits.presence:
-            self.notice(
-                p, b"* %s left (%d connected)" % (p.identity, len(self.clients))
-            )
+            self.notice(p, hubwire.left(p.identity, len(self.clients)))
 
     def rename(self, p: PubSubProtocol, nick: bytes) -> bool:
         """
@@ -880,9 +572,9 @@ class PubSubFactory(LimitedFactory):
         self.nicks.discard(old)
         self.nicks.add(nick)
         p.identity = nick
-        p._prefixes.clear()
+        p.prefixes.clear()
         if self.hubLimits.presence:
-            self.notice(p, b"* %s is now %s" % (old, nick))
+            self.notice(p, hubwire.renamed(old, nick))
         return True
 
     def notice(self, about: PubSubProtocol, line: bytes) -> None:
@@ -890,46 +582,31 @@ class PubSubFactory(LimitedFactory):
         Send a presence line to the default topic's subscribers but C{about}.
         """
         data = line + b"\n"
-        for s in self.route(DEFAULT_TOPIC):
+        for s in self.router.subscribers(DEFAULT_TOPIC):
             if s is not about:
                 s.send(data, 1)
 
-    # Routing.
+    # Publishing.
 
-    def invalidate(self) -> None:
+    def prefixFor(self, p: PubSubProtocol, topic: bytes) -> bytes:
         """
-        Forget the cached routes: a subscription changed.
+        What precedes each of C{p}'s lines on C{topic}.
         """
-        self.routes.clear()
-        self.routeEntries = 0
-
-    def route(self, topic: bytes) -> list[PubSubProtocol]:
-        """
-        The clients subscribed to C{topic}, computed once per subscription
-        change.
-        """
-        subscribers = self.routes.get(topic)
-        if subscribers is None:
-            tokens = topic.split(b".")
-            subscribers = [
-                p
-                for p in self.clients
-                if topic in p.patterns
-                or any(patternMatches(pat, tokens) for pat in p.patterns.values())
-            ]
-            self.routeEntries += len(subscribers)
-            if len(self.routes) >= MAX_ROUTES or self.routeEntries > MAX_ROUTE_ENTRIES:
-                self.invalidate()
-                self.routeEntries = len(subscribers)
-            self.routes[topic] = subscribers
-        return subscribers
+        prefixes = p.prefixes
+        prefix = prefixes.get(topic)
+        if prefix is None:
+            prefix = linePrefix(topic, p.identity)
+            if len(prefixes) >= MAX_SUBSCRIPTIONS:
+                prefixes.clear()
+            prefixes[topic] = prefix
+        return prefix
 
     def publish(self, sender: PubSubProtocol, topic: bytes, lines: list[bytes]) -> None:
         """
         Deliver lines from C{sender} on C{topic}: one write per subscriber;
         hand them to the backplane, if any.
         """
-        self._fanOut(sender, topic, sender.prefixFor(topic), lines)
+        self._fanOut(sender, topic, self.prefixFor(sender, topic), lines)
         self.publishedLines += len(lines)
         if self.backplane is not None:
             self.backplane.publish(topic, sender.identity, lines)
@@ -958,48 +635,14 @@ class PubSubFactory(LimitedFactory):
             data = prefix + lines[0] + b"\n"
         else:
             data = prefix + (b"\n" + prefix).join(lines) + b"\n"
-        keep = self.hubLimits.history
-        if keep:
-            self._remember(topic, prefix, lines, keep)
-        subscribers = self.routes.get(topic)
-        if subscribers is None:
-            subscribers = self.route(topic)
+        self.history.add(topic, prefix, lines)
         delivered = 0
-        for s in subscribers:
+        for s in self.router.subscribers(topic):
             if s is sender and not s.echo:
                 continue
             s.send(data, count)
             delivered += 1
         self.deliveredLines += count * delivered
-
-    def _remember(
-        self, topic: bytes, prefix: bytes, lines: list[bytes], keep: int
-    ) -> None:
-        """
-        Add lines to a topic's history, within the history's bounds.
-        """
-        h = self.history.pop(topic, None)
-        if h is None:
-            h = deque(maxlen=keep)
-            self.historySizes[topic] = 0
-        # Most recently published last: the first is forgotten first.
-        self.history[topic] = h
-        new = list(map(prefix.__add__, lines[-keep:]))
-        overflow = len(h) + len(new) - keep
-        removed = sum(map(len, islice(h, overflow))) if overflow > 0 else 0
-        h.extend(new)
-        change = sum(map(len, new)) - removed
-        self.historySizes[topic] += change
-        self.historyBytes += change
-        while (
-            self.historyBytes > MAX_HISTORY_BYTES
-            or len(self.history) > MAX_HISTORY_TOPICS
-        ):
-            oldest = next(iter(self.history))
-            if oldest == topic:
-                break
-            del self.history[oldest]
-            self.historyBytes -= self.historySizes.pop(oldest)
 
     def replay(self, p: PubSubProtocol, topic: bytes, count: int) -> int:
         """
@@ -1007,12 +650,133 @@ class PubSubFactory(LimitedFactory):
 
         @return: How many lines were sent.
         """
-        h = self.history.get(topic)
-        if not h or count <= 0:
-            return 0
-        entries = list(h)[-count:]
-        p.send(b"\n".join(entries) + b"\n", len(entries))
+        entries = self.history.last(topic, count)
+        if entries:
+            p.send(b"\n".join(entries) + b"\n", len(entries))
         return len(entries)
+
+    # Commands: each answers with exactly one +OK or -ERR line.
+
+    def command(self, p: PubSubProtocol, command: Command) -> None:
+        """
+        Run one command of C{p} and answer it.
+        """
+        handler = None
+        if command.name.isalpha():
+            handler = getattr(self, "cmd_" + command.name.decode("ascii"), None)
+        if handler is None:
+            p.reply(hubwire.unknownCommand(command.word))
+            return
+        handler(p, command.arg)
+
+    def cmd_nick(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/nick NAME}: take a nickname.
+        """
+        if not isNick(arg):
+            p.reply(hubwire.BAD_NICK)
+        elif arg != p.identity and not self.rename(p, arg):
+            p.reply(hubwire.err(b"nick " + arg + b" is taken"))
+        else:
+            p.reply(hubwire.ok(b"nick " + arg))
+
+    def cmd_sub(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/sub PATTERN}: subscribe.
+        """
+        if not isPattern(arg):
+            p.reply(hubwire.usage(b"/sub PATTERN (tokens a.b.c, * one token, > rest)"))
+            return
+        outcome = self.router.subscribe(p, arg)
+        if outcome is Subscribed.ALREADY:
+            p.reply(hubwire.ok(b"already subscribed to " + arg))
+        elif outcome is Subscribed.TOO_MANY:
+            p.reply(hubwire.err(b"too many subscriptions (%d)" % (MAX_SUBSCRIPTIONS,)))
+        else:
+            p.reply(hubwire.ok(b"subscribed to " + arg))
+
+    def cmd_unsub(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/unsub PATTERN}: unsubscribe.
+        """
+        if self.router.unsubscribe(p, arg):
+            p.reply(hubwire.ok(b"unsubscribed from " + arg))
+        else:
+            shown = hubwire.escapeControls(arg[: hubwire.MAX_TOPIC])
+            p.reply(hubwire.err(b"not subscribed to " + shown))
+
+    def cmd_pub(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/pub TOPIC text} without text (with text it is no command).
+        """
+        p.reply(hubwire.usage(b"/pub TOPIC text"))
+
+    def cmd_topics(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/topics}: the client's subscriptions and the topics with history.
+        """
+        mine = b" ".join(sorted(self.router.patterns(p))[:MAX_LISTED])
+        known = b" ".join(sorted(self.history.topics())[:MAX_LISTED])
+        p.reply(hubwire.ok(b"topics subscribed: " + mine + b"; with history: " + known))
+
+    def cmd_who(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/who [TOPIC]}: identities connected, or subscribed to TOPIC.
+        """
+        if arg:
+            if not isTopic(arg, anyLength=True):
+                p.reply(hubwire.usage(b"/who [TOPIC]"))
+                return
+            clients: Iterable[PubSubProtocol] = self.router.subscribers(arg)
+        else:
+            clients = self.clients
+        names = sorted(c.identity for c in clients)
+        listed = b" ".join(names[:MAX_LISTED])
+        more = b" ..." if len(names) > MAX_LISTED else b""
+        p.reply(hubwire.ok(b"who %d: %s%s" % (len(names), listed, more)))
+
+    def cmd_history(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/history [N] [TOPIC]}: replay the last N lines of a topic.
+        """
+        words = arg.split()
+        count = self.hubLimits.history
+        topic = DEFAULT_TOPIC
+        if words and words[0].isdigit():
+            number = words.pop(0)
+            # More digits than a count can have: no limit below the history.
+            if len(number) < 19:
+                count = min(count, int(number))
+        if words:
+            topic = words.pop(0)
+        if words or not isTopic(topic, anyLength=True):
+            p.reply(hubwire.usage(b"/history [N] [TOPIC]"))
+            return
+        replayed = self.replay(p, topic, count)
+        p.reply(hubwire.ok(b"history %d lines" % (replayed,)))
+
+    def cmd_echo(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/echo on|off}: whether to get one's own lines back.
+        """
+        value = arg.lower()
+        if value not in (b"on", b"off"):
+            p.reply(hubwire.usage(b"/echo on|off"))
+            return
+        p.echo = value == b"on"
+        p.reply(hubwire.ok(b"echo " + value))
+
+    def cmd_ping(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/ping}: answer a pong.
+        """
+        p.reply(hubwire.ok(b"pong"))
+
+    def cmd_quit(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/quit}: say goodbye and close.
+        """
+        p.closeWith("quit", hubwire.BYE)
 
 
 def buildPubSubService(
