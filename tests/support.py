@@ -719,7 +719,3 @@ def venvWith(directory: str | Path, wheel: Path) -> Path:
         timeout=600,
     )
     return venv
-
-
-#: The name the tests used before L{Daemon}; being migrated.
-TwistdProcess = Daemon

@@ -57,19 +57,6 @@ def netdemo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     )
 
 
-def unusedPort(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    """
-    A loopback port with nothing listening on it (bound and released).
-
-    No test of this module uses it: it is kept for C{tests.test_cli_hub}
-    and C{tests.test_cli_mcast} until they move to
-    L{tests.support.refusingPort}, a port the test holds.
-    """
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def console() -> Console:
     """
     A L{Console} writing to in-memory streams.
