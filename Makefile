@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k echo -x"
 PYTEST_ARGS ?=
+# The reactor: netdemo's (see docs/benchmarks.md) for make run; make test
+# uses Twisted's default unless REACTOR=netdemo is given (CI runs both).
+RUN_REACTOR ?= netdemo
+REACTOR ?=
 
 .PHONY: run test lint deps bench clean
 
@@ -21,10 +25,10 @@ $(STAMP): pyproject.toml twisted/plugins/netdemo.py
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/twistd -n --pidfile= netdemo $(ARGS)
+	$(BIN)/twistd -n --pidfile= --reactor=$(RUN_REACTOR) netdemo $(ARGS)
 
 test: $(STAMP)
-	COLUMNS=80 $(BIN)/pytest $(PYTEST_ARGS)
+	COLUMNS=80 NETDEMO_REACTOR=$(REACTOR) $(BIN)/pytest $(PYTEST_ARGS)
 
 # mypy checks what pyproject.toml's [tool.mypy] files lists: src, the
 # dropin, tests, bench and tools.

@@ -157,6 +157,16 @@ def requireTool(name: str, package: str | None = None) -> str:
     raise SkipTest(message)
 
 
+def reactorArgs() -> list[str]:
+    """
+    C{--reactor=NAME} when the tests run on another reactor than the default
+    (C{NETDEMO_REACTOR}, set by C{make test REACTOR=NAME}): the daemons the
+    tests start use it too.
+    """
+    name = os.environ.get("NETDEMO_REACTOR")
+    return [f"--reactor={name}"] if name else []
+
+
 def twistdPath() -> str:
     """
     The C{twistd} of the Python running the tests.
@@ -231,6 +241,11 @@ class Daemon:
             twistd or twistdPath(),
             "-n",
             "--pidfile=",
+            *(
+                []
+                if any(a.startswith("--reactor") for a in twistdArgs)
+                else reactorArgs()
+            ),
             *logging,
             *twistdArgs,
             "netdemo",
@@ -432,7 +447,15 @@ def runTwistd(
     """
     with tempfile.TemporaryDirectory(prefix="netdemo-test-") as tmp:
         return subprocess.run(
-            [twistdPath(), "-n", "--pidfile=", *twistdArgs, "netdemo", *args],
+            [
+                twistdPath(),
+                "-n",
+                "--pidfile=",
+                *reactorArgs(),
+                *twistdArgs,
+                "netdemo",
+                *args,
+            ],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

@@ -243,7 +243,9 @@ class ConnectedUDPTests(TestCase):
         this reactor: the workaround is still needed.  If this fails, a
         Twisted release fixed #6467 and L{RefusalTolerantPort} may go.
         """
-        if "epoll" not in type(reactor).__module__:
+        from twisted.internet.epollreactor import EPollReactor
+
+        if not isinstance(reactor, EPollReactor):
             self.skipTest("the refusal hang-up is specific to the epoll reactor")
         port, proto, _ = await self._refusedOnce(udp.Port)
         self.assertFalse(port.connected)

@@ -1,0 +1,225 @@
+"""
+Tests for C{twistd --reactor=netdemo}: L{netdemo.reactor} and
+L{netdemo.internals.LogContextCachingEPollReactor}.
+
+The reactor under test is a separate instance, run in a thread of its own so
+that it runs at the bottom of that thread's log context stack, as it does in
+C{twistd}; the tests' own reactor is not involved.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python import context
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemo.internals import LogContextCachingEPollReactor
+from tests.support import PATIENCE, Daemon, captureEvents, twistdPath
+
+
+class _Boom(Protocol):
+    """
+    Raises on every read: a bug in a protocol callback.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        raise ZeroDivisionError("a bug in dataReceived")
+
+
+class _Echo(Protocol):
+    """
+    Echoes.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
+def _runInThread(work: Any) -> Any:
+    """
+    Run C{work()} in a new thread (a fresh log context stack) and return
+    what it returned, or raise what it raised.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as e:  # pragma: no cover - re-raised below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(PATIENCE)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+class DispatchTests(SynchronousTestCase):
+    """
+    Events are dispatched with the selectable's cached log context.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = LogContextCachingEPollReactor()
+        self.addCleanup(self.reactor.removeAll)
+        self.events = captureEvents(self)
+
+    def connect(self, protocol: type[Protocol]) -> tuple[socket.socket, Any]:
+        """
+        A listening port on the reactor under test and a blocking client
+        connected to it, accepted.
+        """
+        port = self.reactor.listenTCP(
+            0, Factory.forProtocol(protocol), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+        self.iterate(lambda: self.server() is not None)
+        return client, port
+
+    def server(self) -> Any:
+        """
+        The accepted connection on the reactor under test, once there is one.
+        """
+        for selectable in list(self.reactor._selectables.values()):
+            if isinstance(selectable, tcp.Server):
+                return selectable
+        return None
+
+    def iterate(self, done: Any, rounds: int = 200) -> None:
+        """
+        Poll the reactor under test, in a thread of its own, until C{done()}
+        (at most C{rounds} polls of up to 50 ms).
+        """
+
+        def work() -> None:
+            depth = len(context.theContextTracker.currentContext().contexts)
+            assert depth == 1, depth
+            for _ in range(rounds):
+                if done():
+                    return
+                self.reactor.doPoll(0.05)
+            raise AssertionError("the reactor under test did not get there")
+
+        _runInThread(work)
+
+    def test_errorLoggedWithPrefix(self) -> None:
+        """
+        An exception raised by a protocol callback is logged with that
+        connection's log prefix, and closes the connection, as with Twisted's
+        epoll reactor.
+        """
+        client, port = self.connect(_Boom)
+        prefix = self.server().logPrefix()
+        self.assertIn("_Boom", prefix)
+        client.sendall(b"x")
+        self.iterate(lambda: any(e.get("failure") for e in self.events))
+        [failure] = [e for e in self.events if e.get("failure")]
+        self.assertEqual(failure["system"], prefix)
+        self.assertIsInstance(failure["failure"].value, ZeroDivisionError)
+        self.flushLoggedErrors(ZeroDivisionError)
+        client.settimeout(PATIENCE)
+        self.assertEqual(client.recv(10), b"")
+
+    def test_contextBuiltOnce(self) -> None:
+        """
+        The log context of a connection is built once and reused for every
+        later event; it is forgotten when the connection closes.
+        """
+        client, port = self.connect(_Echo)
+        calls = []
+        build = self.reactor._logContextFor
+
+        def counting(fd: int, selectable: Any) -> Any:
+            calls.append(fd)
+            return build(fd, selectable)
+
+        self.reactor._logContextFor = counting  # type: ignore[method-assign]
+        client.setblocking(False)
+        received: list[bytes] = []
+
+        def echoed() -> bool:
+            try:
+                received.append(client.recv(10))
+            except BlockingIOError:
+                return False
+            return True
+
+        for i in range(5):
+            client.sendall(b"%d" % (i,))
+            self.iterate(echoed)
+        self.assertEqual(received, [b"0", b"1", b"2", b"3", b"4"])
+        self.assertEqual(len(calls), 1)
+        [fd] = calls
+        self.assertIn(fd, self.reactor._logContexts)
+        client.close()
+        self.iterate(lambda: fd not in self.reactor._logContexts)
+
+    def test_nestedContextFallsBack(self) -> None:
+        """
+        Under a context pushed around the reactor, events are dispatched the
+        way Twisted does (the cached contexts would lack what was pushed).
+        """
+        client, port = self.connect(_Boom)
+        server = self.server()
+        fd = server.fileno()
+
+        def work() -> None:
+            for _ in range(200):
+                if any(e.get("failure") for e in self.events):
+                    return
+                self.reactor.doPoll(0.05)
+
+        client.sendall(b"x")
+        _runInThread(lambda: context.call({"extra": "pushed"}, work))
+        self.assertNotIn(fd, self.reactor._logContexts)
+        [failure] = [e for e in self.events if e.get("failure")]
+        self.assertEqual(failure["system"], server.logPrefix())
+        self.flushLoggedErrors(ZeroDivisionError)
+
+
+class InstallTests(SynchronousTestCase):
+    """
+    The reactor is a Twisted reactor plugin.
+    """
+
+    def test_listed(self) -> None:
+        """
+        C{twistd --help-reactors} lists C{netdemo}.
+        """
+        listing = subprocess.run(
+            [twistdPath(), "--help-reactors"],
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE,
+            check=True,
+        )
+        [line] = [
+            line
+            for line in listing.stdout.splitlines()
+            if line.split()[:1] == ["netdemo"]
+        ]
+        self.assertIn("epoll", line)
+
+    def test_daemon(self) -> None:
+        """
+        C{twistd --reactor=netdemo netdemo} runs the services on it.
+        """
+        with Daemon(
+            "--tcp", "tcp:0:interface=127.0.0.1", twistdArgs=["--reactor=netdemo"]
+        ) as daemon:
+            daemon.waitListening(1)
+            self.assertIn("LogContextCachingEPollReactor", daemon.log())
+            with socket.create_connection(daemon.address("tcp-echo")) as s:
+                s.settimeout(PATIENCE)
+                s.sendall(b"hello")
+                self.assertEqual(s.recv(5), b"hello")
