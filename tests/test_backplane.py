@@ -35,7 +35,7 @@ from netdemo.backplane import (
     parseBackplaneURL,
 )
 from netdemo.hubwire import escapeControls
-from netdemo.limits import ConnectionLimits, HubLimits
+from netdemo.limits import BackplaneLimits, ConnectionLimits, HubLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.pubsub import PubSubFactory
 from netdemo.web import ServerInfo, statusDocument
@@ -60,7 +60,7 @@ def joined(bus: MemoryBus, hubLimits: HubLimits | None = None) -> FakeHub:
     hub.factory.stopFactory()
     hub.metrics = MemoryMetrics()
     hub.backplane = MemoryBackplane(  # type: ignore[attr-defined]
-        bus, hub.metrics, maxLine=(hubLimits or HubLimits()).maxLine
+        bus, hub.metrics, hubLimits=hubLimits
     )
     hub.backplane.startService()  # type: ignore[attr-defined]
     hub.factory = PubSubFactory(
@@ -516,8 +516,9 @@ class RedisBackplaneTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.metrics = MemoryMetrics()
         self.url = parseBackplaneURL("redis://127.0.0.1:1?prefix=p")
+        self.clock = MemoryReactorClock()
         self.backplane = RedisBackplane(
-            self.url, self.metrics, MemoryReactorClock(), maxQueue=1000
+            self.url, self.metrics, self.clock, BackplaneLimits()
         )
         self.received: list[tuple[bytes, bytes, list[bytes]]] = []
         self.backplane.attach(lambda *args: self.received.append(args))
@@ -543,25 +544,36 @@ class RedisBackplaneTests(SynchronousTestCase):
 
     def test_windowAndQueue(self) -> None:
         """
-        At most C{WINDOW} commands are unanswered; the rest wait, in order,
-        up to C{maxQueue} bytes; past that new lines are dropped as
-        C{queue-full}.  Answers release the queue.
+        At most C{WINDOW} commands are unanswered; the rest wait, in order;
+        past C{maxQueue} bytes waiting or unanswered, new lines are dropped
+        as C{queue-full}.  Answers release the queue.
         """
+        fits = 5
+        # Numbers of 7 digits: every message has the same size.
+        size = len(encodeMessage(self.backplane.node, 10**6, b"me", [b"x"]))
+        self.metrics = MemoryMetrics()
+        self.backplane = RedisBackplane(
+            self.url,
+            self.metrics,
+            self.clock,
+            BackplaneLimits(maxQueue=(backplane.WINDOW + fits) * size),
+        )
+        self.backplane.seq = 10**6
         publisher = FakePublisher()
         self.backplane.publisherReady(publisher)
         for i in range(backplane.WINDOW):
+            self.backplane.publish(b"chat", b"me", [b"%d" % (i % 10)])
+        self.assertEqual(len(publisher.commands), backplane.WINDOW)
+        self.assertEqual(self.backplane.queuedBytes, backplane.WINDOW * size)
+        for i in range(fits + 3):
             self.backplane.publish(b"chat", b"me", [b"%d" % i])
         self.assertEqual(len(publisher.commands), backplane.WINDOW)
-        size = len(encodeMessage(self.backplane.node, 300, b"me", [b"x" * 10]))
-        fits = 1000 // size
-        for i in range(fits + 3):
-            self.backplane.publish(b"chat", b"me", [b"q%09d" % i])
-        self.assertEqual(len(publisher.commands), backplane.WINDOW)
-        self.assertEqual(self.backplane.queuedBytes, fits * size)
+        self.assertEqual(self.backplane.queuedBytes, (backplane.WINDOW + fits) * size)
         self.assertEqual(dropped(self.metrics, "queue-full"), 3)
         publisher.answer(backplane.WINDOW)
-        self.assertEqual(self.backplane.queuedBytes, 0)
+        self.assertEqual(self.backplane.queuedBytes, fits * size)
         publisher.answer(fits)
+        self.assertEqual(self.backplane.queuedBytes, 0)
         self.assertEqual(len(publisher.commands), backplane.WINDOW + fits)
         payloads = [args[2] for args in publisher.commands]
         seqs = [int(p.split(b" ", 3)[2]) for p in payloads]

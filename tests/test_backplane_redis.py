@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,10 @@ DOWN = "unreachable"
 
 #: What relayed lines start with.
 RELAYED = (b"<", b"[")
+
+
+#: Lines of the hub's log that say it refused a message from Redis.
+TOO_LARGE = "refused a message from Redis"
 
 
 class BackplaneHub(Daemon):
@@ -45,7 +53,30 @@ class BackplaneHub(Daemon):
             url,
             *extra,
         )
-        self.waitListening(1)
+        self.waitListening(2 if "--http" in extra else 1)
+
+    def metric(self, series: str) -> float:
+        """
+        The value of one series of C{/metrics} (C{--http} needed).
+        """
+        host, port = self.address("http")
+        with urllib.request.urlopen(
+            f"http://{host}:{port}/metrics", timeout=PATIENCE
+        ) as response:
+            text = response.read().decode()
+        match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+        assert match is not None, f"{series} not in /metrics"
+        return float(match.group(1))
+
+    def memory(self, field: str) -> int:
+        """
+        A size of the process from C{/proc/PID/status} (C{VmRSS},
+        C{VmHWM}: its peak), in bytes.
+        """
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(rf"^{field}:\s+(\d+) kB$", status, re.MULTILINE)
+        assert match is not None, status
+        return int(match.group(1)) * 1024
 
     def count(self, text: str) -> int:
         """
@@ -261,6 +292,118 @@ class RedisTests(SynchronousTestCase):
         for hub in (a, b):
             self.assertEqual(hub.count(DOWN), 2, hub.log())
             self.assertEqual(hub.count(UP), 2, hub.log())
+
+    def publishRaw(self, port: int, channel: str, payload: bytes) -> int:
+        """
+        C{PUBLISH} a payload of any size to the Redis on C{port}, over a
+        socket of the test's own (a command line could not hold it).
+
+        @return: How many subscribers Redis says received it.
+        """
+        with socket.create_connection(("127.0.0.1", port), PATIENCE) as sock:
+            name = channel.encode()
+            sock.sendall(
+                b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n"
+                % (len(name), name, len(payload))
+            )
+            sock.sendall(payload)
+            sock.sendall(b"\r\n")
+            answer = b""
+            while not answer.endswith(b"\r\n"):
+                data = sock.recv(100)
+                self.assertTrue(data, "Redis closed the connection")
+                answer += data
+        self.assertTrue(answer.startswith(b":"), answer)
+        return int(answer[1:])
+
+    def test_hugeMessageRefused(self) -> None:
+        """
+        A 10 MiB C{PUBLISH} (100-byte lines) to a hub with 50 subscribers
+        that do not read raises the hub's peak RSS by less than 64 MB (the
+        hub used to copy it to each subscriber: +561 MB): the message is
+        refused whole, counted and logged once.  A message within
+        C{--backplane-max-message} that would hand each subscriber more than
+        C{--max-pending} (1-byte lines from a 64-character name) is refused
+        too.  The next message reaches every subscriber.
+        """
+        redis = self.redis()
+        [hub] = self.hubs(redis, 1, "--http", "tcp:0:interface=127.0.0.1")
+        hub.waitCount(UP)
+        subscribers = [self.client(hub) for _ in range(50)]
+        before = hub.memory("VmRSS")
+        channel = f"{self.prefix}.chat"
+        huge = (b"x" * 99 + b"\n") * ((10 << 20) // 100)
+        self.assertEqual(self.publishRaw(redis.port, channel, huge), 1)
+        del huge
+        hub.waitCount(TOO_LARGE)
+        wide = b"<" + b"n" * 64 + b"> " + b"x\n" * 32000
+        self.assertEqual(self.publishRaw(redis.port, channel, wide), 1)
+        series = (
+            'netdemo_backplane_dropped_total{reason="too-large",service="backplane"}'
+        )
+        poll(lambda: hub.metric(series) == 2, "two messages refused")
+        self.assertEqual(self.publishRaw(redis.port, channel, b"<ops> after"), 1)
+        for subscriber in subscribers:
+            self.assertEqual(subscriber.collect(RELAYED, 1), [b"<ops> after"])
+        grown = hub.memory("VmHWM") - before
+        self.assertLess(grown, 64 << 20, f"peak RSS grew by {grown >> 20} MiB")
+        self.assertEqual(hub.count(TOO_LARGE), 1, hub.log())
+        self.assertIn(
+            "(10485700 bytes long, more than --backplane-max-message", hub.log()
+        )
+        self.assertEqual(hub.count(DOWN), 0, hub.log())
+
+    def test_frozenRedis(self) -> None:
+        """
+        Redis frozen (C{SIGSTOP}): each hub reports it down once, a ping
+        timeout after an unanswered C{PING} (C{backplane_down},
+        C{netdemo_backplane_up} 0), delivers locally, and drops lines for
+        the backplane as C{down} with nothing queued; Redis resumed
+        (C{SIGCONT}), each reports it up and lines cross again.
+        """
+        redis = self.redis()
+        a, b = self.hubs(
+            redis,
+            2,
+            "--backplane-ping",
+            "0.5",
+            "--backplane-ping-timeout",
+            "1",
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+        )
+        for hub in (a, b):
+            hub.waitCount(UP)
+        sender, peer, remote = self.client(a), self.client(a), self.client(b)
+        sender.send(b"before\n")
+        self.assertEqual(remote.collect(RELAYED, 1), [b"<%s> before" % sender.identity])
+        assert redis.process is not None
+        pid = redis.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, pid, signal.SIGCONT)
+        for hub in (a, b):
+            hub.waitCount("no answer to PING within 1 s")
+            self.assertEqual(hub.metric('netdemo_backplane_up{service="backplane"}'), 0)
+        sender.send(b"during\n")
+        self.assertEqual(
+            peer.collect(RELAYED, 2)[1:], [b"<%s> during" % sender.identity]
+        )
+        down = 'netdemo_backplane_dropped_total{reason="down",service="backplane"}'
+        poll(lambda: a.metric(down) >= 1, "the line dropped for the backplane")
+        self.assertEqual(
+            a.metric('netdemo_backplane_queued_bytes{service="backplane"}'), 0
+        )
+        os.kill(pid, signal.SIGCONT)
+        for hub in (a, b):
+            hub.waitCount(UP, 2)
+            self.assertEqual(hub.metric('netdemo_backplane_up{service="backplane"}'), 1)
+        sender.send(b"after\n")
+        self.assertEqual(
+            remote.collect(RELAYED, 2, settle=0.5)[1:],
+            [b"<%s> after" % sender.identity],
+        )
+        for hub in (a, b):
+            self.assertEqual(hub.count(DOWN), 1, hub.log())
 
     def test_aclUserAndPasswordFile(self) -> None:
         """

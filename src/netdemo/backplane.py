@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_backplane -*-
+# -*- test-case-name: tests.test_backplane,tests.test_backplane_limits -*-
 """
 The pub/sub backplane: several hubs act as one through Redis pub/sub.
 
@@ -24,6 +24,17 @@ reaches every subscriber exactly once, in its publisher's order.  Delivery
 is at most once: what is published while Redis is unreachable is dropped
 and counted, never replayed.
 
+What comes from Redis is as untrusted as what comes from a socket, and
+bounded the same way (L{netdemo.limits.BackplaneLimits}): a message longer
+than C{maxMessage} bytes is refused as a whole (on the Redis connection its
+bytes are dropped as they arrive, L{SubscriberReader}, so it is never held in
+memory); lines longer than the hub's C{--max-line} are dropped; and a
+message whose delivery would hand one subscriber more than the hub's
+C{--max-pending} at once is refused.  A hub splits its own publications so
+that the other hubs never refuse them.  Redis is pinged on both connections
+(C{pingInterval}, C{pingTimeout}): a Redis that stops answering (frozen,
+partitioned) is reported down and the connections are made again.
+
 L{IBackplane} is the seam the hub sees.  L{RedisBackplane} is the real one,
 built on C{txredisapi}; L{MemoryBackplane} joins hubs in one process through
 a L{MemoryBus}, for tests.  Payloads are read with the hub's own grammar
@@ -41,6 +52,7 @@ from __future__ import annotations
 import functools
 import re
 import secrets
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -48,21 +60,27 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from attrs import field, frozen
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.logger import Logger
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from netdemo.hubwire import (
+    MAX_TOPIC,
+    escapeControls,
     escapeLines,
     isDotted,
     isIdentity,
     isNode,
     isTopic,
+    linePrefix,
     splitSender,
     textLines,
 )
+from netdemo.limits import BackplaneLimits, HubLimits
+from netdemo.logs import RateLimitedLog
 from netdemo.metrics import IMetrics, sampleOf
 
 __all__ = [
@@ -72,6 +90,7 @@ __all__ = [
     "MemoryBus",
     "Message",
     "RedisBackplane",
+    "SubscriberReader",
     "buildBackplaneService",
     "decodeMessage",
     "encodeMessage",
@@ -89,17 +108,52 @@ DEFAULT_PREFIX = "netdemo"
 #: The identity of lines published to Redis without one.
 EXTERNAL_IDENTITY = b"redis"
 
-#: Bytes waiting to go to Redis, past which new lines are dropped.
-DEFAULT_QUEUE = 1 << 20
-
 #: PUBLISH commands sent and not yet answered, at most.
 WINDOW = 256
 
 #: Nodes whose last message number is remembered.
 MAX_NODES = 4096
 
-#: Why lines are dropped, as the C{reason} label says.
-DROP_REASONS = ("down", "queue-full", "error", "duplicate", "bad-message", "too-long")
+#: Why lines are dropped, as the C{reason} label says (C{too-large} counts
+#: messages: their lines are never read).
+DROP_REASONS = (
+    "down",
+    "queue-full",
+    "error",
+    "duplicate",
+    "bad-message",
+    "too-long",
+    "too-large",
+)
+
+#: Room for a message's header line: C{netdemo/1}, the node, the number (20
+#: digits at most), the identity, three spaces and the LF.
+_HEADER_ROOM = len(HEADER) + 24
+
+#: How much longer than the hub's longest line the largest message must be
+#: (C{--backplane-max-message}): room for the header of a message of one
+#: line.
+MESSAGE_ROOM = 256
+
+#: Bulk strings start with these RESP type bytes (C{$}, and RESP3's C{=}
+#: and C{!}): a length line, then that many bytes and a CRLF.
+_BULK_TYPES = frozenset(b"$=!")
+
+#: Arrays (C{*}, and RESP3's sets, pushes and maps) start with these: a
+#: count line, then that many elements (twice that many for a map).
+_AGGREGATE_TYPES = frozenset(b"*~>%")
+
+#: The longest prefix of a delivered line: C{[TOPIC] <IDENTITY> }, with a
+#: 255-byte topic and a 64-byte identity.
+_MAX_PREFIX = len(linePrefix(b"t" * MAX_TOPIC, b"i" * 64))
+
+#: The most one byte of a payload from Redis can cost each subscriber: a
+#: line of its own with the longest prefix and its LF, or a control
+#: character escaped as C{\\xHH}.
+_WORST_BYTE = _MAX_PREFIX + 5
+
+#: How a pub/sub message that matched a pattern starts.
+_PMESSAGE = b"*4\r\n$8\r\npmessage\r\n"
 
 Receiver = Callable[[bytes, bytes, list[bytes]], None]
 
@@ -246,6 +300,143 @@ def decodeMessage(payload: bytes) -> Message | None:
     return Message(None, 0, sender or EXTERNAL_IDENTITY, lines)
 
 
+class SubscriberReader:
+    """
+    The bytes the subscribing Redis connection reads, on their way to the
+    RESP parser: the pub/sub messages among them are taken out here, the
+    rest passes on unchanged, and no bulk string longer than C{maxBulk}
+    bytes is ever held.
+
+    Only the framing is read, never the bytes of a bulk string: every RESP
+    element starts with a line (a type byte and a length, a number or a
+    simple string, then CRLF), and after a bulk string's line come its
+    length in bytes and a CRLF.  An array's line says how many elements
+    follow.  The cost is a few operations per element, none per byte.
+
+      - A complete C{pmessage} reply (C{*4}, C{pmessage}, the pattern, the
+        channel, the payload) within the bound comes out as a
+        C{(channel, payload)} tuple: the parser and C{txredisapi}'s reply
+        handling never see it, which saves more than this costs.
+      - A bulk string longer than C{maxBulk} is dropped as its bytes
+        arrive, and the parser gets the integer reply C{:SIZE} in its
+        place: a message whose payload is too large reaches
+        C{messageReceived} as its size (an C{int}).  The parsers the
+        connection would otherwise use (C{hiredis}, C{txredisapi}'s own)
+        hold a whole bulk string, whatever its size, before anything can
+        look at it: up to Redis's C{proto-max-bulk-len} (512 MB by default).
+      - Everything else (the answers to C{PSUBSCRIBE} and C{PING}, a
+        message cut by the end of a read) passes on to the parser as it is.
+
+    A line that is not complete yet is held back, at most L{MAX_LINE} bytes.
+
+    @ivar refused: How many bulk strings were dropped.
+    """
+
+    #: The longest element line held back while incomplete.
+    MAX_LINE = 1 << 16
+
+    def __init__(self, maxBulk: int) -> None:
+        self.maxBulk = maxBulk
+        self.refused = 0
+        # An element line not complete yet; bytes of a bulk string still to
+        # come in the next reads, to pass on or to drop; elements still to
+        # come in the reply the parser is reading.
+        self._partial = b""
+        self._passing = 0
+        self._dropping = 0
+        self._owed = 0
+
+    def feed(self, data: bytes) -> list[bytes | tuple[bytes, bytes]]:
+        """
+        Take the bytes of one read.
+
+        @return: In order, the bytes to hand to the parser and the
+            C{(channel, payload)} of the messages taken out.
+        @raise ValueError: When the bytes are not RESP: a line longer than
+            L{MAX_LINE}, or a length that is not a number.
+        """
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        size = len(data)
+        # Where the next element starts; past the end while a bulk string
+        # goes on into the next read.
+        pos = self._passing
+        start = 0
+        dropping = self._dropping
+        if dropping:
+            if dropping > size:
+                self._dropping = dropping - size
+                return []
+            pos = start = dropping
+            self._dropping = 0
+        out: list[bytes | tuple[bytes, bytes]] = []
+        find = data.find
+        startswith = data.startswith
+        maxBulk = self.maxBulk
+        limit = self.MAX_LINE
+        owed = self._owed
+        while pos < size:
+            if not owed and startswith(_PMESSAGE, pos):
+                # A whole message in this read: take it out.
+                spans = []
+                at = pos + len(_PMESSAGE)
+                for _ in range(3):
+                    end = find(b"\r\n", at, at + 21)
+                    if end < 0 or data[at] != 0x24:  # "$"
+                        break
+                    length = int(data[at + 1 : end])
+                    at = end + length + 4
+                    if not 0 <= length <= maxBulk or at > size:
+                        break
+                    spans.append((end + 2, at - 2))
+                else:
+                    if start < pos:
+                        out.append(data[start:pos])
+                    (_, _), (c0, c1), (p0, p1) = spans
+                    out.append((data[c0:c1], data[p0:p1]))
+                    pos = start = at
+                    continue
+            end = find(b"\r\n", pos, pos + limit)
+            if end < 0:
+                if size - pos >= limit:
+                    raise ValueError(f"a RESP line longer than {limit} bytes")
+                self._partial = data[pos:]
+                break
+            if owed:
+                owed -= 1
+            kind = data[pos]
+            if kind in _BULK_TYPES:
+                # int() refuses what is not a number; what it takes and
+                # Redis would never send (" 5", "+5") the parser refuses.
+                length = int(data[pos + 1 : end])
+                if length > maxBulk:
+                    if start < pos:
+                        out.append(data[start:pos])
+                    out.append(b":%d\r\n" % length)
+                    self.refused += 1
+                    pos = start = end + length + 4
+                    if pos > size:
+                        self._dropping = pos - size
+                        start = size
+                elif length >= 0:
+                    pos = end + length + 4
+                else:
+                    pos = end + 2
+                continue
+            if kind in _AGGREGATE_TYPES:
+                count = int(data[pos + 1 : end])
+                if count > 0:
+                    owed += count * (2 if kind == 0x25 else 1)  # "%": pairs
+            pos = end + 2
+        self._owed = owed
+        self._passing = max(pos - size, 0)
+        stop = size - len(self._partial)
+        if start < stop:
+            out.append(data if start == 0 and stop == size else data[start:stop])
+        return out
+
+
 class IBackplane(Interface):
     """
     What a hub sees of its backplane.
@@ -265,9 +456,16 @@ class IBackplane(Interface):
 
 class _Backplane(Service):
     """
-    What every backplane does: encode, decode, drop echoes and duplicates,
-    count.
+    What every backplane does: encode, split, decode, bound, drop echoes
+    and duplicates, count.
 
+    @ivar maxLine: The hub's longest line: longer ones from other nodes are
+        dropped.
+    @ivar maxPending: The hub's C{--max-pending}: a message whose delivery
+        would hand one subscriber more is refused (and this node's own
+        publications are split so that other nodes need not refuse them).
+    @ivar maxMessage: The largest message taken from or sent to the other
+        nodes, in bytes.
     @ivar node: This node's name in its messages.
     @ivar up: Whether lines cross to and from the other nodes now.
     @ivar sentLines: Lines handed to the other nodes.
@@ -284,7 +482,9 @@ class _Backplane(Service):
         self,
         prefix: str,
         metrics: IMetrics,
-        maxLine: int = 4096,
+        hubLimits: HubLimits,
+        limits: BackplaneLimits,
+        seconds: Callable[[], float],
         node: bytes | None = None,
         serviceName: str = SERVICE_NAME,
     ) -> None:
@@ -293,7 +493,13 @@ class _Backplane(Service):
         self.prefix = prefix.encode("ascii")
         self.channelStart = self.prefix + b"."
         self.metrics = metrics
-        self.maxLine = maxLine
+        self.maxLine = hubLimits.maxLine
+        self.maxPending = hubLimits.maxPending
+        self.maxMessage = limits.maxMessage
+        # Payloads up to this size cannot hand a subscriber more than
+        # maxPending, whatever they hold: no need to count.
+        self._smallPayload = self.maxPending // _WORST_BYTE - 1
+        self._refusals = RateLimitedLog(self._log, seconds)
         self.node = node if node is not None else secrets.token_hex(8).encode()
         self.seq = 0
         self.sentLines = 0
@@ -346,12 +552,54 @@ class _Backplane(Service):
         self._receiver = receiver
 
     def publish(self, topic: bytes, identity: bytes, lines: Sequence[bytes]) -> None:
+        channel = self.channelStart + topic
+        count = len(lines)
         self.seq += 1
-        self.send(
-            self.channelStart + topic,
-            encodeMessage(self.node, self.seq, identity, lines),
-            len(lines),
-        )
+        payload = encodeMessage(self.node, self.seq, identity, lines)
+        size = len(payload)
+        # What a receiving hub hands each subscriber is at most the payload
+        # plus one prefix per line (the header is longer than the last LF).
+        maxPending = self.maxPending
+        if size <= self.maxMessage and (
+            size + count * _MAX_PREFIX <= maxPending
+            or size + count * len(linePrefix(topic, identity)) <= maxPending
+        ):
+            self.send(channel, payload, count)
+            return
+        prefix = len(linePrefix(topic, identity))
+        self.seq -= 1
+        for part in self._split(lines, prefix, len(self.node) + len(identity)):
+            self.seq += 1
+            message = encodeMessage(self.node, self.seq, identity, part)
+            self.send(channel, message, len(part))
+
+    def _split(
+        self, lines: Sequence[bytes], prefix: int, names: int
+    ) -> list[Sequence[bytes]]:
+        """
+        Split a publication into parts that each make a message of at most
+        C{maxMessage} bytes and hand a subscriber at most C{maxPending}.
+
+        @param prefix: The length of the prefix of each line as delivered.
+        @param names: The length of the node and identity in the header.
+        """
+        room = _HEADER_ROOM + names
+        parts: list[Sequence[bytes]] = []
+        start = 0
+        size = delivered = room
+        for i, line in enumerate(lines):
+            cost = len(line) + 1
+            if i > start and (
+                size + cost > self.maxMessage
+                or delivered + cost + prefix > self.maxPending
+            ):
+                parts.append(lines[start:i])
+                start = i
+                size = delivered = room
+            size += cost
+            delivered += cost + prefix
+        parts.append(lines[start:])
+        return parts
 
     def send(self, channel: bytes, payload: bytes, lines: int) -> None:
         """
@@ -362,8 +610,11 @@ class _Backplane(Service):
     def messageReceived(self, channel: bytes, payload: bytes) -> None:
         """
         A message came from the backplane: hand it to the hub unless it is
-        this node's own, a duplicate, or malformed.
+        this node's own, a duplicate, malformed or too large.
         """
+        if len(payload) > self.maxMessage:
+            self.messageTooLarge(channel, len(payload))
+            return
         message = decodeMessage(payload)
         topic = channel[len(self.channelStart) :]
         if (
@@ -394,11 +645,48 @@ class _Backplane(Service):
             if not kept:
                 return
             lines = kept
+        if len(payload) > self._smallPayload:
+            prefix = linePrefix(topic, message.identity)
+            delivered = sum(map(len, lines)) + len(lines) * (len(prefix) + 1)
+            if delivered > self.maxPending:
+                bound = self.maxPending
+                self._refuse(
+                    channel, delivered, "to each subscriber", "--max-pending", bound
+                )
+                return
         receiver = self._receiver
         if receiver is None:
             return
         self.receivedLines += len(lines)
         receiver(topic, message.identity, lines)
+
+    def messageTooLarge(self, channel: bytes, size: int) -> None:
+        """
+        Refuse a message of C{size} bytes, more than C{maxMessage}.
+        """
+        self._refuse(channel, size, "long", "--backplane-max-message", self.maxMessage)
+
+    def _refuse(
+        self, channel: bytes, size: int, what: str, bound: str, limit: int
+    ) -> None:
+        """
+        Count a refused message, and log it at a bounded rate.
+        """
+        self.dropped["too-large"] += 1
+        shown = escapeControls(channel[: len(self.channelStart) + MAX_TOPIC])
+        self._refusals.emit(
+            "too-large",
+            LogLevel.warn,
+            "backplane: refused a message from Redis on {channel} ({size} bytes "
+            "{what}, more than {bound} {limit}); {suppressed} similar events "
+            "not logged",
+            event="backplane_too_large",
+            channel=shown.decode("utf-8", "replace"),
+            size=size,
+            what=what,
+            bound=bound,
+            limit=limit,
+        )
 
 
 class MemoryBus:
@@ -441,10 +729,19 @@ class MemoryBackplane(_Backplane):
         bus: MemoryBus,
         metrics: IMetrics,
         prefix: str = DEFAULT_PREFIX,
-        maxLine: int = 4096,
+        hubLimits: HubLimits | None = None,
+        limits: BackplaneLimits | None = None,
         node: bytes | None = None,
+        seconds: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(prefix, metrics, maxLine, node)
+        super().__init__(
+            prefix,
+            metrics,
+            hubLimits or HubLimits(),
+            limits or BackplaneLimits(),
+            seconds,
+            node,
+        )
         self.bus = bus
         bus.members.append(self)
 
@@ -495,11 +792,25 @@ class RedisBackplane(_Backplane):
     jitter).
 
     Publishing never waits: messages queue for the publishing connection,
-    at most C{WINDOW} commands are unanswered at once, and past C{maxQueue}
-    queued bytes new messages are dropped.  While Redis is unreachable,
-    messages are dropped at once (at most once: nothing is replayed).
+    at most C{WINDOW} commands are unanswered at once, and past
+    C{maxQueue} bytes queued or unanswered new messages are dropped.  While
+    Redis is unreachable, messages are dropped at once (at most once:
+    nothing is replayed).
+
+    Liveness: every C{pingInterval} seconds each connection that works
+    sends C{PING}; a new connection must have its first commands answered
+    (the password, the database, the subscription, a C{PING}) before it
+    counts.  Redis has C{pingTimeout} seconds to answer; if it does not
+    (frozen, or the network lost), the backplane is reported down and the
+    connection is aborted, to be made again.
 
     @ivar url: Where Redis is.
+    @ivar publisher: The publishing connection, once Redis answered on it.
+    @ivar subscriber: The subscribing connection, once subscribed.
+    @ivar inFlight: C{PUBLISH} commands sent and not answered yet.
+    @ivar silentConnections: Connections given up since the backplane was
+        last up because Redis did not answer on them (they slow down the
+        reconnection attempts as failed attempts do).
     """
 
     def __init__(
@@ -507,27 +818,39 @@ class RedisBackplane(_Backplane):
         url: BackplaneURL,
         metrics: IMetrics,
         reactor: Any,
-        maxQueue: int = DEFAULT_QUEUE,
-        maxLine: int = 4096,
+        limits: BackplaneLimits | None = None,
+        hubLimits: HubLimits | None = None,
         node: bytes | None = None,
     ) -> None:
-        super().__init__(url.prefix, metrics, maxLine, node)
+        limits = limits or BackplaneLimits()
+        super().__init__(
+            url.prefix, metrics, hubLimits or HubLimits(), limits, reactor.seconds, node
+        )
         self.url = url
         self.reactor = reactor
-        self.maxQueue = maxQueue
+        self.maxQueue = limits.maxQueue
+        self.pingInterval = limits.pingInterval
+        self.pingTimeout = limits.pingTimeout
         self.publisher: Any = None
         self.subscriber: Any = None
         self.inFlight = 0
+        self._inFlightBytes = 0
         self._queue: deque[tuple[bytes, bytes, int]] = deque()
         self._queued = 0
         self._factories: list[Any] = []
+        self._deadlines: dict[Any, Any] = {}
+        self._heartbeat: LoopingCall | None = None
         self._outage = False
         self._refused = False
         self._stopping = False
+        self.silentConnections = 0
 
     @property
     def queuedBytes(self) -> int:
-        return self._queued
+        """
+        Bytes waiting to be published, or published and not answered yet.
+        """
+        return self._queued + self._inFlightBytes
 
     # Publishing.
 
@@ -535,10 +858,11 @@ class RedisBackplane(_Backplane):
         if self.publisher is None:
             self.dropped["down"] += lines
             return
+        waiting = self._queued + self._inFlightBytes
+        if waiting and waiting + len(payload) > self.maxQueue:
+            self.dropped["queue-full"] += lines
+            return
         if self._queue or self.inFlight >= WINDOW:
-            if self._queued + len(payload) > self.maxQueue:
-                self.dropped["queue-full"] += lines
-                return
             self._queue.append((channel, payload, lines))
             self._queued += len(payload)
             return
@@ -551,23 +875,26 @@ class RedisBackplane(_Backplane):
             self.dropped["down"] += lines
             return
         self.inFlight += 1
+        self._inFlightBytes += len(payload)
         d.addCallbacks(
             self._published,
             self._notPublished,
-            callbackArgs=(lines,),
-            errbackArgs=(lines,),
+            callbackArgs=(lines, len(payload)),
+            errbackArgs=(lines, len(payload)),
         )
 
-    def _published(self, result: object, lines: int) -> None:
+    def _published(self, result: object, lines: int, size: int) -> None:
         self.inFlight -= 1
+        self._inFlightBytes -= size
         if isinstance(result, Exception):
             self.dropped["error"] += lines
         else:
             self.sentLines += lines
         self._pump()
 
-    def _notPublished(self, failure: Failure, lines: int) -> None:
+    def _notPublished(self, failure: Failure, lines: int, size: int) -> None:
         self.inFlight -= 1
+        self._inFlightBytes -= size
         self.dropped["down" if self.publisher is None else "error"] += lines
         self._pump()
 
@@ -587,6 +914,84 @@ class RedisBackplane(_Backplane):
         self._queue.clear()
         self._queued = 0
 
+    # Liveness.
+
+    def connecting(self, protocol: Any) -> None:
+        """
+        A connection was made: Redis must answer its first commands within
+        C{pingTimeout}.
+        """
+        self._expect(protocol, "connecting")
+
+    def publisherUsable(self, protocol: Any) -> None:
+        """
+        The publishing connection is set up (password, database): it
+        counts once Redis answers a C{PING} on it.
+        """
+        self._ping(protocol, self.publisherReady)
+
+    def pingAll(self) -> None:
+        """
+        Ping Redis on each connection that counts, unless a ping or a first
+        command is still unanswered there.
+        """
+        for protocol in (self.publisher, self.subscriber):
+            if protocol is not None and protocol not in self._deadlines:
+                self._ping(protocol)
+
+    def _ping(self, protocol: Any, then: Callable[[Any], None] | None = None) -> None:
+        """
+        Send C{PING} on C{protocol}; when Redis answers, call C{then} with
+        it.
+        """
+        self._expect(protocol, "PING")
+        protocol.heartbeat().addCallback(self._pong, protocol, then)
+
+    def _pong(
+        self, answered: bool, protocol: Any, then: Callable[[Any], None] | None
+    ) -> None:
+        if not answered or not protocol.connected:
+            return
+        self._answered(protocol)
+        if then is not None:
+            then(protocol)
+
+    def _expect(self, protocol: Any, what: str) -> None:
+        """
+        Redis must answer on C{protocol} within C{pingTimeout} (unless an
+        answer is awaited there already).
+        """
+        if protocol not in self._deadlines:
+            self._deadlines[protocol] = self.reactor.callLater(
+                self.pingTimeout, self._silent, protocol, what
+            )
+
+    def _answered(self, protocol: Any) -> None:
+        """
+        Redis answered on C{protocol} (or it is gone): nothing is awaited.
+        """
+        call = self._deadlines.pop(protocol, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _silent(self, protocol: Any, what: str) -> None:
+        """
+        Redis did not answer on C{protocol} in time: report the backplane
+        down and make the connection again.
+        """
+        del self._deadlines[protocol]
+        self.silentConnections += 1
+        if what == "PING":
+            text = f"no answer to PING within {self.pingTimeout:g} s"
+        else:
+            text = f"no answer within {self.pingTimeout:g} s of connecting"
+        reason = Failure(TimeoutError(text))
+        self._down(reason)
+        self.connectionLost(protocol, reason)
+        transport = protocol.transport
+        if transport is not None:
+            transport.abortConnection()
+
     # Connection state.
 
     def publisherReady(self, protocol: Any) -> None:
@@ -601,19 +1006,23 @@ class RedisBackplane(_Backplane):
         """
         The subscribing connection listens to C{PREFIX.*}.
         """
+        self._answered(protocol)
         self.subscriber = protocol
         self._check()
 
     def connectionLost(self, protocol: Any, reason: Failure) -> None:
         """
-        One of the connections is gone; its slot reconnects by itself.
+        One of the connections is gone (or one being set up failed); its
+        slot reconnects by itself.
         """
+        settingUp = protocol in self._deadlines
+        self._answered(protocol)
         if protocol is self.publisher:
             self.publisher = None
             self._dropQueue()
         elif protocol is self.subscriber:
             self.subscriber = None
-        else:
+        elif not settingUp:
             return
         self._down(reason)
 
@@ -628,6 +1037,7 @@ class RedisBackplane(_Backplane):
             return
         self.up = True
         self._outage = False
+        self.silentConnections = 0
         self._log.info(
             "backplane: connected to {url} as node {node}",
             event="backplane_up",
@@ -699,11 +1109,19 @@ class RedisBackplane(_Backplane):
         self._factories = [publisherFactory(self), subscriberFactory(self)]
         for factory in self._factories:
             factory.startConnecting(endpoint)
+        self._heartbeat = LoopingCall(self.pingAll)
+        self._heartbeat.clock = self.reactor
+        self._heartbeat.start(self.pingInterval, now=False)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self._stopping = True
         self.up = False
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+        for protocol in list(self._deadlines):
+            self._answered(protocol)
         factories, self._factories = self._factories, []
         if not factories:
             return succeed(None)
@@ -717,8 +1135,8 @@ def buildBackplaneService(
     url: BackplaneURL,
     metrics: IMetrics,
     reactor: IReactorTime,
-    maxQueue: int = DEFAULT_QUEUE,
-    maxLine: int = 4096,
+    limits: BackplaneLimits,
+    hubLimits: HubLimits,
 ) -> RedisBackplane:
     """
     Build the Redis backplane service (named C{backplane}); hand it to
@@ -726,12 +1144,14 @@ def buildBackplaneService(
 
     @param url: Where Redis is, the password included.
     @param metrics: Where to report.
-    @param reactor: The reactor to connect with.
-    @param maxQueue: Bytes that may wait to be sent to Redis.
-    @param maxLine: The hub's longest line: longer ones from Redis are
-        dropped.
+    @param reactor: The reactor to connect and time with.
+    @param limits: The backplane's bounds: its queue, its largest message,
+        its pings.
+    @param hubLimits: The hub's: lines longer than its C{maxLine} from
+        Redis are dropped, messages that would hand a subscriber more than
+        its C{maxPending} refused.
     """
-    return RedisBackplane(url, metrics, reactor, maxQueue, maxLine)
+    return RedisBackplane(url, metrics, reactor, limits, hubLimits)
 
 
 @functools.cache
@@ -753,7 +1173,11 @@ def _redisFactories() -> tuple[
     C{hiredis} is a dependency: with it importable,
     C{txredisapi.RedisProtocol} is its C{HiredisProtocol}, which parses a
     whole read at once; the pure-Python parser pauses the transport and
-    waits a reactor turn after every bulk string.
+    waits a reactor turn after every bulk string.  Either would hold a
+    whole bulk string, however large, before handing it on: the
+    subscribing connection reads through a L{SubscriberReader}, which
+    hands the messages to the backplane itself and a message over
+    C{maxMessage} to the parser as its size.
 
     @return: A function building the publishing connection's factory (it
         selects the URL's database) and one building the subscribing
@@ -763,14 +1187,15 @@ def _redisFactories() -> tuple[
 
     class Reporting:
         """
-        What both connections do: tell the backplane once usable, and when
-        lost.
+        What both connections do: tell the backplane when made, once usable,
+        and when lost; ping.
         """
 
         factory: Any
         connected: int
 
         def connectionMade(self) -> Any:
+            self.factory.backplane.connecting(self)
             d = super().connectionMade()  # type: ignore[misc]
             self.whenConnected().addCallback(self._usable)  # type: ignore[attr-defined]
             return d
@@ -790,6 +1215,22 @@ def _redisFactories() -> tuple[
             self.factory.backplane.connectionLost(self, why)
             super().connectionLost(why)  # type: ignore[misc]
 
+        def heartbeat(self) -> Deferred[bool]:
+            """
+            Send C{PING}.
+
+            @return: A Deferred that fires with C{True} when Redis answers
+                (any answer, an error too: Redis is there), C{False} when
+                the connection is lost first.
+            """
+
+            def failed(failure: Failure) -> bool:
+                return not failure.check(txredisapi.ConnectionError)
+
+            execute: Callable[..., Any] = self.execute_command  # type: ignore[attr-defined]
+            d: Deferred[Any] = maybeDeferred(execute, "PING")
+            return d.addCallbacks(lambda answer: True, failed)
+
     class Publisher(Reporting, txredisapi.RedisProtocol):  # type: ignore[misc]
         """
         The connection that publishes.
@@ -797,12 +1238,37 @@ def _redisFactories() -> tuple[
 
         def usable(self) -> None:
             if self.connected:
-                self.factory.backplane.publisherReady(self)
+                self.factory.backplane.publisherUsable(self)
 
     class Subscriber(Reporting, txredisapi.SubscriberProtocol):  # type: ignore[misc]
         """
-        The connection that subscribes to C{PREFIX.*} by pattern.
+        The connection that subscribes to C{PREFIX.*} by pattern, reading
+        through a L{SubscriberReader}.
         """
+
+        reader: SubscriberReader | None = None
+
+        def connectionMade(self) -> Any:
+            self.reader = SubscriberReader(self.factory.backplane.maxMessage)
+            return super().connectionMade()
+
+        def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+            # The pure-Python parser hands itself back what it held
+            # (unpause): that was read already.
+            if unpause or self.reader is None:
+                super().dataReceived(data, unpause)
+                return
+            try:
+                items = self.reader.feed(data)
+            except ValueError:
+                self.transport.loseConnection()
+                return
+            backplane = self.factory.backplane
+            for item in items:
+                if type(item) is tuple:
+                    backplane.messageReceived(item[0], item[1])
+                else:
+                    super().dataReceived(item)
 
         def usable(self) -> None:
             if not self.connected:
@@ -825,11 +1291,39 @@ def _redisFactories() -> tuple[
             d.addCallbacks(subscribed, failed)
 
         def messageReceived(
-            self, pattern: bytes, channel: bytes, message: bytes
+            self, pattern: bytes, channel: bytes | int, message: bytes | int
         ) -> None:
-            self.factory.backplane.messageReceived(channel, message)
+            backplane = self.factory.backplane
+            if isinstance(channel, bytes) and isinstance(message, bytes):
+                backplane.messageReceived(channel, message)
+            else:
+                # The reader dropped one of them (the int is its size).
+                size = message if isinstance(message, int) else channel
+                shown = channel if isinstance(channel, bytes) else b"?"
+                backplane.messageTooLarge(shown, size)
 
-    class PublisherFactory(txredisapi.RedisFactory):  # type: ignore[misc]
+    class Retrying:
+        """
+        What both factories do: tell the backplane when Redis refuses the
+        password or the database (txredisapi stops retrying), and back off
+        while Redis accepts connections but does not answer on them.
+        """
+
+        backplane: RedisBackplane
+
+        def connectionError(self, why: str) -> None:
+            self.backplane.authFailed(why)
+            super().connectionError(why)  # type: ignore[misc]
+
+        def retryDelay(self, attempt: int) -> float:
+            # txredisapi's backoff starts again at its first delay once a
+            # connection is set up, but one that Redis then never answered
+            # on (a frozen Redis) is no success: count those too.
+            attempt = max(attempt, self.backplane.silentConnections)
+            delay: float = super().retryDelay(attempt)  # type: ignore[misc]
+            return delay
+
+    class PublisherFactory(Retrying, txredisapi.RedisFactory):  # type: ignore[misc]
         """
         Builds the publishing connection; a refused password or database
         stops it.
@@ -837,20 +1331,12 @@ def _redisFactories() -> tuple[
 
         protocol = Publisher
 
-        def connectionError(self, why: str) -> None:
-            self.backplane.authFailed(why)
-            super().connectionError(why)
-
-    class SubscriberFactory(txredisapi.SubscriberFactory):  # type: ignore[misc]
+    class SubscriberFactory(Retrying, txredisapi.SubscriberFactory):  # type: ignore[misc]
         """
         Builds the subscribing connection; a refused password stops it.
         """
 
         protocol = Subscriber
-
-        def connectionError(self, why: str) -> None:
-            self.backplane.authFailed(why)
-            super().connectionError(why)
 
     def prepare(factory: Any, backplane: RedisBackplane) -> Any:
         """

@@ -6,7 +6,8 @@ The limits of the services, as value objects built from the command line.
     L{netdemo.stream.LimitedFactory});
   - L{HubLimits}: the pub/sub hub's own (L{netdemo.pubsub});
   - L{DatagramLimits}: the reflection-safety settings of the datagram
-    responders (enforced by L{netdemo.guard.ReflectionGuard}).
+    responders (enforced by L{netdemo.guard.ReflectionGuard});
+  - L{BackplaneLimits}: the Redis backplane's (L{netdemo.backplane}).
 
 Each documented default is written once, here; C{netdemo.tap} builds these
 from its options and the services only read them.
@@ -22,6 +23,7 @@ from attrs import field, frozen
 __all__ = [
     "DEFAULT_BACKLOG",
     "SLOW_POLICIES",
+    "BackplaneLimits",
     "ConnectionLimits",
     "DatagramLimits",
     "HubLimits",
@@ -133,3 +135,29 @@ class DatagramLimits:
     burst: int = field(default=2000, validator=_nonNegative)
     maxSources: int = field(default=10000, validator=_nonNegative)
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@frozen
+class BackplaneLimits:
+    """
+    The bounds of the Redis backplane (C{docs/scaling.md}).
+
+    @ivar maxQueue: Bytes of messages waiting to be published to Redis or
+        published and not yet answered, at most; past it new lines are
+        dropped.
+    @ivar maxMessage: The largest message, in bytes, taken from Redis (a
+        larger one is refused as a whole, its bytes dropped as they
+        arrive) and published to it (larger publications are split).  The
+        default is the most one read of a local client brings in: Twisted
+        reads 64 KiB at a time.
+    @ivar pingInterval: Seconds between two C{PING}s on each Redis
+        connection.
+    @ivar pingTimeout: Seconds Redis has to answer a C{PING} (or a new
+        connection's first commands) before the connection is given up and
+        the backplane reported down.
+    """
+
+    maxQueue: int = field(default=1 << 20, validator=_positive)
+    maxMessage: int = field(default=1 << 16, validator=_positive)
+    pingInterval: float = field(default=5.0, validator=_positive)
+    pingTimeout: float = field(default=5.0, validator=_positive)

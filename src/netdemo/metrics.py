@@ -95,7 +95,8 @@ CATALOG: dict[str, MetricSpec] = {
     ),
     "netdemo_backplane_up": MetricSpec(
         "gauge",
-        "1 while the backplane's Redis connections both work, else 0",
+        "1 while the backplane's Redis connections both work and Redis "
+        "answers PING in time, else 0",
         ("service",),
     ),
     "netdemo_backplane_outages_total": MetricSpec(
@@ -110,7 +111,8 @@ CATALOG: dict[str, MetricSpec] = {
     "netdemo_backplane_dropped_total": MetricSpec(
         "counter",
         "Backplane lines dropped: down, queue-full, error (outbound); "
-        "duplicate, bad-message, too-long (inbound)",
+        "duplicate, bad-message, too-long (inbound); too-large counts inbound "
+        "messages refused whole",
         ("service", "reason"),
     ),
     "netdemo_backplane_gaps_total": MetricSpec(
@@ -119,7 +121,9 @@ CATALOG: dict[str, MetricSpec] = {
         ("service",),
     ),
     "netdemo_backplane_queued_bytes": MetricSpec(
-        "gauge", "Bytes waiting to be published to Redis", ("service",)
+        "gauge",
+        "Bytes waiting to be published to Redis, or published and not answered",
+        ("service",),
     ),
     "netdemo_datagrams_received_total": MetricSpec(
         "counter", "Datagrams received", ("service",)

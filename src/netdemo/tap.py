@@ -16,7 +16,13 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.python import usage
 
-from netdemo.limits import DEFAULT_BACKLOG, ConnectionLimits, DatagramLimits, HubLimits
+from netdemo.limits import (
+    DEFAULT_BACKLOG,
+    BackplaneLimits,
+    ConnectionLimits,
+    DatagramLimits,
+    HubLimits,
+)
 
 __all__ = ["DEFAULTS", "Options", "makeService"]
 
@@ -345,9 +351,32 @@ class Options(usage.Options):
             "backplane-queue",
             None,
             1 << 20,
-            "Pub/sub: bytes that may wait to be published to Redis; lines past "
-            "that are dropped and counted",
+            "Pub/sub: bytes that may wait to be published to Redis or be "
+            "unanswered by it; lines past that are dropped and counted",
             byteSize,
+        ],
+        [
+            "backplane-max-message",
+            None,
+            1 << 16,
+            "Pub/sub: largest backplane message in bytes: a larger one from Redis "
+            "is refused and counted, larger publications are split",
+            byteSize,
+        ],
+        [
+            "backplane-ping",
+            None,
+            5.0,
+            "Pub/sub: seconds between two PINGs on each backplane connection",
+            positiveFloat,
+        ],
+        [
+            "backplane-ping-timeout",
+            None,
+            5.0,
+            "Pub/sub: seconds Redis has to answer a PING before the backplane "
+            "is reported down and reconnects",
+            positiveFloat,
         ],
     ]
 
@@ -474,6 +503,7 @@ class Options(usage.Options):
             return
         if not self["pubsub"]:
             raise usage.UsageError("--backplane needs a --pubsub listener")
+        self._backplaneBounds()
         if path is None:
             return
         if url.password is not None:
@@ -495,6 +525,37 @@ class Options(usage.Options):
         from attrs import evolve
 
         self["backplane"] = evolve(url, password=password)
+
+    def _backplaneBounds(self) -> None:
+        """
+        Check that the backplane's largest message holds a longest line, and
+        that its queue holds a largest message.
+        """
+        from netdemo.backplane import MESSAGE_ROOM
+
+        largest = self["backplane-max-message"]
+        least = self["max-line"] + MESSAGE_ROOM
+        if largest < least:
+            raise usage.UsageError(
+                f"--backplane-max-message {largest} is too small for --max-line "
+                f"{self['max-line']}: give at least {least}"
+            )
+        if self["backplane-queue"] < largest:
+            raise usage.UsageError(
+                f"--backplane-queue {self['backplane-queue']} is smaller than "
+                f"--backplane-max-message {largest}"
+            )
+
+    def backplaneLimits(self) -> BackplaneLimits:
+        """
+        The backplane's bounds the options ask for.
+        """
+        return BackplaneLimits(
+            maxQueue=self["backplane-queue"],
+            maxMessage=self["backplane-max-message"],
+            pingInterval=self["backplane-ping"],
+            pingTimeout=self["backplane-ping-timeout"],
+        )
 
     def datagramLimits(self) -> DatagramLimits:
         """
@@ -597,8 +658,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
                 options["backplane"],
                 metrics,
                 reactor,
-                options["backplane-queue"],
-                hubLimits.maxLine,
+                options.backplaneLimits(),
+                hubLimits,
             )
             backplane.setServiceParent(top)
         buildPubSubService(
