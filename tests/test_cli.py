@@ -24,7 +24,12 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
+from twisted.internet.protocol import (
+    DatagramProtocol,
+    Factory,
+    ProcessProtocol,
+    Protocol,
+)
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
@@ -177,6 +182,61 @@ class DispatchTests(SynchronousTestCase):
         self.assertIn("Examples:", out)
         self.assertIn("netdemo ping tcp 127.0.0.1:8007", out)
 
+    def test_synopses(self) -> None:
+        """
+        Every command's C{--help} starts with its own synopsis, the command
+        named once (before, the dispatcher's synopsis was pasted in front).
+        """
+        for argv, synopsis in [
+            ((), "Usage: netdemo COMMAND [options]"),
+            (("ping",), "Usage: netdemo ping tcp|udp HOST:PORT [-c COUNT] "),
+            (("chat",), "Usage: netdemo chat HOST:PORT "),
+            (("tail",), "Usage: netdemo tail HOST:PORT "),
+            (("pub",), "Usage: netdemo pub HOST:PORT TOPIC "),
+            (("mcast",), "Usage: netdemo mcast probe|listen GROUP:PORT"),
+            (("mcast", "probe"), "Usage: netdemo mcast probe GROUP:PORT "),
+            (("mcast", "listen"), "Usage: netdemo mcast listen GROUP:PORT "),
+        ]:
+            code, out, _ = self.dispatch(*argv, "--help")
+            self.assertEqual(code, 0)
+            self.assertTrue(out.startswith(synopsis), (argv, out.splitlines()[0]))
+
+    def test_sizeBounds(self) -> None:
+        """
+        C{--size} is described with one range, and a bad value names it.
+        """
+        code, out, _ = self.dispatch("ping", "--help")
+        text = " ".join(out.split())
+        self.assertIn("A whole number from 16 (the probe's header) to 65507", text)
+        self.assertNotIn("above 0", text.split("--size")[1].split("--")[0])
+        self.assertUsageError(
+            ["ping", "tcp", "127.0.0.1:7", "-s", "8"],
+            "'8' is not a whole number from 16 to 65507",
+        )
+
+    def test_version(self) -> None:
+        """
+        C{netdemo --version}, and C{--version} of any command, print
+        netdemo's version with Twisted's and Python's, on one line.
+        """
+        import platform
+
+        from twisted.copyright import version as twisted
+
+        from netdemo import __version__
+
+        expected = (
+            f"netdemo {__version__} (Twisted {twisted}, "
+            f"{platform.python_implementation()} {platform.python_version()})\n"
+        )
+        for argv in (
+            ("--version",),
+            ("ping", "--version"),
+            ("mcast", "probe", "--version"),
+        ):
+            code, out, err = self.dispatch(*argv)
+            self.assertEqual((code, out, err), (0, expected, ""), argv)
+
 
 class DatagramEcho(DatagramProtocol):
     """
@@ -185,6 +245,34 @@ class DatagramEcho(DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         self.transport.write(data, addr)  # type: ignore[union-attr]
+
+
+class CloseAfterEcho(Protocol):
+    """
+    Echo one read, then close: a server that ends every connection.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class CloseAtOnce(Protocol):
+    """
+    Close as soon as something arrives, answering nothing.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class Scramble(Protocol):
+    """
+    Answer with as many bytes, but other ones.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(bytes(255 - b for b in data))  # type: ignore[union-attr]
 
 
 class LoopbackEchoes:
@@ -271,7 +359,7 @@ class PingTests(TestCase):
         code, out = await self.ping("tcp", f"localhost:{port}", "-c", "1")
         await self.echoes.closed()
         self.assertEqual(code, 0, out)
-        self.assertIn("1 probes sent, 1 received", out)
+        self.assertIn("1 probe sent, 1 received", out)
 
     async def test_refusedTCP(self) -> None:
         """
@@ -286,13 +374,77 @@ class PingTests(TestCase):
     async def test_refusedUDP(self) -> None:
         """
         A connected UDP ping to a port where nothing listens reports each
-        ICMP refusal, keeps going, and exits 1 (probes lost).
+        ICMP refusal once (not a timeout as well), keeps going, and exits 1.
         """
         target = f"127.0.0.1:{refusingPort(self, socket.SOCK_DGRAM)}"
         code, out = await self.ping("udp", target, "-c", "3", "-i", "0.01", "-W", "2")
         self.assertEqual(code, 1, out)
-        self.assertEqual(out.count(f"refused by {target} (ICMP port unreachable)"), 3)
+        refused = re.findall(
+            rf"^refused by {re.escape(target)}: seq=(\d) \(ICMP port unreachable\)$",
+            out,
+            re.M,
+        )
+        self.assertEqual(refused, ["1", "2", "3"], out)
+        self.assertNotIn("no answer", out)
         self.assertIn("3 probes sent, 0 received, 100% loss, 3 refused", out)
+
+    async def test_serverCloses(self) -> None:
+        """
+        Over TCP, a server that closes the connection after each answer is
+        reached again for the next probe, and the run says so each time.
+        """
+        target = self.server(CloseAfterEcho)
+        code, out = await self.ping("tcp", target, "-c", "3", "-i", "0.05")
+        self.assertEqual(code, 0, out)
+        self.assertEqual(len(re.findall(r"^64 bytes from .* seq=\d ", out, re.M)), 3)
+        self.assertEqual(
+            out.count(f"connection closed by {target} after 1 probe\n"), 2, out
+        )
+        self.assertIn("3 probes sent, 3 received, 0% loss", out)
+
+    async def test_closedUnanswered(self) -> None:
+        """
+        A server that closes without answering loses the probe in flight:
+        one line says so, the next probe goes over a new connection.
+        """
+        target = self.server(CloseAtOnce)
+        code, out = await self.ping("tcp", target, "-c", "2", "-i", "0.05", "-W", "5")
+        self.assertEqual(code, 1, out)
+        self.assertEqual(
+            out.count(
+                f"connection closed by {target} after 1 probe; 1 probe in flight lost"
+            ),
+            2,
+            out,
+        )
+        self.assertNotIn("no answer", out)
+        self.assertIn("2 probes sent, 0 received, 100% loss", out)
+
+    async def test_wrongReply(self) -> None:
+        """
+        A server that answers with other bytes gets C{wrong reply}, not
+        C{no answer}, and the exit status says the probe was not answered.
+        """
+        target = self.server(Scramble)
+        code, out = await self.ping("tcp", target, "-c", "1", "-W", "5")
+        self.assertEqual(code, 1, out)
+        self.assertIn(
+            f"wrong reply from {target}: seq=1 (64 bytes that are not the probe)", out
+        )
+        self.assertNotIn("no answer", out)
+        self.assertIn("1 probe sent, 0 received, 100% loss, 0 refused, 1 wrong", out)
+
+    def server(self, protocol: type[Protocol]) -> str:
+        """
+        Listen with C{protocol} on 127.0.0.1 in the test's reactor.
+
+        @return: Its C{HOST:PORT}.
+        """
+        port = _reactor.listenTCP(
+            0, Factory.forProtocol(protocol), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        return f"127.0.0.1:{port.getHost().port}"
 
     async def test_unresolvable(self) -> None:
         """
@@ -359,17 +511,24 @@ class PingerTests(SynchronousTestCase):
 
     def test_foreignAnswers(self) -> None:
         """
-        Echoes of another run (another nonce), duplicates and garbage are
-        ignored.
+        Duplicates of an answer are ignored; bytes that are not one of this
+        run's probes (another run's, garbage) are a wrong reply to the oldest
+        outstanding probe.
         """
-        pinger, clock, sent, where = self.pinger("-c", "1")
+        pinger, clock, sent, where = self.pinger("-c", "2", "-i", "1")
         pinger.start()
+        clock.advance(1)
+        pinger.answer(sent[1])
+        pinger.answer(sent[1])
         pinger.answer(makeProbe(1, 64, b"12345678"))
         pinger.answer(b"garbage")
-        pinger.answer(sent[0])
-        pinger.answer(sent[0])
-        self.assertEqual(pinger.stats.received, 1)
-        self.assertEqual(len(output(where).splitlines()), 1)
+        self.assertEqual((pinger.stats.received, pinger.stats.wrong), (1, 1))
+        lines = output(where).splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(
+            lines[1],
+            "wrong reply from 192.0.2.1:7: seq=1 (64 bytes that are not the probe)",
+        )
         self.successResultOf(pinger.done)
 
     def test_stop(self) -> None:
@@ -490,3 +649,22 @@ class ConsoleScriptTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("ping", result.stdout)
+
+    def test_helpIntoClosedPipe(self) -> None:
+        """
+        C{netdemo --help | head -0}: a reader that went away is no error and
+        no traceback.
+        """
+        script = Path(sys.executable).with_name("netdemo")
+        process = subprocess.Popen(
+            [str(script), "ping", "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        # Nobody reads: the help meets a closed pipe.
+        process.stdout.close()
+        err = process.stderr.read()
+        process.stderr.close()
+        self.assertEqual(process.wait(60), 0, err)
+        self.assertEqual(err, b"")

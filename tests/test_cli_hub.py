@@ -663,6 +663,8 @@ class RunnerTests(TestCase):
         )
         self.assertRegex(output(self.console), rb"(?m)^\+OK who 2: .*piper$")
         self.assertIn("3 lines sent", notes(self.console))
+        self.assertIn("hub: * welcome to netdemo pubsub", notes(self.console))
+        self.assertNotIn(b"* welcome", output(self.console))
 
     async def test_chatShowsOthers(self) -> None:
         """
@@ -681,7 +683,40 @@ class RunnerTests(TestCase):
         )
         self.interrupted.callback(None)
         self.assertEqual(await running, 0)
-        self.assertIn("1 messages received", notes(self.console))
+        self.assertIn("1 message received, 0 reconnections", notes(self.console))
+        # The greeting is a notice here too, as with --nick.
+        self.assertIn("hub: * welcome to netdemo pubsub", notes(self.console))
+        self.assertNotIn(b"* welcome", output(self.console))
+
+    async def test_chatKeepsEarlyLines(self) -> None:
+        """
+        Lines the hub sends while C{chat} is still setting up (taking its
+        nickname) are shown once it is ready, not lost.
+        """
+        watcher = await self.hub.watcher()
+        self.patch(
+            chat, "standardIO", lambda p, console, reactor: FakeStdio(p, console)
+        )
+        original = chat.Chat.setUp
+
+        def slowSetUp(self: Any, connection: Any, first: bool) -> Deferred[None]:
+            # Someone speaks before the nickname is answered.
+            watcher.send(b"early bird")
+            return original(self, connection, first)
+
+        self.patch(chat.Chat, "setUp", slowSetUp)
+        running = self.launch("chat", self.hub.target, "--nick", "late")
+        await waitUntil(lambda: b"early bird" in output(self.console), "the early line")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+
+    async def test_tailBadPatternText(self) -> None:
+        """
+        A refused C{--sub} is named as typed, not as Python bytes.
+        """
+        message = await self.fails("tail", self.hub.target, "-s", "lab..x")
+        self.assertIn("--sub 'lab..x'", message)
+        self.assertNotIn("b'", message)
 
     async def test_refusedSetUp(self) -> None:
         """

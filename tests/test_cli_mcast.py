@@ -28,8 +28,10 @@ from netdemo.clients.common import Console
 from netdemo.clients.mcast import (
     ListenOptions,
     ProbeOptions,
+    _noResponderHint,
     _Prober,
     describe,
+    interfaceOf,
     parseGroup,
     runMcast,
 )
@@ -272,7 +274,7 @@ class ClientTests(TestCase):
             "0.2",
         )
         self.assertEqual(code, 1, out)
-        self.assertIn("2 probes sent, 0 responder address(es) answered", out)
+        self.assertIn("2 probes sent, 0 responder addresses answered", out)
 
     async def test_listen(self) -> None:
         """
@@ -334,3 +336,29 @@ class InterruptTests(SynchronousTestCase):
             output.read_text(), r"--- .*: \d+ datagrams from 1 senders ---"
         )
         self.assertEqual((directory / "err").read_text(), "")
+
+
+class HintTests(SynchronousTestCase):
+    """
+    When no responder answered probes sent without C{--interface}, the
+    probe says which interface they left by and suggests C{-I}; nothing is
+    sent to learn that (a connected UDP socket only asks the routing table).
+    """
+
+    def test_loopbackInterfaceName(self) -> None:
+        """
+        L{interfaceOf} names the interface that has an address.
+        """
+        self.assertEqual(interfaceOf("127.0.0.1"), "lo")
+        self.assertIsNone(interfaceOf("192.0.2.123"))
+
+    def test_hint(self) -> None:
+        """
+        The hint names the route's choice for the group (whatever it is on
+        this host) and C{-I}.
+        """
+        options = ProbeOptions()
+        options.parseOptions(["239.255.99.1:8001"])
+        hint = _noResponderHint(options)
+        self.assertTrue(hint.startswith("no responder answered"), hint)
+        self.assertIn("-I", hint)

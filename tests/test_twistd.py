@@ -287,3 +287,21 @@ class StartupErrorTests(SynchronousTestCase):
         result = runTwistd("--tcp", "unix:/nonexistent-netdemo-dir/echo.sock")
         line = self.assertOneLineError(result, "cannot start")
         self.assertIn("/nonexistent-netdemo-dir/echo.sock", line)
+
+
+class VersionTests(SynchronousTestCase):
+    """
+    C{twistd netdemo --version} is about netdemo.
+    """
+
+    def test_version(self) -> None:
+        """
+        It prints netdemo's version, then Twisted's and Python's, on one
+        line, and exits 0 without starting anything.
+        """
+        from netdemo import versionLine
+
+        result = runTwistd("--version")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, versionLine() + "\n")
+        self.assertTrue(result.stdout.startswith("netdemo "))

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.reflect import namedAny
 
+from netdemo import versionLine
 from netdemo.clients.common import EXIT_ERROR, CommandError, Console
 
 __all__ = ["NetdemoOptions", "main", "parseCommandLine"]
@@ -78,7 +79,6 @@ class NetdemoOptions(usage.Options):
     C{netdemo COMMAND ...}.
     """
 
-    synopsis = "netdemo COMMAND [options]"
     longdesc = (
         "Clients for the netdemo services. 'netdemo COMMAND --help' shows each "
         "command's options and examples."
@@ -87,6 +87,22 @@ class NetdemoOptions(usage.Options):
         [name, None, _lazy(options), description]
         for name, options, _, description in COMMANDS
     ]
+
+    def getSynopsis(self) -> str:
+        """
+        C{Usage: netdemo COMMAND [options]}, or, as the start of a command's
+        own synopsis, C{Usage: netdemo}.
+        """
+        if getattr(self, "subCommand", None) is not None:
+            return "Usage: netdemo"
+        return "Usage: netdemo COMMAND [options]"
+
+    def opt_version(self) -> None:
+        """
+        Print netdemo's, Twisted's and Python's versions and exit.
+        """
+        print(versionLine())
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         if self.subCommand is None:
@@ -118,6 +134,18 @@ def fail(message: str, console: Console | None = None) -> NoReturn:
     raise SystemExit(EXIT_ERROR)
 
 
+def _quietStdout() -> None:
+    """
+    Point standard output at /dev/null, so that the interpreter's last
+    flush of a closed pipe does not print a traceback either.
+    """
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """
     The C{netdemo} console script.
@@ -129,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         options = parseCommandLine(sys.argv[1:] if argv is None else argv)
     except usage.UsageError as e:
         fail(str(e), console)
+    except BrokenPipeError:
+        # --help into a pager that quit early (| head): not an error.
+        _quietStdout()
+        raise SystemExit(0) from None
     assert options.subCommand is not None
     runner = RUNNERS[options.subCommand]
 

@@ -416,6 +416,15 @@ class Options(usage.Options):
             return ""
         return str(super().getUsage(width))
 
+    def opt_version(self) -> None:
+        """
+        Print netdemo's, Twisted's and Python's versions and exit.
+        """
+        from netdemo import versionLine
+
+        print(versionLine())
+        raise SystemExit(0)
+
     def opt_tcp(self, description: str) -> None:
         """
         TCP echo (RFC 862) listener: a port or an endpoint description.

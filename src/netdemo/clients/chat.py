@@ -24,6 +24,7 @@ from netdemo.clients.common import (
     Console,
     GnuOptions,
     parseHostPort,
+    plural,
     whenInterrupted,
 )
 from netdemo.clients.hubclient import (
@@ -33,6 +34,7 @@ from netdemo.clients.hubclient import (
     HubConnection,
     HubSession,
     StdinLines,
+    isGreeting,
     standardIO,
     text,
 )
@@ -120,6 +122,7 @@ class Chat:
         self.inputPaused = False
         self.throttled = False
         self.output: Any = None
+        self._early: list[bytes] = []
         self._quitTimer: IDelayedCall | None = None
         self.session = HubSession.fromOptions(
             reactor, console, options, self.hubLine, self.setUp
@@ -127,15 +130,31 @@ class Chat:
 
     def write(self, line: bytes) -> None:
         """
-        Write one line to the output.
+        Write one line to the output; keep it until there is one (while the
+        session is being set up).
         """
         if self.output is not None:
             self.output.write(line + b"\n")
+        elif len(self._early) < MAX_QUEUED_LINES:
+            self._early.append(line)
+
+    def attach(self, output: Any) -> None:
+        """
+        The output is there: write what came before it.
+        """
+        self.output = output
+        early, self._early = self._early, []
+        for line in early:
+            self.write(line)
 
     def hubLine(self, line: bytes) -> None:
         """
-        A line from the hub that is not an answer: show it.
+        A line from the hub that is not an answer: show it (the greeting as
+        a notice, with or without C{--nick}).
         """
+        if isGreeting(line):
+            self.console.note(f"hub: {text(line)}")
+            return
         if parseDelivery(line) is not None:
             self.received += 1
         self.write(line)
@@ -247,9 +266,10 @@ class Chat:
         The closing notice.
         """
         return (
-            f"chat with {self.session.target} ended: {self.sent} lines sent, "
-            f"{self.received} messages received, "
-            f"{max(self.session.connections - 1, 0)} reconnections"
+            f"chat with {self.session.target} ended: "
+            f"{plural(self.sent, 'line')} sent, "
+            f"{plural(self.received, 'message')} received, "
+            f"{plural(max(self.session.connections - 1, 0), 'reconnection')}"
         )
 
     def done(self) -> None:
@@ -275,7 +295,7 @@ async def runChat(reactor: Any, options: ChatOptions, console: Console) -> int:
 
     stdin = StdinLines(chat.typed, chat.ended, stdoutGone)
     await chat.session.start()
-    chat.output = standardIO(stdin, console, reactor)
+    chat.attach(standardIO(stdin, console, reactor))
 
     def stop(_: object) -> None:
         if not chat.session.ended.called:

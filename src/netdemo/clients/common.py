@@ -235,6 +235,15 @@ class GnuOptions(usage.Options):
             ordered.extend([name, value] if takesValue else [name])
         super().parseOptions([*ordered, "--", *positional])
 
+    def opt_version(self) -> None:
+        """
+        Print netdemo's, Twisted's and Python's versions and exit.
+        """
+        from netdemo import versionLine
+
+        print(versionLine())
+        raise SystemExit(0)
+
     def getUsage(self, width: int | None = None) -> str:
         """
         The usage text, with the description's paragraphs wrapped one by one

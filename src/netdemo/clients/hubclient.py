@@ -50,8 +50,10 @@ __all__ = [
     "HubConnection",
     "HubSession",
     "StdinLines",
+    "isGreeting",
     "reason",
     "standardIO",
+    "text",
 ]
 
 #: Longest line accepted from the hub; the hub's own lines are far shorter.
@@ -73,6 +75,13 @@ def text(line: bytes) -> str:
     A line from the hub, as text to show.
     """
     return line.decode("utf-8", "replace")
+
+
+def isGreeting(line: bytes) -> bool:
+    """
+    Whether a line from the hub is its greeting (L{netdemo.hubwire.greeting}).
+    """
+    return line.startswith(b"* welcome to ")
 
 
 def _keepaliveCoerce(value: str) -> float:

@@ -21,6 +21,8 @@ the responder.  Everything is written through the L{Console} given.
 from __future__ import annotations
 
 import ipaddress
+import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,6 +41,7 @@ from netdemo.clients.common import (
     countCoerce,
     formatHostPort,
     parseHostPort,
+    plural,
     positive,
     whenInterrupted,
     why,
@@ -220,6 +223,15 @@ class McastOptions(usage.Options):
         ["listen", None, ListenOptions, "Join a group and print what arrives"],
     ]
 
+    def getSynopsis(self) -> str:
+        """
+        This command's synopsis, or, as the start of C{probe}'s or
+        C{listen}'s, C{Usage: netdemo mcast}.
+        """
+        if getattr(self, "subCommand", None) is not None and self.parent is not None:
+            return f"{self.parent.getSynopsis()} {self.parent.subCommand}"
+        return str(super().getSynopsis())
+
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("say which: mcast probe or mcast listen")
@@ -341,10 +353,12 @@ class _Prober(DatagramProtocol):
         """
         The closing lines: one per responder address.
         """
+        answered = plural(
+            len(self.responders), "responder address", "responder addresses"
+        )
         lines = [
             f"--- {target} multicast probe statistics ---",
-            f"{self.sent} probes sent, {len(self.responders)} responder "
-            f"address(es) answered",
+            f"{plural(self.sent, 'probe')} sent, {answered} answered",
         ]
         for address in sorted(self.responders):
             lines.append(self.responders[address].line(address, self.sent))
@@ -395,7 +409,67 @@ async def runProbe(
     finally:
         await port.stopListening()
     console.say(prober.summary(target))
+    if not prober.responders and not membership.interface:
+        console.note(_noResponderHint(options))
     return prober.exitCode()
+
+
+def _noResponderHint(options: ProbeOptions) -> str:
+    """
+    What to try when nobody answered probes sent without C{--interface}:
+    which interface the kernel sent them out of, and C{-I}.
+    """
+    group, port = options["group"], options["port"]
+    family = socket.AF_INET6 if options["ipv6"] else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((group, port))
+            source = s.getsockname()[0]
+    except OSError as e:
+        return (
+            f"no responder answered, and the kernel has no route for {group} "
+            f"({why(e)}): name the interface with -I"
+        )
+    name = interfaceOf(source)
+    via = f"{name} ({source})" if name else source
+    return (
+        f"no responder answered; the probes left by {via}, the route's choice "
+        f"for {group}: if the responders joined the group on another interface, "
+        "name it with -I (an address or a name, e.g. -I 127.0.0.1 or -I eth0)"
+    )
+
+
+def interfaceOf(address: str) -> str | None:
+    """
+    The name of the interface that has C{address}, or L{None}.
+    """
+    if ":" in address:
+        try:
+            with open("/proc/net/if_inet6") as table:
+                rows = [line.split() for line in table]
+        except OSError:
+            return None
+        wanted = ipaddress.IPv6Address(address.partition("%")[0]).exploded
+        for row in rows:
+            if (
+                len(row) >= 6
+                and ipaddress.IPv6Address(int(row[0], 16)).exploded == wanted
+            ):
+                return row[5]
+        return None
+    import fcntl
+
+    SIOCGIFADDR = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(s.fileno(), SIOCGIFADDR, request)
+            except OSError:
+                continue
+            if socket.inet_ntoa(answer[20:24]) == address:
+                return name
+    return None
 
 
 # ---------------------------------------------------------------------------

@@ -3,9 +3,14 @@
 C{netdemo ping tcp|udp HOST:PORT}: echo round trips, like C{ping}.
 
 A probe is C{NDP1}, a 4-byte sequence number, an 8-byte nonce of the run,
-and padding to the size asked for; the echo sends it back unchanged.  Over
-UDP the socket is connected (L{listenConnected}, as C{--udp-peer}'s), so
-ICMP refusals and other ICMP errors are reported and do not end the run.
+and padding to the size asked for; the echo sends it back unchanged.  Each
+probe ends one way, reported on one line: answered (with its round-trip
+time), not answered within C{--timeout}, refused (ICMP port unreachable,
+UDP), answered with other bytes (C{wrong reply}), or lost with its TCP
+connection.  Over TCP, a connection the server closes is made again for the
+next probe (as C{tcping} does); over UDP the socket is connected
+(L{listenConnected}, as C{--udp-peer}'s), so ICMP errors are reported and do
+not end the run.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from netdemo.clients.common import (
     countCoerce,
     formatHostPort,
     parseHostPort,
+    plural,
     positive,
     resolve,
     whenInterrupted,
@@ -44,15 +50,27 @@ PROBE_MAGIC = b"NDP1"
 PROBE_HEADER = 16
 
 
+#: The largest probe: the largest UDP payload over IPv4.
+MAX_SIZE = 65507
+
+
 @define
 class PingStatistics:
     """
     What a ping run saw.
+
+    @ivar sent: Probes sent (or due, when the connection for them could not
+        be made).
+    @ivar received: Probes answered with themselves.
+    @ivar refused: Probes refused (ICMP port unreachable).
+    @ivar wrong: Probes answered with other bytes.
+    @ivar rtts: The round-trip times of the answered probes, in seconds.
     """
 
     sent: int = 0
     received: int = 0
     refused: int = 0
+    wrong: int = 0
     rtts: list[float] = field(factory=list)
 
     def summary(self, target: str, kind: str, elapsed: float) -> str:
@@ -60,10 +78,17 @@ class PingStatistics:
         The closing lines, in the manner of C{ping}.
         """
         loss = 100.0 * (self.sent - self.received) / self.sent if self.sent else 0.0
+        counts = [
+            plural(self.sent, "probe") + " sent",
+            f"{self.received} received",
+            f"{loss:.0f}% loss",
+            f"{self.refused} refused",
+        ]
+        if self.wrong:
+            counts.append(f"{self.wrong} wrong")
         lines = [
             f"--- {target} {kind} echo ping statistics ---",
-            f"{self.sent} probes sent, {self.received} received, {loss:.0f}% loss, "
-            f"{self.refused} refused, time {elapsed * 1000:.0f} ms",
+            ", ".join(counts) + f", time {elapsed * 1000:.0f} ms",
         ]
         if self.rtts:
             ms = [r * 1000 for r in self.rtts]
@@ -99,20 +124,42 @@ def probeSequence(data: bytes, nonce: bytes) -> int | None:
     return int.from_bytes(data[4:8], "big")
 
 
+def _sizeCoerce(value: str) -> int:
+    """
+    Coerce C{--size}: room for the probe's header, and no more than a UDP
+    datagram holds.
+    """
+    try:
+        size = int(value)
+    except ValueError:
+        size = -1
+    if not PROBE_HEADER <= size <= MAX_SIZE:
+        raise ValueError(
+            f"{value!r} is not a whole number from {PROBE_HEADER} to {MAX_SIZE}"
+        )
+    return size
+
+
+_sizeCoerce.coerceDoc = (  # type: ignore[attr-defined]
+    f"A whole number from {PROBE_HEADER} (the probe's header) to {MAX_SIZE}."
+)
+
+
 class PingOptions(GnuOptions):
     """
     C{netdemo ping tcp|udp HOST:PORT}.
     """
 
-    synopsis = "tcp|udp HOST:PORT [-c COUNT] [-i INTERVAL] [-s SIZE] [-W TIMEOUT]"
+    synopsis = "tcp|udp HOST:PORT [-c COUNT] [-i SECONDS] [-s BYTES] [-W SECONDS]"
     longdesc = (
         "Send echo probes and time the round trips, like ping. One line per "
-        "probe, then a summary. UDP uses a connected socket and reports ICMP "
-        "refusals. Exit status: 0 when every probe was answered, 1 when some "
-        "were lost, 2 on error.\n\n"
+        "probe, then a summary. Over TCP, a connection the server closes is "
+        "made again for the next probe; UDP uses a connected socket and reports "
+        "ICMP refusals. Exit status: 0 when every probe was answered, 1 when "
+        "some were not, 2 on error.\n\n"
         "Examples:\n"
         "  netdemo ping tcp 127.0.0.1:8007\n"
-        "  netdemo ping udp [::1]:8009 -c 100 -i 0.01 -s 1200\n"
+        "  netdemo ping udp 127.0.0.1:8009 -c 100 -i 0.01 -s 1200\n"
         "  netdemo ping tcp echo.example.net:7 -c 0    (until Ctrl-C)"
     )
     optParameters: list[list[Any]] = [
@@ -122,21 +169,15 @@ class PingOptions(GnuOptions):
             "i",
             1.0,
             "Seconds between probes",
-            positive(float, "a number above 0"),
+            positive(float, "a number of seconds above 0"),
         ],
-        [
-            "size",
-            "s",
-            64,
-            f"Probe size in bytes (at least {PROBE_HEADER})",
-            positive(int, "a whole number above 0"),
-        ],
+        ["size", "s", 64, "Probe size in bytes", _sizeCoerce],
         [
             "timeout",
             "W",
             2.0,
             "Seconds to wait for each answer",
-            positive(float, "a number above 0"),
+            positive(float, "a number of seconds above 0"),
         ],
     ]
 
@@ -146,18 +187,15 @@ class PingOptions(GnuOptions):
         self["protocol"] = protocol
         self["host"], self["port"] = parseHostPort(target)
 
-    def postOptions(self) -> None:
-        if self["size"] < PROBE_HEADER:
-            raise usage.UsageError(
-                f"--size {self['size']} is below the {PROBE_HEADER}-byte probe header"
-            )
-        if self["size"] > 65507 and self["protocol"] == "udp":
-            raise usage.UsageError(f"--size {self['size']} does not fit a UDP datagram")
-
 
 class _Pinger:
     """
-    Send probes on a timer and match their echoes.
+    Send probes on a timer and settle each one: answered, not answered,
+    refused, answered wrongly, or lost with its connection.
+
+    @ivar send: Sends one probe; given the probe and its sequence number.
+    @ivar outstanding: Sequence number to (send time, timeout call) of the
+        probes not settled yet, oldest first.
     """
 
     def __init__(
@@ -202,12 +240,41 @@ class _Pinger:
         if not self.outstanding and finished and not self.done.called:
             self.done.callback(None)
 
-    def answer(self, data: bytes) -> None:
-        seq = probeSequence(data, self.nonce)
+    def _settle(self, seq: int | None = None) -> int | None:
+        """
+        Take probe C{seq} (the oldest when L{None}) off the outstanding ones.
+
+        @return: Its sequence number, or L{None} if none was outstanding.
+        """
+        if seq is None:
+            seq = next(iter(self.outstanding), None)
         if seq is None or seq not in self.outstanding:
+            return None
+        _, timer = self.outstanding.pop(seq)
+        if timer.active():
+            timer.cancel()
+        return seq
+
+    def answer(self, data: bytes) -> None:
+        """
+        Bytes came back: the echo of one of our probes, a late or duplicated
+        echo (ignored), or something else (a wrong reply to the oldest
+        outstanding probe).
+        """
+        seq = probeSequence(data, self.nonce)
+        if seq is None:
+            wrong = self._settle()
+            if wrong is not None:
+                self.stats.wrong += 1
+                self.console.say(
+                    f"wrong reply from {self.target}: seq={wrong} "
+                    f"({plural(len(data), 'byte')} that are not the probe)"
+                )
+                self._settled()
             return
-        started, timer = self.outstanding.pop(seq)
-        timer.cancel()
+        started = self.outstanding.get(seq, (0.0, None))[0]
+        if self._settle(seq) is None:
+            return
         rtt = time.perf_counter() - started
         self.stats.received += 1
         self.stats.rtts.append(rtt)
@@ -225,11 +292,33 @@ class _Pinger:
         self._settled()
 
     def refused(self) -> None:
+        """
+        An ICMP port unreachable came back: the oldest outstanding probe
+        was refused (reported once: it does not time out as well).
+        """
+        seq = self._settle()
         self.stats.refused += 1
-        self.console.say(f"refused by {self.target} (ICMP port unreachable)")
+        where = f": seq={seq}" if seq is not None else ""
+        self.console.say(f"refused by {self.target}{where} (ICMP port unreachable)")
+        self._settled()
 
     def failed(self, error: int) -> None:
+        """
+        Another ICMP error came back; the probe may still be answered.
+        """
         self.console.say(f"ICMP error from {self.target}: {os.strerror(error)}")
+
+    def lost(self, message: str) -> None:
+        """
+        Every outstanding probe is lost with its connection, reported in one
+        line.
+        """
+        count = len(self.outstanding)
+        while self._settle() is not None:
+            pass
+        lost = f"; {plural(count, 'probe')} in flight lost" if count else ""
+        self.console.say(message + lost)
+        self._settled()
 
     def stop(self) -> None:
         """
@@ -245,21 +334,122 @@ class _Pinger:
 
 
 class _TCPPingProtocol(Protocol):
-    def __init__(self, size: int) -> None:
+    """
+    One TCP connection of a ping run: cuts what comes back into probe-sized
+    answers.
+    """
+
+    def __init__(self, size: int, pinger: _Pinger) -> None:
         self.size = size
         self.buffer = b""
-        self.pinger: _Pinger | None = None
+        self.pinger = pinger
+        self.sent = 0
         self.lost: Deferred[None] = Deferred()
 
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
         while len(self.buffer) >= self.size:
             probe, self.buffer = self.buffer[: self.size], self.buffer[self.size :]
-            if self.pinger is not None:
-                self.pinger.answer(probe)
+            self.pinger.answer(probe)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost.callback(None)
+
+
+class _TCPLink:
+    """
+    The TCP connection the probes go over, made again for the next probe
+    when the server closed it.
+
+    @ivar connection: The connection, while there is one.
+    """
+
+    def __init__(self, reactor: Any, options: PingOptions, target: str) -> None:
+        from twisted.internet.endpoints import HostnameEndpoint
+
+        self.options = options
+        self.target = target
+        self.endpoint = HostnameEndpoint(
+            reactor, options["host"], options["port"], timeout=options["timeout"]
+        )
+        self.connection: _TCPPingProtocol | None = None
+        self.pinger: _Pinger | None = None
+        self._connecting: Deferred[Any] | None = None
+        self._waiting: list[bytes] = []
+
+    async def connect(self, pinger: _Pinger) -> None:
+        """
+        Make the first connection.
+
+        @raise CommandError: If it cannot be made.
+        """
+        self.pinger = pinger
+        try:
+            await self._connect()
+        except Exception as e:
+            raise CommandError(f"cannot connect to {self.target}: {why(e)}") from None
+
+    def _connect(self) -> Deferred[Any]:
+        from twisted.internet.endpoints import connectProtocol
+
+        assert self.pinger is not None
+        connection = _TCPPingProtocol(self.options["size"], self.pinger)
+        connecting = connectProtocol(self.endpoint, connection)
+        self._connecting = connecting
+
+        def made(_: object) -> None:
+            self._connecting = None
+            self.connection = connection
+            connection.lost.addCallback(lambda _: self._closed(connection))
+            waiting, self._waiting = self._waiting, []
+            for probe in waiting:
+                self.send(probe)
+
+        def failed(reason: Any) -> Any:
+            self._connecting = None
+            return reason
+
+        done: Deferred[Any] = connecting.addCallbacks(made, failed)
+        return done
+
+    def send(self, probe: bytes) -> None:
+        """
+        Send a probe, connecting again first if the server closed the
+        connection.
+        """
+        if self.connection is not None:
+            self.connection.sent += 1
+            self.connection.transport.write(probe)  # type: ignore[union-attr]
+            return
+        self._waiting.append(probe)
+        if self._connecting is None:
+            self._connect().addErrback(self._cannotConnect)
+
+    def _cannotConnect(self, reason: Any) -> None:
+        self._waiting.clear()
+        assert self.pinger is not None
+        self.pinger.lost(f"cannot connect to {self.target} again: {why(reason.value)}")
+
+    def _closed(self, connection: _TCPPingProtocol) -> None:
+        if connection is not self.connection:
+            return
+        self.connection = None
+        assert self.pinger is not None
+        if not self.pinger._stopped:
+            self.pinger.lost(
+                f"connection closed by {self.target} after "
+                f"{plural(connection.sent, 'probe')}"
+            )
+
+    def close(self) -> None:
+        """
+        Close the connection, if there is one.
+        """
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            connection.transport.loseConnection()  # type: ignore[union-attr]
 
 
 class _UDPPingProtocol(DatagramProtocol):
@@ -291,24 +481,17 @@ async def runPing(
 
     @return: The exit status.
     """
-    from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-
     console = console or Console()
     host, port = options["host"], options["port"]
     target = formatHostPort(host, port)
     interrupted = whenInterrupted(reactor)
     began = time.perf_counter()
+    close: Callable[[], object]
     if options["protocol"] == "tcp":
-        tcp = _TCPPingProtocol(options["size"])
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=options["timeout"])
-        try:
-            await connectProtocol(endpoint, tcp)
-        except Exception as e:
-            raise CommandError(f"cannot connect to {target}: {why(e)}") from None
-        pinger = _Pinger(reactor, options, target, tcp.transport.write, console)  # type: ignore[union-attr]
-        tcp.pinger = pinger
-        tcp.lost.addCallback(lambda _: pinger.stop())
-        close: Callable[[], object] = tcp.transport.loseConnection  # type: ignore[union-attr]
+        link = _TCPLink(reactor, options, target)
+        pinger = _Pinger(reactor, options, target, link.send, console)
+        await link.connect(pinger)
+        close = link.close
     else:
         family, sockaddr = await resolve(host, port, socket.SOCK_DGRAM)
         datagrams = _UDPPingProtocol((sockaddr[0], sockaddr[1]))
@@ -317,7 +500,8 @@ async def runPing(
         datagrams.pinger = pinger
         close = listening.stopListening
     console.say(
-        f"PING {target} {options['protocol']} echo: {options['size']} bytes per probe"
+        f"PING {target} {options['protocol']} echo: "
+        f"{plural(options['size'], 'byte')} per probe"
     )
     interrupted.addCallback(lambda _: pinger.stop())
     pinger.start()

@@ -24,6 +24,7 @@ from netdemo.clients.common import (
     GnuOptions,
     countCoerce,
     parseHostPort,
+    plural,
     whenInterrupted,
 )
 from netdemo.clients.hubclient import (
@@ -31,6 +32,7 @@ from netdemo.clients.hubclient import (
     TIMEOUT_OPTION,
     HubConnection,
     HubSession,
+    isGreeting,
     text,
 )
 from netdemo.hubwire import (
@@ -42,8 +44,6 @@ from netdemo.hubwire import (
 )
 
 __all__ = ["TailOptions", "asJSON", "runTail", "topicMatches"]
-
-_WELCOME = b"* welcome to"
 
 
 def _historyCoerce(value: str) -> int:
@@ -165,9 +165,7 @@ class Tail:
         delivery = parseDelivery(line)
         if delivery is None:
             settingUp = self.session.connection is None
-            if not line.startswith(_WELCOME) and not (
-                settingUp and line.startswith(ERR)
-            ):
+            if not isGreeting(line) and not (settingUp and line.startswith(ERR)):
                 self.console.note(f"hub: {text(line)}")
             return
         self.messages += 1
@@ -227,7 +225,7 @@ class Tail:
             if answer.startswith(ERR):
                 if first:
                     raise CommandError(
-                        f"the hub refused --sub {pattern!r}: {text(answer)}"
+                        f"the hub refused --sub {text(pattern)!r}: {text(answer)}"
                     )
                 self.console.note(f"subscription: {text(answer)}")
         if first and self.options["history"]:
@@ -265,9 +263,9 @@ class Tail:
         The closing notice.
         """
         return (
-            f"tail of {self.session.target} ended: {self.messages} messages "
-            f"({self.replayed} from history), "
-            f"{max(self.session.connections - 1, 0)} reconnections"
+            f"tail of {self.session.target} ended: "
+            f"{plural(self.messages, 'message')} ({self.replayed} from history), "
+            f"{plural(max(self.session.connections - 1, 0), 'reconnection')}"
         )
 
 
