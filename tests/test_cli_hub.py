@@ -1058,6 +1058,6 @@ class ProgramTests(SynchronousTestCase):
         self.assertEqual(chatting.finish(), 0, chatting.text("stderr"))
         self.assertEqual(tailing.finish(signal.SIGINT), 0, tailing.text("stderr"))
         for running in (chatting, tailing):
-            self.assertIn("1 reconnections", running.text("stderr"))
+            self.assertIn("1 reconnection", running.text("stderr"))
             self.assertNotIn("Traceback", running.text("stderr"))
         second.stop()
