@@ -4,7 +4,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 # Extra arguments for the daemon, e.g. make run ARGS="--tcp 9007"
 ARGS ?=
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k echo -x"
@@ -16,23 +15,35 @@ REACTOR ?=
 
 .PHONY: run test lint deps bench clean
 
-$(STAMP): pyproject.toml twisted/plugins/netdemo.py
+# Two stamps: make run installs what running needs; make test and make lint
+# add the test and lint tools.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+
+$(RUN_STAMP): pyproject.toml twisted/plugins/netdemo.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,lint]'
+	$(BIN)/python -m pip install -q -e .
 	# Regenerate Twisted's plugin cache as the installing user.
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $@
 
-run: $(STAMP)
-	$(BIN)/twistd -n --pidfile= --reactor=$(RUN_REACTOR) netdemo $(ARGS)
+$(DEV_STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,lint]'
+	touch $@
 
-test: $(STAMP)
+# Ctrl-C stops the daemon (it drains, then exits through SIGTERM as twistd
+# does): that is the normal end of make run, not an error to report.
+run: $(RUN_STAMP)
+	@trap : INT; $(BIN)/twistd -n --pidfile= --reactor=$(RUN_REACTOR) netdemo $(ARGS); \
+	status=$$?; case $$status in 0|130|143) exit 0;; *) exit $$status;; esac
+
+test: $(DEV_STAMP)
 	COLUMNS=80 NETDEMO_REACTOR=$(REACTOR) $(BIN)/pytest $(PYTEST_ARGS)
 
 # mypy checks what pyproject.toml's [tool.mypy] files lists: src, the
 # dropin, tests, bench and tools.
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests twisted tools $(wildcard bench)
 	$(BIN)/ruff format --check src tests twisted tools $(wildcard bench)
 	$(BIN)/mypy --config-file pyproject.toml
@@ -42,7 +53,7 @@ lint: $(STAMP)
 deps:
 	$(PYTHON) tools/deps.py src/netdemo
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(MAKE) -C bench
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
