@@ -102,6 +102,68 @@ def byteSize(value: str) -> int:
 byteSize.coerceDoc = "A size such as 1048576, 64KiB or 1MiB."  # type: ignore[attr-defined]
 
 
+def _naming(option: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
+    """
+    C{coerce}, with its errors naming C{--option} (Twisted's message names
+    only the value).
+    """
+
+    def named(value: str) -> Any:
+        try:
+            return coerce(value)
+        except ValueError as e:
+            raise ValueError(f"--{option}: {e}") from None
+
+    named.coerceDoc = coerce.coerceDoc  # type: ignore[attr-defined]
+    return named
+
+
+def _perSecond(value: str) -> str:
+    """
+    C{value} without a trailing C{/s}.
+    """
+    text = value.strip()
+    return text[:-2] if text.lower().endswith("/s") else text
+
+
+def datagramRate(value: str) -> float:
+    """
+    Coerce datagrams a second: C{2000}, C{2000/s}; 0 for no limit.
+    """
+    try:
+        number = float(_perSecond(value))
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"{value!r} is not a number of datagrams a second (2000/s)")
+    return number
+
+
+datagramRate.coerceDoc = (  # type: ignore[attr-defined]
+    "Datagrams a second such as 2000 or 2000/s; 0 for no limit."
+)
+
+
+def byteRate(value: str) -> int:
+    """
+    Coerce bytes a second: C{2000000}, C{2MB/s}, C{512KiB/s}; 0 for no limit.
+    """
+    text = _perSecond(value)
+    if text == "0":
+        return 0
+    try:
+        return byteSize(text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a number of bytes a second (2MB/s, 512KiB/s)"
+        ) from None
+
+
+byteRate.coerceDoc = (  # type: ignore[attr-defined]
+    "Bytes a second such as 2000000, 2MB/s or 512KiB/s; 0 for no limit."
+)
+
+
 def slowPolicy(value: str) -> str:
     """
     Coerce a slow-consumer policy.
@@ -234,14 +296,16 @@ class Options(usage.Options):
             "udp-rate",
             None,
             1000.0,
-            "Datagrams a second answered per source address, 0 for no limit",
+            "Datagrams a second answered per source network (a /24 for IPv4, a "
+            "/64 for IPv6), 0 for no limit",
             nonNegativeFloat,
         ],
         [
             "udp-burst",
             None,
             2000,
-            "Datagrams one source address may send at once before --udp-rate applies",
+            "Datagrams one source network may send at once, once earned at "
+            "--udp-rate (a new one starts with 10)",
             nonNegativeInt,
         ],
         [
@@ -250,6 +314,22 @@ class Options(usage.Options):
             10000,
             "Source addresses tracked for rate limiting (least recently used evicted)",
             nonNegativeInt,
+        ],
+        [
+            "udp-max-reply-rate",
+            None,
+            2000.0,
+            "Datagrams a second UDP echo (and, apart, the multicast responder) "
+            "sends at most, whatever the sources",
+            _naming("udp-max-reply-rate", datagramRate),
+        ],
+        [
+            "udp-max-reply-bytes",
+            None,
+            2000000,
+            "Payload bytes a second UDP echo (and, apart, the multicast "
+            "responder) sends at most, whatever the sources",
+            _naming("udp-max-reply-bytes", byteRate),
         ],
         [
             "udp-peer-interval",
@@ -507,6 +587,8 @@ class Options(usage.Options):
             burst=self["udp-burst"],
             maxSources=self["udp-max-sources"],
             allow=tuple(self["udp-allow"]),
+            maxReplyRate=float(self["udp-max-reply-rate"]),
+            maxReplyBytes=float(self["udp-max-reply-bytes"]),
         )
 
     def hubLimits(self) -> HubLimits:
