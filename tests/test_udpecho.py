@@ -564,6 +564,12 @@ class ParseTests(SynchronousTestCase):
             ("--udp-max-reply-rate", "nan"),
             ("--udp-max-reply-bytes", "-5MB/s"),
             ("--udp-max-reply-bytes", "lots"),
+            ("--multicast-max-peers", "0"),
+            ("--multicast-max-peers", "many"),
+            ("--announce-interval", "0.01"),
+            ("--announce-interval", "61"),
+            ("--announce-interval", "1e12"),
+            ("--announce-interval", "nan"),
         ]:
             with self.assertRaises(usage.UsageError, msg=(option, value)) as e:
                 Options().parseOptions([option, value])
@@ -571,6 +577,49 @@ class ParseTests(SynchronousTestCase):
             self.assertNotIn("\n", message)
             self.assertIn(option, message)
             self.assertIn(repr(value), message)
+
+    def test_multicastPortBelowFloor(self) -> None:
+        """
+        A multicast group on a port below the source port floor is refused:
+        the other instances would refuse its beacons and probes.  Lowering
+        the floor allows it.
+        """
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--multicast", "224.0.0.1:500"])
+        self.assertIn("--udp-port-floor", str(e.exception))
+        options = Options()
+        options.parseOptions(
+            ["--multicast", "224.0.0.1:500", "--udp-port-floor", "500"]
+        )
+        self.assertEqual(options["multicast"][0].port, 500)
+
+    def test_multicastOptions(self) -> None:
+        """
+        C{--multicast-max-peers} and C{--announce-interval} reach the
+        responders; the defaults are 64 and 5 s.
+        """
+        options = Options()
+        options.parseOptions(["--multicast", "239.9.9.9:7000"])
+        self.assertEqual(
+            (options["multicast-max-peers"], options["announce-interval"]), (64, 5.0)
+        )
+        options = Options()
+        options.parseOptions(
+            [
+                "--multicast",
+                "239.9.9.9:7000",
+                "--multicast-max-peers",
+                "3",
+                "--announce-interval",
+                "0",
+            ]
+        )
+        reactor = FakeDatagramReactor()
+        top = makeService(options, reactor)
+        top.getServiceNamed("multicast").startService()
+        [responder] = top.getServiceNamed("multicast").responders
+        self.assertEqual((responder.maxPeers, responder.announceInterval), (3, 0.0))
+        top.getServiceNamed("multicast").stopService()
 
     def test_badAllow(self) -> None:
         """

@@ -164,6 +164,47 @@ byteRate.coerceDoc = (  # type: ignore[attr-defined]
 )
 
 
+def positiveInt(value: str) -> int:
+    """
+    Coerce a whole number of at least 1.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+positiveInt.coerceDoc = "Must be a whole number of at least 1."  # type: ignore[attr-defined]
+
+
+def announceInterval(value: str) -> float:
+    """
+    Coerce the seconds between multicast beacons: 0 (none), or the range
+    every instance accepts from a peer (C{netdemo.mcastwire.MIN_INTERVAL}
+    to C{MAX_INTERVAL}).
+    """
+    from netdemo.mcastwire import MAX_INTERVAL, MIN_INTERVAL
+
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number != 0 and not MIN_INTERVAL <= number <= MAX_INTERVAL:
+        raise ValueError(
+            f"{value!r} is not 0 or a number of seconds from {MIN_INTERVAL:g} "
+            f"to {MAX_INTERVAL:g}"
+        )
+    return number
+
+
+announceInterval.coerceDoc = (  # type: ignore[attr-defined]
+    "Must be 0 or from 0.1 to 60: peers clamp what they hear into that range."
+)
+
+
 def slowPolicy(value: str) -> str:
     """
     Coerce a slow-consumer policy.
@@ -343,7 +384,15 @@ class Options(usage.Options):
             None,
             5.0,
             "Seconds between multicast beacons, 0 for none",
-            nonNegativeFloat,
+            _naming("announce-interval", announceInterval),
+        ],
+        [
+            "multicast-max-peers",
+            None,
+            64,
+            "Other instances kept per multicast group; a new one in a full table "
+            "evicts the one silent longest",
+            _naming("multicast-max-peers", positiveInt),
         ],
         [
             "drain",
@@ -540,6 +589,14 @@ class Options(usage.Options):
             parseMulticastGroup(v) if isinstance(v, str) else v
             for v in self["multicast"]
         ]
+        for group in self["multicast"]:
+            if 0 < group.port < self["udp-port-floor"]:
+                raise usage.UsageError(
+                    f"--multicast {group}: port {group.port} is below "
+                    f"--udp-port-floor {self['udp-port-floor']}, so the other "
+                    "instances would refuse its beacons and probes; choose a "
+                    "port of at least that or lower --udp-port-floor"
+                )
         self._backplanePassword()
 
     def _backplanePassword(self) -> None:
@@ -712,6 +769,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
             services + ["multicast"],
             metrics,
             reactor,
+            maxPeers=options["multicast-max-peers"],
         ).setServiceParent(top)
     if options["http"]:
         info = ServerInfo(version=__version__, startedAt=reactor.seconds())
