@@ -537,6 +537,19 @@ class ResponderTests(SynchronousTestCase):
         self.assertTrue(reactor.transports[0].stopped)
 
 
+#: Streams of forged beacons: instance number, source address, announced
+#: interval, and the seconds before each.
+FORGED = st.lists(
+    st.tuples(
+        st.integers(0, 30),
+        st.sampled_from(["192.0.2.1", "192.0.2.2", "198.51.100.7"]),
+        st.floats(0, 1e13),
+        st.floats(0, 0.7),
+    ),
+    max_size=80,
+)
+
+
 def changes(metrics: MemoryMetrics, change: str) -> float:
     """
     The peer table changes of one kind counted so far.
@@ -758,15 +771,7 @@ class ForgedBeaconTests(SynchronousTestCase):
 
     @settings(max_examples=100, deadline=None)
     @given(
-        st.lists(
-            st.tuples(
-                st.integers(0, 30),
-                st.sampled_from(["192.0.2.1", "192.0.2.2", "198.51.100.7"]),
-                st.floats(0, 1e13),
-                st.floats(0, 0.7),
-            ),
-            max_size=80,
-        ),
+        FORGED,
         st.integers(1, 6),
         st.sampled_from([0.1, 0.5, 5.0]),
     )
