@@ -40,10 +40,12 @@ TCP_ECHO = ["--tcp", "tcp:0:interface=127.0.0.1:backlog=1024"]
 
 #: netdemo's UDP echo with every protection on: bound to the wildcard (so
 #: every datagram is read and answered with its packet information), the
-#: rate and burst raised so that the run measures the checks, not refusals.
+#: per-network rate and burst and the service's reply budget raised so that
+#: the run measures the checks, not refusals.
 UDP_ECHO = [
     "--udp", "0.0.0.0:0",
     "--udp-rate", "100000000", "--udp-burst", "100000000",
+    "--udp-max-reply-rate", "100000000", "--udp-max-reply-bytes", "100GB/s",
 ]  # fmt: skip
 
 #: netdemo's hub for fan-out: plain lines to the default topic, no presence

@@ -1,16 +1,23 @@
 """
 Fakes for the datagram services: a datagram transport whose socket records
 its options, and a clock that also listens for datagrams
-(C{MemoryReactor} has no UDP).  Real processes, pollers and tools are in
-L{tests.support}.
+(C{MemoryReactor} has no UDP); and reading a real daemon's C{/metrics}.
+Real processes, pollers and tools are in L{tests.support}.
 """
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
+
+from tests.support import PATIENCE, Daemon
+
+_SERIES = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 class FakeSocket:
@@ -113,3 +120,28 @@ class FakeDatagramReactor(Clock):
         if name == "localhost":
             return succeed("127.0.0.1")
         return fail(DNSLookupError(name))
+
+
+def fetch(daemon: Daemon, path: str = "/metrics") -> bytes:
+    """
+    A page of the daemon's C{--http} listener.
+    """
+    host, port = daemon.address("http")
+    url = f"http://{host}:{port}{path}"
+    with urllib.request.urlopen(url, timeout=PATIENCE) as response:
+        body: bytes = response.read()
+    return body
+
+
+def seriesValue(exposition: bytes, name: str, **labels: str) -> float:
+    """
+    The value of one series in a Prometheus text exposition (0 when it is
+    not there).
+    """
+    for line in exposition.decode().splitlines():
+        match = _SERIES.match(line)
+        if match is None or match[1] != name:
+            continue
+        if dict(_LABEL.findall(match[2] or "")) == labels:
+            return float(match[3])
+    return 0.0

@@ -5,12 +5,13 @@ membership socket options, with plain function calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import socket
 import struct
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,12 +19,17 @@ from netdemo.mcastwire import (
     BEACON,
     IP_MULTICAST_ALL,
     IPV6_MULTICAST_ALL,
+    MAX_BEACON,
+    MAX_INTERVAL,
+    MIN_INTERVAL,
+    NAME_CHARACTERS,
     RTT_ANSWER,
     RTT_PROBE,
     BadBeacon,
     Beacon,
     Membership,
     answerTo,
+    clampInterval,
     decodeBeacon,
     interfaceMismatch,
     isOwnToken,
@@ -33,6 +39,7 @@ from netdemo.mcastwire import (
     rttAnswerToken,
     rttProbe,
     rttToken,
+    safeName,
 )
 
 #: The beacon of C{docs/multicast.md}.
@@ -41,6 +48,10 @@ DOCUMENTED = (
     b'"services":["tcp","udp","multicast"],"seq":42,"time":1763775000.25,'
     b'"interval":5.0}'
 )
+
+
+#: Instance ids and service names: 0 to 64 of the name characters.
+NAMES = st.text(alphabet=sorted(NAME_CHARACTERS), max_size=64)
 
 
 def body(**changes: object) -> bytes:
@@ -172,6 +183,9 @@ class BeaconTests(SynchronousTestCase):
             body(id=""),
             body(id=5),
             body(id="x" * 65),
+            body(id="a:b"),
+            body(id="a b"),
+            body(id="\u202eab"),
             body(seq=None),
             body(seq=-1),
             body(seq=2**63),
@@ -189,6 +203,8 @@ class BeaconTests(SynchronousTestCase):
             body(services=["tcp", 1]),
             body(services=["s"] * 17),
             body(services=["s" * 65]),
+            body(services=[""]),
+            body(services=["\x1b[2J"]),
             body(bye=1),
         ]
         for datagram in bad:
@@ -205,9 +221,9 @@ class BeaconTests(SynchronousTestCase):
         self.assertEqual(len(beacon.services), 16)
 
     @given(
-        st.text(min_size=1, max_size=64),
-        st.text(max_size=255),
-        st.lists(st.text(max_size=64), max_size=16),
+        NAMES.filter(bool),
+        st.text(alphabet=sorted(NAME_CHARACTERS), max_size=255),
+        st.lists(NAMES.filter(bool), max_size=16),
         st.integers(0, 2**63 - 1),
         st.floats(allow_nan=False, allow_infinity=False),
         st.floats(min_value=0, allow_infinity=False),
@@ -231,6 +247,58 @@ class BeaconTests(SynchronousTestCase):
         decoded = decodeBeacon(beacon.encode())
         self.assertEqual(decoded, beacon)
         self.assertTrue(math.isfinite(decoded.interval))
+
+    @given(st.text(max_size=255))
+    def test_hostSanitised(self, host: str) -> None:
+        """
+        Any host name decodes to as many characters, each either the same
+        or C{?} in place of anything outside the name characters (controls,
+        spaces, quotes, bidi overrides, non-ASCII): fit for a log line, a
+        metric label, a page or a terminal.
+        """
+        decoded = decodeBeacon(Beacon("a", host, (), 1, 2.0, 5.0).encode()).host
+        self.assertEqual(len(decoded), len(host))
+        for original, shown in zip(host, decoded, strict=True):
+            self.assertIn(shown, (original, "?"))
+            self.assertIn(shown, NAME_CHARACTERS | {"?"})
+        self.assertEqual(safeName("web-1.example_2"), "web-1.example_2")
+        self.assertEqual(safeName("a\x1b[31m\u202eb c"), "a??31m?b?c")
+
+    @settings(max_examples=300)
+    @given(st.binary(max_size=MAX_BEACON + 100))
+    def test_anyBytes(self, data: bytes) -> None:
+        """
+        Whatever follows C{NDBEACON }, decoding returns a beacon or raises
+        L{BadBeacon}, nothing else.
+        """
+        with contextlib.suppress(BadBeacon):
+            decodeBeacon(BEACON + data)
+
+    def test_deepAndLong(self) -> None:
+        """
+        Deeply nested JSON (Python's parser raises C{RecursionError}, which
+        is no C{ValueError}), a datagram longer than L{MAX_BEACON}, and the
+        services of the issue-11 report are refused as bad beacons.
+        """
+        for datagram in (
+            BEACON + b"[" * 3000,
+            BEACON + b'{"a":' * 2000,
+            body(host="h" * 255, pad="x" * MAX_BEACON),
+            body(services=5),
+        ):
+            with self.assertRaises(BadBeacon, msg=datagram[:40]):
+                decodeBeacon(datagram)
+
+    def test_interval(self) -> None:
+        """
+        A receiver clamps an announced interval into the documented range;
+        0 (none announced) stays 0.
+        """
+        self.assertEqual(clampInterval(0), 0)
+        self.assertEqual(clampInterval(1e-9), MIN_INTERVAL)
+        self.assertEqual(clampInterval(1e12), MAX_INTERVAL)
+        self.assertEqual(clampInterval(5.0), 5.0)
+        self.assertEqual((MIN_INTERVAL, MAX_INTERVAL), (0.1, 60.0))
 
 
 class MembershipTests(SynchronousTestCase):

@@ -19,17 +19,23 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netdemo.guard import ReflectionGuard
+from netdemo.guard import INITIAL_ALLOWANCE, ReflectionGuard
 from netdemo.limits import DatagramLimits
 from netdemo.mcastwire import (
     BEACON,
     IP_MULTICAST_ALL,
     IPV6_MULTICAST_ALL,
+    MAX_INTERVAL,
     RTT_ANSWER,
     RTT_PROBE,
 )
 from netdemo.metrics import MemoryMetrics
 from netdemo.multicast import (
+    DEFAULT_MAX_PEERS,
+    LABEL_HOST,
+    PEER_LOG_BURST,
+    PROBE_BURST,
+    PROBE_GAP,
     SWEEP,
     MulticastGroup,
     MulticastResponder,
@@ -43,7 +49,11 @@ from tests.support import captureEvents, waitUntil
 
 
 def responderOn(
-    spec: MulticastGroup, interval: float = 1.0, instance: str = "me"
+    spec: MulticastGroup,
+    interval: float = 1.0,
+    instance: str = "me",
+    limits: DatagramLimits | None = None,
+    maxPeers: int = DEFAULT_MAX_PEERS,
 ) -> tuple[MulticastResponder, FakeDatagramReactor, MemoryMetrics]:
     """
     A started responder on a fake reactor.
@@ -51,7 +61,14 @@ def responderOn(
     reactor = FakeDatagramReactor()
     metrics = MemoryMetrics()
     service = buildMulticastService(
-        [spec], DatagramLimits(), interval, ["udp"], metrics, reactor, instance
+        [spec],
+        limits or DatagramLimits(),
+        interval,
+        ["udp"],
+        metrics,
+        reactor,
+        instance,
+        maxPeers,
     )
     service.startService()
     [(_, responder, *_)] = reactor.multicast
@@ -518,6 +535,279 @@ class ResponderTests(SynchronousTestCase):
         self.assertEqual(addr, ("239.9.9.9", 7000))
         self.assertTrue(json.loads(data[len(BEACON) :])["bye"])
         self.assertTrue(reactor.transports[0].stopped)
+
+
+#: Streams of forged beacons: instance number, source address, announced
+#: interval, and the seconds before each.
+FORGED = st.lists(
+    st.tuples(
+        st.integers(0, 30),
+        st.sampled_from(["192.0.2.1", "192.0.2.2", "198.51.100.7"]),
+        st.floats(0, 1e13),
+        st.floats(0, 0.7),
+    ),
+    max_size=80,
+)
+
+
+def changes(metrics: MemoryMetrics, change: str) -> float:
+    """
+    The peer table changes of one kind counted so far.
+    """
+    return metrics.value(
+        "netdemo_multicast_peer_changes_total", service="multicast", change=change
+    )
+
+
+def refusedOf(metrics: MemoryMetrics, reason: str) -> float:
+    """
+    The multicast refusals of C{reason} counted so far.
+    """
+    return metrics.value("netdemo_refused_total", service="multicast", reason=reason)
+
+
+def probesTo(responder: MulticastResponder) -> list[tuple[str, int]]:
+    """
+    The addresses of the round-trip probes the responder sent so far.
+    """
+    written = responder.transport.written  # type: ignore[union-attr]
+    return [addr for data, addr in written if data.startswith(RTT_PROBE)]
+
+
+class ForgedBeaconTests(SynchronousTestCase):
+    """
+    Beacons are forgeable: whatever arrives, the peer table, the probes it
+    causes, the metric series and the log lines stay bounded (issue 11,
+    item 4).
+    """
+
+    spec = parseMulticastGroup("239.9.9.9:7000,interface=127.0.0.1")
+
+    def test_tableCapped(self) -> None:
+        """
+        The table holds at most C{maxPeers} peers; a new peer in a full
+        table evicts the one silent longest, and the eviction is counted.
+        """
+        responder, reactor, metrics = responderOn(self.spec, maxPeers=4)
+        responder.datagramReceived(beacon("steady", 0, 0.0), ("192.0.2.1", 7000))
+        for i in range(20):
+            reactor.advance(0.01)
+            responder.datagramReceived(beacon(f"fake{i}", 0, 0.0), ("10.0.0.9", 7000))
+            responder.datagramReceived(
+                beacon("steady", i + 1, 0.0), ("192.0.2.1", 7000)
+            )
+        self.assertEqual(
+            list(responder.peers), ["fake17", "fake18", "fake19", "steady"]
+        )
+        self.assertEqual(changes(metrics, "evicted"), 17)
+        self.assertEqual(changes(metrics, "joined"), 21)
+        self.assertEqual(responder.peers["steady"].received, 21)
+        self.assertEqual(
+            metrics.value("netdemo_multicast_peers", service="multicast"), 4
+        )
+
+    def test_defaultCap(self) -> None:
+        """
+        The default cap is L{DEFAULT_MAX_PEERS}, 64; 5,000 forged peers leave
+        that many.
+        """
+        responder, reactor, metrics = responderOn(self.spec)
+        for i in range(5000):
+            responder.beaconReceived(beacon(f"f{i}", 0, 0.0), f"10.{i % 250}.0.1")
+        self.assertEqual(len(responder.peers), DEFAULT_MAX_PEERS)
+        self.assertEqual(DEFAULT_MAX_PEERS, 64)
+        self.assertEqual(changes(metrics, "evicted"), 5000 - 64)
+
+    def test_intervalClamped(self) -> None:
+        """
+        A peer announcing an interval of 1e12 s expires after three times
+        the longest accepted interval, not never; one announcing 1e-9 s is
+        swept as if it said 0.1 s.
+        """
+        responder, reactor, _ = responderOn(self.spec, interval=1.0)
+        responder.datagramReceived(
+            beacon("slow", 0, 0.0, interval=1e12), ("192.0.2.7", 7000)
+        )
+        responder.datagramReceived(
+            beacon("fast", 0, 0.0, interval=1e-9), ("192.0.2.8", 7000)
+        )
+        self.assertEqual(responder.peers["slow"].interval, MAX_INTERVAL)
+        self.assertEqual(responder.peers["fast"].interval, 0.1)
+        reactor.advance(1)
+        self.assertEqual(list(responder.peers), ["slow"])
+        reactor.advance(3 * MAX_INTERVAL - 1)
+        self.assertEqual(list(responder.peers), ["slow"])
+        reactor.advance(1)
+        self.assertEqual(responder.peers, {})
+
+    def test_beaconsGuarded(self) -> None:
+        """
+        Beacons pass the reflection guard before they are parsed: low source
+        ports, multicast sources and a flood from one network are refused
+        and counted, and never reach the peer table.
+        """
+        responder, _, metrics = responderOn(self.spec)
+        responder.datagramReceived(beacon("low", 0, 0.0), ("192.0.2.1", 53))
+        responder.datagramReceived(beacon("group", 0, 0.0), ("239.1.1.1", 7000))
+        for i in range(100):
+            responder.datagramReceived(beacon(f"n{i}", 0, 0.0), (f"10.1.1.{i}", 7000))
+        self.assertEqual(len(responder.peers), INITIAL_ALLOWANCE)
+        self.assertEqual(responder.beaconsIn, INITIAL_ALLOWANCE)
+        self.assertEqual(refusedOf(metrics, "source-port"), 1)
+        self.assertEqual(refusedOf(metrics, "source-multicast"), 1)
+        self.assertEqual(refusedOf(metrics, "prefix-rate"), 100 - INITIAL_ALLOWANCE)
+
+    def test_malformedCountedNeverATraceback(self) -> None:
+        """
+        Malformed beacons (the issue's C{"services":5}, deeply nested JSON,
+        a bad id) are counted as C{bad-beacon} and logged at a bounded rate
+        with what is wrong; nothing raises, nothing is stored.
+        """
+        events = captureEvents(self)
+        responder, _, metrics = responderOn(self.spec)
+        bad = [
+            beacon("a", 0, 0.0, services=5),
+            BEACON + b"[" * 3000,
+            beacon("a:1", 0, 0.0),
+            beacon("a", 0, 0.0, host=["x"]),
+        ]
+        for i, datagram in enumerate(bad * 5):
+            responder.datagramReceived(datagram, (f"10.{i}.0.1", 7000))
+        self.assertEqual(responder.peers, {})
+        self.assertEqual(refusedOf(metrics, "bad-beacon"), 20)
+        logged = [e for e in events if e.get("reason") == "bad-beacon"]
+        self.assertEqual(len(logged), 1)
+        self.assertIn("services", logged[0]["detail"])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_probeRatePerAddress(self) -> None:
+        """
+        Peers that share an address (forged beacons from one victim) cost
+        that address one probe per round, and rounds come at most one per
+        L{PROBE_GAP} on average, however short the announce interval: over
+        10 s at a 0.1 s interval, 40 fake peers at one address get it 10
+        probes (and a real peer elsewhere as many), the peers taking turns.
+        """
+        responder, reactor, _ = responderOn(self.spec, interval=0.1)
+        for i in range(40):
+            responder.datagramReceived(
+                beacon(f"v{i}", 0, 0.0, interval=60), ("192.0.2.66", 7000)
+            )
+            reactor.advance(0.01)
+        responder.datagramReceived(
+            beacon("real", 0, 0.0, interval=60), ("198.51.100.9", 7000)
+        )
+        responder.transport.written.clear()  # type: ignore[union-attr]
+        for _ in range(100):
+            reactor.advance(0.1)
+        probes = probesTo(responder)
+        victim = [a for a in probes if a[0] == "192.0.2.66"]
+        self.assertEqual(len(victim), 10)
+        self.assertEqual(len([a for a in probes if a[0] == "198.51.100.9"]), 10)
+        # Taking turns: no fake peer was probed twice while others waited.
+        fakes = [p for p in responder.peers.values() if p.instance != "real"]
+        self.assertEqual({p.rttProbes for p in fakes}, {0, 1})
+        self.assertEqual((PROBE_GAP, PROBE_BURST), (1.0, 2))
+
+    def test_probesGuarded(self) -> None:
+        """
+        Round-trip probes pass the guard too: with the budget spent, none
+        is sent, and the refusals are counted.
+        """
+        limits = DatagramLimits(maxReplyRate=2)
+        responder, reactor, metrics = responderOn(self.spec, limits=limits)
+        responder.datagramReceived(beacon("a", 0, 0.0), ("192.0.2.1", 7000))
+        responder.datagramReceived(beacon("b", 0, 0.0), ("192.0.2.2", 7000))
+        reactor.advance(0)
+        self.assertEqual(probesTo(responder), [])
+        self.assertEqual(refusedOf(metrics, "global-rate"), 2)
+
+    def test_labelsBounded(self) -> None:
+        """
+        Per-peer series exist for the peers in the table only, labelled with
+        the host name sanitised and cut to L{LABEL_HOST} characters; the log
+        events carry the sanitised name too.
+        """
+        events = captureEvents(self)
+        responder, reactor, metrics = responderOn(self.spec, maxPeers=8)
+        host = "\x1b]0;evil\x07\u202e" + "h" * 240
+        for i in range(30):
+            responder.beaconReceived(beacon(f"id{i}", 0, 0.0, host=host), f"10.{i}.0.1")
+        peers = {
+            dict(s.labels)["peer"]
+            for s in metrics.samples()
+            if s.name.startswith("netdemo_multicast_peer_") and "peer" in dict(s.labels)
+        }
+        self.assertEqual(len(peers), 8)
+        for label in peers:
+            name, _, instance = label.rpartition("/")
+            self.assertEqual(len(name), LABEL_HOST)
+            self.assertTrue(name.startswith("??0?evil??hhh"), name)
+        joined = [e for e in events if e.get("event") == "multicast_peer_joined"]
+        self.assertTrue(joined)
+        for event in joined:
+            self.assertTrue(event["hostname"].startswith("??0?evil??hhh"))
+
+    def test_peerEventsBudget(self) -> None:
+        """
+        Peer events are logged up to L{PEER_LOG_BURST} at once, then one a
+        second; the next one logged is preceded by a count of those that
+        were not.  All are counted in the metrics.
+        """
+        events = captureEvents(self)
+        responder, reactor, metrics = responderOn(self.spec, maxPeers=1000)
+        for i in range(100):
+            responder.beaconReceived(beacon(f"p{i}", 0, 0.0), f"10.{i}.0.1")
+        joined = [e for e in events if e.get("event") == "multicast_peer_joined"]
+        self.assertEqual(len(joined), PEER_LOG_BURST)
+        reactor.advance(1)
+        responder.beaconReceived(beacon("late", 0, 0.0), "10.200.0.1")
+        [held] = [
+            e for e in events if e.get("event") == "multicast_peer_events_suppressed"
+        ]
+        self.assertEqual(held["suppressed"], 100 - PEER_LOG_BURST)
+        self.assertEqual(events[-1]["instance"], "late")
+        self.assertEqual(changes(metrics, "joined"), 101)
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        FORGED,
+        st.integers(1, 6),
+        st.sampled_from([0.1, 0.5, 5.0]),
+    )
+    def test_anyBeacons(
+        self,
+        beacons: list[tuple[int, str, float, float]],
+        maxPeers: int,
+        interval: float,
+    ) -> None:
+        """
+        Whatever beacons arrive (ids, addresses, intervals, times), the
+        table never holds more than C{maxPeers}, every peer's interval is in
+        the documented range, and one address gets at most
+        C{PROBE_BURST + T / PROBE_GAP} probes in any T seconds.
+        """
+        responder, reactor, _ = responderOn(
+            self.spec, interval=interval, maxPeers=maxPeers
+        )
+        sent: dict[str, list[float]] = {}
+        seen = 0
+        for instance, address, announced, wait in beacons:
+            reactor.advance(wait)
+            responder.datagramReceived(
+                beacon(f"i{instance}", 0, 0.0, interval=announced), (address, 7000)
+            )
+            self.assertLessEqual(len(responder.peers), maxPeers)
+            for peer in responder.peers.values():
+                self.assertTrue(peer.interval == 0 or 0.1 <= peer.interval <= 60)
+            for host, _ in probesTo(responder)[seen:]:
+                sent.setdefault(host, []).append(reactor.seconds())
+            seen = len(probesTo(responder))
+        for times in sent.values():
+            for i, start in enumerate(times):
+                for j in range(i, len(times)):
+                    allowed = PROBE_BURST + (times[j] - start) / PROBE_GAP
+                    self.assertLessEqual(j - i + 1, allowed + 1e-9)
 
 
 class ListenerTests(SynchronousTestCase):

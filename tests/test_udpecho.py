@@ -10,6 +10,7 @@ import ipaddress
 import re
 import socket
 import subprocess
+from ipaddress import ip_address
 from typing import Any
 
 from hypothesis import given, settings
@@ -18,7 +19,12 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemo.datagram import ListenAddress, parseListenAddress
-from netdemo.guard import ReflectionGuard
+from netdemo.guard import (
+    INITIAL_ALLOWANCE,
+    ReflectionGuard,
+    TokenBucket,
+    networkOf,
+)
 from netdemo.limits import DatagramLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.tap import DEFAULTS, Options, makeService
@@ -138,26 +144,75 @@ class ReflectionGuardTests(SynchronousTestCase):
 
     def test_rate(self) -> None:
         """
-        A source gets C{burst} answers at once, then C{rate} a second; other
-        sources are not affected.
+        A new source network gets its initial allowance (C{burst} when that
+        is lower than L{INITIAL_ALLOWANCE}) at once, then C{rate} a second;
+        other networks are not affected.
         """
         echo, transport, metrics = echoWith(DatagramLimits(rate=10, burst=5))
         clock = echo.reactor  # type: ignore[attr-defined]
         for _ in range(8):
             echo.datagramReceived(b"x", ("192.0.2.1", 5000))
         self.assertEqual(len(transport.written), 5)
-        self.assertEqual(refused(metrics, "rate"), 3)
-        echo.datagramReceived(b"x", ("192.0.2.2", 5000))
+        self.assertEqual(refused(metrics, "prefix-rate"), 3)
+        echo.datagramReceived(b"x", ("198.51.100.2", 5000))
         self.assertEqual(len(transport.written), 6)
         clock.advance(0.3)
         for _ in range(5):
             echo.datagramReceived(b"x", ("192.0.2.1", 5000))
         self.assertEqual(len(transport.written), 9)
-        self.assertEqual(refused(metrics, "rate"), 5)
+        self.assertEqual(refused(metrics, "prefix-rate"), 5)
+
+    def test_burstEarned(self) -> None:
+        """
+        A new network starts with L{INITIAL_ALLOWANCE} (at the default
+        rate), not a full burst; it earns the rest of the burst at C{rate}.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits(rate=100, burst=50))
+        clock = echo.reactor  # type: ignore[attr-defined]
+        for _ in range(50):
+            echo.datagramReceived(b"x", ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), INITIAL_ALLOWANCE)
+        clock.advance(10)
+        for _ in range(60):
+            echo.datagramReceived(b"x", ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), INITIAL_ALLOWANCE + 50)
+        self.assertEqual(INITIAL_ALLOWANCE, 10)
+
+    def test_initialScalesWithRate(self) -> None:
+        """
+        A network's initial allowance is what it would earn in 10 ms at
+        C{rate} when that is more than L{INITIAL_ALLOWANCE}, and never more
+        than C{burst}: a raised rate is not starved on its first read.
+        """
+        for rate, burst, expected in [(1e5, 5000, 1000), (1e8, 5000, 5000)]:
+            limits = DatagramLimits(rate=rate, burst=burst, maxReplyRate=0)
+            echo, transport, metrics = echoWith(limits)
+            for _ in range(6000):
+                echo.datagramReceived(b"x", ("192.0.2.1", 5000))
+            self.assertEqual(len(transport.written), expected)
+
+    def test_oneBucketPerNetwork(self) -> None:
+        """
+        Every address of a /24 (IPv4) or a /64 (IPv6) draws on one bucket:
+        forging 256 addresses of one network gets no more than one address
+        would.  IPv4-mapped IPv6 sources count as their IPv4 network.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits(rate=1, burst=100))
+        for i in range(256):
+            echo.datagramReceived(b"x", (f"192.0.2.{i}", 5000))
+        echo.datagramReceived(b"x", ("::ffff:192.0.2.77", 5000))
+        self.assertEqual(len(transport.written), INITIAL_ALLOWANCE)
+        for i in range(256):
+            echo.datagramReceived(b"x", (f"2001:db8:0:1::{i:x}", 5000))
+        echo.datagramReceived(b"x", ("2001:db8:0:2::1", 5000))
+        self.assertEqual(len(transport.written), 2 * INITIAL_ALLOWANCE + 1)
+        self.assertEqual(refused(metrics, "prefix-rate"), 257 - 10 + 256 - 10)
+        self.assertEqual(len(echo.guard.networks), 3)
 
     def test_rateOff(self) -> None:
         """
-        A rate of 0 turns the per-source limit off.
+        A rate of 0 turns the per-network limit off (the service's budget
+        still applies).
         """
         echo, transport, metrics = echoWith(DatagramLimits(rate=0, burst=1))
         for _ in range(50):
@@ -167,22 +222,163 @@ class ReflectionGuardTests(SynchronousTestCase):
     def test_boundedTable(self) -> None:
         """
         The table keeps at most C{maxSources} sources and evicts the least
-        recently used: an evicted source starts again with a full burst, a
-        recently seen one keeps its empty bucket.
+        recently used.  Eviction cannot refill a bucket: an evicted source
+        comes back with the small initial allowance, never a full burst, and
+        a network's bucket lives while one of its addresses is in the table.
         """
-        limits = DatagramLimits(rate=0.001, burst=1, maxSources=2)
+        limits = DatagramLimits(rate=0.001, burst=1000, maxSources=2)
         echo, transport, metrics = echoWith(limits)
         guard = echo.guard
-        a, b, c = ("192.0.2.1", 5000), ("192.0.2.2", 5000), ("192.0.2.3", 5000)
-        echo.datagramReceived(b"x", a)
+        a, b, c = ("192.0.2.1", 5000), ("198.51.100.2", 5000), ("203.0.113.3", 5000)
+        for _ in range(20):
+            echo.datagramReceived(b"x", a)  # 10 answered, then refused
         echo.datagramReceived(b"x", b)
         echo.datagramReceived(b"x", a)  # refused, and a is now most recent
         echo.datagramReceived(b"x", c)  # evicts b
-        self.assertEqual(list(guard.buckets), ["192.0.2.1", "192.0.2.3"])
+        self.assertEqual(list(guard.sources), ["192.0.2.1", "203.0.113.3"])
+        networks = {networkOf(ip_address(host)) for host in (a[0], c[0])}
+        self.assertEqual(set(guard.networks), networks)
         echo.datagramReceived(b"x", a)  # still remembered: refused
-        echo.datagramReceived(b"x", b)  # forgotten: a fresh burst
-        self.assertEqual([addr for _, addr in transport.written], [a, b, c, b])
-        self.assertEqual(len(guard.buckets), 2)
+        for _ in range(20):
+            echo.datagramReceived(b"x", b)  # forgotten: the initial allowance only
+        self.assertEqual(len(transport.written), 10 + 1 + 1 + INITIAL_ALLOWANCE)
+        self.assertEqual(len(guard.sources), 2)
+        self.assertEqual(len(guard.networks), 2)
+        # Another address of a network in the table shares its (empty)
+        # bucket: refused.
+        echo.datagramReceived(b"x", ("198.51.100.3", 5000))
+        self.assertEqual(len(transport.written), 22)
+        self.assertEqual(len(guard.networks), 1)
+
+    def test_replyBudget(self) -> None:
+        """
+        Whatever the sources, the service sends at most C{maxReplyRate}
+        datagrams a second after a burst of one second's worth; the rest
+        are refused as C{global-rate}.
+        """
+        limits = DatagramLimits(maxReplyRate=100, maxSources=50)
+        echo, transport, metrics = echoWith(limits)
+        clock = echo.reactor  # type: ignore[attr-defined]
+        for i in range(1000):
+            echo.datagramReceived(b"x", (f"10.{i // 200}.{i % 200}.1", 5000))
+        self.assertEqual(len(transport.written), 100)
+        self.assertEqual(refused(metrics, "global-rate"), 900)
+        clock.advance(0.5)
+        for i in range(1000):
+            echo.datagramReceived(b"x", (f"10.9.{i % 200}.{i // 200 + 2}", 5000))
+        self.assertEqual(len(transport.written), 150)
+
+    def test_replyBytes(self) -> None:
+        """
+        The byte budget refuses replies past C{maxReplyBytes} a second
+        (C{global-bytes}); its burst is at least one largest datagram, so
+        any datagram under the cap can be answered eventually.
+        """
+        limits = DatagramLimits(maxReplyBytes=1000, maxDatagram=1500)
+        echo, transport, metrics = echoWith(limits)
+        clock = echo.reactor  # type: ignore[attr-defined]
+        for _ in range(5):
+            echo.datagramReceived(b"y" * 400, ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), 3)  # 1500 bytes of burst
+        self.assertEqual(refused(metrics, "global-bytes"), 2)
+        clock.advance(1.5)
+        echo.datagramReceived(b"y" * 1500, ("198.51.100.1", 5000))
+        self.assertEqual(len(transport.written), 4)
+
+    def test_budgetOff(self) -> None:
+        """
+        A budget of 0 datagrams and 0 bytes a second is no budget.
+        """
+        limits = DatagramLimits(maxReplyRate=0, maxReplyBytes=0, rate=0)
+        echo, transport, metrics = echoWith(limits)
+        for _ in range(5000):
+            echo.datagramReceived(b"z" * 1000, ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), 5000)
+
+    def test_tokenBucket(self) -> None:
+        """
+        L{TokenBucket} (probe rounds, log lines) earns C{rate} a second up to
+        C{burst}; a clock that steps back neither adds nor takes tokens,
+        and earning goes on from the new time.
+        """
+        bucket = TokenBucket(rate=2, burst=3, now=100.0, tokens=5)
+        self.assertEqual([bucket.take(100.0) for _ in range(4)], [True] * 3 + [False])
+        self.assertTrue(bucket.take(100.5))
+        self.assertFalse(bucket.take(10.0))
+        self.assertTrue(bucket.take(10.5))
+
+    def test_clockStepsBack(self) -> None:
+        """
+        A clock that steps back (an NTP step) takes no tokens away: what a
+        network has earned stays usable, not owed for an hour.
+        """
+        echo, transport, metrics = echoWith(DatagramLimits(rate=10, burst=10))
+        clock = echo.reactor  # type: ignore[attr-defined]
+        for _ in range(10):
+            echo.datagramReceived(b"x", ("192.0.2.1", 5000))
+        clock.advance(1)
+        echo.datagramReceived(b"x", ("192.0.2.1", 5000))
+        clock.rightNow -= 3600
+        for _ in range(10):
+            echo.datagramReceived(b"x", ("192.0.2.1", 5000))
+        self.assertEqual(len(transport.written), 20)
+        self.assertEqual(refused(metrics, "prefix-rate"), 1)
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, 70000),
+                st.integers(0, 1500),
+                st.floats(0, 0.05),
+            ),
+            max_size=200,
+        ),
+        st.integers(1, 40),
+        st.integers(1, 6000),
+        st.integers(1, 30),
+    )
+    def test_budgetNeverExceeded(
+        self,
+        datagrams: list[tuple[int, int, float]],
+        rate: int,
+        volume: int,
+        maxSources: int,
+    ) -> None:
+        """
+        Over any sequence of sources (from few networks or many, more than
+        the table holds, so that they rotate through it), sizes and times,
+        the replies of every stretch of time stay within the budget: one
+        second's worth at once (for bytes, at least one largest datagram),
+        then C{maxReplyRate} datagrams and C{maxReplyBytes} bytes a second.
+        """
+        limits = DatagramLimits(
+            maxReplyRate=rate,
+            maxReplyBytes=volume,
+            maxDatagram=1500,
+            maxSources=maxSources,
+        )
+        echo, transport, metrics = echoWith(limits)
+        clock = echo.reactor  # type: ignore[attr-defined]
+        replies: list[tuple[float, int]] = []
+        for source, size, wait in datagrams:
+            clock.advance(wait)
+            host = f"10.{source % 7}.{source // 256 % 256}.{source % 256}"
+            before = len(transport.written)
+            echo.datagramReceived(b"q" * size, (host, 5000))
+            if len(transport.written) > before:
+                replies.append((clock.seconds(), size))
+        sent = [0]
+        for _, size in replies:
+            sent.append(sent[-1] + size)
+        burst = max(volume, 1500)
+        for i, (start, _) in enumerate(replies):
+            for j in range(i, len(replies)):
+                span = replies[j][0] - start
+                self.assertLessEqual(j - i + 1, rate + rate * span + 1e-6)
+                self.assertLessEqual(
+                    sent[j + 1] - sent[i], burst + volume * span + 1e-6
+                )
 
     def test_refusalsLoggedAtBoundedRate(self) -> None:
         """
@@ -302,6 +498,10 @@ class ParseTests(SynchronousTestCase):
                 "10.0.0.0/8",
                 "--udp-allow",
                 "2001:db8::/32",
+                "--udp-max-reply-rate",
+                "500/s",
+                "--udp-max-reply-bytes",
+                "1MiB/s",
             ]
         )
         self.assertEqual(
@@ -319,9 +519,107 @@ class ParseTests(SynchronousTestCase):
                     ipaddress.ip_network("10.0.0.0/8"),
                     ipaddress.ip_network("2001:db8::/32"),
                 ),
+                maxReplyRate=500.0,
+                maxReplyBytes=float(1 << 20),
             ),
         )
         self.assertEqual(options["multicast"], [])
+
+    def test_budgetOptions(self) -> None:
+        """
+        The reply budget takes C{N} or C{N/s}, sizes for bytes, and 0 for no
+        limit; its defaults are 2000 datagrams and 2 MB a second.
+        """
+        limits = Options()
+        limits.parseOptions([])
+        self.assertEqual(
+            (
+                limits.datagramLimits().maxReplyRate,
+                limits.datagramLimits().maxReplyBytes,
+            ),
+            (2000.0, 2_000_000.0),
+        )
+        for rate, volume, expected in [
+            ("0", "0", (0.0, 0.0)),
+            ("2000", "2000000", (2000.0, 2_000_000.0)),
+            ("150.5/s", "64KiB/s", (150.5, 65536.0)),
+            (" 7/S ", "2MB", (7.0, 2_000_000.0)),
+        ]:
+            options = Options()
+            options.parseOptions(
+                ["--udp-max-reply-rate", rate, "--udp-max-reply-bytes", volume]
+            )
+            got = options.datagramLimits()
+            self.assertEqual((got.maxReplyRate, got.maxReplyBytes), expected)
+
+    def test_badDatagramOptions(self) -> None:
+        """
+        Bad values of the datagram bounds are one-line usage errors naming
+        the option and the value.
+        """
+        for option, value in [
+            ("--udp-max-reply-rate", "-1"),
+            ("--udp-max-reply-rate", "fast"),
+            ("--udp-max-reply-rate", "inf"),
+            ("--udp-max-reply-rate", "nan"),
+            ("--udp-max-reply-bytes", "-5MB/s"),
+            ("--udp-max-reply-bytes", "lots"),
+            ("--multicast-max-peers", "0"),
+            ("--multicast-max-peers", "many"),
+            ("--announce-interval", "0.01"),
+            ("--announce-interval", "61"),
+            ("--announce-interval", "1e12"),
+            ("--announce-interval", "nan"),
+        ]:
+            with self.assertRaises(usage.UsageError, msg=(option, value)) as e:
+                Options().parseOptions([option, value])
+            message = str(e.exception)
+            self.assertNotIn("\n", message)
+            self.assertIn(option, message)
+            self.assertIn(repr(value), message)
+
+    def test_multicastPortBelowFloor(self) -> None:
+        """
+        A multicast group on a port below the source port floor is refused:
+        the other instances would refuse its beacons and probes.  Lowering
+        the floor allows it.
+        """
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--multicast", "224.0.0.1:500"])
+        self.assertIn("--udp-port-floor", str(e.exception))
+        options = Options()
+        options.parseOptions(
+            ["--multicast", "224.0.0.1:500", "--udp-port-floor", "500"]
+        )
+        self.assertEqual(options["multicast"][0].port, 500)
+
+    def test_multicastOptions(self) -> None:
+        """
+        C{--multicast-max-peers} and C{--announce-interval} reach the
+        responders; the defaults are 64 and 5 s.
+        """
+        options = Options()
+        options.parseOptions(["--multicast", "239.9.9.9:7000"])
+        self.assertEqual(
+            (options["multicast-max-peers"], options["announce-interval"]), (64, 5.0)
+        )
+        options = Options()
+        options.parseOptions(
+            [
+                "--multicast",
+                "239.9.9.9:7000",
+                "--multicast-max-peers",
+                "3",
+                "--announce-interval",
+                "0",
+            ]
+        )
+        reactor = FakeDatagramReactor()
+        top = makeService(options, reactor)
+        top.getServiceNamed("multicast").startService()
+        [responder] = top.getServiceNamed("multicast").responders
+        self.assertEqual((responder.maxPeers, responder.announceInterval), (3, 0.0))
+        top.getServiceNamed("multicast").stopService()
 
     def test_badAllow(self) -> None:
         """
@@ -604,24 +902,36 @@ class BuilderTests(SynchronousTestCase):
     L{buildUDPEchoService} with a real reactor port.
     """
 
-    def test_metricsFromRealPort(self) -> None:
+    def echoOn(
+        self, limits: DatagramLimits, requests: list[bytes], s: socket.socket
+    ) -> MemoryMetrics:
         """
-        The totals of the packet-information port reach the metrics.
+        Start UDP echo on 127.0.0.1 with the real reactor, send it
+        C{requests} from C{s}, and have its port read them in one batch.
+
+        @return: Its metrics.
         """
         from twisted.internet import reactor
 
         metrics = MemoryMetrics()
         service = buildUDPEchoService(
-            [ListenAddress("127.0.0.1", 0)], DatagramLimits(), metrics, reactor
+            [ListenAddress("127.0.0.1", 0)], limits, metrics, reactor
         )
         service.startService()
         self.addCleanup(service.stopService)
         port = service.ports[0]
+        s.connect(("127.0.0.1", port.getHost().port))  # type: ignore[attr-defined]
+        for request in requests:
+            s.send(request)
+        port.doRead()  # type: ignore[attr-defined]
+        return metrics
+
+    def test_metricsFromRealPort(self) -> None:
+        """
+        The totals of the packet-information port reach the metrics.
+        """
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("127.0.0.1", port.getHost().port))  # type: ignore[attr-defined]
-            for _ in range(3):
-                s.send(b"12345")
-            port.doRead()  # type: ignore[attr-defined]
+            metrics = self.echoOn(DatagramLimits(), [b"12345"] * 3, s)
             s.settimeout(1)
             self.assertEqual([s.recv(10) for _ in range(3)], [b"12345"] * 3)
         self.assertEqual(
@@ -630,3 +940,23 @@ class BuilderTests(SynchronousTestCase):
         self.assertEqual(
             metrics.value("netdemo_sent_bytes_total", service="udp-echo"), 15
         )
+
+    def test_budgetPerBatch(self) -> None:
+        """
+        The packet-information port takes the reply budget once per batch:
+        within one read of 20 requests, 5 are answered at 5 a second, and a
+        byte budget stops the replies that would not fit; the rest are
+        refused and counted.
+        """
+        requests = [b"%030d" % i for i in range(20)]
+        for limits, answered, reason in [
+            (DatagramLimits(maxReplyRate=5), 5, "global-rate"),
+            (DatagramLimits(maxReplyBytes=100, maxDatagram=50), 3, "global-bytes"),
+        ]:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                metrics = self.echoOn(limits, requests, s)
+            self.assertEqual(
+                metrics.value("netdemo_datagrams_sent_total", service="udp-echo"),
+                answered,
+            )
+            self.assertEqual(refused(metrics, reason), 20 - answered)

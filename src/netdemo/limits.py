@@ -120,13 +120,19 @@ class DatagramLimits:
     @ivar maxDatagram: The largest request answered, in bytes.  The default
         is the largest UDP payload of one 9000-byte jumbo frame over IPv4.
     @ivar portFloor: Source ports below this are never answered.
-    @ivar rate: Datagrams a second answered per source address; 0 for no
-        limit.
-    @ivar burst: Datagrams a source may send at once before C{rate} applies.
+    @ivar rate: Datagrams a second answered per source network (a /24 for
+        IPv4, a /64 for IPv6); 0 for no limit.
+    @ivar burst: Datagrams a source network may have answered at once, once
+        it has earned them at C{rate} (a new one starts with at most 10).
     @ivar maxSources: Source addresses tracked at once (least recently used
         evicted).
     @ivar allow: When not empty, only sources in these networks are
         answered.
+    @ivar maxReplyRate: Datagrams a second the service sends at most
+        (replies, and the multicast responder's probes), whatever the
+        sources; 0 for no limit.  Sized for a test tool, not a CDN.
+    @ivar maxReplyBytes: Payload bytes a second the service sends at most;
+        0 for no limit.
     """
 
     maxDatagram: int = field(default=8972, validator=_nonNegative)
@@ -135,6 +141,8 @@ class DatagramLimits:
     burst: int = field(default=2000, validator=_nonNegative)
     maxSources: int = field(default=10000, validator=_nonNegative)
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    maxReplyRate: float = field(default=2000.0, validator=_nonNegative)
+    maxReplyBytes: float = field(default=2_000_000.0, validator=_nonNegative)
 
 
 @frozen

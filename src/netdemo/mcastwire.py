@@ -15,8 +15,10 @@ Datagrams (C{docs/multicast.md} documents them):
     L{rttToken}); the token is C{ID:N}, so an instance knows its own;
   - B{beacons}: C{NDBEACON } and a JSON object (L{Beacon}, L{decodeBeacon}).
     Everything in a beacon comes from whoever sent it and ends up in a
-    timer, a metric label or a log line, so decoding checks every field's
-    type, length and range before anything is stored.
+    timer, a metric label, a page or a log line, so decoding checks the
+    datagram's length and every field's type, length, characters and range
+    before anything is stored; a receiver clamps the announced interval
+    into L{MIN_INTERVAL}..L{MAX_INTERVAL} (L{clampInterval}).
 
 Socket options (L{Membership}): IPv4 and IPv6 joins with C{setsockopt}
 (Twisted 26.10 packs an IPv6 join on a chosen interface wrongly and does not
@@ -50,6 +52,7 @@ __all__ = [
     "Membership",
     "SocketOption",
     "answerTo",
+    "clampInterval",
     "decodeBeacon",
     "interfaceMismatch",
     "isOwnToken",
@@ -59,6 +62,7 @@ __all__ = [
     "rttAnswerToken",
     "rttProbe",
     "rttToken",
+    "safeName",
 ]
 
 #: Linux values missing from Python 3.11's C{socket} module.
@@ -83,6 +87,23 @@ MAX_ID = 64
 MAX_HOST = 255
 MAX_SERVICE = 64
 MAX_SERVICES = 16
+
+#: The longest beacon, in bytes: every field at its longest, in ASCII, is
+#: about 1.6 KB.  A longer datagram is refused before it is parsed.
+MAX_BEACON = 4096
+
+#: The range a receiver clamps a beacon's announced interval into (seconds):
+#: a sender cannot make itself expire later than three times
+#: L{MAX_INTERVAL} after its last beacon, nor be swept every few
+#: microseconds.  C{--announce-interval} must be 0 or in this range.
+MIN_INTERVAL = 0.1
+MAX_INTERVAL = 60.0
+
+#: The characters of an instance id and of a service name; a host name's
+#: other characters are replaced by C{?} (L{safeName}).
+NAME_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+)
 
 #: A C{setsockopt} call: level, option, value.
 SocketOption = tuple[int, int, int | bytes]
@@ -160,6 +181,40 @@ class BadBeacon(ValueError):
     """
 
 
+def safeName(text: str) -> str:
+    """
+    C{text} with every character outside L{NAME_CHARACTERS} (controls,
+    spaces, quotes, bidi overrides, any non-ASCII) replaced by C{?}: fit
+    for a log line, a metric label, a page or a terminal.
+    """
+    if NAME_CHARACTERS.issuperset(text):
+        return text
+    return "".join(c if c in NAME_CHARACTERS else "?" for c in text)
+
+
+def clampInterval(interval: float) -> float:
+    """
+    A beacon's announced interval as a receiver uses it: 0 (none announced)
+    stays 0, anything else is clamped into L{MIN_INTERVAL}..L{MAX_INTERVAL}.
+    """
+    if not interval:
+        return 0.0
+    return min(max(interval, MIN_INTERVAL), MAX_INTERVAL)
+
+
+def _name(value: Any, key: str, limit: int) -> str:
+    """
+    C{value} as an id or service name: 1 to C{limit} of L{NAME_CHARACTERS}.
+    """
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= limit
+        or not NAME_CHARACTERS.issuperset(value)
+    ):
+        raise BadBeacon(f"{key}: not 1 to {limit} letters, digits, '.', '_' or '-'")
+    return value
+
+
 def _text(body: dict[str, Any], key: str, limit: int, default: str | None) -> str:
     """
     The string at C{key}: at most C{limit} characters.
@@ -227,36 +282,39 @@ def decodeBeacon(datagram: bytes) -> Beacon:
     """
     Decode and check a beacon.
 
-    Required: C{id} (a non-empty string of at most L{MAX_ID} characters),
-    C{seq} (a whole number from 0 to 2**63 - 1) and C{time} (a finite
-    number).  Optional: C{host} (at most L{MAX_HOST} characters),
-    C{services} (at most L{MAX_SERVICES} strings of at most L{MAX_SERVICE}
-    characters), C{interval} (a finite number of at least 0) and C{bye} (a
-    boolean).  Other keys are ignored, for later versions.
+    The datagram is at most L{MAX_BEACON} bytes.  Required: C{id} (1 to
+    L{MAX_ID} of L{NAME_CHARACTERS}), C{seq} (a whole number from 0 to
+    2**63 - 1) and C{time} (a finite number).  Optional: C{host} (a string
+    of at most L{MAX_HOST} characters; characters outside
+    L{NAME_CHARACTERS} come back as C{?}), C{services} (at most
+    L{MAX_SERVICES} names of 1 to L{MAX_SERVICE} of L{NAME_CHARACTERS}),
+    C{interval} (a finite number of at least 0, as sent: receivers clamp
+    it with L{clampInterval}) and C{bye} (a boolean).  Other keys are
+    ignored, for later versions.
 
     @raise BadBeacon: Saying what is wrong.
     """
     if not datagram.startswith(BEACON):
         raise BadBeacon("not a beacon")
+    if len(datagram) > MAX_BEACON:
+        raise BadBeacon(f"longer than {MAX_BEACON} bytes")
     try:
         body = json.loads(datagram[len(BEACON) :])
     except ValueError as e:  # UnicodeDecodeError and JSONDecodeError included
         raise BadBeacon(f"not JSON: {e}") from None
+    except RecursionError:
+        raise BadBeacon("not JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise BadBeacon("not a JSON object")
-    instance = _text(body, "id", MAX_ID, None)
-    if not instance:
-        raise BadBeacon("id: empty")
+    instance = _name(body.get("id"), "id", MAX_ID)
     seq = body.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
         raise BadBeacon("seq: not a whole number from 0 to 2**63 - 1")
     services = body.get("services", [])
-    if (
-        not isinstance(services, list)
-        or len(services) > MAX_SERVICES
-        or not all(isinstance(s, str) and len(s) <= MAX_SERVICE for s in services)
-    ):
+    if not isinstance(services, list) or len(services) > MAX_SERVICES:
         raise BadBeacon(f"services: not a list of at most {MAX_SERVICES} names")
+    for service in services:
+        _name(service, "services", MAX_SERVICE)
     interval = _number(body, "interval", 0)
     if interval < 0:
         raise BadBeacon("interval: below 0")
@@ -265,7 +323,7 @@ def decodeBeacon(datagram: bytes) -> Beacon:
         raise BadBeacon("bye: not true or false")
     return Beacon(
         instance=instance,
-        host=_text(body, "host", MAX_HOST, ""),
+        host=safeName(_text(body, "host", MAX_HOST, "")),
         services=tuple(services),
         seq=seq,
         time=_number(body, "time", None),

@@ -134,6 +134,12 @@ CATALOG: dict[str, MetricSpec] = {
     "netdemo_multicast_peers": MetricSpec(
         "gauge", "Other netdemo instances heard on a multicast group", ("service",)
     ),
+    "netdemo_multicast_peer_changes_total": MetricSpec(
+        "counter",
+        "Changes of the multicast peer table: joined, goodbye, expired, evicted "
+        "(a new peer in a full table)",
+        ("service", "change"),
+    ),
     "netdemo_multicast_peer_received_total": MetricSpec(
         "counter", "Beacons received from one multicast peer", ("service", "peer")
     ),

@@ -16,6 +16,21 @@ Datagrams on the group (C{docs/multicast.md} documents the formats):
     shutdown), sent to the group every C{--announce-interval} seconds.
     Beacons are never answered.
 
+Beacons are forgeable, and each peer they create costs a round-trip probe
+to its (forgeable) address every interval, metric series and log lines, so
+everything about them is bounded: a beacon passes the same
+L{ReflectionGuard} as a probe (source port floor, source address checks,
+the per-network bucket, the service's budget) before it is parsed; every
+field is checked (L{decodeBeacon}) and the announced interval clamped
+(L{clampInterval}); the peer table holds at most C{maxPeers} peers per
+group (C{--multicast-max-peers}), evicting the one silent longest; one
+address gets at most C{PROBE_BURST + T / PROBE_GAP} round-trip probes in
+any T seconds, each through the guard too; per-peer metric series exist only
+for the peers in the table, labelled with a sanitised host name of at most
+L{LABEL_HOST} characters; peer events are logged within a budget
+(L{PEER_LOG_BURST}, then L{PEER_LOG_RATE} a second) and counted in
+C{netdemo_multicast_peer_changes_total}.
+
 The formats and the membership socket options are L{netdemo.mcastwire}'s,
 shared with C{netdemo mcast}.  Joins are done with C{setsockopt} for both
 families, with C{IP_MULTICAST_ALL} / C{IPV6_MULTICAST_ALL} turned off so
@@ -38,8 +53,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,7 +67,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
 from netdemo.datagram import MAX_PACKET_SIZE, AfterReading, DatagramService
-from netdemo.guard import ReflectionGuard
+from netdemo.guard import ReflectionGuard, TokenBucket
 from netdemo.limits import DatagramLimits
 from netdemo.mcastwire import (
     BEACON,
@@ -58,6 +75,7 @@ from netdemo.mcastwire import (
     Beacon,
     Membership,
     answerTo,
+    clampInterval,
     decodeBeacon,
     interfaceMismatch,
     isOwnToken,
@@ -87,6 +105,32 @@ HISTORY = 256
 
 #: Seconds between sweeps of the peer table when no beacons are sent.
 SWEEP = 5.0
+
+#: Peers kept per group by default (C{--multicast-max-peers}).  Every peer
+#: costs a round-trip probe per interval and six metric series, and every
+#: instance probes every other, so a group of N instances carries N * (N -
+#: 1) probes per interval: 64 is more instances than a demo or a lab
+#: segment runs, and keeps the per-peer series of one group near 50 KB of
+#: C{/metrics}.
+DEFAULT_MAX_PEERS = 64
+
+#: Round-trip probe rounds: one per announce interval, at most one per
+#: L{PROBE_GAP} seconds on average after a burst of L{PROBE_BURST} (a token
+#: bucket, so that a timer firing a little early does not skip a round), and
+#: one probe per address per round.  A forged beacon can point the probes at
+#: any address: it gets at most C{PROBE_BURST + T / PROBE_GAP} of them in
+#: any T seconds, whatever the number of forged peers.
+PROBE_GAP = 1.0
+PROBE_BURST = 2
+
+#: The longest host name in a metric label or on the status page.
+LABEL_HOST = 64
+
+#: Peer events (appeared, left) logged at once, then per second; the rest
+#: are counted in C{netdemo_multicast_peer_changes_total} and summed up in
+#: a C{multicast_peer_events_suppressed} event.
+PEER_LOG_BURST = 20
+PEER_LOG_RATE = 1.0
 
 #: The service totals: metric name and responder attribute.
 _TOTALS = (
@@ -210,6 +254,7 @@ class Peer:
         SRTT), in seconds; L{None} until one was answered.
     @ivar rttLast: The latest round-trip sample.
     @ivar pending: The token and send time of the probe not answered yet.
+    @ivar probedAt: When its address was last probed (by this peer's turn).
     """
 
     instance: str
@@ -231,6 +276,7 @@ class Peer:
     rttProbes: int = 0
     rttAnswers: int = 0
     pending: tuple[bytes, float] | None = None
+    probedAt: float = -math.inf
 
     @property
     def lost(self) -> int:
@@ -239,13 +285,23 @@ class Peer:
         """
         return max(0, self.highest - self.firstSeq + 1 - self.received)
 
+    @property
+    def label(self) -> str:
+        """
+        The peer's metric label and name on the status page:
+        C{HOSTNAME/ID}, the host name cut to L{LABEL_HOST} characters (both
+        are checked and sanitised when the beacon is decoded).
+        """
+        return f"{self.hostname[:LABEL_HOST]}/{self.instance}"
+
 
 class MulticastResponder(DatagramProtocol):
     """
     Join one group; answer probes; send and receive beacons.
 
     @ivar joined: Whether the group is joined now.
-    @ivar peers: Instance id to L{Peer}.
+    @ivar peers: Instance id to L{Peer}, the one silent longest first; at
+        most C{maxPeers}.
     """
 
     _log = Logger()
@@ -258,6 +314,7 @@ class MulticastResponder(DatagramProtocol):
         services: list[str],
         announceInterval: float,
         clock: Any,
+        maxPeers: int = DEFAULT_MAX_PEERS,
     ) -> None:
         self.spec = spec
         self.guard = guard
@@ -265,9 +322,18 @@ class MulticastResponder(DatagramProtocol):
         self.services = services
         self.announceInterval = announceInterval
         self.clock = clock
+        self.maxPeers = max(maxPeers, 1)
         self.hostname = socket.gethostname()
         self.joined = False
-        self.peers: dict[str, Peer] = {}
+        self.peers: OrderedDict[str, Peer] = OrderedDict()
+        self._probes: dict[bytes, Peer] = {}
+        self._rounds = TokenBucket(
+            1 / PROBE_GAP, PROBE_BURST, clock.seconds(), PROBE_BURST
+        )
+        self._peerLog = TokenBucket(
+            PEER_LOG_RATE, PEER_LOG_BURST, clock.seconds(), PEER_LOG_BURST
+        )
+        self._peerLogHeld = 0
         self.sequence = 0
         self.groupPort = spec.port
         self.datagramsIn = self.bytesIn = self.datagramsOut = self.bytesOut = 0
@@ -430,23 +496,44 @@ class MulticastResponder(DatagramProtocol):
 
     def probePeers(self) -> None:
         """
-        Send each known peer a unicast round-trip probe; an answer updates
-        its RTT.  A probe left unanswered is replaced by the next one (it
-        counts in C{rttProbes} but not in C{rttAnswers}).
+        Send the known peers a unicast round-trip probe each; an answer
+        updates the RTT.  A probe left unanswered is replaced by the next
+        one (it counts in C{rttProbes} but not in C{rttAnswers}).
+
+        Rounds are limited to one per L{PROBE_GAP} seconds on average
+        (L{PROBE_BURST} at once), and a round probes each address once:
+        peers sharing an address (forged beacons, or instances on one host)
+        take turns, the one probed longest ago first.  Each probe passes the
+        reflection guard, as a reply would.
         """
         now = self.clock.seconds()
-        for peer in self.peers.values():
+        if not self.peers or not self._rounds.take(now):
+            return
+        guard = self.guard
+        port = self.groupPort
+        probed: set[str] = set()
+        for peer in sorted(self.peers.values(), key=_probedAt):
+            address = peer.address
+            if address in probed:
+                continue
+            probed.add(address)
+            peer.probedAt = now
             self.rttSequence += 1
             token = rttToken(self.instance, self.rttSequence)
-            peer.pending = (token, now)
-            peer.rttProbes += 1
             data = rttProbe(token)
+            if not guard.admit(address, port, len(data), now):
+                continue
+            if peer.pending is not None:
+                self._probes.pop(peer.pending[0], None)
+            peer.pending = (token, now)
+            self._probes[token] = peer
+            peer.rttProbes += 1
             try:
                 self.transport.write(  # type: ignore[union-attr]
-                    data, self._unicast(peer.address, self.groupPort)
+                    data, self._unicast(address, port)
                 )
             except Exception:
-                self.guard.refuse("send-failed", peer.address, self.groupPort)
+                guard.refuse("send-failed", address, port)
                 continue
             self.datagramsOut += 1
             self.bytesOut += len(data)
@@ -466,18 +553,15 @@ class MulticastResponder(DatagramProtocol):
         """
         Match the token of an answer to a round-trip probe of ours.
         """
-        now = self.clock.seconds()
-        for peer in self.peers.values():
-            if peer.pending is not None and peer.pending[0] == token:
-                sample = max(0.0, now - peer.pending[1])
-                peer.pending = None
-                peer.rttAnswers += 1
-                peer.rttLast = sample
-                peer.rtt = (
-                    sample if peer.rtt is None else peer.rtt + (sample - peer.rtt) / 8
-                )
-                return
-        # Late (replaced by a newer probe), or not ours: ignore it.
+        peer = self._probes.pop(token, None)
+        if peer is None or peer.pending is None:
+            # Late (replaced by a newer probe), or not ours: ignore it.
+            return
+        sample = max(0.0, self.clock.seconds() - peer.pending[1])
+        peer.pending = None
+        peer.rttAnswers += 1
+        peer.rttLast = sample
+        peer.rtt = sample if peer.rtt is None else peer.rtt + (sample - peer.rtt) / 8
 
     def goodbye(self) -> None:
         """
@@ -494,7 +578,10 @@ class MulticastResponder(DatagramProtocol):
         self.bytesIn += size
         host, port = addr[0], addr[1]
         if datagram.startswith(BEACON):
-            self.beaconReceived(datagram, host)
+            # Guarded before it is parsed: a flood of forged beacons costs
+            # a bucket update each, not a JSON parse and a peer.
+            if self.guard.admit(host, port, size, self.clock.seconds()):
+                self.beaconReceived(datagram, host, port)
             return
         token = rttAnswerToken(datagram)
         if token is not None:
@@ -527,52 +614,58 @@ class MulticastResponder(DatagramProtocol):
         self.datagramsOut += 1
         self.bytesOut += len(reply)
 
-    def beaconReceived(self, datagram: bytes, host: str) -> None:
+    def beaconReceived(self, datagram: bytes, host: str, port: int = 0) -> None:
         """
-        Update the peer table from a beacon.
+        Update the peer table from a beacon the guard admitted.  A new peer
+        in a full table evicts the one silent longest.
         """
         try:
             beacon = decodeBeacon(datagram)
-        except BadBeacon:
-            self.guard.refuse("bad-beacon", host, 0)
+        except BadBeacon as e:
+            self.guard.refuse("bad-beacon", host, port, detail=str(e))
             return
         instance = beacon.instance
         if instance == self.instance:
             return
         self.beaconsIn += 1
         now = self.clock.seconds()
-        peer = self.peers.get(instance)
+        peers = self.peers
+        peer = peers.get(instance)
         if beacon.bye:
             if peer is not None:
                 self._forget(peer, "goodbye")
             return
         seq = beacon.seq
         if peer is None:
+            while len(peers) >= self.maxPeers:
+                self._forget(next(iter(peers.values())), "evicted")
             peer = Peer(
                 instance=instance,
                 address=host,
                 hostname=beacon.host,
                 services=list(beacon.services),
-                interval=beacon.interval,
+                interval=clampInterval(beacon.interval),
                 firstSeq=seq,
                 highest=seq,
                 lastHeard=now,
                 transit=now - beacon.time,
             )
             peer.seen[seq] = None
-            self.peers[instance] = peer
-            self._event(
+            peers[instance] = peer
+            self._peerEvent(
                 LogLevel.info,
                 "peer {instance} ({hostname}, {address}) appeared on {group}",
                 "multicast_peer_joined",
+                "joined",
                 instance=instance,
                 hostname=peer.hostname,
                 address=host,
             )
             return
+        peers.move_to_end(instance)
         peer.lastHeard = now
         peer.address = host
-        peer.interval = beacon.interval
+        peer.interval = clampInterval(beacon.interval)
         if seq in peer.seen:
             peer.duplicates += 1
             return
@@ -607,14 +700,21 @@ class MulticastResponder(DatagramProtocol):
                 self._forget(peer, "expired")
 
     def _forget(self, peer: Peer, reason: str) -> None:
+        """
+        Remove C{peer} from the table, for C{reason} (C{goodbye},
+        C{expired}, C{evicted}), count and log it.
+        """
         self.peers.pop(peer.instance, None)
-        self._event(
+        if peer.pending is not None:
+            self._probes.pop(peer.pending[0], None)
+        self._peerEvent(
             LogLevel.info,
             "peer {instance} ({hostname}, {address}) left {group} "
             "({reason}); {received} beacons, {lost} lost, {duplicates} "
             "duplicated, {reordered} reordered, jitter {jitter:.6f} s, "
             "rtt {rttText}",
             "multicast_peer_left",
+            reason,
             instance=peer.instance,
             hostname=peer.hostname,
             address=peer.address,
@@ -630,20 +730,58 @@ class MulticastResponder(DatagramProtocol):
             rttAnswers=peer.rttAnswers,
         )
 
+    def _peerEvent(
+        self, level: LogLevel, text: str, event: str, change: str, **fields: Any
+    ) -> None:
+        """
+        Count a change of the peer table in
+        C{netdemo_multicast_peer_changes_total} and log it within the peer
+        log budget; once the budget allows again, a
+        C{multicast_peer_events_suppressed} event says how many were not
+        logged.
+        """
+        self.guard.metrics.inc(
+            "netdemo_multicast_peer_changes_total",
+            service=self.guard.serviceName,
+            change=change,
+        )
+        if not self._peerLog.take(self.clock.seconds()):
+            self._peerLogHeld += 1
+            return
+        if self._peerLogHeld:
+            self._event(
+                LogLevel.warn,
+                "{suppressed} peer events on {group} not logged: the peer table "
+                "changes faster than {rate} a second",
+                "multicast_peer_events_suppressed",
+                suppressed=self._peerLogHeld,
+                rate=PEER_LOG_RATE,
+            )
+            self._peerLogHeld = 0
+        self._event(level, text, event, **fields)
+
     def collect(self) -> list[Sample]:
         """
-        Per-peer samples, for L{IMetrics.addCollector}; the round-trip time
-        once one was measured.
+        Per-peer samples, for L{IMetrics.addCollector}: only the peers in
+        the table, so at most C{maxPeers} of each series; the round-trip
+        time once one was measured.
         """
         service = self.guard.serviceName
         samples = []
         for peer in self.peers.values():
-            name = f"{peer.hostname}/{peer.instance}"
+            name = peer.label
             for metric, attribute in _PEER_SERIES:
                 value = getattr(peer, attribute)
                 if value is not None:
                     samples.append(sampleOf(metric, value, service=service, peer=name))
         return samples
+
+
+def _probedAt(peer: Peer) -> float:
+    """
+    The sort key of a probe round: the peer probed longest ago first.
+    """
+    return peer.probedAt
 
 
 class MulticastService(DatagramService):
@@ -699,6 +837,7 @@ def buildMulticastService(
     metrics: IMetrics,
     reactor: Any,
     instance: str | None = None,
+    maxPeers: int = DEFAULT_MAX_PEERS,
 ) -> MulticastService:
     """
     Build the multicast responder: one socket per group, one guard for all.
@@ -712,11 +851,14 @@ def buildMulticastService(
     @param metrics: Where to report.
     @param reactor: The reactor to listen with and to time with.
     @param instance: This instance's id; random when L{None}.
+    @param maxPeers: The most peers kept per group.
     """
     guard = ReflectionGuard(SERVICE_NAME, limits, metrics, reactor)
     instance = instance or newInstanceId()
     responders = [
-        MulticastResponder(spec, guard, instance, services, announceInterval, reactor)
+        MulticastResponder(
+            spec, guard, instance, services, announceInterval, reactor, maxPeers
+        )
         for spec in groups
     ]
 

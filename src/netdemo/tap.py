@@ -108,6 +108,109 @@ def byteSize(value: str) -> int:
 byteSize.coerceDoc = "A size such as 1048576, 64KiB or 1MiB."  # type: ignore[attr-defined]
 
 
+def _naming(option: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
+    """
+    C{coerce}, with its errors naming C{--option} (Twisted's message names
+    only the value).
+    """
+
+    def named(value: str) -> Any:
+        try:
+            return coerce(value)
+        except ValueError as e:
+            raise ValueError(f"--{option}: {e}") from None
+
+    named.coerceDoc = coerce.coerceDoc  # type: ignore[attr-defined]
+    return named
+
+
+def _perSecond(value: str) -> str:
+    """
+    C{value} without a trailing C{/s}.
+    """
+    text = value.strip()
+    return text[:-2] if text.lower().endswith("/s") else text
+
+
+def datagramRate(value: str) -> float:
+    """
+    Coerce datagrams a second: C{2000}, C{2000/s}; 0 for no limit.
+    """
+    try:
+        number = float(_perSecond(value))
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"{value!r} is not a number of datagrams a second (2000/s)")
+    return number
+
+
+datagramRate.coerceDoc = (  # type: ignore[attr-defined]
+    "Datagrams a second such as 2000 or 2000/s; 0 for no limit."
+)
+
+
+def byteRate(value: str) -> int:
+    """
+    Coerce bytes a second: C{2000000}, C{2MB/s}, C{512KiB/s}; 0 for no limit.
+    """
+    text = _perSecond(value)
+    if text == "0":
+        return 0
+    try:
+        return byteSize(text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a number of bytes a second (2MB/s, 512KiB/s)"
+        ) from None
+
+
+byteRate.coerceDoc = (  # type: ignore[attr-defined]
+    "Bytes a second such as 2000000, 2MB/s or 512KiB/s; 0 for no limit."
+)
+
+
+def positiveInt(value: str) -> int:
+    """
+    Coerce a whole number of at least 1.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+positiveInt.coerceDoc = "Must be a whole number of at least 1."  # type: ignore[attr-defined]
+
+
+def announceInterval(value: str) -> float:
+    """
+    Coerce the seconds between multicast beacons: 0 (none), or the range
+    every instance accepts from a peer (C{netdemo.mcastwire.MIN_INTERVAL}
+    to C{MAX_INTERVAL}).
+    """
+    from netdemo.mcastwire import MAX_INTERVAL, MIN_INTERVAL
+
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number != 0 and not MIN_INTERVAL <= number <= MAX_INTERVAL:
+        raise ValueError(
+            f"{value!r} is not 0 or a number of seconds from {MIN_INTERVAL:g} "
+            f"to {MAX_INTERVAL:g}"
+        )
+    return number
+
+
+announceInterval.coerceDoc = (  # type: ignore[attr-defined]
+    "Must be 0 or from 0.1 to 60: peers clamp what they hear into that range."
+)
+
+
 def slowPolicy(value: str) -> str:
     """
     Coerce a slow-consumer policy.
@@ -240,14 +343,16 @@ class Options(usage.Options):
             "udp-rate",
             None,
             1000.0,
-            "Datagrams a second answered per source address, 0 for no limit",
+            "Datagrams a second answered per source network (a /24 for IPv4, a "
+            "/64 for IPv6), 0 for no limit",
             nonNegativeFloat,
         ],
         [
             "udp-burst",
             None,
             2000,
-            "Datagrams one source address may send at once before --udp-rate applies",
+            "Datagrams one source network may send at once, once earned at "
+            "--udp-rate (a new one starts with 10)",
             nonNegativeInt,
         ],
         [
@@ -256,6 +361,22 @@ class Options(usage.Options):
             10000,
             "Source addresses tracked for rate limiting (least recently used evicted)",
             nonNegativeInt,
+        ],
+        [
+            "udp-max-reply-rate",
+            None,
+            2000.0,
+            "Datagrams a second UDP echo (and, apart, the multicast responder) "
+            "sends at most, whatever the sources",
+            _naming("udp-max-reply-rate", datagramRate),
+        ],
+        [
+            "udp-max-reply-bytes",
+            None,
+            2000000,
+            "Payload bytes a second UDP echo (and, apart, the multicast "
+            "responder) sends at most, whatever the sources",
+            _naming("udp-max-reply-bytes", byteRate),
         ],
         [
             "udp-peer-interval",
@@ -269,7 +390,15 @@ class Options(usage.Options):
             None,
             5.0,
             "Seconds between multicast beacons, 0 for none",
-            nonNegativeFloat,
+            _naming("announce-interval", announceInterval),
+        ],
+        [
+            "multicast-max-peers",
+            None,
+            64,
+            "Other instances kept per multicast group; a new one in a full table "
+            "evicts the one silent longest",
+            _naming("multicast-max-peers", positiveInt),
         ],
         [
             "drain",
@@ -498,6 +627,14 @@ class Options(usage.Options):
             parseMulticastGroup(v) if isinstance(v, str) else v
             for v in self["multicast"]
         ]
+        for group in self["multicast"]:
+            if 0 < group.port < self["udp-port-floor"]:
+                raise usage.UsageError(
+                    f"--multicast {group}: port {group.port} is below "
+                    f"--udp-port-floor {self['udp-port-floor']}, so the other "
+                    "instances would refuse its beacons and probes; choose a "
+                    "port of at least that or lower --udp-port-floor"
+                )
         self._backplanePassword()
 
     def _backplanePassword(self) -> None:
@@ -577,6 +714,8 @@ class Options(usage.Options):
             burst=self["udp-burst"],
             maxSources=self["udp-max-sources"],
             allow=tuple(self["udp-allow"]),
+            maxReplyRate=float(self["udp-max-reply-rate"]),
+            maxReplyBytes=float(self["udp-max-reply-bytes"]),
         )
 
     def hubLimits(self) -> HubLimits:
@@ -700,6 +839,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
             services + ["multicast"],
             metrics,
             reactor,
+            maxPeers=options["multicast-max-peers"],
         ).setServiceParent(top)
     if options["http"]:
         info = ServerInfo(version=__version__, startedAt=reactor.seconds())

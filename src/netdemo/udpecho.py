@@ -211,11 +211,14 @@ class PacketInfoPort(udp.Port):
 
     def doRead(self) -> None:
         """
-        Read and answer up to L{BATCH} datagrams.
+        Read and answer up to L{BATCH} datagrams, with one clock reading.
+        The reply budget is taken once per batch: a reply is allowed while
+        the replies and bytes sent in the batch leave room for it.
         """
         proto = self.protocol
         guard = proto.guard
-        admit = guard.admit
+        admit = guard.admitSource
+        budgeted = guard.budgeted
         sock = self.socket
         recvmsg = sock.recvmsg
         sendmsg = sock.sendmsg
@@ -224,6 +227,12 @@ class PacketInfoPort(udp.Port):
         ancsize = _ANCILLARY_SIZE if self._wantInfo else 0
         replyInfo = self._replyInfo
         now = guard.clock.seconds()
+        budget, volume = guard.batch(now)
+        # Whole replies and bytes, no more than a batch can use: the checks
+        # below compare small ints, CPython's fastest comparison.
+        replies, room = BATCH, BATCH * MAX_PACKET_SIZE
+        if budgeted:
+            replies, room = min(int(budget), replies), min(int(volume), room)
         count = bytesIn = sent = bytesOut = 0
         try:
             while count < BATCH:
@@ -238,6 +247,10 @@ class PacketInfoPort(udp.Port):
                 count += 1
                 size = len(data)
                 bytesIn += size
+                if sent >= replies or bytesOut + size > room:
+                    reason = "global-rate" if sent >= replies else "global-bytes"
+                    guard.refuse(reason, addr[0], addr[1])
+                    continue
                 if not admit(addr[0], addr[1], size, now):
                     continue
                 try:
@@ -258,6 +271,8 @@ class PacketInfoPort(udp.Port):
                 sent += 1
                 bytesOut += size
         finally:
+            if budgeted:
+                guard.spent(budget - sent, volume - bytesOut)
             proto.datagramsIn += count
             proto.bytesIn += bytesIn
             proto.datagramsOut += sent
