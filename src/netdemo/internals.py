@@ -28,27 +28,44 @@ say so too).  The touchpoints:
     L{ListenFDs} that saw C{LISTEN_FDS} before Twisted removed it from the
     environment;
   - the C{_port} of a parsed server endpoint, to check a port number when
-    the options are parsed rather than when listening fails.
+    the options are parsed rather than when listening fails;
+  - the reactor's writers (C{getWriters}) as the set of transports holding
+    unsent bytes, and a transport's C{protocol}: the sent-byte totals look
+    only at those (L{backloggedTransports});
+  - C{FileDescriptor.bufferSize}, which is both the unsent-byte level at
+    which a transport pauses its producer and the size of one read
+    (L{limitWriteBuffer});
+  - C{twisted.web.http.HTTPChannel}'s C{allHeadersReceived} and
+    C{requestDone} (when Twisted calls them), its C{_command} and C{length}
+    (the method and declared body of the request whose head just arrived),
+    and C{LineReceiver}'s stop once the transport is C{disconnecting}: the
+    HTTP service's header deadline and its refusal of request bodies
+    (L{WatchedHTTPChannel}).
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from twisted.internet import abstract, tcp, udp
 from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.python.systemd import ListenFDs
+from twisted.web import http
 from zope.interface import implementer
 
 __all__ = [
     "SD_LISTEN_FDS_START",
     "RefusalTolerantPort",
+    "WatchedHTTPChannel",
     "adoptDatagramPortAs",
+    "backloggedTransports",
     "directTransport",
     "endpointPort",
     "inheritedListenFDs",
+    "limitWriteBuffer",
     "sendIfIdle",
     "unsentBytes",
     "writeNow",
@@ -88,6 +105,34 @@ def unsentBytes(transport: Any) -> int:
     if isinstance(transport, abstract.FileDescriptor):
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
     return 0
+
+
+def backloggedTransports(writers: Iterable[Any]) -> Iterator[tuple[Any, int]]:
+    """
+    C{(protocol, unsent bytes)} of each socket transport among C{writers}
+    (the reactor's C{getWriters()}) that holds unsent bytes.
+
+    A socket transport with unsent bytes is always one of the reactor's
+    writers: C{write} starts writing, and C{doWrite} stops only once the
+    buffer is empty.  So the transports with unsent bytes are found without
+    looking at every connection.
+    """
+    for writer in writers:
+        if isinstance(writer, abstract.FileDescriptor):
+            unsent = len(writer.dataBuffer) - writer.offset + writer._tempDataLen
+            if unsent:
+                yield getattr(writer, "protocol", None), unsent
+
+
+def limitWriteBuffer(transport: Any, size: int) -> None:
+    """
+    Make a socket transport pause its streaming producer once more than
+    C{size} bytes are unsent, and read at most C{size} bytes at a time
+    (C{FileDescriptor.bufferSize} is both; Twisted's default is 64 KiB).
+    Other transports are left alone.
+    """
+    if isinstance(transport, abstract.FileDescriptor):
+        transport.bufferSize = size
 
 
 def directTransport(transport: Any) -> tcp.Connection | None:
@@ -227,3 +272,53 @@ def endpointPort(endpoint: object) -> int | None:
         port: int = endpoint._port
         return port
     return None
+
+
+class WatchedHTTPChannel(http.HTTPChannel):
+    """
+    An HTTP/1.1 channel that tells its C{watcher} when the head of each
+    request is complete and when each request is done, and lets it refuse a
+    request that declares a body before Twisted prepares or reads the body.
+
+    Twisted's channel calls C{allHeadersReceived} once per request, after
+    its last header line and before C{Request.gotLength} (which creates the
+    body's file: a temporary file on disk above 100 kB) and before any body
+    byte is read; and C{requestDone} when a response is finished, before it
+    parses the next (pipelined) request.
+
+    The watcher provides:
+
+      - C{headReceived()}: a request's head is complete;
+      - C{bodyDeclared(method, length)}: that request declares a body
+        (C{length} in bytes, or L{None} for chunked).  Returning bytes
+        refuses it: they are written as the whole response and the
+        connection is closed; the body is never read (the closing transport
+        is C{disconnecting}, at which Twisted's line parser stops);
+      - C{requestFinished(request)}: a response is finished.
+    """
+
+    watcher: Any = None
+
+    def allHeadersReceived(self) -> None:
+        """
+        Tell the watcher; refuse the request if it says so.
+        """
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.headReceived()
+            length = self.length
+            if length != 0:
+                refusal = watcher.bodyDeclared(self._command, length)
+                if refusal is not None:
+                    self.transport.write(refusal)  # type: ignore[union-attr]
+                    self.loseConnection()
+                    return
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        """
+        Tell the watcher, then let Twisted go on to the next request.
+        """
+        if self.watcher is not None:
+            self.watcher.requestFinished(request)
+        super().requestDone(request)
