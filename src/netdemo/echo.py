@@ -8,9 +8,12 @@ Compared with the tutorial C{dataReceived -> transport.write} echo:
     C{nc -N}) gets every byte back before the server closes
     (L{IHalfCloseableProtocol});
   - B{flow control}: the transport is registered as its own streaming
-    producer, so while more than the transport's buffer size (64 KiB) is
-    unsent, the server stops reading from that client.  A client that sends
-    and never reads cannot grow the server's memory;
+    producer, so while more than L{WRITE_BUFFER} bytes are unsent, the
+    server stops reading from that client.  A client that sends and never
+    reads cannot grow the server's memory: it holds at most that buffer
+    and one read (L{WRITE_BUFFER} too) in the process, and the kernel send
+    buffer of its socket, fixed at L{SEND_BUFFER} (Linux doubles it) rather
+    than left to grow to C{net.ipv4.tcp_wmem}'s maximum (4 MiB);
   - B{limits}: see L{netdemo.limits};
   - B{speed}: when nothing is buffered for the connection, the reply is
     handed to the kernel at once (the socket's C{send}) instead of being queued
@@ -23,13 +26,20 @@ Compared with the tutorial C{dataReceived -> transport.write} echo:
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from zope.interface import implementer
 
-from netdemo.internals import directTransport, unsentBytes, writeNow
+from netdemo.internals import (
+    directTransport,
+    limitWriteBuffer,
+    unsentBytes,
+    writeNow,
+)
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import IMetrics
 from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
@@ -37,6 +47,13 @@ from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
 __all__ = ["Echo", "EchoFactory", "buildEchoService"]
 
 SERVICE_NAME = "tcp-echo"
+
+#: Unsent bytes above which the echo stops reading from a client, and the
+#: largest read (Twisted's default is 64 KiB for both).
+WRITE_BUFFER = 16 * 1024
+
+#: The kernel send buffer of each echo connection (Linux doubles it).
+SEND_BUFFER = 64 * 1024
 
 
 @implementer(IHalfCloseableProtocol)
@@ -51,8 +68,13 @@ class Echo(LimitedProtocol):
     _direct: Any = None
 
     def connectionMade(self) -> None:
-        transport = self.transport
-        transport.registerProducer(transport, True)  # type: ignore[union-attr]
+        transport: Any = self.transport
+        transport.registerProducer(transport, True)
+        limitWriteBuffer(transport, WRITE_BUFFER)
+        handle = getattr(transport, "socket", None)
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._direct = directTransport(transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -103,6 +125,8 @@ class EchoFactory(LimitedFactory):
     """
 
     protocol = Echo
+    # The echo writes exactly what it reads.
+    writtenAttribute = "bytesIn"
 
 
 def buildEchoService(
