@@ -20,7 +20,7 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netdemo.echo import SEND_BUFFER, WRITE_BUFFER, Echo, EchoFactory
+from netdemo.echo import QUEUED_BUFFER, SEND_BUFFER, Echo, EchoFactory
 from netdemo.internals import unsentBytes
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import MemoryMetrics
@@ -134,10 +134,13 @@ class StalledReaderTests(TestCase):
 
     async def test_boundedAndCounted(self) -> None:
         """
-        The echo connection's transport pauses above L{WRITE_BUFFER} unsent
-        bytes, its kernel send buffer is L{SEND_BUFFER} (doubled by Linux),
-        and the metrics' byte totals are those of the connection: received
-        is all it read, sent is that less what is still queued.
+        The echo reads 64 KiB at a time while the kernel takes every reply;
+        once it refuses part of one, the transport pauses above
+        L{QUEUED_BUFFER} unsent bytes, and full-size reads come back once
+        the client has read everything.  The kernel send buffer is
+        L{SEND_BUFFER} (doubled by Linux).  The metrics' byte totals are
+        those of the connection: received is all it read, sent is that less
+        what is still queued.
         """
         metrics = MemoryMetrics()
         factory = RecordingFactory("tcp-echo", ConnectionLimits(), metrics, reactor)
@@ -151,7 +154,8 @@ class StalledReaderTests(TestCase):
         await waitUntil(lambda: factory.built)
         [p] = factory.built
         transport: Any = p.transport
-        self.assertEqual(transport.bufferSize, WRITE_BUFFER)
+        self.assertIs(transport.producer, p)
+        self.assertEqual(transport.bufferSize, 64 * 1024)
         self.assertEqual(
             transport.socket.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
             2 * SEND_BUFFER,
@@ -163,13 +167,24 @@ class StalledReaderTests(TestCase):
             return transport not in _reactor.getReaders()
 
         await waitUntil(push, "the echo to stop reading")
+        self.assertEqual(transport.bufferSize, QUEUED_BUFFER)
         unsent = unsentBytes(transport)
-        self.assertGreater(unsent, WRITE_BUFFER)
-        self.assertLessEqual(unsent, 2 * WRITE_BUFFER)
+        self.assertGreater(unsent, QUEUED_BUFFER)
+        self.assertLessEqual(unsent, 64 * 1024 + QUEUED_BUFFER)
         received = metrics.value("netdemo_received_bytes_total", service="tcp-echo")
         sent = metrics.value("netdemo_sent_bytes_total", service="tcp-echo")
         self.assertEqual((received, sent), (p.bytesIn, p.bytesIn - unsent))
         self.assertEqual(sent, p.bytesOut)
+        got = 0
+
+        def drain() -> bool:
+            nonlocal got
+            with contextlib.suppress(BlockingIOError):
+                got += len(client.recv(1 << 20))
+            return got >= p.bytesIn and transport in _reactor.getReaders()
+
+        await waitUntil(drain, "the client to read everything")
+        self.assertEqual(transport.bufferSize, 64 * 1024)
         client.close()
         await waitUntil(lambda: not factory.connections)
         self.assertEqual(

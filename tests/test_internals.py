@@ -171,6 +171,34 @@ class WriteBufferTests(TestCase):
         await waitUntil(lambda: pair.client.received == b"first second third")
         await pair.close()
 
+    async def test_writeNowQueuedBuffer(self) -> None:
+        """
+        L{writeNow} with C{queuedBuffer} leaves the transport's
+        C{bufferSize} alone while the kernel takes everything, and sets it
+        before queueing what the kernel refused, so that the pause is
+        decided with it.
+        """
+        pair = _TCPPair(self)
+        await pair.connect()
+        transport = directTransport(pair.server.transport)
+        assert transport is not None
+        transport.registerProducer(transport, True)
+        writeNow(transport, b"small", 1000)
+        self.assertEqual(transport.bufferSize, 65536)
+        pair.client.transport.pauseProducing()  # type: ignore[union-attr]
+        for _ in range(1000):
+            writeNow(transport, b"x" * 65536, 1000)
+            if unsentBytes(transport):
+                break
+        self.assertEqual(transport.bufferSize, 1000)
+        self.assertNotIn(transport, reactor.getReaders())
+        limitWriteBuffer(transport, None)
+        self.assertEqual(transport.bufferSize, 65536)
+        transport.unregisterProducer()
+        pair.client.transport.resumeProducing()  # type: ignore[union-attr]
+        await waitUntil(lambda: unsentBytes(transport) == 0)
+        await pair.close()
+
     async def test_sendIfIdle(self) -> None:
         """
         L{sendIfIdle} sends only when nothing is queued, and never queues.

@@ -124,15 +124,18 @@ def backloggedTransports(writers: Iterable[Any]) -> Iterator[tuple[Any, int]]:
                 yield getattr(writer, "protocol", None), unsent
 
 
-def limitWriteBuffer(transport: Any, size: int) -> None:
+def limitWriteBuffer(transport: Any, size: int | None) -> None:
     """
     Make a socket transport pause its streaming producer once more than
     C{size} bytes are unsent, and read at most C{size} bytes at a time
-    (C{FileDescriptor.bufferSize} is both; Twisted's default is 64 KiB).
-    Other transports are left alone.
+    (C{FileDescriptor.bufferSize} is both; Twisted's default, which
+    C{size=None} restores, is 64 KiB).  Other transports are left alone.
     """
     if isinstance(transport, abstract.FileDescriptor):
-        transport.bufferSize = size
+        if size is None:
+            transport.__dict__.pop("bufferSize", None)
+        else:
+            transport.bufferSize = size
 
 
 def directTransport(transport: Any) -> tcp.Connection | None:
@@ -145,12 +148,17 @@ def directTransport(transport: Any) -> tcp.Connection | None:
     return None
 
 
-def writeNow(transport: tcp.Connection, data: bytes) -> None:
+def writeNow(transport: tcp.Connection, data: bytes, queuedBuffer: int = 0) -> None:
     """
     Write C{data} to a plain TCP transport (see L{directTransport}): when
     nothing is queued, hand it to the kernel now; whatever the kernel does
     not take goes through C{transport.write}, which keeps order and flow
     control.
+
+    @param queuedBuffer: If not 0, the C{bufferSize} (L{limitWriteBuffer})
+        the transport gets, before the write, once anything is queued: the
+        kernel's buffer is full, so its producer pauses above that and reads
+        that much at most.
 
     C{socket.send}, not C{writeSomeData}: that adds a C{memoryview} slice
     and an EINTR loop per write (Python retries EINTR itself, PEP 475).
@@ -167,6 +175,8 @@ def writeNow(transport: tcp.Connection, data: bytes) -> None:
             return
         if sent:
             data = data[sent:]
+    if queuedBuffer:
+        transport.bufferSize = queuedBuffer
     transport.write(data)
 
 
