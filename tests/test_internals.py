@@ -303,6 +303,19 @@ class WriteBufferSizeTests(TestCase):
         self.assertFalse(hasattr(transport, "bufferSize"))
 
 
+def nextTurn(clock: Any) -> None:
+    """
+    Run the calls of C{clock} that are due now and were scheduled before
+    this call, as one turn of the reactor does (C{Clock.advance(0)} would
+    also run those they schedule).
+    """
+    due = [c for c in clock.getDelayedCalls() if c.getTime() <= clock.seconds()]
+    for call in due:
+        clock.calls.remove(call)
+        call.called = True
+        call.func(*call.args, **call.kw)
+
+
 class _Watcher:
     """
     Records what a L{WatchedHTTPChannel} tells it; refuses bodies when
@@ -355,7 +368,8 @@ class HTTPChannelTests(SynchronousTestCase):
             return real(length)
 
         self.patch(http, "_getContentFile", recorded)
-        site = Site(Hello(), timeout=None, reactor=Clock())
+        self.clock = Clock()
+        site = Site(Hello(), timeout=None, reactor=self.clock)
         site.protocol = WatchedHTTPChannel  # type: ignore[assignment]
         channel: Any = site.buildProtocol(None)
         channel.watcher = watcher
@@ -413,6 +427,50 @@ class HTTPChannelTests(SynchronousTestCase):
         self.assertEqual(self.bodyFiles, [])
         self.assertEqual(watcher.calls, ["head", ("body", b"GET", 999999999)])
         channel.connectionLost(None)
+
+    def test_requestsPerTurn(self) -> None:
+        """
+        Of many pipelined requests that arrive together, C{requestsPerTurn}
+        are answered, then the channel stops parsing and reading (the
+        transport is paused) until the next turn of the clock.
+        """
+        channel, transport = self.channel(_Watcher())
+        channel.requestsPerTurn = 4
+        channel.newRead()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n" * 10)
+        self.assertEqual(transport.value().count(b"hello"), 4)
+        self.assertEqual(transport.producerState, "paused")
+        nextTurn(self.clock)
+        self.assertEqual(transport.value().count(b"hello"), 8)
+        nextTurn(self.clock)
+        self.assertEqual(transport.value().count(b"hello"), 10)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_notReadingResponses(self) -> None:
+        """
+        A client that does not read its responses (the transport paused the
+        channel) is not read from again at the next turn.
+        """
+        channel, transport = self.channel(_Watcher())
+        channel.requestsPerTurn = 1
+        channel.newRead()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n" * 3)
+        channel.pauseProducing()
+        nextTurn(self.clock)
+        self.assertTrue(channel._waitingForTransport)
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_lostWhilePaused(self) -> None:
+        """
+        A connection lost while waiting for its next turn leaves no timer.
+        """
+        channel, _ = self.channel(_Watcher())
+        channel.requestsPerTurn = 1
+        channel.newRead()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n" * 3)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        channel.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_doneBeforePipelined(self) -> None:
         """

@@ -31,6 +31,7 @@ from netdemo.web import (
     buildHTTPService,
 )
 from tests.support import PATIENCE, Daemon, captureEvents, poll
+from tests.test_internals import nextTurn
 
 INFO = ServerInfo(version="1.2.3", startedAt=0.0)
 
@@ -164,6 +165,24 @@ class HeaderDeadlineTests(SynchronousTestCase):
         p, transport = connect(factory)
         p.dataReceived(HEALTHZ * 3)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3)
+        self.assertFalse(transport.disconnecting)
+
+    def test_pipelinedBurst(self) -> None:
+        """
+        A read holding a thousand pipelined requests gets answers for a few
+        of them per turn of the clock, all in the end, in order.
+        """
+        factory, _, clock = makeHTTP()
+        p, transport = connect(factory)
+        p.dataReceived(
+            b"".join(b"GET /healthz?%d HTTP/1.1\r\n\r\n" % i for i in range(1000))
+        )
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200"), 16)
+        nextTurn(clock)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200"), 32)
+        for _ in range(100):
+            nextTurn(clock)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200"), 1000)
         self.assertFalse(transport.disconnecting)
 
     def test_abortedIfNeverRead(self) -> None:
@@ -573,6 +592,24 @@ class DaemonTests(SynchronousTestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 405 "), answer[:100])
         self.assertEqual(os.listdir(self.temporary), [])
         self.assertLess(_writtenToStorage(pid) - before, 1 << 20)
+
+    def test_pipelining(self) -> None:
+        """
+        Two thousand pipelined requests sent at once are all answered, in
+        order, a few per reactor turn.
+        """
+        client = socket.create_connection(self.address, timeout=PATIENCE)
+        self.addCleanup(client.close)
+        requests = [b"GET /healthz?%d HTTP/1.1\r\n\r\n" % i for i in range(2000)]
+        client.sendall(b"".join(requests))
+        reader = client.makefile("rb")
+        for _ in requests:
+            self.assertEqual(reader.readline(), b"HTTP/1.1 200 OK\r\n")
+            length = 0
+            while (line := reader.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            self.assertEqual(reader.read(length), b"ok\n")
 
     def test_scrapesRenderBounded(self) -> None:
         """

@@ -34,6 +34,8 @@ What a client can make the service do is bounded:
   - a request that declares a body is answered C{413} (C{405} for a method
     other than GET and HEAD) as soon as its head is in, and the connection
     closed: no body is read, nothing is written to disk;
+  - pipelined requests are answered at most 16 per reactor turn
+    (L{netdemo.internals.WatchedHTTPChannel.requestsPerTurn});
   - each representation (the page, C{/status.json}, C{/metrics} in each
     format) is rendered at most once every L{RENDER_INTERVAL} seconds and
     served from a cache in between (L{RenderCache}), so any number of
@@ -693,7 +695,9 @@ class HTTPConnection(LimitedProtocol):
             # The first byte of the next request starts its header deadline.
             self._idle = False
             self._arm(self.factory.httpLimits.headerTimeout, self._headTimedOut)
-        self.channel.dataReceived(data)
+        channel = self.channel
+        channel.newRead()
+        channel.dataReceived(data)
 
     # The channel's watcher (netdemo.internals.WatchedHTTPChannel).
 
