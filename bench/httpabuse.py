@@ -434,9 +434,10 @@ def body(server: Server, http_: tuple[str, int], size: int) -> dict[str, Any]:
         "seconds": elapsed,
         "answer": answer.split(b"\r\n", 1)[0].decode("latin-1"),
         "temporary_files": sorted(seen),
-        "written_to_storage": _writeBytes(server.pid)
-        - before
-        - (server.log.stat().st_size - logged),
+        # Page-granular: the log's own growth may round it below 0.
+        "written_to_storage": max(
+            0, _writeBytes(server.pid) - before - (server.log.stat().st_size - logged)
+        ),
     }
 
 
