@@ -66,6 +66,7 @@ SECTIONS = [
     ("fanout", "fanout"),
     ("backplane", "backplane"),
     ("udp", "udp"),
+    ("httpabuse", "httpabuse"),
 ]
 
 DOCS = ROOT / "docs" / "benchmarks.md"

@@ -127,6 +127,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
 
         received = "[data-series='netdemo_received_bytes_total{service=\"tcp-echo\"}']"
         rate = "[data-rate='netdemo_received_bytes_total{service=\"tcp-echo\"}']"
+        # The card counts every service's connections, the page's own too.
+        opened = "[data-series='netdemo_connections_current{service=\"tcp-echo\"}']"
         self.assertEqual(text(received), "0")
         first = int(text("#requests"))
         self.waitFor(
@@ -149,7 +151,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
 
         self.waitFor(
             lambda: (
-                text("#open") == "1"
+                text(opened) == "1"
+                and int(text("#open")) >= 2
                 and text(rate) not in ("\u2013", "0.0")
                 and float(text(rate)) > 0
             ),

@@ -126,15 +126,22 @@ class FlowControlTests(SynchronousTestCase):
     a graceful close.
     """
 
-    def test_transportIsItsOwnProducer(self) -> None:
+    def test_protocolIsTheProducer(self) -> None:
         """
-        On connection the transport is registered as its own streaming
-        producer, so a full write buffer pauses reading.
+        On connection the protocol is registered as the transport's
+        streaming producer and passes pauses on to the transport, so a full
+        write buffer pauses reading.
         """
         factory, _, _ = makeFactory()
         protocol, transport = connect(factory)
-        self.assertIs(transport.producer, transport)
+        self.assertIs(transport.producer, protocol)
         self.assertTrue(transport.streaming)
+        protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        protocol.stopProducing()
+        self.assertEqual(transport.producerState, "stopped")
 
     def test_halfCloseFlushesThenCloses(self) -> None:
         """

@@ -7,6 +7,7 @@ the per-connection state that L{netdemo.stream.LimitedProtocol} sets up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -19,11 +20,11 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netdemo.echo import Echo, EchoFactory
+from netdemo.echo import QUEUED_BUFFER, SEND_BUFFER, Echo, EchoFactory
 from netdemo.internals import unsentBytes
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import MemoryMetrics
-from tests.support import PATIENCE
+from tests.support import PATIENCE, waitUntil
 
 #: The reactor, for the calls its interfaces do not all declare.
 _reactor: Any = reactor
@@ -123,6 +124,72 @@ class DirectSendTests(TestCase):
         [p] = self.factory.built
         self.assertTrue(p.direct)
         self.assertGreater(p.queued, 0)
+
+
+class StalledReaderTests(TestCase):
+    """
+    A client that sends and does not read, over real loopback TCP: what the
+    echo holds for it, and what the byte totals say meanwhile.
+    """
+
+    async def test_boundedAndCounted(self) -> None:
+        """
+        The echo reads 64 KiB at a time while the kernel takes every reply;
+        once it refuses part of one, the transport pauses above
+        L{QUEUED_BUFFER} unsent bytes, and full-size reads come back once
+        the client has read everything.  The kernel send buffer is
+        L{SEND_BUFFER} (doubled by Linux).  The metrics' byte totals are
+        those of the connection: received is all it read, sent is that less
+        what is still queued.
+        """
+        metrics = MemoryMetrics()
+        factory = RecordingFactory("tcp-echo", ConnectionLimits(), metrics, reactor)
+        port = _reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.socket()
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port.getHost().port))
+        client.setblocking(False)
+        await waitUntil(lambda: factory.built)
+        [p] = factory.built
+        transport: Any = p.transport
+        self.assertIs(transport.producer, p)
+        self.assertEqual(transport.bufferSize, 64 * 1024)
+        self.assertEqual(
+            transport.socket.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            2 * SEND_BUFFER,
+        )
+
+        def push() -> bool:
+            with contextlib.suppress(BlockingIOError):
+                client.send(b"z" * 65536)
+            return transport not in _reactor.getReaders()
+
+        await waitUntil(push, "the echo to stop reading")
+        self.assertEqual(transport.bufferSize, QUEUED_BUFFER)
+        unsent = unsentBytes(transport)
+        self.assertGreater(unsent, QUEUED_BUFFER)
+        self.assertLessEqual(unsent, 64 * 1024 + QUEUED_BUFFER)
+        received = metrics.value("netdemo_received_bytes_total", service="tcp-echo")
+        sent = metrics.value("netdemo_sent_bytes_total", service="tcp-echo")
+        self.assertEqual((received, sent), (p.bytesIn, p.bytesIn - unsent))
+        self.assertEqual(sent, p.bytesOut)
+        got = 0
+
+        def drain() -> bool:
+            nonlocal got
+            with contextlib.suppress(BlockingIOError):
+                got += len(client.recv(1 << 20))
+            return got >= p.bytesIn and transport in _reactor.getReaders()
+
+        await waitUntil(drain, "the client to read everything")
+        self.assertEqual(transport.bufferSize, 64 * 1024)
+        client.close()
+        await waitUntil(lambda: not factory.connections)
+        self.assertEqual(
+            metrics.value("netdemo_sent_bytes_total", service="tcp-echo"), p.bytesOut
+        )
 
 
 class ConnectionStateTests(SynchronousTestCase):

@@ -25,10 +25,13 @@ from netdemo import internals
 from netdemo.internals import (
     SD_LISTEN_FDS_START,
     RefusalTolerantPort,
+    WatchedHTTPChannel,
     adoptDatagramPortAs,
+    backloggedTransports,
     directTransport,
     endpointPort,
     inheritedListenFDs,
+    limitWriteBuffer,
     sendIfIdle,
     unsentBytes,
     writeNow,
@@ -168,6 +171,34 @@ class WriteBufferTests(TestCase):
         await waitUntil(lambda: pair.client.received == b"first second third")
         await pair.close()
 
+    async def test_writeNowQueuedBuffer(self) -> None:
+        """
+        L{writeNow} with C{queuedBuffer} leaves the transport's
+        C{bufferSize} alone while the kernel takes everything, and sets it
+        before queueing what the kernel refused, so that the pause is
+        decided with it.
+        """
+        pair = _TCPPair(self)
+        await pair.connect()
+        transport = directTransport(pair.server.transport)
+        assert transport is not None
+        transport.registerProducer(transport, True)
+        writeNow(transport, b"small", 1000)
+        self.assertEqual(transport.bufferSize, 65536)
+        pair.client.transport.pauseProducing()  # type: ignore[union-attr]
+        for _ in range(1000):
+            writeNow(transport, b"x" * 65536, 1000)
+            if unsentBytes(transport):
+                break
+        self.assertEqual(transport.bufferSize, 1000)
+        self.assertNotIn(transport, reactor.getReaders())
+        limitWriteBuffer(transport, None)
+        self.assertEqual(transport.bufferSize, 65536)
+        transport.unregisterProducer()
+        pair.client.transport.resumeProducing()  # type: ignore[union-attr]
+        await waitUntil(lambda: unsentBytes(transport) == 0)
+        await pair.close()
+
     async def test_sendIfIdle(self) -> None:
         """
         L{sendIfIdle} sends only when nothing is queued, and never queues.
@@ -181,6 +212,276 @@ class WriteBufferTests(TestCase):
         self.assertFalse(sendIfIdle(transport, b"never"))
         await waitUntil(lambda: pair.client.received == b"one two")
         await pair.close()
+
+
+class BacklogTests(TestCase):
+    """
+    The transports holding unsent bytes are the reactor's writers.
+    """
+
+    async def test_stalledReaderIsAWriter(self) -> None:
+        """
+        A server transport with unsent bytes (its peer does not read) is
+        among the reactor's writers, with its protocol and exactly its
+        unsent bytes; once they are sent it is not.
+        """
+        pair = _TCPPair(self)
+        await pair.connect()
+        pair.client.transport.pauseProducing()  # type: ignore[union-attr]
+        transport = pair.server.transport
+        assert isinstance(transport, tcp.Server)
+        for _ in range(100):
+            transport.write(b"x" * 65536)
+        found = dict(backloggedTransports(reactor.getWriters()))
+        self.assertEqual(found.get(pair.server), unsentBytes(transport))
+        self.assertGreater(found[pair.server], 0)
+        pair.client.transport.resumeProducing()
+        await waitUntil(lambda: unsentBytes(transport) == 0)
+        self.assertNotIn(pair.server, dict(backloggedTransports(reactor.getWriters())))
+        await waitUntil(lambda: len(pair.client.received) == 100 * 65536)
+        await pair.close()
+
+    def test_otherWriters(self) -> None:
+        """
+        Writers that are not socket transports are left out.
+        """
+        self.assertEqual(list(backloggedTransports([object()])), [])
+
+
+class WriteBufferSizeTests(TestCase):
+    """
+    C{FileDescriptor.bufferSize} is the level at which a transport pauses
+    its producer, and the size of one read.
+    """
+
+    async def test_pausesAbove(self) -> None:
+        """
+        A transport that is its own producer stops reading once more than
+        its buffer size is unsent, and not below.
+        """
+        pair = _TCPPair(self)
+        await pair.connect()
+        transport = pair.server.transport
+        assert isinstance(transport, tcp.Server)
+        transport.registerProducer(transport, True)
+        limitWriteBuffer(transport, 1000)
+        transport.write(b"x" * 1000)
+        self.assertIn(transport, reactor.getReaders())
+        transport.write(b"x")
+        self.assertNotIn(transport, reactor.getReaders())
+        await waitUntil(lambda: len(pair.client.received) == 1001)
+        self.assertIn(transport, reactor.getReaders())
+        transport.unregisterProducer()
+        await pair.close()
+
+    async def test_readSize(self) -> None:
+        """
+        No read is larger than the buffer size.
+        """
+        sizes: list[int] = []
+
+        class Sizes(_Keep):
+            def dataReceived(self, data: bytes) -> None:
+                sizes.append(len(data))
+                super().dataReceived(data)
+
+        pair = _TCPPair(self)
+        pair.server = Sizes()
+        await pair.connect()
+        limitWriteBuffer(pair.server.transport, 1000)
+        pair.client.transport.write(b"y" * 50000)  # type: ignore[union-attr]
+        await waitUntil(lambda: len(pair.server.received) == 50000)
+        self.assertLessEqual(max(sizes), 1000)
+        await pair.close()
+
+    def test_otherTransports(self) -> None:
+        """
+        Other transports are left alone.
+        """
+        transport = StringTransport()
+        limitWriteBuffer(transport, 10)
+        self.assertFalse(hasattr(transport, "bufferSize"))
+
+
+def nextTurn(clock: Any) -> None:
+    """
+    Run the calls of C{clock} that are due now and were scheduled before
+    this call, as one turn of the reactor does (C{Clock.advance(0)} would
+    also run those they schedule).
+    """
+    due = [c for c in clock.getDelayedCalls() if c.getTime() <= clock.seconds()]
+    for call in due:
+        clock.calls.remove(call)
+        call.called = True
+        call.func(*call.args, **call.kw)
+
+
+class _Watcher:
+    """
+    Records what a L{WatchedHTTPChannel} tells it; refuses bodies when
+    told to.
+    """
+
+    def __init__(self, refusal: bytes | None = None) -> None:
+        self.refusal = refusal
+        self.calls: list[Any] = []
+
+    def headReceived(self) -> None:
+        self.calls.append("head")
+
+    def bodyDeclared(self, method: bytes, length: int | None) -> bytes | None:
+        self.calls.append(("body", method, length))
+        return self.refusal
+
+    def requestFinished(self, request: Any) -> None:
+        self.calls.append(("done", request.uri))
+
+
+class HTTPChannelTests(SynchronousTestCase):
+    """
+    When Twisted's C{HTTPChannel} calls C{allHeadersReceived} and
+    C{requestDone}, what C{_command} and C{length} hold then, and that its
+    parser stops once the transport is C{disconnecting}.
+    """
+
+    def channel(self, watcher: _Watcher) -> tuple[Any, StringTransport]:
+        """
+        A L{WatchedHTTPChannel} of a site answering every path, on a
+        L{StringTransport}, with Twisted's body file creation recorded.
+        """
+        from twisted.internet.task import Clock
+        from twisted.web import http
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Hello(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                return b"hello"
+
+        self.bodyFiles: list[Any] = []
+        real = http._getContentFile
+
+        def recorded(length: Any) -> Any:
+            self.bodyFiles.append(length)
+            return real(length)
+
+        self.patch(http, "_getContentFile", recorded)
+        self.clock = Clock()
+        site = Site(Hello(), timeout=None, reactor=self.clock)
+        site.protocol = WatchedHTTPChannel  # type: ignore[assignment]
+        channel: Any = site.buildProtocol(None)
+        channel.watcher = watcher
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def test_headBeforeBody(self) -> None:
+        """
+        The head hook runs before Twisted prepares the body; the method and
+        declared length are those of the request; C{requestDone} follows
+        the response.
+        """
+        watcher = _Watcher()
+        channel, transport = self.channel(watcher)
+        channel.dataReceived(b"PUT /a HTTP/1.1\r\nContent-Length: 3\r\n\r\n")
+        self.assertEqual(watcher.calls, ["head", ("body", b"PUT", 3)])
+        self.assertEqual(self.bodyFiles, [3])
+        channel.dataReceived(b"abc")
+        self.assertEqual(watcher.calls[-1], ("done", b"/a"))
+        self.assertIn(b"hello", transport.value())
+
+    def test_chunkedLength(self) -> None:
+        """
+        A chunked body declares no length: L{None}.
+        """
+        watcher = _Watcher()
+        channel, _ = self.channel(watcher)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertEqual(watcher.calls, ["head", ("body", b"POST", None)])
+
+    def test_noBody(self) -> None:
+        """
+        Without a declared body, only the head hook runs.
+        """
+        watcher = _Watcher()
+        channel, _ = self.channel(watcher)
+        channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n")
+        self.assertEqual(watcher.calls, ["head", ("done", b"/x")])
+
+    def test_refusal(self) -> None:
+        """
+        A refused request gets the refusal as its whole answer and the
+        connection closes; the body that arrived with the head is neither
+        prepared nor read, and the channel parses nothing further.
+        """
+        watcher = _Watcher(refusal=b"NO\r\n")
+        channel, transport = self.channel(watcher)
+        channel.dataReceived(
+            b"GET / HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n"
+            + b"GET /again HTTP/1.1\r\n\r\n" * 100
+        )
+        self.assertEqual(transport.value(), b"NO\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.bodyFiles, [])
+        self.assertEqual(watcher.calls, ["head", ("body", b"GET", 999999999)])
+        channel.connectionLost(None)
+
+    def test_requestsPerTurn(self) -> None:
+        """
+        Of many pipelined requests that arrive together, C{requestsPerTurn}
+        are answered, then the channel stops parsing and reading (the
+        transport is paused) until the next turn of the clock.
+        """
+        channel, transport = self.channel(_Watcher())
+        channel.requestsPerTurn = 4
+        channel.newRead()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n" * 10)
+        self.assertEqual(transport.value().count(b"hello"), 4)
+        self.assertEqual(transport.producerState, "paused")
+        nextTurn(self.clock)
+        self.assertEqual(transport.value().count(b"hello"), 8)
+        nextTurn(self.clock)
+        self.assertEqual(transport.value().count(b"hello"), 10)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_notReadingResponses(self) -> None:
+        """
+        A client that does not read its responses (the transport paused the
+        channel) is not read from again at the next turn.
+        """
+        channel, transport = self.channel(_Watcher())
+        channel.requestsPerTurn = 1
+        channel.newRead()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n" * 3)
+        channel.pauseProducing()
+        nextTurn(self.clock)
+        self.assertTrue(channel._waitingForTransport)
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_lostWhilePaused(self) -> None:
+        """
+        A connection lost while waiting for its next turn leaves no timer.
+        """
+        channel, _ = self.channel(_Watcher())
+        channel.requestsPerTurn = 1
+        channel.newRead()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n" * 3)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        channel.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_doneBeforePipelined(self) -> None:
+        """
+        C{requestDone} runs before the next pipelined request is parsed.
+        """
+        watcher = _Watcher()
+        channel, _ = self.channel(watcher)
+        channel.dataReceived(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n")
+        self.assertEqual(
+            watcher.calls, ["head", ("done", b"/1"), "head", ("done", b"/2")]
+        )
 
 
 class _Refusals(DatagramProtocol):
@@ -358,5 +659,16 @@ class EndpointPortTests(SynchronousTestCase):
         The module lists every touchpoint in its docstring.
         """
         doc = internals.__doc__ or ""
-        for name in ("dataBuffer", "_fromListeningDescriptor", "_sddaemon", "_port"):
+        for name in (
+            "dataBuffer",
+            "_fromListeningDescriptor",
+            "_sddaemon",
+            "_port",
+            "getWriters",
+            "bufferSize",
+            "allHeadersReceived",
+            "requestDone",
+            "_command",
+            "disconnecting",
+        ):
             self.assertIn(name, doc)

@@ -9,6 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from netdemo.limits import DEFAULT_BACKLOG, HTTPLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.systemd import listeningSummary
 from netdemo.tap import DEFAULTS, Options, makeService
@@ -26,10 +27,26 @@ class HTTPOptionTests(SynchronousTestCase):
 
     def test_default(self) -> None:
         """
-        With no service option, the status service listens on 127.0.0.1:8080.
+        With no service option, the status service listens on 127.0.0.1:8080
+        with the listen backlog of every other stream listener.
         """
-        self.assertEqual(DEFAULTS["http"], ["tcp:8080:interface=127.0.0.1"])
-        self.assertEqual(self.parse()["http"], ["tcp:8080:interface=127.0.0.1"])
+        default = f"tcp:8080:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"
+        self.assertEqual(DEFAULTS["http"], [default])
+        self.assertEqual(self.parse()["http"], [default])
+
+    def test_oneBacklogRule(self) -> None:
+        """
+        Every default stream listener and every bare port listens with
+        L{DEFAULT_BACKLOG}; none is left at Twisted's 50.
+        """
+        options = self.parse()
+        for name in ("tcp", "pubsub", "http"):
+            for description in options[name]:
+                self.assertTrue(
+                    description.endswith(f":backlog={DEFAULT_BACKLOG}"), description
+                )
+        bare = self.parse("--http", "9090")["http"]
+        self.assertEqual(bare, [f"tcp:9090:backlog={DEFAULT_BACKLOG}"])
 
     def test_repeatable(self) -> None:
         """
@@ -83,3 +100,68 @@ class MakeServiceTests(SynchronousTestCase):
             listeningSummary(metrics),
             "Listening: http on 127.0.0.1:8080; tcp-echo on 0.0.0.0:7, [::]:7",
         )
+
+
+class HTTPLimitOptionTests(SynchronousTestCase):
+    """
+    C{--http-header-timeout} and C{--fd-reserve}, and what L{makeService}
+    gives the HTTP service.
+    """
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaults(self) -> None:
+        """
+        The header deadline is 10 s and the descriptor reserve 64, in their
+        final types, and both are in C{--help} with their defaults.
+        """
+        options = self.parse()
+        self.assertEqual(options.httpLimits(), HTTPLimits(headerTimeout=10.0))
+        self.assertIsInstance(options["http-header-timeout"], float)
+        self.assertEqual(options.connectionLimits().descriptorReserve, 64)
+        text = " ".join(Options().getUsage(width=200).split())
+        self.assertIn("--http-header-timeout=", text)
+        self.assertIn("slow bytes do not extend it [default: 10.0]", text)
+        self.assertIn("--fd-reserve=", text)
+        self.assertIn("0 for no reserve [default: 64]", text)
+
+    def test_values(self) -> None:
+        """
+        Given values are coerced; a reserve of 0 turns it off.
+        """
+        options = self.parse("--http-header-timeout", "2.5", "--fd-reserve", "0")
+        self.assertEqual(options.httpLimits().headerTimeout, 2.5)
+        self.assertEqual(options.connectionLimits().descriptorReserve, 0)
+
+    def test_bad(self) -> None:
+        """
+        A header deadline that is not above 0, or a negative reserve, is one
+        line naming the option and the value.
+        """
+        for argv, value in [
+            (["--http-header-timeout", "0"], "'0'"),
+            (["--http-header-timeout", "inf"], "'inf'"),
+            (["--fd-reserve", "-1"], "'-1'"),
+            (["--fd-reserve", "some"], "'some'"),
+        ]:
+            e = self.assertRaises(usage.UsageError, self.parse, *argv)
+            self.assertIn(argv[0], str(e))
+            self.assertIn(value, str(e))
+            self.assertNotIn("\n", str(e))
+
+    def test_given(self) -> None:
+        """
+        The HTTP service gets the stream services' connection limits and
+        its own.
+        """
+        options = self.parse(
+            "--http", "tcp:0", "--max-per-peer", "7", "--http-header-timeout", "3"
+        )
+        top = makeService(options, MemoryReactorClock())
+        factory = top.getServiceNamed("http").factory
+        self.assertEqual(factory.limits, options.connectionLimits())
+        self.assertEqual(factory.limits.maxPerPeer, 7)
+        self.assertEqual(factory.httpLimits, HTTPLimits(headerTimeout=3.0))

@@ -7,10 +7,16 @@ Compared with the tutorial C{dataReceived -> transport.write} echo:
   - B{half-close}: a client that sends its data and then a FIN (C{socat},
     C{nc -N}) gets every byte back before the server closes
     (L{IHalfCloseableProtocol});
-  - B{flow control}: the transport is registered as its own streaming
-    producer, so while more than the transport's buffer size (64 KiB) is
-    unsent, the server stops reading from that client.  A client that sends
-    and never reads cannot grow the server's memory;
+  - B{flow control}: the protocol is the transport's streaming producer
+    (it passes pauses on), so the server stops reading from a client while
+    too much is unsent.  While the kernel takes every reply, reads are
+    Twisted's 64 KiB; once it refuses part of one (the client does not read
+    as fast as it sends), the limit and the largest read drop to
+    L{QUEUED_BUFFER} until the queue has drained.  A client that sends and
+    never reads therefore holds at most about one 64 KiB read in the
+    process, and the kernel send buffer of its socket, fixed at
+    L{SEND_BUFFER} (Linux doubles it) rather than left to grow to
+    C{net.ipv4.tcp_wmem}'s maximum (4 MiB);
   - B{limits}: see L{netdemo.limits};
   - B{speed}: when nothing is buffered for the connection, the reply is
     handed to the kernel at once (the socket's C{send}) instead of being queued
@@ -23,13 +29,24 @@ Compared with the tutorial C{dataReceived -> transport.write} echo:
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from zope.interface import implementer
 
-from netdemo.internals import directTransport, unsentBytes, writeNow
+from netdemo.internals import (
+    directTransport,
+    limitWriteBuffer,
+    unsentBytes,
+    writeNow,
+)
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import IMetrics
 from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
@@ -38,8 +55,17 @@ __all__ = ["Echo", "EchoFactory", "buildEchoService"]
 
 SERVICE_NAME = "tcp-echo"
 
+#: Once the kernel refused part of a reply: the unsent bytes above which
+#: the echo stops reading from the client, and the largest read, until the
+#: queue has drained (Twisted's default, kept otherwise, is 64 KiB for
+#: both).
+QUEUED_BUFFER = 16 * 1024
 
-@implementer(IHalfCloseableProtocol)
+#: The kernel send buffer of each echo connection (Linux doubles it).
+SEND_BUFFER = 64 * 1024
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class Echo(LimitedProtocol):
     """
     Send back every byte received.
@@ -51,18 +77,47 @@ class Echo(LimitedProtocol):
     _direct: Any = None
 
     def connectionMade(self) -> None:
-        transport = self.transport
-        transport.registerProducer(transport, True)  # type: ignore[union-attr]
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
+        handle = getattr(transport, "socket", None)
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._direct = directTransport(transport)
+        if self._direct is None:
+            # No direct path (UNIX sockets): the small buffer throughout.
+            limitWriteBuffer(transport, QUEUED_BUFFER)
 
     def dataReceived(self, data: bytes) -> None:
         self.idleTicks = 0
         self.bytesIn += len(data)
         t = self._direct
         if t is not None:
-            writeNow(t, data)
+            writeNow(t, data, QUEUED_BUFFER)
         else:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    # The transport's producer: its pauses, passed on.
+
+    def pauseProducing(self) -> None:
+        """
+        Too much is unsent: stop reading.
+        """
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        """
+        Everything was sent: read again, full-size reads if direct.
+        """
+        if self._direct is not None:
+            limitWriteBuffer(self._direct, None)
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going: as the transport would.
+        """
+        self.transport.stopProducing()  # type: ignore[union-attr]
 
     @property
     def bytesOut(self) -> int:
@@ -103,6 +158,8 @@ class EchoFactory(LimitedFactory):
     """
 
     protocol = Echo
+    # The echo writes exactly what it reads.
+    writtenAttribute = "bytesIn"
 
 
 def buildEchoService(

@@ -32,30 +32,52 @@ say so too).  The touchpoints:
   - the epoll reactor's dispatch loop (C{EPollReactor._poller},
     C{_selectables}, C{_doReadOrWrite}) and the log context stack
     (C{ContextTracker.contexts}): L{LogContextCachingEPollReactor}, the
-    reactor C{twistd --reactor=netdemo} installs (L{netdemo.reactor}).
+    reactor C{twistd --reactor=netdemo} installs (L{netdemo.reactor});
+  - the reactor's writers (C{getWriters}) as the set of transports holding
+    unsent bytes, and a transport's C{protocol}: the sent-byte totals look
+    only at those (L{backloggedTransports});
+  - C{FileDescriptor.bufferSize}, which is both the unsent-byte level at
+    which a transport pauses its producer and the size of one read
+    (L{limitWriteBuffer});
+  - C{twisted.web.http.HTTPChannel}'s C{allHeadersReceived} and
+    C{requestDone} (when Twisted calls them), its C{_command} and C{length}
+    (the method and declared body of the request whose head just arrived),
+    and C{LineReceiver}'s stop once the transport is C{disconnecting}: the
+    HTTP service's header deadline and its refusal of request bodies
+    (L{WatchedHTTPChannel});
+  - C{LineReceiver}'s C{paused} (its parse loop stops while it is set) and
+    C{HTTPChannel._waitingForTransport}: at most
+    L{WatchedHTTPChannel.requestsPerTurn} pipelined requests are answered
+    per reactor turn.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from twisted.internet import abstract, tcp, udp
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import IHalfCloseableDescriptor
+from twisted.protocols import basic
 from twisted.python import context, log
 from twisted.python.systemd import ListenFDs
+from twisted.web import http
 from zope.interface import implementer
 
 __all__ = [
     "SD_LISTEN_FDS_START",
     "LogContextCachingEPollReactor",
     "RefusalTolerantPort",
+    "WatchedHTTPChannel",
     "adoptDatagramPortAs",
+    "backloggedTransports",
     "directTransport",
     "endpointPort",
     "inheritedListenFDs",
+    "limitWriteBuffer",
     "sendIfIdle",
     "unsentBytes",
     "writeNow",
@@ -97,6 +119,37 @@ def unsentBytes(transport: Any) -> int:
     return 0
 
 
+def backloggedTransports(writers: Iterable[Any]) -> Iterator[tuple[Any, int]]:
+    """
+    C{(protocol, unsent bytes)} of each socket transport among C{writers}
+    (the reactor's C{getWriters()}) that holds unsent bytes.
+
+    A socket transport with unsent bytes is always one of the reactor's
+    writers: C{write} starts writing, and C{doWrite} stops only once the
+    buffer is empty.  So the transports with unsent bytes are found without
+    looking at every connection.
+    """
+    for writer in writers:
+        if isinstance(writer, abstract.FileDescriptor):
+            unsent = len(writer.dataBuffer) - writer.offset + writer._tempDataLen
+            if unsent:
+                yield getattr(writer, "protocol", None), unsent
+
+
+def limitWriteBuffer(transport: Any, size: int | None) -> None:
+    """
+    Make a socket transport pause its streaming producer once more than
+    C{size} bytes are unsent, and read at most C{size} bytes at a time
+    (C{FileDescriptor.bufferSize} is both; Twisted's default, which
+    C{size=None} restores, is 64 KiB).  Other transports are left alone.
+    """
+    if isinstance(transport, abstract.FileDescriptor):
+        if size is None:
+            transport.__dict__.pop("bufferSize", None)
+        else:
+            transport.bufferSize = size
+
+
 def directTransport(transport: Any) -> tcp.Connection | None:
     """
     C{transport} if L{writeNow} may hand data to its socket directly (plain
@@ -107,12 +160,17 @@ def directTransport(transport: Any) -> tcp.Connection | None:
     return None
 
 
-def writeNow(transport: tcp.Connection, data: bytes) -> None:
+def writeNow(transport: tcp.Connection, data: bytes, queuedBuffer: int = 0) -> None:
     """
     Write C{data} to a plain TCP transport (see L{directTransport}): when
     nothing is queued, hand it to the kernel now; whatever the kernel does
     not take goes through C{transport.write}, which keeps order and flow
     control.
+
+    @param queuedBuffer: If not 0, the C{bufferSize} (L{limitWriteBuffer})
+        the transport gets, before the write, once anything is queued: the
+        kernel's buffer is full, so its producer pauses above that and reads
+        that much at most.
 
     C{socket.send}, not C{writeSomeData}: that adds a C{memoryview} slice
     and an EINTR loop per write (Python retries EINTR itself, PEP 475).
@@ -129,6 +187,8 @@ def writeNow(transport: tcp.Connection, data: bytes) -> None:
             return
         if sent:
             data = data[sent:]
+    if queuedBuffer:
+        transport.bufferSize = queuedBuffer
     transport.write(data)
 
 
@@ -349,3 +409,100 @@ class LogContextCachingEPollReactor(EPollReactor):
                 log.err(system=pushed[log.ILogContext]["system"])
             finally:
                 pop()
+
+
+class WatchedHTTPChannel(http.HTTPChannel):
+    """
+    An HTTP/1.1 channel that tells its C{watcher} when the head of each
+    request is complete and when each request is done, and lets it refuse a
+    request that declares a body before Twisted prepares or reads the body.
+
+    Twisted's channel calls C{allHeadersReceived} once per request, after
+    its last header line and before C{Request.gotLength} (which creates the
+    body's file: a temporary file on disk above 100 kB) and before any body
+    byte is read; and C{requestDone} when a response is finished, before it
+    parses the next (pipelined) request.
+
+    The watcher provides:
+
+      - C{headReceived()}: a request's head is complete;
+      - C{bodyDeclared(method, length)}: that request declares a body
+        (C{length} in bytes, or L{None} for chunked).  Returning bytes
+        refuses it: they are written as the whole response and the
+        connection is closed; the body is never read (the closing transport
+        is C{disconnecting}, at which Twisted's line parser stops);
+      - C{requestFinished(request)}: a response is finished.
+
+    Pipelined requests that arrive together are answered in the same
+    reactor turn, a thousand from one 64 KiB read; after
+    C{requestsPerTurn} of them (counted from the last L{newRead}) the
+    channel stops parsing and reading until the next turn, so one client
+    cannot hold the reactor for long.
+    """
+
+    watcher: Any = None
+    #: Requests answered per read, or per turn after a pause.
+    requestsPerTurn = 16
+    _answered = 0
+    _nextTurn: Any = None
+
+    def newRead(self) -> None:
+        """
+        Bytes arrive from the transport: a new turn for the count.
+        """
+        self._answered = 0
+
+    def allHeadersReceived(self) -> None:
+        """
+        Tell the watcher; refuse the request if it says so.
+        """
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.headReceived()
+            length = self.length
+            if length != 0:
+                refusal = watcher.bodyDeclared(self._command, length)
+                if refusal is not None:
+                    self.transport.write(refusal)  # type: ignore[union-attr]
+                    self.loseConnection()
+                    return
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        """
+        Tell the watcher, then let Twisted go on to the next request; after
+        C{requestsPerTurn} of them, pause until the next turn.
+        """
+        if self.watcher is not None:
+            self.watcher.requestFinished(request)
+        super().requestDone(request)
+        self._answered += 1
+        if (
+            self._answered >= self.requestsPerTurn
+            and self._nextTurn is None
+            and self.persistent
+        ):
+            # The parse loop stops after this request; no more is read.
+            basic.LineReceiver.pauseProducing(self)
+            self._nextTurn = self.callLater(0, self._resume)
+
+    def _resume(self) -> None:
+        """
+        The next turn: read again (unless the client is not reading its
+        responses) and answer what is waiting.
+        """
+        self._nextTurn = None
+        self._answered = 0
+        self.paused = False
+        if not self._waitingForTransport:
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+        self.dataReceived(b"")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        """
+        Forget the next turn.
+        """
+        if self._nextTurn is not None and self._nextTurn.active():
+            self._nextTurn.cancel()
+        self._nextTurn = None
+        super().connectionLost(reason)

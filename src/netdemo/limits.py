@@ -3,7 +3,8 @@
 The limits of the services, as value objects built from the command line.
 
   - L{ConnectionLimits}: every stream service (enforced by
-    L{netdemo.stream.LimitedFactory});
+    L{netdemo.stream.LimitedFactory}), HTTP included;
+  - L{HTTPLimits}: the HTTP service's own (L{netdemo.web});
   - L{HubLimits}: the pub/sub hub's own (L{netdemo.pubsub});
   - L{DatagramLimits}: the reflection-safety settings of the datagram
     responders (enforced by L{netdemo.guard.ReflectionGuard});
@@ -26,6 +27,7 @@ __all__ = [
     "BackplaneLimits",
     "ConnectionLimits",
     "DatagramLimits",
+    "HTTPLimits",
     "HubLimits",
 ]
 
@@ -76,12 +78,34 @@ class ConnectionLimits:
         connection is closed.  0 turns the timeout off.
     @ivar drain: Seconds that a graceful shutdown waits for connections to
         flush and close before aborting them.
+    @ivar descriptorReserve: File descriptors of the process kept free:
+        a connection accepted while fewer are free is closed at once and
+        counted (C{fd-reserve}), on every stream listener, so that the
+        process never runs out of them.  0 turns the reserve off.
     """
 
     maxConnections: int = field(default=10000, validator=_nonNegative)
     maxPerPeer: int = field(default=256, validator=_nonNegative)
     idleTimeout: float = field(default=300.0, validator=_nonNegative)
     drain: float = field(default=5.0, validator=_nonNegative)
+    descriptorReserve: int = field(default=64, validator=_nonNegative)
+
+
+@frozen
+class HTTPLimits:
+    """
+    The limits of the HTTP service, on top of L{ConnectionLimits}.
+
+    @ivar headerTimeout: Seconds within which a request's head (request line
+        and headers) must be complete, counted from the connection's start
+        or, on a kept-alive connection, from the first byte of the request.
+        Trickling bytes does not extend it.
+    @ivar keepAliveTimeout: Seconds a connection may wait for its next
+        request after a response.
+    """
+
+    headerTimeout: float = field(default=10.0, validator=_positive)
+    keepAliveTimeout: float = field(default=60.0, validator=_positive)
 
 
 @frozen

@@ -82,6 +82,12 @@ CATALOG: dict[str, MetricSpec] = {
     "netdemo_http_requests_total": MetricSpec(
         "counter", "Requests to the status and metrics pages", ("service", "path")
     ),
+    "netdemo_http_renders_total": MetricSpec(
+        "counter",
+        "Renders of the status page, /status.json and /metrics (each format); "
+        "requests in between are served the cached result",
+        ("service", "path"),
+    ),
     "netdemo_pubsub_published_lines_total": MetricSpec(
         "counter", "Lines published to the pub/sub hub", ("service",)
     ),

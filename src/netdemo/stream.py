@@ -14,9 +14,18 @@ service, whatever listener it arrived on:
     C{DelayedCall} per connection: a read marks the connection busy with a
     single attribute store, which keeps the per-read cost and the per-
     connection memory down;
+  - a reserve of file descriptors (L{DescriptorReserve}), shared by every
+    stream listener of the process: a connection accepted while fewer than
+    C{descriptorReserve} descriptors are free is closed at once and counted
+    (C{fd-reserve}), so that the process never runs out of descriptors and
+    Twisted's own last resort (accept and drop every waiting connection,
+    logging each) never runs;
   - a drain on shutdown: close every connection gracefully, then abort what
     is still open after the deadline;
-  - one structured log event per finished connection.
+  - one structured log event per finished connection;
+  - byte totals for the metrics that cost one C-level pass over the open
+    connections plus one look at the transports with unsent bytes, not a
+    Python call per connection.
 
 L{ListeningService} runs one listener per endpoint description for one
 factory (the stream services and HTTP); L{StreamService} adds the drain.
@@ -24,8 +33,12 @@ factory (the stream services and HTTP); L{StreamService} adds the drain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import resource
+import sys
+from collections.abc import Callable, Iterable
 from contextlib import suppress
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import strports
@@ -45,7 +58,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netdemo.internals import unsentBytes
+from netdemo.internals import backloggedTransports, unsentBytes
 from netdemo.limits import ConnectionLimits
 from netdemo.listening import IListener, ListenerReport, exitOnBindFailure
 from netdemo.logs import RateLimitedLog, formatAddress
@@ -56,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDLE_SWEEPS",
+    "DescriptorReserve",
     "LimitedFactory",
     "LimitedProtocol",
     "ListeningService",
@@ -68,6 +82,79 @@ __all__ = [
 #: without reading anything.
 IDLE_SWEEPS = 10
 
+_bytesIn = attrgetter("bytesIn")
+
+#: A descriptor this process holds open (on C{/dev/null}) for
+#: L{lowestFreeDescriptor} to duplicate.
+_held: list[int] = []
+
+
+def lowestFreeDescriptor() -> int:
+    """
+    The lowest descriptor number that is free now: the number the next
+    socket or file would get (Linux always gives the lowest free one).  One
+    C{dup} and one C{close}, about a microsecond.
+
+    @return: The number, or C{sys.maxsize} if none is free.
+    """
+    try:
+        if not _held:
+            _held.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        fd = os.dup(_held[0])
+    except OSError:
+        return sys.maxsize
+    os.close(fd)
+    return fd
+
+
+def descriptorLimit() -> int:
+    """
+    The process's soft C{RLIMIT_NOFILE}.
+    """
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return sys.maxsize if soft == resource.RLIM_INFINITY else soft
+
+
+class DescriptorReserve:
+    """
+    Keep C{reserve} file descriptors of the process free.
+
+    Asked right after an accept, the lowest free descriptor number says
+    whether the process is near its limit: Linux gives every new
+    descriptor the lowest free number, so when that number is within
+    C{reserve} of the soft C{RLIMIT_NOFILE}, every descriptor below it is
+    in use.  Such a connection is refused (closed at once), so a connection
+    that is kept never holds one of the top C{reserve} numbers: they stay
+    free for what is not a connection (a log file, the backplane's Redis,
+    C{/proc} reads of a scrape), and the listeners never reach C{EMFILE}.
+
+    @ivar reserve: Descriptors kept free; 0 turns the check off.
+    """
+
+    def __init__(
+        self,
+        reserve: int,
+        limit: Callable[[], int] = descriptorLimit,
+        lowestFree: Callable[[], int] = lowestFreeDescriptor,
+    ) -> None:
+        self.reserve = reserve
+        self._readLimit = limit
+        self._lowestFree = lowestFree
+        self._limit = limit() if reserve else sys.maxsize
+
+    def exhausted(self) -> bool:
+        """
+        Whether fewer than C{reserve} descriptors are free now.
+        """
+        if not self.reserve:
+            return False
+        lowest = self._lowestFree()
+        if lowest < self._limit - self.reserve:
+            return False
+        # Near the limit: read it again, in case it was raised (prlimit).
+        self._limit = self._readLimit()
+        return lowest >= self._limit - self.reserve
+
 
 class LimitedProtocol(Protocol):
     """
@@ -78,6 +165,9 @@ class LimitedProtocol(Protocol):
     C{self.bytesIn} in C{dataReceived}.
 
     @ivar bytesIn: Payload bytes received.
+    @ivar written: Payload bytes handed to the transport (a subclass that
+        writes keeps it, or names another attribute in its factory's
+        L{LimitedFactory.writtenAttribute}).
     @ivar idleTicks: Idle sweeps since the last read.
     @ivar closeReason: Why the server closed the connection, if it did.
     """
@@ -86,6 +176,7 @@ class LimitedProtocol(Protocol):
     peer: IAddress | None = None
     local: IAddress | None = None
     bytesIn = 0
+    written = 0
     idleTicks = 0
     sentAtSweep = 0
     startedAt = 0.0
@@ -159,10 +250,19 @@ class LimitedFactory(Factory):
 
     @ivar serviceName: The service's name in logs and metrics.
     @ivar connections: The protocols of the open connections.
+    @ivar descriptors: The process's descriptor reserve, checked for every
+        connection.
     """
 
     protocol: type[LimitedProtocol]  # type: ignore[assignment]
     _log = Logger()
+
+    #: The protocol attribute counting the bytes handed to the transport
+    #: (L{LimitedProtocol.written}); summed for C{netdemo_sent_bytes_total}.
+    writtenAttribute = "written"
+
+    #: Whether every finished connection is logged (C{connection_closed}).
+    logClosed = True
 
     def __init__(
         self,
@@ -184,17 +284,43 @@ class LimitedFactory(Factory):
         self._drained: list[Deferred[None]] = []
         self._refusalLog = RateLimitedLog(self._log, clock.seconds)
         self._sweeper: LoopingCall | None = None
+        self._written = attrgetter(self.writtenAttribute)
+        self.descriptors = DescriptorReserve(limits.descriptorReserve)
         metrics.addCollector(self._collect)
+
+    def unsentNow(self) -> int:
+        """
+        Bytes written to the open connections' transports and not yet
+        handed to the kernel.
+
+        Only transports with unsent bytes are looked at (the reactor's
+        writers), not every connection; a clock that is not a reactor (a
+        test's) has every connection looked at.
+        """
+        connections = self.connections
+        writers = getattr(self.clock, "getWriters", None)
+        if writers is None:
+            return sum(unsentBytes(p.transport) for p in connections)
+        return sum(
+            unsent
+            for protocol, unsent in backloggedTransports(writers())
+            if protocol in connections
+        )
 
     def _collect(self) -> list[Sample]:
         """
-        The byte totals and the open connection count, computed now.
+        The byte totals and the open connection count, computed now: the
+        sums over the open connections run in C (C{map} of an
+        C{attrgetter}); sent is what was written less what is still queued.
         """
-        bytesIn = self.closedBytesIn
-        bytesOut = self.closedBytesOut
-        for p in self.connections:
-            bytesIn += p.bytesIn
-            bytesOut += p.bytesOut
+        connections = self.connections
+        read = sum(map(_bytesIn, connections))
+        if self.writtenAttribute == "bytesIn":
+            written = read
+        else:
+            written = sum(map(self._written, connections))
+        bytesIn = self.closedBytesIn + read
+        bytesOut = self.closedBytesOut + written - self.unsentNow()
         service = self.serviceName
         return [
             sampleOf("netdemo_received_bytes_total", bytesIn, service=service),
@@ -258,11 +384,16 @@ class LimitedFactory(Factory):
             self.refuse("max-connections", addr)
             return None
         host: str | None = getattr(addr, "host", None)
+        count = 0
         if host is not None and limits.maxPerPeer:
             count = self.perPeer.get(host, 0)
             if count >= limits.maxPerPeer:
                 self.refuse("max-per-peer", addr)
                 return None
+        if self.descriptors.exhausted():
+            self.refuse("fd-reserve", addr)
+            return None
+        if host is not None and limits.maxPerPeer:
             self.perPeer[host] = count + 1
         p = self.protocol()
         p.factory = self
@@ -289,6 +420,19 @@ class LimitedFactory(Factory):
         bytesIn, bytesOut = p.bytesIn, p.bytesOut
         self.closedBytesIn += bytesIn
         self.closedBytesOut += bytesOut
+        if self.logClosed:
+            self._logClosed(p, reason, bytesIn, bytesOut)
+        if not self.connections and self._drained:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def _logClosed(
+        self, p: LimitedProtocol, reason: Failure | None, bytesIn: int, bytesOut: int
+    ) -> None:
+        """
+        Log one C{connection_closed} event for C{p}.
+        """
         why = p.closeReason or _describeFailure(reason)
         self._log.info(
             "{service}: connection {peer} -> {local} closed ({reason}) after "
@@ -302,10 +446,6 @@ class LimitedFactory(Factory):
             bytesIn=bytesIn,
             bytesOut=bytesOut,
         )
-        if not self.connections and self._drained:
-            waiting, self._drained = self._drained, []
-            for d in waiting:
-                d.callback(None)
 
     def drain(self) -> Deferred[None]:
         """

@@ -21,6 +21,7 @@ from netdemo.limits import (
     BackplaneLimits,
     ConnectionLimits,
     DatagramLimits,
+    HTTPLimits,
     HubLimits,
 )
 
@@ -30,7 +31,7 @@ __all__ = ["DEFAULTS", "Options", "makeService"]
 #: service, on loopback, on these ports.
 DEFAULTS: dict[str, list[Any]] = {
     "tcp": [f"tcp:8007:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
-    "http": ["tcp:8080:interface=127.0.0.1"],
+    "http": [f"tcp:8080:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "pubsub": [f"tcp:8008:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "udp": ["127.0.0.1:8009"],
     "multicast": ["239.255.80.1:8001,interface=127.0.0.1"],
@@ -73,6 +74,23 @@ def positiveFloat(value: str) -> float:
 
 
 positiveFloat.coerceDoc = "Must be a number above 0."  # type: ignore[attr-defined]
+
+
+def named(option: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
+    """
+    C{coerce}, with the option's name in its error: Twisted's message for a
+    bad value does not say which option it was.
+    """
+
+    def coerceNamed(value: str) -> Any:
+        try:
+            return coerce(value)
+        except ValueError as e:
+            raise ValueError(f"--{option}: {e}") from None
+
+    coerceNamed.coerceDoc = coerce.coerceDoc  # type: ignore[attr-defined]
+    return coerceNamed
+
 
 _SIZE_UNITS = {
     "": 1,
@@ -323,6 +341,24 @@ class Options(usage.Options):
             "Seconds a connection may go with nothing received from it and nothing "
             "sent to it before it is closed, 0 for never",
             nonNegativeFloat,
+        ],
+        [
+            "fd-reserve",
+            None,
+            64,
+            "File descriptors kept free: while fewer are free, every stream "
+            "listener (echo, hub, HTTP) closes new connections at once and "
+            "counts them (fd-reserve), 0 for no reserve",
+            named("fd-reserve", nonNegativeInt),
+        ],
+        [
+            "http-header-timeout",
+            None,
+            10.0,
+            "HTTP: seconds within which a request's line and headers must "
+            "arrive, from the connection's start or the first byte of a "
+            "request; slow bytes do not extend it",
+            named("http-header-timeout", positiveFloat),
         ],
         [
             "udp-max-datagram",
@@ -742,7 +778,14 @@ class Options(usage.Options):
             maxPerPeer=self["max-per-peer"],
             idleTimeout=self["idle-timeout"],
             drain=self["drain"],
+            descriptorReserve=self["fd-reserve"],
         )
+
+    def httpLimits(self) -> HTTPLimits:
+        """
+        The HTTP service's limits the options ask for.
+        """
+        return HTTPLimits(headerTimeout=self["http-header-timeout"])
 
 
 def _parsed(option: str, value: str, parse: Callable[[str], Any]) -> Any:
@@ -843,7 +886,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         ).setServiceParent(top)
     if options["http"]:
         info = ServerInfo(version=__version__, startedAt=reactor.seconds())
-        buildHTTPService(options["http"], metrics, info, reactor).setServiceParent(top)
+        buildHTTPService(
+            options["http"], metrics, info, reactor, limits, options.httpLimits()
+        ).setServiceParent(top)
     # Last, so that it starts once every listener above is bound.
     NotifyService(
         Notifier.fromEnvironment(), lambda: listeningSummary(metrics), reactor

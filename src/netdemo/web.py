@@ -21,6 +21,25 @@ C{netdemo_listener_info} series (1 while bound) are its listeners.  So a new
 service appears here without this module knowing about it.
 
 The page counts its own requests in C{netdemo_http_requests_total}.
+
+What a client can make the service do is bounded:
+
+  - it is a stream service (L{StatusFactory} is a L{LimitedFactory}):
+    C{--max-connections}, C{--max-per-peer} and the descriptor reserve
+    apply to it as to echo and the hub, refusals counted;
+  - a request's head must be complete within C{--http-header-timeout}
+    seconds of the connection's start (or of the first byte after a
+    response), however slowly it trickles in; a kept-alive connection waits
+    at most a minute for its next request (L{HTTPConnection});
+  - a request that declares a body is answered C{413} (C{405} for a method
+    other than GET and HEAD) as soon as its head is in, and the connection
+    closed: no body is read, nothing is written to disk;
+  - pipelined requests are answered at most 16 per reactor turn
+    (L{netdemo.internals.WatchedHTTPChannel.requestsPerTurn});
+  - each representation (the page, C{/status.json}, C{/metrics} in each
+    format) is rendered at most once every L{RENDER_INTERVAL} seconds and
+    served from a cache in between (L{RenderCache}), so any number of
+    scrapers costs at most a few renders a second.
 """
 
 from __future__ import annotations
@@ -28,29 +47,42 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Iterable, Mapping
+import os
+import resource
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attrs import frozen
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
+from twisted.internet.interfaces import IReactorTime
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from netdemo.internals import WatchedHTTPChannel, directTransport, sendIfIdle
+from netdemo.limits import ConnectionLimits, HTTPLimits
 from netdemo.metrics import CATALOG, IMetrics, MetricSpec, Sample
-from netdemo.stream import ListeningService
+from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
 
 __all__ = [
+    "RENDER_INTERVAL",
+    "HTTPConnection",
     "HTTPService",
+    "RenderCache",
     "ServerInfo",
+    "StatusFactory",
     "buildHTTPService",
     "statusDocument",
 ]
 
 SERVICE_NAME = "http"
+
+#: Seconds a rendered page, C{/status.json} or C{/metrics} is served from
+#: the cache before it is rendered again: at most two renders a second of
+#: each, however many clients ask.
+RENDER_INTERVAL = 0.5
 
 #: The version of the C{/status.json} layout; bumped on incompatible change.
 STATUS_SCHEMA = 1
@@ -191,6 +223,92 @@ class SamplesCollector(Collector):
         )
         started.add_sample("netdemo_start_time_seconds", {}, self.info.startedAt)
         yield started
+
+
+def openDescriptors() -> int:
+    """
+    The number of open file descriptors of this process.
+
+    Linux 6.2 and later report it as the size of C{/proc/self/fd} (a few
+    microseconds); older kernels report 0 there, and the entries are
+    counted instead, which costs milliseconds with tens of thousands of
+    connections open (the render cache bounds how often that runs).
+    """
+    size = os.stat("/proc/self/fd").st_size
+    if size > 0:
+        return size
+    return len(os.listdir("/proc/self/fd"))
+
+
+class ProcessMetrics(Collector):
+    """
+    The standard C{process_*} metrics of C{prometheus_client}'s
+    C{ProcessCollector} (same names, help and values), with the open
+    descriptors counted by L{openDescriptors}: that collector lists
+    C{/proc/self/fd}, 20 ms a scrape with 20,000 connections open.
+    """
+
+    def __init__(self) -> None:
+        self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        self._pagesize = resource.getpagesize()
+        self._bootTime = 0.0
+        try:
+            with open("/proc/stat", "rb") as stat:
+                for line in stat:
+                    if line.startswith(b"btime "):
+                        self._bootTime = float(line.split()[1])
+        except OSError:
+            pass
+
+    def collect(self) -> Iterable[Metric]:
+        """
+        Memory, CPU, start time and descriptors, from C{/proc/self}.
+        """
+        if not self._bootTime:
+            return []
+        result: list[Metric] = []
+        try:
+            with open("/proc/self/stat", "rb") as stat:
+                parts = stat.read().split(b")")[-1].split()
+        except OSError:
+            return result
+        ticks = self._ticks
+        result += [
+            GaugeMetricFamily(
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                value=float(parts[20]),
+            ),
+            GaugeMetricFamily(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                value=float(parts[21]) * self._pagesize,
+            ),
+            GaugeMetricFamily(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                value=float(parts[19]) / ticks + self._bootTime,
+            ),
+            CounterMetricFamily(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+                value=(float(parts[11]) + float(parts[12])) / ticks,
+            ),
+        ]
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        result += [
+            GaugeMetricFamily(
+                "process_open_fds",
+                "Number of open file descriptors.",
+                value=openDescriptors(),
+            ),
+            GaugeMetricFamily(
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                value=float("inf") if soft == resource.RLIM_INFINITY else soft,
+            ),
+        ]
+        return result
 
 
 def _format(value: float | None) -> str:
@@ -358,10 +476,53 @@ def _isoTime(seconds: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class RenderCache:
+    """
+    Rendered representations, each rendered again at most once every
+    C{interval} seconds: a request in between gets the previous result.
+
+    The keys are a fixed set (the pages and the exposition formats), so the
+    cache is bounded.
+
+    @ivar renders: Renders so far, by key.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        interval: float = RENDER_INTERVAL,
+        rendered: Callable[[str], None] | None = None,
+    ) -> None:
+        """
+        @param rendered: Called with the key after every render.
+        """
+        self.clock = clock
+        self.interval = interval
+        self.rendered = rendered
+        self.renders: dict[str, int] = {}
+        self._entries: dict[str, tuple[float, bytes]] = {}
+
+    def get(self, key: str, render: Callable[[], bytes]) -> bytes:
+        """
+        The representation C{key}: cached if it was rendered less than
+        C{interval} seconds ago, else C{render()}.
+        """
+        now = self.clock.seconds()
+        entry = self._entries.get(key)
+        if entry is not None and 0 <= now - entry[0] < self.interval:
+            return entry[1]
+        value = render()
+        self._entries[key] = (now, value)
+        self.renders[key] = self.renders.get(key, 0) + 1
+        if self.rendered is not None:
+            self.rendered(key)
+        return value
+
+
 class StatusResource(Resource):
     """
-    The root of the HTTP service: dispatches the four pages and counts
-    every request.
+    The root of the HTTP service: dispatches the four pages, counts every
+    request, and serves the rendered ones from a L{RenderCache}.
     """
 
     isLeaf = True
@@ -372,6 +533,7 @@ class StatusResource(Resource):
         info: ServerInfo,
         clock: Any,
         serviceName: str = SERVICE_NAME,
+        renderInterval: float = RENDER_INTERVAL,
     ) -> None:
         super().__init__()
         self.metrics = metrics
@@ -380,7 +542,13 @@ class StatusResource(Resource):
         self.serviceName = serviceName
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SamplesCollector(metrics, info))
-        ProcessCollector(registry=self.registry)
+        self.registry.register(ProcessMetrics())
+        self.cache = RenderCache(clock, renderInterval, self._rendered)
+
+    def _rendered(self, key: str) -> None:
+        self.metrics.inc(
+            "netdemo_http_renders_total", service=self.serviceName, path=key
+        )
 
     def document(self) -> dict[str, Any]:
         """
@@ -401,10 +569,15 @@ class StatusResource(Resource):
             return b"method not allowed\n"
         if path == "/":
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
-            return renderStatusPage(self.document()).encode("utf-8")
+            return self.cache.get(
+                path, lambda: renderStatusPage(self.document()).encode("utf-8")
+            )
         if path == "/status.json":
             request.setHeader(b"content-type", b"application/json")
-            return json.dumps(self.document(), indent=1).encode("utf-8") + b"\n"
+            return self.cache.get(
+                path,
+                lambda: json.dumps(self.document(), indent=1).encode("utf-8") + b"\n",
+            )
         if path == "/healthz":
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"ok\n"
@@ -412,7 +585,9 @@ class StatusResource(Resource):
             accept = request.getHeader(b"accept") or b""
             encoder, contentType = choose_encoder(accept.decode("latin-1"))
             request.setHeader(b"content-type", contentType.encode("ascii"))
-            return encoder(self.registry)
+            return self.cache.get(
+                f"{path} {contentType}", lambda: encoder(self.registry)
+            )
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"not found\n"
@@ -426,6 +601,8 @@ class QuietSite(Site):
 
     noisy = False
     displayTracebacks = False
+    # HTTP/1.1 only (no HTTP/2), with the hooks the connection needs.
+    protocol = WatchedHTTPChannel  # type: ignore[assignment]
 
     def log(self, request: http.Request) -> None:
         """
@@ -433,22 +610,216 @@ class QuietSite(Site):
         """
 
 
-class HTTPService(ListeningService):
+def _response(status: bytes, body: bytes, *headers: bytes) -> bytes:
     """
-    The HTTP status service: one listener per endpoint description (see
-    L{ListeningService}) serving the status L{Site}.
+    A whole HTTP/1.1 response that closes the connection.
     """
+    head = [
+        b"HTTP/1.1 " + status,
+        b"content-type: text/plain; charset=utf-8",
+        b"content-length: %d" % (len(body),),
+        b"cache-control: no-store",
+        b"connection: close",
+        *headers,
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+#: The answer to a request that declares a body on GET or HEAD.
+TOO_LARGE = _response(b"413 Content Too Large", b"request bodies are not accepted\n")
+
+#: The answer to a request that declares a body on another method.
+NOT_ALLOWED = _response(
+    b"405 Method Not Allowed", b"method not allowed\n", b"allow: GET, HEAD"
+)
+
+#: Sent (if the socket takes it at once) when a head is not complete in time.
+TIMED_OUT = _response(b"408 Request Timeout", b"request head not complete in time\n")
+
+
+class HTTPConnection(LimitedProtocol):
+    """
+    One HTTP connection: Twisted's HTTP/1.1 channel inside a connection of
+    a stream service (limits, drain, byte counts), with one timer that
+    bounds what a client may hold:
+
+      - while a request's head is incomplete: the header deadline, from the
+        connection's start or from the first byte after the previous
+        response, not moved by later bytes; when it passes, the client gets
+        a C{408} if its socket takes it at once, and the connection closes
+        (counted and logged as C{header-timeout});
+      - between requests on a kept-alive connection: the keep-alive timeout;
+      - while closing: the drain deadline, then an abort.
+
+    A request that declares a body is refused as soon as its head is in
+    (L{bodyDeclared}).
+
+    @ivar channel: The HTTP channel, writing to the same transport.
+    @ivar written: Response body bytes written.
+    """
+
+    factory: StatusFactory
+    channel: Any = None
+    _timer: Any = None
+    _idle = False
+    _refused = False
+
+    @property
+    def bytesOut(self) -> int:
+        """
+        Response body bytes written (counted as each response is finished).
+        """
+        return self.written
+
+    def connectionMade(self) -> None:
+        channel = self.factory.site.buildProtocol(self.peer)
+        channel.watcher = self
+        self.channel = channel
+        channel.makeConnection(self.transport)
+        self._arm(self.factory.httpLimits.headerTimeout, self._headTimedOut)
+
+    def _arm(self, seconds: float, expire: Callable[[], None]) -> None:
+        """
+        Run C{expire} in C{seconds}, instead of what was scheduled.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.factory.clock.callLater(seconds, expire)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.idleTicks = 0
+        self.bytesIn += len(data)
+        if self._refused:
+            return
+        if self._idle:
+            # The first byte of the next request starts its header deadline.
+            self._idle = False
+            self._arm(self.factory.httpLimits.headerTimeout, self._headTimedOut)
+        channel = self.channel
+        channel.newRead()
+        channel.dataReceived(data)
+
+    # The channel's watcher (netdemo.internals.WatchedHTTPChannel).
+
+    def headReceived(self) -> None:
+        """
+        A request's head is complete: its deadline is met.
+        """
+        self._idle = False
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def bodyDeclared(self, method: bytes, length: int | None) -> bytes:
+        """
+        The request declares a body, which no page takes: refuse it before
+        any of it is read.
+
+        @return: The response: C{405} for a method other than GET and HEAD,
+            else C{413}.
+        """
+        self._refused = True
+        self.factory.refuse("request-body", self.peer)
+        self._closing("request-body")
+        return TOO_LARGE if method in (b"GET", b"HEAD") else NOT_ALLOWED
+
+    def requestFinished(self, request: Any) -> None:
+        """
+        A response is finished: count it; wait for the next request.
+        """
+        self.written += request.sentLength
+        self._idle = True
+        self._arm(self.factory.httpLimits.keepAliveTimeout, self._keepAliveEnded)
+
+    # Timers.
+
+    def _headTimedOut(self) -> None:
+        self._timer = None
+        self.factory.refuse("header-timeout", self.peer)
+        direct = directTransport(self.transport)
+        if direct is not None:
+            sendIfIdle(direct, TIMED_OUT)
+        self.closeGracefully("header-timeout")
+
+    def _keepAliveEnded(self) -> None:
+        self._timer = None
+        self.closeGracefully("keep-alive-timeout")
+
+    def _closing(self, reason: str) -> None:
+        """
+        The connection is closing: abort it if it is still open after the
+        drain deadline (a peer that never reads).
+        """
+        if self.closeReason is None:
+            self.closeReason = reason
+        self._arm(self.factory.limits.drain or 1.0, self._abortNow)
+
+    def _abortNow(self) -> None:
+        self._timer = None
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def closeGracefully(self, reason: str) -> None:
+        """
+        Close once what is queued is sent; abort after the drain deadline.
+        """
+        self._refused = True
+        self._closing(reason)
+        self.channel.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.channel.connectionLost(reason)
+        super().connectionLost(reason)
+
+
+class StatusFactory(LimitedFactory):
+    """
+    The HTTP service's factory: the limits of every stream service, and the
+    L{Site} that answers the requests of each L{HTTPConnection}.
+
+    Finished connections are not logged (the status page polls every two
+    seconds); refusals are, as for every service.
+    """
+
+    protocol = HTTPConnection
+    logClosed = False
 
     def __init__(
         self,
-        name: str,
-        site: Site,
-        descriptions: Iterable[str],
+        serviceName: str,
+        limits: ConnectionLimits,
+        httpLimits: HTTPLimits,
         metrics: IMetrics,
-        reactor: Any,
+        clock: IReactorTime,
+        site: Site,
     ) -> None:
-        super().__init__(name, site, descriptions, metrics, reactor)
+        super().__init__(serviceName, limits, metrics, clock)
+        self.httpLimits = httpLimits
         self.site = site
+
+    def unsentNow(self) -> int:
+        """
+        Nothing: HTTP counts response bodies as they are written.
+        """
+        return 0
+
+
+class HTTPService(StreamService):
+    """
+    The HTTP status service: a stream service (see L{StreamService}) whose
+    connections are answered by the status L{Site}.
+    """
+
+    factory: StatusFactory
+
+    @property
+    def site(self) -> Site:
+        """
+        The site answering the requests.
+        """
+        return self.factory.site
 
 
 def buildHTTPService(
@@ -456,6 +827,8 @@ def buildHTTPService(
     metrics: IMetrics,
     info: ServerInfo,
     reactor: Any,
+    limits: ConnectionLimits | None = None,
+    httpLimits: HTTPLimits | None = None,
 ) -> HTTPService:
     """
     Build the HTTP status service.
@@ -466,13 +839,23 @@ def buildHTTPService(
     @param info: The version and start time shown on the page.
     @param reactor: The reactor to listen with; its C{seconds} is the
         clock of the page.
+    @param limits: The connection limits, as for every stream service.
+    @param httpLimits: The header deadline and keep-alive timeout.
     """
-    # Idle HTTP connections are closed after a minute (Twisted's default is
-    # twelve hours).
     site = QuietSite(
         StatusResource(metrics, info, reactor),
         parsePOSTFormSubmission=False,
-        timeout=60,
+        # The connection's own timers (HTTPConnection) replace Twisted's
+        # idle timeout, which every byte resets.
+        timeout=None,
         reactor=reactor,
     )
-    return HTTPService(SERVICE_NAME, site, descriptions, metrics, reactor)
+    factory = StatusFactory(
+        SERVICE_NAME,
+        limits or ConnectionLimits(),
+        httpLimits or HTTPLimits(),
+        metrics,
+        reactor,
+        site,
+    )
+    return HTTPService(SERVICE_NAME, factory, descriptions, reactor)
