@@ -68,6 +68,22 @@ def positiveFloat(value: str) -> float:
 
 positiveFloat.coerceDoc = "Must be a number above 0."  # type: ignore[attr-defined]
 
+
+def positiveInt(value: str) -> int:
+    """
+    Coerce a whole number above 0.
+    """
+    try:
+        number = int(value) if len(value) < 20 else 0
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{value!r} is not a whole number above 0")
+    return number
+
+
+positiveInt.coerceDoc = "Must be a whole number above 0."  # type: ignore[attr-defined]
+
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -327,6 +343,31 @@ class Options(usage.Options):
             nonNegativeInt,
         ],
         [
+            "presence-interval",
+            None,
+            1.0,
+            "Pub/sub: seconds over which the joins, leaves and nick changes that "
+            "follow a presence notice are told in one notice, 0 to tell each at "
+            "once (one notice costs a line to every client)",
+            nonNegativeFloat,
+        ],
+        [
+            "turn-lines",
+            None,
+            1000,
+            "Pub/sub: lines of commands (of any read that is not all plain lines) "
+            "handled per client per reactor turn; the rest waits for later turns",
+            positiveInt,
+        ],
+        [
+            "turn-time",
+            None,
+            0.01,
+            "Pub/sub: seconds spent on one client's input per reactor turn; the "
+            "rest waits for later turns",
+            positiveFloat,
+        ],
+        [
             "backplane",
             None,
             None,
@@ -353,6 +394,12 @@ class Options(usage.Options):
 
     optFlags: list[list[Any]] = [
         ["no-presence", None, "Pub/sub: no join, leave and nick notices"],
+        [
+            "hide-addresses",
+            None,
+            "Pub/sub: show clients without a nick as client-N, not IP:port, to "
+            "other clients and to the backplane",
+        ],
     ]
 
     compData = usage.Completions(
@@ -522,6 +569,10 @@ class Options(usage.Options):
             history=self["history"],
             presence=not self["no-presence"],
             replayOnJoin=self["replay-on-join"],
+            presenceInterval=self["presence-interval"],
+            turnLines=self["turn-lines"],
+            turnTime=self["turn-time"],
+            hideAddresses=bool(self["hide-addresses"]),
         )
 
     def connectionLimits(self) -> ConnectionLimits:
