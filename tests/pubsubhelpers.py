@@ -391,8 +391,12 @@ class LineSocket:
 
         @return: Every line read so far.
         """
+        # poll, not select: the descriptor may be above FD_SETSIZE when a
+        # test holds thousands of sockets.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
         try:
-            while not self.closed and select.select([self.sock], [], [], 0)[0]:
+            while not self.closed and poller.poll(0):
                 data = self.sock.recv(1 << 16)
                 if not data:
                     self.closed = True

@@ -236,12 +236,18 @@ class PresenceTests(SynchronousTestCase):
         for _ in range(1000):
             fake.connect()
         self.assertEqual(watcher.new(), [b"* 127.0.0.1:40002 joined (2 connected)"])
-        fake.clock.advance(1.0)
+        fake.clock.rightNow += 1.0
+        turn(fake.clock)
+        # A notice to 1,001 clients: 1,000 at once, the last one next turn.
+        self.assertEqual(watcher.new(), [])
+        self.assertEqual(len(timers(fake)), 2)
+        turn(fake.clock)
         self.assertEqual(watcher.new(), [b"* 999 joined (1001 connected)"])
         fake.clock.advance(1.0)
         self.assertEqual(watcher.new(), [])
         self.assertEqual(timers(fake), [])
         last = fake.connect()
+        turn(fake.clock)
         self.assertEqual(
             watcher.new(),
             [f"* {last.identity.decode()} joined (1002 connected)".encode()],

@@ -203,9 +203,9 @@ class RouterTests(SynchronousTestCase):
         """
         Past L{routing.MAX_ROUTES} cached unions, or
         L{routing.MAX_ROUTE_ENTRIES} subscribers listed in them, the least
-        recently used union is forgotten, one at a time.  Topics one table
-        matches are cached apart, so that asking for many of them forgets
-        none of the unions.
+        recently used union is forgotten, one at a time.  Topics that one
+        table matches, or none, are cached apart, so that asking for many
+        of them forgets none of the unions.
         """
         self.patch(routing, "MAX_ROUTES", 5)
         router: Router[int] = Router()

@@ -28,7 +28,11 @@ say so too).  The touchpoints:
     L{ListenFDs} that saw C{LISTEN_FDS} before Twisted removed it from the
     environment;
   - the C{_port} of a parsed server endpoint, to check a port number when
-    the options are parsed rather than when listening fails.
+    the options are parsed rather than when listening fails;
+  - the accept batch of a listening TCP port (C{tcp.Port.numberAccepts},
+    read by its C{doRead}): Twisted grows it by 20 every time a batch
+    fills, without a bound, so that a storm of connections makes one turn
+    accept hundreds of them (L{capAccepts}).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "SD_LISTEN_FDS_START",
     "RefusalTolerantPort",
     "adoptDatagramPortAs",
+    "capAccepts",
     "directTransport",
     "endpointPort",
     "inheritedListenFDs",
@@ -227,3 +232,30 @@ def endpointPort(endpoint: object) -> int | None:
         port: int = endpoint._port
         return port
     return None
+
+
+def capAccepts(port: object, most: int) -> bool:
+    """
+    Make a listening TCP port (or UNIX, TLS: any L{tcp.Port}) accept at most
+    C{most} connections per reactor turn.
+
+    C{tcp.Port.doRead} accepts up to C{numberAccepts} connections in one
+    turn and adds 20 to it each time it accepted that many: under a storm of
+    connections one turn grows to hundreds of accepts, each with its
+    protocol's C{connectionMade}, while every other connection waits.  This
+    lowers C{numberAccepts} to C{most} before each C{doRead}.  Other ports
+    are left alone.
+
+    @return: Whether the port is one that could be capped.
+    """
+    if not isinstance(port, tcp.Port):
+        return False
+    doRead = port.doRead
+
+    def cappedRead() -> Any:
+        if port.numberAccepts > most:
+            port.numberAccepts = most
+        return doRead()
+
+    port.doRead = cappedRead  # type: ignore[method-assign]
+    return True

@@ -56,7 +56,12 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
@@ -79,7 +84,13 @@ from netdemo.hubwire import (
     nickKey,
     parseCount,
 )
-from netdemo.internals import directTransport, sendIfIdle, unsentBytes, writeNow
+from netdemo.internals import (
+    capAccepts,
+    directTransport,
+    sendIfIdle,
+    unsentBytes,
+    writeNow,
+)
 from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.logs import RateLimitedLog, formatAddress
 from netdemo.metrics import IMetrics, sampleOf
@@ -90,8 +101,11 @@ if TYPE_CHECKING:
     from netdemo.backplane import IBackplane
 
 __all__ = [
+    "ACCEPTS_PER_TURN",
     "DEFAULT_TOPIC",
     "ERROR_REASONS",
+    "HubService",
+    "NOTICE_CHUNK",
     "PubSubFactory",
     "PubSubProtocol",
     "buildPubSubService",
@@ -113,6 +127,15 @@ SEND_BUFFER = 256 * 1024
 
 #: How many sweeps make up one line timeout.
 LINE_SWEEPS = 10
+
+#: Connections accepted per listener per reactor turn, at most: a storm of
+#: connections is served a batch at a time, between the other connections'
+#: turns (Twisted's own batch grows without a bound).
+ACCEPTS_PER_TURN = 32
+
+#: Clients sent a presence notice per reactor turn: a notice to thousands
+#: is spread over several turns (each send is a system call).
+NOTICE_CHUNK = 1000
 
 #: Bytes of a history replay written at once.
 REPLAY_CHUNK = 64 * 1024
@@ -773,6 +796,11 @@ class PubSubFactory(LimitedFactory):
         # in it so far (the one event, while there is only one).
         self._presenceWindow: Any = None
         self._stopped = False
+        # Notices still to be sent, a chunk of recipients per turn.
+        self._notices: deque[
+            tuple[list[PubSubProtocol], PubSubProtocol | None, bytes]
+        ] = deque()
+        self._noticeCall: Any = None
         self._held = [0, 0, 0]
         self._heldEvent: tuple[PubSubProtocol, bytes] | None = None
         # /who answers by topic (b"" for everyone), until the next change.
@@ -833,10 +861,11 @@ class PubSubFactory(LimitedFactory):
         if self._lineSweeper is not None:
             self._lineSweeper.stop()
             self._lineSweeper = None
-        if self._presenceWindow is not None:
-            if self._presenceWindow.active():
-                self._presenceWindow.cancel()
-            self._presenceWindow = None
+        for call in (self._presenceWindow, self._noticeCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._presenceWindow = self._noticeCall = None
+        self._notices.clear()
 
     def sweepLines(self) -> None:
         """
@@ -1038,13 +1067,37 @@ class PubSubFactory(LimitedFactory):
 
     def notice(self, about: PubSubProtocol | None, line: bytes) -> None:
         """
-        Send a presence line to the default topic's subscribers but C{about}.
+        Send a presence line to the default topic's subscribers but C{about}:
+        at most L{NOTICE_CHUNK} of them per reactor turn, the first at once.
         """
-        data = line + b"\n"
         self.presenceNotices += 1
-        for s in list(self.router.subscribers(DEFAULT_TOPIC)):
-            if s is not about:
-                s.send(data, 1)
+        recipients = list(self.router.subscribers(DEFAULT_TOPIC))
+        self._notices.append((recipients, about, line + b"\n"))
+        if self._noticeCall is None:
+            self._sendNotices()
+
+    def _sendNotices(self) -> None:
+        """
+        Send the notices waiting to their next L{NOTICE_CHUNK} recipients
+        (those still connected), in order; leave the rest for the next
+        turn.
+        """
+        self._noticeCall = None
+        notices = self._notices
+        clients = self.clients
+        budget = NOTICE_CHUNK
+        while notices and budget > 0:
+            recipients, about, data = notices[0]
+            chunk = recipients[-budget:]
+            del recipients[-budget:]
+            budget -= len(chunk)
+            for s in chunk:
+                if s is not about and s in clients:
+                    s.send(data, 1)
+            if not recipients:
+                notices.popleft()
+        if notices and not self._stopped:
+            self._noticeCall = self.clock.callLater(0, self._sendNotices)
 
     # Publishing.
 
@@ -1251,6 +1304,17 @@ class PubSubFactory(LimitedFactory):
         p.closeWith("quit", hubwire.BYE)
 
 
+class HubService(StreamService):
+    """
+    The hub's listeners: a L{StreamService} whose TCP listeners accept at
+    most L{ACCEPTS_PER_TURN} connections per reactor turn.
+    """
+
+    def listened(self, port: IListeningPort, description: str) -> None:
+        capAccepts(port, ACCEPTS_PER_TURN)
+        super().listened(port, description)
+
+
 def buildPubSubService(
     descriptions: Iterable[str],
     limits: ConnectionLimits,
@@ -1273,4 +1337,4 @@ def buildPubSubService(
     factory = PubSubFactory(
         SERVICE_NAME, limits, hubLimits, metrics, reactor, backplane
     )
-    return StreamService(SERVICE_NAME, factory, descriptions, reactor)
+    return HubService(SERVICE_NAME, factory, descriptions, reactor)

@@ -17,11 +17,11 @@ client that subscribed to C{chat} is in the C{chat} node's table, and a
 client joining or leaving changes that table in O(1).  When several tables
 match (C{chat} and C{>}), their union is computed once.  Routes are cached
 in two caches, each of at most L{MAX_ROUTES} topics, the least recently
-used route forgotten first, one at a time: one for the topics one table
-matches (cheap to find again), one for unions (at most L{MAX_ROUTE_ENTRIES}
-subscribers listed over all of them), so that asking for many topics of
-the first kind cannot push out the unions.  A topic nobody is subscribed
-to costs a walk of a few nodes and is not cached.  A subscription change
+used route forgotten first, one at a time: one for the topics that one
+table matches, or none (cheap to find again), one for unions (at most
+L{MAX_ROUTE_ENTRIES} subscribers listed over all of them), so that asking
+for many topics of the first kind cannot push out the unions.  A
+subscription change
 keeps the cache right without touching more than the pattern's path: a
 literal pattern (no wildcard) only matches the topic it spells, whose
 cached union is updated in place (a cached table is the one that changed);
@@ -55,8 +55,8 @@ MAX_ROUTE_ENTRIES = 1 << 20
 
 Client = TypeVar("Client", bound=Hashable)
 
-#: The subscribers of a topic nobody is subscribed to.
-_NOBODY: frozenset[Any] = frozenset()
+#: The table of a topic nobody is subscribed to (never changed).
+_NOBODY: dict[Any, None] = {}
 
 
 class Subscribed(Enum):
@@ -215,7 +215,7 @@ class Router(Generic[Client]):
                 self._forget(routes, topic)
         tables = self._match(tuple(topic.split(b".")))
         if not tables:
-            return _NOBODY
+            return self._cache(topic, _NOBODY, False)
         if len(tables) == 1:
             return self._cache(topic, tables[0], False)
         union: Counter[Client] = Counter()
