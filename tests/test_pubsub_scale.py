@@ -304,31 +304,31 @@ class HistoryTests(SynchronousTestCase):
     bounded before they are read (item 8).
     """
 
-    def test_fourFullTopics(self) -> None:
+    def test_sixFullTopics(self) -> None:
         """
         A client that reads as fast as it can and asks for the history of
-        four full topics (100 lines of 4 KB each: 1.6 MB, over
+        six full topics (100 lines of 4 KB each: 2.4 MB, over
         C{--max-pending} 1 MiB) gets all of it, each replay followed by its
         C{+OK}; nobody is disconnected as a slow consumer.
         """
-        daemon = HubDaemon("--max-line", "4096")
+        daemon = HubDaemon()
         self.addCleanup(daemon.close)
         port = daemon.port("pubsub")
         publisher = LineSocket(port)
         self.addCleanup(publisher.close)
         text = b"h" * 4000
-        for t in range(4):
+        for t in range(6):
             publisher.send(b"".join(b"/pub t%d %s\n" % (t, text) for _ in range(100)))
-        self.assertEqual(len(publisher.collect(b"+OK", 400)), 400)
-        reader = LineSocket(port)
+        self.assertEqual(len(publisher.collect(b"+OK", 600)), 600)
+        reader = LineSocket(port, rcvbuf=65536)
         self.addCleanup(reader.close)
-        reader.send(b"".join(b"/history t%d\n" % t for t in range(4)) + b"/ping\n")
+        reader.send(b"".join(b"/history t%d\n" % t for t in range(6)) + b"/ping\n")
         reader.collect(b"+OK pong", 1)
         self.assertFalse(reader.closed)
         self.assertEqual(
-            reader.matching(b"+OK"), [b"+OK history 100 lines"] * 4 + [b"+OK pong"]
+            reader.matching(b"+OK"), [b"+OK history 100 lines"] * 6 + [b"+OK pong"]
         )
-        self.assertEqual(len(reader.matching(b"[t")), 400)
+        self.assertEqual(len(reader.matching(b"[t")), 600)
         self.assertEqual(
             daemon.metric(
                 "netdemo_refused_total", service="pubsub", reason="slow-consumer"

@@ -297,15 +297,12 @@ class PubSubProtocol(LimitedProtocol):
 
     def _write(self, data: bytes) -> None:
         """
-        Give C{data} to the transport now, whatever waits (a replay's own
-        writes).
+        Give C{data} to the transport now, past what waits behind a replay
+        (the replay's own writes).
         """
-        self.written += len(data)
-        t = self._direct
-        if t is not None:
-            writeNow(t, data)
-        else:
-            self.transport.write(data)  # type: ignore[union-attr]
+        self._detour = False
+        self.send(data, 0)
+        self._detour = True
 
     def _sendPaused(self, data: bytes, lines: int) -> None:
         """
