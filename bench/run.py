@@ -65,6 +65,7 @@ SECTIONS = [
     ("memory", "idle_memory"),
     ("fanout", "fanout"),
     ("backplane", "backplane"),
+    ("hubabuse", "hubabuse"),
     ("udp", "udp"),
     ("httpabuse", "httpabuse"),
 ]

@@ -79,6 +79,44 @@ class ClosingTransport(StringTransport):
         self.loseConnection()
 
 
+class PacedTransport(ClosingTransport):
+    """
+    A L{ClosingTransport} that pauses its producer once more than C{window}
+    bytes were written that the client has not read, as a real transport
+    does once the kernel takes no more, and resumes it when the client
+    reads everything (L{drain}).
+    """
+
+    window = 64 * 1024
+    paused = False
+    _read = 0
+
+    def write(self, data: bytes) -> None:
+        """
+        Take data; pause the producer when too much is unread.
+        """
+        super().write(data)
+        unread = len(self.io.getvalue()) - self._read
+        if unread > self.window and not self.paused and self.producer is not None:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> int:
+        """
+        The client reads everything written so far: resume the producer (it
+        may write more at once).
+
+        @return: The bytes read.
+        """
+        total = len(self.io.getvalue())
+        read, self._read = total - self._read, total
+        if self.paused:
+            self.paused = False
+            if self.producer is not None:
+                self.producer.resumeProducing()
+        return read
+
+
 class FakeClient:
     """
     One client of an in-memory hub.
@@ -141,7 +179,9 @@ class FakeHub:
         self.factory.startFactory()
         self._port = 40000
 
-    def connect(self) -> FakeClient:
+    def connect(
+        self, transportType: type[ClosingTransport] = ClosingTransport
+    ) -> FakeClient:
         """
         Connect one more client.
         """
@@ -149,7 +189,7 @@ class FakeHub:
         addr = IPv4Address("TCP", "127.0.0.1", self._port)
         protocol = self.factory.buildProtocol(addr)
         assert isinstance(protocol, PubSubProtocol)
-        transport = ClosingTransport(peerAddress=addr)
+        transport = transportType(peerAddress=addr)
         transport.protocol = protocol
         protocol.makeConnection(transport)
         return FakeClient(protocol, transport)
@@ -351,8 +391,12 @@ class LineSocket:
 
         @return: Every line read so far.
         """
+        # poll, not select: the descriptor may be above FD_SETSIZE when a
+        # test holds thousands of sockets.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
         try:
-            while not self.closed and select.select([self.sock], [], [], 0)[0]:
+            while not self.closed and poller.poll(0):
                 data = self.sock.recv(1 << 16)
                 if not data:
                     self.closed = True

@@ -194,13 +194,15 @@ class ForgedBeaconTests(SynchronousTestCase):
         ):
             senders[1][1].sendto(malformed, (GROUP, port))
         poll(
-            lambda: seriesValue(
-                fetch(daemon),
-                "netdemo_refused_total",
-                service="multicast",
-                reason="bad-beacon",
-            )
-            >= 2,
+            lambda: (
+                seriesValue(
+                    fetch(daemon),
+                    "netdemo_refused_total",
+                    service="multicast",
+                    reason="bad-beacon",
+                )
+                >= 2
+            ),
             "both malformed beacons counted",
         )
         page = fetch(daemon)

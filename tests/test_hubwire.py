@@ -70,15 +70,20 @@ def meaning(events: list[Event]) -> tuple[list[object], int]:
     return flat, acks
 
 
-def feedAll(pieces: list[bytes], maxLine: int = 4096) -> list[Event]:
+def feedAll(
+    pieces: list[bytes], maxLine: int = 4096, budget: int = 10**9
+) -> list[Event]:
     """
-    Feed the pieces to one reader, as the hub does: until the connection
-    ends (L{CLOSE}, L{LINE_TOO_LONG}).  Return every event, in order.
+    Feed the pieces to one reader, as the hub does: each read, then what
+    waits past the budget, until the connection ends (L{CLOSE},
+    L{LINE_TOO_LONG}).  Return every event, in order.
     """
-    reader = HubReader(maxLine)
+    reader = HubReader(maxLine, budget)
     events: list[Event] = []
     for piece in pieces:
         events.extend(reader.feed(piece))
+        while reader.waiting and not (events and events[-1] in (CLOSE, LINE_TOO_LONG)):
+            events.extend(reader.next())
         if events and events[-1] in (CLOSE, LINE_TOO_LONG):
             break
     return events
@@ -382,19 +387,61 @@ class ReaderTests(SynchronousTestCase):
         ),
         st.lists(st.integers(0, 2000), max_size=40),
         st.integers(1, 40),
+        st.integers(1, 6),
     )
     def test_anyChunking(
-        self, lines: list[bytes], cuts: list[int], maxLine: int
+        self, lines: list[bytes], cuts: list[int], maxLine: int, budget: int
     ) -> None:
         """
-        Any lines (LF or CRLF), any limit, cut anywhere: the events mean the
-        same as for the whole stream in one read.
+        Any lines (LF or CRLF), any limit, cut anywhere, read a few lines
+        per call: the events mean the same as for the whole stream in one
+        read.
         """
         data = b"".join(
             line + (b"\r\n" if i % 3 == 0 else b"\n") for i, line in enumerate(lines)
         )
         whole = meaning(feedAll([data], maxLine))
         self.assertEqual(meaning(feedAll(chunked(data, cuts), maxLine)), whole)
+        self.assertEqual(
+            meaning(feedAll(chunked(data, cuts), maxLine, budget)), whole, budget
+        )
+
+    def test_budget(self) -> None:
+        """
+        A read of commands gives at most C{budget} lines' events per call;
+        the rest wait, in order, and bytes fed meanwhile are kept after
+        them; a read of plain lines is one event, whatever the budget.
+        """
+        reader = HubReader(100, budget=2)
+        self.assertEqual(len(reader.feed(b"/a\n/b\n/c\n/d\n/e\npar")), 2)
+        self.assertTrue(reader.waiting)
+        self.assertEqual(reader.feed(b"tial\n/f\n"), [])
+        reader.stash(b"/g\n")
+        names = []
+        for _ in range(10):
+            for event in reader.next():
+                names.append(event.name if isinstance(event, Command) else event)
+        self.assertFalse(reader.waiting)
+        self.assertEqual(
+            names, [b"c", b"d", b"e", Publish(DEFAULT_TOPIC, [b"partial"]), b"f", b"g"]
+        )
+        [event] = reader.feed(b"".join(b"line %d\n" % i for i in range(100)))
+        assert isinstance(event, Publish)
+        self.assertEqual(len(event.lines), 100)
+        self.assertFalse(reader.waiting)
+
+    def test_escapesC1AndBidi(self) -> None:
+        """
+        A read with a C1 or bidi control (in UTF-8) leaves the fast path,
+        and the control is escaped; other UTF-8 keeps the fast path.
+        """
+        reader = HubReader(100)
+        [event] = reader.feed("caf\u00e9 \u201cq\u201d \u2026\n".encode())
+        self.assertEqual(
+            event, Publish(DEFAULT_TOPIC, ["caf\u00e9 \u201cq\u201d \u2026".encode()])
+        )
+        [event] = reader.feed("a\u202eb\nc\u009bd\n".encode())
+        self.assertEqual(event, Publish(DEFAULT_TOPIC, [b"a\\u202eb", b"c\\u009bd"]))
 
 
 class LineBufferTests(SynchronousTestCase):

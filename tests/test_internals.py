@@ -28,6 +28,7 @@ from netdemo.internals import (
     WatchedHTTPChannel,
     adoptDatagramPortAs,
     backloggedTransports,
+    capAccepts,
     directTransport,
     endpointPort,
     inheritedListenFDs,
@@ -630,6 +631,74 @@ class SystemdTests(SynchronousTestCase):
         self.assertEqual(ListenFDs._START, SD_LISTEN_FDS_START)
 
 
+class AcceptBatchTests(TestCase):
+    """
+    How many connections a listening TCP port accepts per turn.
+    """
+
+    def listen(self, count: int) -> tuple[tcp.Port, list[socket.socket]]:
+        """
+        A listening port with C{count} connections waiting to be accepted
+        (its reading stopped, so that the test turns the crank).
+        """
+        factory: Any = Factory.forProtocol(_Keep)
+        port: Any = reactor.listenTCP(0, factory, backlog=128, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        port.stopReading()
+        clients = []
+        for _ in range(count):
+            client = socket.create_connection(
+                ("127.0.0.1", port.getHost().port), timeout=5
+            )
+            self.addCleanup(client.close)
+            clients.append(client)
+        return port, clients
+
+    def accepted(self, port: tcp.Port) -> int:
+        """
+        The connections the port accepted so far.
+        """
+        return int(port.sessionno)
+
+    def test_twistedGrowsItsBatch(self) -> None:
+        """
+        Twisted's port accepts C{numberAccepts} connections in one
+        C{doRead} and grows the batch by 20 when it was full: the behaviour
+        L{capAccepts} bounds.
+        """
+        port, _ = self.listen(60)
+        port.numberAccepts = 10
+        port.doRead()
+        self.assertEqual(self.accepted(port), 10)
+        self.assertEqual(port.numberAccepts, 30)
+        port.doRead()
+        self.assertEqual(self.accepted(port), 40)
+        self.addCleanup(self.closeAccepted, port)
+
+    def test_capped(self) -> None:
+        """
+        A capped port accepts at most that many per C{doRead}, however its
+        batch grew; a port of another kind is left alone.
+        """
+        port, _ = self.listen(60)
+        self.assertTrue(capAccepts(port, 25))
+        port.numberAccepts = 1000
+        port.doRead()
+        self.assertEqual(self.accepted(port), 25)
+        port.doRead()
+        self.assertEqual(self.accepted(port), 50)
+        self.assertFalse(capAccepts(object(), 25))
+        self.addCleanup(self.closeAccepted, port)
+
+    def closeAccepted(self, port: tcp.Port) -> None:
+        """
+        Close the connections the port accepted.
+        """
+        for reader in list(reactor.getReaders()):
+            if isinstance(reader, tcp.Server) and reader.server is port:
+                reader.abortConnection()
+
+
 class EndpointPortTests(SynchronousTestCase):
     """
     The port a parsed server endpoint will listen on.
@@ -670,5 +739,6 @@ class EndpointPortTests(SynchronousTestCase):
             "requestDone",
             "_command",
             "disconnecting",
+            "numberAccepts",
         ):
             self.assertIn(name, doc)

@@ -44,7 +44,8 @@ class ProtocolTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.hub = FakeHub()
+        # Each presence notice at once (PresenceTests has the coalescing).
+        self.hub = FakeHub(HubLimits(presenceInterval=0))
         self.addCleanup(self.hub.stop)
 
     def test_greeting(self) -> None:

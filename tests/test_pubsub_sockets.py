@@ -15,15 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
 import urllib.request
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netdemo.limits import ConnectionLimits, HubLimits
+from netdemo.metrics import MemoryMetrics
+from netdemo.pubsub import ACCEPTS_PER_TURN, buildPubSubService
 from tests.pubsubhelpers import LineSocket, LoopbackHub
 from tests.support import PATIENCE, Daemon, requireTool, waitUntil
 
@@ -34,16 +38,21 @@ class HubDaemon(Daemon):
     listening.
     """
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, presence: bool = False, listeners: int = 2) -> None:
+        """
+        @param args: More options (C{--tcp ...}: say so in C{listeners}).
+        @param presence: Whether presence notices are on.
+        @param listeners: How many listeners to wait for.
+        """
         super().__init__(
             "--pubsub",
-            "tcp:0:interface=127.0.0.1",
+            "tcp:0:interface=127.0.0.1:backlog=4096",
             "--http",
             "tcp:0:interface=127.0.0.1",
-            "--no-presence",
+            *([] if presence else ["--no-presence"]),
             *args,
         )
-        self.waitListening(2)
+        self.waitListening(listeners)
 
     def metric(self, name: str, **labels: str) -> float:
         """
@@ -365,3 +374,45 @@ class WriteDeadlineTests(TestCase):
         )
         publisher.send(b"still here")
         await reader.waitFor(prefix + b"still here")
+
+
+class AcceptBatchTests(TestCase):
+    """
+    The hub's listeners accept a storm of connections a batch at a time.
+    """
+
+    async def test_capped(self) -> None:
+        """
+        A hub listener accepts at most L{ACCEPTS_PER_TURN} connections per
+        reactor turn, however many wait; the rest come on later turns.
+        """
+        from twisted.internet import reactor
+
+        service = buildPubSubService(
+            ["tcp:0:interface=127.0.0.1:backlog=128"],
+            ConnectionLimits(maxPerPeer=0),
+            HubLimits(presence=False),
+            MemoryMetrics(),
+            reactor,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertTrue(await service.whenListening())
+        [port] = service.ports
+        address: Any = port.getHost()
+        listening: Any = port
+        listening.stopReading()
+        clients = [
+            socket.create_connection(("127.0.0.1", address.port), timeout=PATIENCE)
+            for _ in range(ACCEPTS_PER_TURN + 8)
+        ]
+        for client in clients:
+            self.addCleanup(client.close)
+        listening.numberAccepts = 1000
+        listening.doRead()
+        factory: Any = service.factory
+        self.assertEqual(len(factory.clients), ACCEPTS_PER_TURN)
+        listening.startReading()
+        await waitUntil(
+            lambda: len(factory.clients) == len(clients), "every client accepted"
+        )

@@ -64,6 +64,10 @@ class PubSubOptionTests(SynchronousTestCase):
                 history=100,
                 presence=True,
                 replayOnJoin=0,
+                presenceInterval=1.0,
+                turnLines=1000,
+                turnTime=0.01,
+                hideAddresses=False,
             ),
         )
 
@@ -80,6 +84,10 @@ class PubSubOptionTests(SynchronousTestCase):
             "--history=0",
             "--no-presence",
             "--replay-on-join=5",
+            "--presence-interval=2.5",
+            "--turn-lines=50",
+            "--turn-time=0.002",
+            "--hide-addresses",
         )
         self.assertEqual(
             options.hubLimits(),
@@ -92,6 +100,10 @@ class PubSubOptionTests(SynchronousTestCase):
                 history=0,
                 presence=False,
                 replayOnJoin=5,
+                presenceInterval=2.5,
+                turnLines=50,
+                turnTime=0.002,
+                hideAddresses=True,
             ),
         )
 
@@ -121,6 +133,11 @@ class PubSubOptionTests(SynchronousTestCase):
             (["--slow-policy", "ignore"], "'ignore'"),
             (["--history", "-1"], "'-1'"),
             (["--max-line", "lots"], "'lots'"),
+            (["--turn-lines", "0"], "'0'"),
+            (["--turn-lines", "9" * 5000], "'999"),
+            (["--turn-time", "0"], "'0'"),
+            (["--turn-time", "nan"], "'nan'"),
+            (["--presence-interval", "-1"], "'-1'"),
         ]:
             e = self.assertRaises(usage.UsageError, parse, *argv)
             self.assertIn(needle, str(e))

@@ -32,6 +32,7 @@ __all__ = [
     "ERR",
     "LINE_TIMED_OUT",
     "LINE_TOO_LONG",
+    "MAX_COUNT_DIGITS",
     "MAX_TOPIC",
     "OK",
     "PUBLISHED",
@@ -40,6 +41,7 @@ __all__ = [
     "Command",
     "Delivery",
     "Event",
+    "DEFAULT_BUDGET",
     "HubReader",
     "LineBuffer",
     "LineTooLong",
@@ -52,6 +54,7 @@ __all__ = [
     "escapeControls",
     "escapeLines",
     "greeting",
+    "hasControls",
     "isAnswer",
     "isCommand",
     "isDotted",
@@ -60,13 +63,17 @@ __all__ = [
     "isNode",
     "isPattern",
     "isQuit",
+    "isReservedNick",
     "isTopic",
     "joined",
     "left",
     "linePrefix",
+    "nickKey",
     "ok",
+    "parseCount",
     "parseDelivery",
     "patternMatches",
+    "presenceSummary",
     "refused",
     "renamed",
     "splitSender",
@@ -97,8 +104,9 @@ _PATTERN = re.compile(rb"(?:%s|\*)(?:\.(?:%s|\*))*(?:\.>)?\Z|>\Z" % (_TOKEN, _TO
 _NICK = re.compile(rb"[A-Za-z][%s]{0,31}\Z" % _TOKEN_CHARS)
 _NODE = re.compile(rb"[%s]{1,64}\Z" % _TOKEN_CHARS)
 
-# An identity as it travels between hubs: no space and no angle bracket.
-_IDENTITY_CHARS = rb"[^\s<>]{1,64}"
+# An identity as it travels between hubs: no space, no angle bracket and no
+# control character (checked apart: see isIdentity).
+_IDENTITY_CHARS = rb"[^\s<>\x00-\x1f\x7f]{1,64}"
 _IDENTITY = re.compile(_IDENTITY_CHARS + rb"\Z")
 _SENDER = re.compile(rb"<(%s)> ?" % _IDENTITY_CHARS)
 
@@ -107,12 +115,36 @@ _DELIVERY = re.compile(
     rb"\A(?:\[(?P<topic>[^\]\s]+)\] )?<(?P<identity>[^>\s]+)> (?P<text>.*)\Z", re.S
 )
 
-#: Control characters that are escaped in relayed text: all C0 controls but
-#: tab (LF ends a line and never reaches here), and DEL.
-_CONTROLS = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: The C0 controls that are escaped in relayed text (all but tab, and DEL),
+#: but LF: to check the complete lines of one read at once.
+_C0_BUT_LF = bytes(range(0x00, 0x09)) + bytes(range(0x0B, 0x20)) + b"\x7f"
 
-#: The same, but LF: to check the complete lines of one read at once.
-_CONTROLS_BUT_LF = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+#: The other characters escaped in relayed text, as UTF-8: the C1 controls
+#: (U+0080-U+009F, e.g. U+009B, a terminal's one-byte CSI) and the bidi
+#: controls, which reorder how a line is shown (U+061C, U+200E, U+200F,
+#: U+202A-U+202E, U+2066-U+2069).  Searched only in text that is not all
+#: ASCII (L{hasControls}).
+_UNSAFE_UTF8 = re.compile(
+    rb"\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80[\x8e\x8f\xaa-\xae]|\xe2\x81[\xa6-\xa9]"
+)
+
+#: Everything escaped in relayed text.
+_CONTROLS = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|" + _UNSAFE_UTF8.pattern)
+
+
+def hasControls(block: bytes) -> bool:
+    """
+    Whether C{block} (lines joined by LF) holds anything that relayed text
+    escapes (L{escapeControls}).
+
+    The hub's fast path calls this once over each read of plain lines:
+    C{bytes.translate} finds a C0 control at C speed (about ten times faster
+    than a character class in a regular expression), and only a read that is
+    not all ASCII is searched for the UTF-8 sequences.
+    """
+    if len(block.translate(None, _C0_BUT_LF)) != len(block):
+        return True
+    return not block.isascii() and _UNSAFE_UTF8.search(block) is not None
 
 
 # ---------------------------------------------------------------------------
@@ -122,8 +154,8 @@ _CONTROLS_BUT_LF = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 def isTopic(value: bytes, anyLength: bool = False) -> bool:
     """
     Whether C{value} is a topic: tokens joined by dots, at most
-    L{MAX_TOPIC} bytes (or of any length: C{/who} and C{/history} only look
-    topics up).
+    L{MAX_TOPIC} bytes, wherever a client names one (C{/pub}, C{/who},
+    C{/history}).  C{anyLength} is for other dotted names (L{isDotted}).
     """
     if len(value) > MAX_TOPIC and not anyLength:
         return False
@@ -146,6 +178,45 @@ def isNick(value: bytes) -> bool:
     return _NICK.match(value) is not None
 
 
+#: What makes nicknames look alike, folded for uniqueness (L{nickKey}):
+#: case, and the ASCII lookalikes I, l, 1 (and i), O and 0.
+_FOLD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZi10", b"abcdefghljklmnopqrstuvwxyzllo"
+)
+
+
+def nickKey(nick: bytes) -> bytes:
+    """
+    What two nicknames share when they look alike, so that only one of
+    them may be in use at a time: lower case, with C{I}, C{l}, C{1} and
+    C{i} folded into one letter, C{O} and C{0} into another, and C{rn} into
+    C{m}, C{vv} into C{w} (C{alice}, C{Alice}, C{aIice} and C{a1ice} have
+    one key).  Lookalikes outside ASCII cannot occur: nicknames are ASCII.
+    """
+    return nick.translate(_FOLD).replace(b"rn", b"m").replace(b"vv", b"w")
+
+
+#: The nicknames no client may take, as keys: identities the hub or the
+#: backplane shows for others (C{redis}: lines published to Redis without
+#: a name), and the hub's own voice.
+RESERVED_NICKS = (b"redis", b"netdemo", b"server")
+_RESERVED_KEYS = frozenset(map(nickKey, RESERVED_NICKS))
+
+#: What no nickname may start with, as a key: C{client-N} is the identity
+#: of the clients without an address (UNIX sockets), and of every client
+#: without a nickname under C{--hide-addresses}.
+_RESERVED_PREFIX = nickKey(b"client-")
+
+
+def isReservedNick(nick: bytes) -> bool:
+    """
+    Whether no client may take C{nick}: it looks like C{redis}, C{netdemo},
+    C{server} or C{client-} followed by anything.
+    """
+    key = nickKey(nick)
+    return key in _RESERVED_KEYS or key.startswith(_RESERVED_PREFIX)
+
+
 def isNode(value: bytes) -> bool:
     """
     Whether C{value} names a hub on the backplane: one token of at most 64
@@ -157,9 +228,11 @@ def isNode(value: bytes) -> bool:
 def isIdentity(value: bytes) -> bool:
     """
     Whether C{value} may be shown as a sender: 1 to 64 bytes, neither
-    whitespace nor angle brackets.
+    whitespace, angle brackets nor anything L{escapeControls} escapes.
     """
-    return _IDENTITY.match(value) is not None
+    return _IDENTITY.match(value) is not None and (
+        value.isascii() or _UNSAFE_UTF8.search(value) is None
+    )
 
 
 def isDotted(value: str) -> bool:
@@ -192,14 +265,21 @@ def patternMatches(pattern: Sequence[bytes], topic: Sequence[bytes]) -> bool:
 
 def _escape(match: re.Match[bytes]) -> bytes:
     """
-    One control character as C{\\xHH}.
+    One escaped character: a C0 control or DEL as C{\\xHH} (its byte), a C1
+    or bidi control as C{\\uHHHH} (its code point).
     """
-    return b"\\x%02x" % match.group()[0]
+    found = match.group()
+    if len(found) == 1:
+        return b"\\x%02x" % found[0]
+    return b"\\u%04x" % ord(found.decode("utf-8"))
 
 
 def escapeControls(line: bytes) -> bytes:
     """
-    Escape the control characters of a line (all but tab) as C{\\xHH}.
+    Escape what could change how a terminal shows a line: C0 controls but
+    tab, and DEL, as C{\\xHH}; C1 controls (U+0080-U+009F) and bidi controls
+    (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), in UTF-8, as
+    C{\\uHHHH}.
 
     Everything else, invalid UTF-8 included, is left as it is.
     """
@@ -208,11 +288,11 @@ def escapeControls(line: bytes) -> bytes:
 
 def escapeLines(block: bytes) -> list[bytes]:
     """
-    The lines of C{block} (split on LF, empty ones kept), their control
-    characters escaped.
+    The lines of C{block} (split on LF, empty ones kept), escaped
+    (L{escapeControls}).
     """
     lines = block.split(b"\n")
-    if _CONTROLS_BUT_LF.search(block) is not None:
+    if hasControls(block):
         lines = [_CONTROLS.sub(_escape, line) for line in lines]
     return lines
 
@@ -230,12 +310,12 @@ def textLines(text: bytes) -> list[bytes]:
 def splitSender(text: bytes) -> tuple[bytes | None, bytes]:
     """
     Split the C{<NAME> } that a text published from outside the hubs may
-    start with (one space after it, optional).
+    start with (one space after it, optional; NAME an L{isIdentity}).
 
     @return: The name (or L{None}) and the rest of the text.
     """
     match = _SENDER.match(text)
-    if match is None:
+    if match is None or not isIdentity(match.group(1)):
         return None, text
     return match.group(1), text[match.end() :]
 
@@ -285,6 +365,23 @@ def renamed(old: bytes, new: bytes) -> bytes:
     return b"* %s is now %s" % (old, new)
 
 
+def presenceSummary(joins: int, leaves: int, renames: int, connected: int) -> bytes:
+    """
+    The one presence notice that tells of several joins, leaves and renames
+    (C{* 212 joined, 3 left (4998 connected)}); a count of 0 is left out.
+    """
+    parts = [
+        b"%d %s" % (count, what)
+        for count, what in (
+            (joins, b"joined"),
+            (leaves, b"left"),
+            (renames, b"renamed"),
+        )
+        if count
+    ]
+    return b"* %s (%d connected)" % (b", ".join(parts), connected)
+
+
 def dropped(count: int) -> bytes:
     """
     What a slow subscriber is told when it catches up (drop-oldest).
@@ -306,6 +403,26 @@ LINE_TIMED_OUT = b"-ERR line not completed in time, closing"
 
 #: The answer to a malformed nickname.
 BAD_NICK = b"-ERR bad nick: 1-32 letters, digits, _ or -, starting with a letter"
+
+#: The most digits a count given by a client is read with; a count with
+#: more means "as many as there are" (Python refuses to read integers of
+#: more than 4,300 digits, and no count here needs 10).
+MAX_COUNT_DIGITS = 9
+
+
+def parseCount(word: bytes, maxDigits: int = MAX_COUNT_DIGITS) -> int | None:
+    """
+    A number given by a peer: ASCII digits, read only when there are at
+    most C{maxDigits} of them (the length is checked before C{int}).
+
+    @return: The number; -1 for more digits (for a count: as many as there
+        are); L{None} when C{word} is not digits.
+    """
+    if not word.isdigit():
+        return None
+    if len(word) > maxDigits:
+        return -1
+    return int(word)
 
 
 def refused(reason: str) -> bytes:
@@ -432,36 +549,102 @@ Event = Publish | Command | Reply | Close | LineTooLong
 _NOTHING: list[Event] = []
 
 
+#: Lines of the slow path read by one L{HubReader.feed} or
+#: L{HubReader.next} call, unless told otherwise.
+DEFAULT_BUDGET = 1000
+
+
 class HubReader:
     """
     The hub's side of one connection: bytes in, events out.
 
+    A read of plain lines (the fast path) becomes one L{Publish} event,
+    however many lines it holds.  Any other read is read line by line, at
+    most C{budget} lines per call: the complete lines past the budget wait
+    (L{waiting}) for the next call of L{next}, so that the caller can
+    spread the work of a large read over several turns of its event loop.
+
     @ivar maxLine: The longest line accepted, without its end.
+    @ivar budget: Lines of the slow path read per call at most.
     @ivar buffer: The partial line so far.
     @ivar partialTicks: Line sweeps since the partial line began (the hub
         counts them; a new partial line starts again at 0).
     """
 
-    __slots__ = ("buffer", "maxLine", "partialTicks")
+    __slots__ = (
+        "_after",
+        "_index",
+        "_lines",
+        "_stash",
+        "budget",
+        "buffer",
+        "maxLine",
+        "partialTicks",
+    )
 
-    def __init__(self, maxLine: int) -> None:
+    def __init__(self, maxLine: int, budget: int = DEFAULT_BUDGET) -> None:
         self.maxLine = maxLine
+        self.budget = budget
         self.buffer = b""
         self.partialTicks = 0
+        # Complete lines not read yet, from _index on; then the event that
+        # ends them (a line too long), if any.
+        self._lines: list[bytes] | None = None
+        self._index = 0
+        self._after: Event | None = None
+        # Bytes fed while lines were waiting, in order.
+        self._stash: list[bytes] = []
+
+    @property
+    def waiting(self) -> bool:
+        """
+        Whether input was kept for L{next}: complete lines past the budget,
+        or bytes given to L{stash}.
+        """
+        return self._lines is not None or bool(self._stash)
 
     def discard(self) -> None:
         """
-        Forget the partial line.
+        Forget the partial line and everything waiting.
         """
         self.buffer = b""
+        self._lines = None
+        self._after = None
+        self._stash = []
+
+    def stash(self, data: bytes) -> None:
+        """
+        Keep the bytes of a read for L{next}, after what is waiting, without
+        reading them now.
+        """
+        self._stash.append(data)
+
+    def next(self) -> list[Event]:
+        """
+        The events of the next lines that waited, within the budget.
+
+        @return: The events, in order (none when nothing waits); the list
+            must not be changed.
+        """
+        if self._lines is not None:
+            return self._slice()
+        if self._stash:
+            data = b"".join(self._stash)
+            self._stash = []
+            return self.feed(data)
+        return _NOTHING
 
     def feed(self, data: bytes) -> list[Event]:
         """
-        Take the bytes of one read.
+        Take the bytes of one read.  While input waits (L{waiting}) they are
+        only kept, as by L{stash}, and read by L{next}.
 
-        @return: The events of the lines it completed, in order; the list
-            must not be changed.
+        @return: The events of the lines it completed, in order, within the
+            budget; the list must not be changed.
         """
+        if self._lines is not None or self._stash:
+            self._stash.append(data)
+            return _NOTHING
         end = data.rfind(b"\n")
         buffer = self.buffer
         limit = self.maxLine + 1  # room for a CR
@@ -484,49 +667,58 @@ class HubReader:
         if end + 1 < len(data):
             rest = data[end + 1 :]
             data = data[: end + 1]
-        events = self.lines(data)
-        if events and type(events[-1]) in (Close, LineTooLong):
+        if len(rest) > limit:
             rest = b""
-        elif len(rest) > limit:
-            rest = b""
-            events = [*events, LINE_TOO_LONG]
+            self._after = LINE_TOO_LONG
         self.buffer = rest
-        return events
+        return self.lines(data)
 
     def lines(self, data: bytes) -> list[Event]:
         """
-        The events of complete lines: C{data} ends in LF.
+        The events of complete lines (C{data} ends in LF), within the
+        budget.
         """
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
         lines = data.split(b"\n")
         lines.pop()
         maxLine = self.maxLine
-        if len(data) - len(lines) > maxLine and max(map(len, lines)) > maxLine:
-            return self._slowLines(lines)
         if (
-            data[0] == 0x2F  # "/"
+            (len(data) - len(lines) > maxLine and max(map(len, lines)) > maxLine)
+            or data[0] == 0x2F  # "/"
             or b"\n/" in data
             or b"close" in data
             or data[0] == 0x0A
             or b"\n\n" in data
-            or _CONTROLS_BUT_LF.search(data) is not None
+            or hasControls(data)
         ):
-            return self._slowLines(lines)
+            self._lines = lines
+            self._index = 0
+            return self._slice()
+        after = self._after
+        if after is not None:
+            self._after = None
+            return [Publish(DEFAULT_TOPIC, lines), after]
         return [Publish(DEFAULT_TOPIC, lines)]
 
-    def _slowLines(self, lines: list[bytes]) -> list[Event]:
+    def _slice(self) -> list[Event]:
         """
-        Read lines one by one: commands, blank lines, long lines, control
-        characters.  Consecutive publications to one topic still make one
-        event.
+        Read the waiting lines one by one, at most L{budget} of them:
+        commands, blank lines, long lines, control characters.  Consecutive
+        publications to one topic still make one event.
         """
+        lines = self._lines
+        assert lines is not None
+        start = self._index
+        stop = min(len(lines), start + max(1, self.budget))
         maxLine = self.maxLine
         events: list[Event] = []
         batch: Publish | None = None
-        for line in lines:
+        for i in range(start, stop):
+            line = lines[i]
             if len(line) > maxLine:
                 events.append(LINE_TOO_LONG)
+                self.discard()
                 return events
             if not line:
                 continue
@@ -546,8 +738,9 @@ class HubReader:
                     continue
             elif line == b"close":
                 events.append(CLOSE)
+                self.discard()
                 return events
-            if _CONTROLS.search(line) is not None:
+            if hasControls(line):
                 line = escapeControls(line)
             if batch is None or batch.topic != topic:
                 batch = Publish(topic, [])
@@ -555,6 +748,14 @@ class HubReader:
             batch.lines.append(line)
             if topic is not DEFAULT_TOPIC:
                 batch.acks += 1
+        if stop < len(lines):
+            self._index = stop
+            return events
+        self._lines = None
+        after = self._after
+        if after is not None:
+            self._after = None
+            events.append(after)
         return events
 
 

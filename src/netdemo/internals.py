@@ -49,6 +49,10 @@ say so too).  The touchpoints:
     C{HTTPChannel._waitingForTransport}: at most
     L{WatchedHTTPChannel.requestsPerTurn} pipelined requests are answered
     per reactor turn.
+  - the accept batch of a listening TCP port (C{tcp.Port.numberAccepts},
+    read by its C{doRead}): Twisted grows it by 20 every time a batch
+    fills, without a bound, so that a storm of connections makes one turn
+    accept hundreds of them (L{capAccepts}).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ __all__ = [
     "WatchedHTTPChannel",
     "adoptDatagramPortAs",
     "backloggedTransports",
+    "capAccepts",
     "directTransport",
     "endpointPort",
     "inheritedListenFDs",
@@ -506,3 +511,30 @@ class WatchedHTTPChannel(http.HTTPChannel):
             self._nextTurn.cancel()
         self._nextTurn = None
         super().connectionLost(reason)
+
+
+def capAccepts(port: object, most: int) -> bool:
+    """
+    Make a listening TCP port (or UNIX, TLS: any L{tcp.Port}) accept at most
+    C{most} connections per reactor turn.
+
+    C{tcp.Port.doRead} accepts up to C{numberAccepts} connections in one
+    turn and adds 20 to it each time it accepted that many: under a storm of
+    connections one turn grows to hundreds of accepts, each with its
+    protocol's C{connectionMade}, while every other connection waits.  This
+    lowers C{numberAccepts} to C{most} before each C{doRead}.  Other ports
+    are left alone.
+
+    @return: Whether the port is one that could be capped.
+    """
+    if not isinstance(port, tcp.Port):
+        return False
+    doRead = port.doRead
+
+    def cappedRead() -> Any:
+        if port.numberAccepts > most:
+            port.numberAccepts = most
+        return doRead()
+
+    port.doRead = cappedRead  # type: ignore[method-assign]
+    return True

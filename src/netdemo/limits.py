@@ -124,6 +124,14 @@ class HubLimits:
     @ivar presence: Whether join, leave and nick notices are sent.
     @ivar replayOnJoin: Lines of the default topic's history sent to a new
         client.
+    @ivar presenceInterval: Seconds over which joins, leaves and renames
+        after the first are told as one notice; 0 tells each at once.
+    @ivar turnLines: Lines of commands (or of any read that is not plain
+        lines) handled per connection per reactor turn.
+    @ivar turnTime: Seconds of work on one connection's input per reactor
+        turn, past which the rest waits for the next turn.
+    @ivar hideAddresses: Whether clients are shown as C{client-N} instead of
+        their address.
     """
 
     maxLine: int = field(default=4096, validator=_positive)
@@ -134,6 +142,10 @@ class HubLimits:
     history: int = field(default=100, validator=_nonNegative)
     presence: bool = True
     replayOnJoin: int = field(default=0, validator=_nonNegative)
+    presenceInterval: float = field(default=1.0, validator=_nonNegative)
+    turnLines: int = field(default=1000, validator=_positive)
+    turnTime: float = field(default=0.01, validator=_positive)
+    hideAddresses: bool = False
 
 
 @frozen

@@ -99,6 +99,27 @@ CATALOG: dict[str, MetricSpec] = {
         "Lines dropped for slow pub/sub subscribers (drop-oldest policy)",
         ("service",),
     ),
+    "netdemo_pubsub_deferred_turns_total": MetricSpec(
+        "counter",
+        "Times a pub/sub client's input was left for a later reactor turn "
+        "(it spent its per-turn budget, --turn-lines or --turn-time)",
+        ("service",),
+    ),
+    "netdemo_pubsub_presence_events_total": MetricSpec(
+        "counter", "Pub/sub joins, leaves and nickname changes", ("service",)
+    ),
+    "netdemo_pubsub_presence_notices_total": MetricSpec(
+        "counter",
+        "Pub/sub presence notices sent, each to every subscriber of the default "
+        "topic (several events in one --presence-interval make one)",
+        ("service",),
+    ),
+    "netdemo_pubsub_command_errors_total": MetricSpec(
+        "counter",
+        "Pub/sub commands answered -ERR, by reason (bad-topic, reserved-nick, "
+        "nick-taken, usage, unknown-command, ...)",
+        ("service", "reason"),
+    ),
     "netdemo_backplane_up": MetricSpec(
         "gauge",
         "1 while the backplane's Redis connections both work and Redis "

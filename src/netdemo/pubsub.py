@@ -22,11 +22,19 @@ How the hot path stays fast:
     object, built once with C{bytes.join}, and each subscriber gets it in
     one write: the per-subscriber work is one method call per read, not per
     line;
-  - the subscribers of a topic are computed once and cached until a
-    subscription changes (L{Router});
+  - the subscribers of a topic are found in a trie whose cost depends on
+    the matching subscriptions only, and cached (L{Router});
   - a subscriber with nothing queued gets the data handed to the kernel at
     once (as in L{netdemo.echo}), which saves two C{epoll_ctl} calls and a
     reactor turn per write.
+
+How one client's work stays bounded: a read that is not all plain lines is
+handled at most C{turnLines} lines and C{turnTime} seconds per reactor
+turn; past either, the hub stops reading from that client (its transport is
+paused) and goes on with the rest on a later turn, in order.  Presence
+notices are coalesced: after one notice, the joins, leaves and renames of
+the next C{presenceInterval} seconds make one notice, so a storm of joins
+costs one notice per interval, not one per join for every client.
 
 How memory stays bounded: every subscriber is an C{IPushProducer} registered
 on its own transport, so it learns when the kernel stops taking its data.
@@ -34,21 +42,29 @@ The bytes written while it is paused are counted; over C{maxPending}, or
 paused for longer than C{writeDeadline}, it is disconnected (the NATS and
 Redis semantics), or with the C{drop-oldest} policy its oldest pending lines
 are dropped and it is told how many.  The publisher is never paused for a
-slow subscriber.
+slow subscriber.  A history replay is streamed at the pace the client reads
+it: what else is sent to that client waits behind it (and counts against
+C{maxPending}), and its commands are not read meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from netdemo import hubwire
@@ -56,17 +72,27 @@ from netdemo.history import History
 from netdemo.hubwire import (
     DEFAULT_TOPIC,
     Command,
+    Event,
     HubReader,
     Publish,
     Reply,
     isNick,
     isPattern,
+    isReservedNick,
     isTopic,
     linePrefix,
+    nickKey,
+    parseCount,
 )
-from netdemo.internals import directTransport, sendIfIdle, unsentBytes, writeNow
+from netdemo.internals import (
+    capAccepts,
+    directTransport,
+    sendIfIdle,
+    unsentBytes,
+    writeNow,
+)
 from netdemo.limits import ConnectionLimits, HubLimits
-from netdemo.logs import formatAddress
+from netdemo.logs import RateLimitedLog, formatAddress
 from netdemo.metrics import IMetrics, sampleOf
 from netdemo.routing import MAX_SUBSCRIPTIONS, Router, Subscribed
 from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
@@ -75,7 +101,11 @@ if TYPE_CHECKING:
     from netdemo.backplane import IBackplane
 
 __all__ = [
+    "ACCEPTS_PER_TURN",
     "DEFAULT_TOPIC",
+    "ERROR_REASONS",
+    "HubService",
+    "NOTICE_CHUNK",
     "PubSubFactory",
     "PubSubProtocol",
     "buildPubSubService",
@@ -86,6 +116,9 @@ SERVICE_NAME = "pubsub"
 #: Entries listed by one C{/who} or C{/topics} answer.
 MAX_LISTED = 200
 
+#: C{/who} answers kept until the next change of members or subscriptions.
+MAX_WHO_CACHED = 64
+
 #: The kernel send buffer of each connection (Linux doubles it).  Left to
 #: itself Linux grows it to 4 MiB per connection: memory the hub cannot
 #: account for, and seconds of delay before a stalled subscriber is seen to
@@ -95,18 +128,90 @@ SEND_BUFFER = 256 * 1024
 #: How many sweeps make up one line timeout.
 LINE_SWEEPS = 10
 
+#: Connections accepted per listener per reactor turn, at most: a storm of
+#: connections is served a batch at a time, between the other connections'
+#: turns (Twisted's own batch grows without a bound).
+ACCEPTS_PER_TURN = 32
+
+#: Clients sent a presence notice per reactor turn: a notice to thousands
+#: is spread over several turns (each send is a system call).
+NOTICE_CHUNK = 1000
+
+#: Bytes of a history replay written at once.
+REPLAY_CHUNK = 64 * 1024
+
+#: Why a command got C{-ERR}, as the C{reason} label of
+#: C{netdemo_pubsub_command_errors_total} says.
+ERROR_REASONS = (
+    "unknown-command",
+    "usage",
+    "bad-topic",
+    "bad-nick",
+    "reserved-nick",
+    "nick-taken",
+    "too-many-subscriptions",
+    "not-subscribed",
+)
+
 #: The answer to one C{/pub} line, as written.
 _ACK = hubwire.PUBLISHED + b"\n"
+
+#: No events.
+_NONE: list[Event] = []
+
+
+class _Replay:
+    """
+    A history replay being streamed to one client.
+
+    @ivar before: What was queued for the client (drop-oldest policy, while
+        paused) when the replay began: sent first.
+    @ivar entries: The lines to replay, without their ends.
+    @ivar index: The first entry not sent yet.
+    @ivar final: The line sent after the last entry (C{+OK history N
+        lines}), or L{None}.
+    """
+
+    __slots__ = ("before", "entries", "final", "index")
+
+    def __init__(
+        self, entries: Sequence[bytes], final: bytes | None, before: deque[bytes]
+    ) -> None:
+        self.before = before
+        self.entries = entries
+        self.final = final
+        self.index = 0
+
+    def nextBlock(self) -> bytes | None:
+        """
+        The next bytes to write (about L{REPLAY_CHUNK} of them, whole
+        lines), or L{None} once every entry was given.
+        """
+        if self.before:
+            return self.before.popleft()
+        entries = self.entries
+        start = end = self.index
+        if start >= len(entries):
+            return None
+        size = 0
+        while end < len(entries) and (size < REPLAY_CHUNK or end == start):
+            size += len(entries[end]) + 1
+            end += 1
+        self.index = end
+        return b"\n".join(entries[start:end]) + b"\n"
 
 
 @implementer(IPushProducer)
 class PubSubProtocol(LimitedProtocol):
     """
     One hub client, as far as I/O goes: it reads events with a
-    L{HubReader} and hands them to the hub; it writes what the hub sends
-    it, applying the slow-consumer policy; it closes.
+    L{HubReader} and hands them to the hub, a budget per reactor turn; it
+    writes what the hub sends it, applying the slow-consumer policy, and
+    streams history replays at its pace; it closes.
 
-    @ivar identity: The name shown to others: C{host:port} or a nickname.
+    @ivar identity: The name shown to others: C{host:port}, C{client-N} or
+        a nickname.
+    @ivar key: The key of its nickname (L{nickKey}), if it has one.
     @ivar echo: Whether the client gets its own lines back.
     @ivar reader: The partial line, and what the complete ones mean.
     @ivar prefixes: Topic -> what precedes this client's lines there (a
@@ -117,11 +222,15 @@ class PubSubProtocol(LimitedProtocol):
 
     factory: PubSubFactory
     identity = b"-"
+    key: bytes | None = None
     echo = False
     written = 0
     dropped = 0
     _closing = False
+    # Whether the transport holds more than it wants.
     _paused = False
+    # Whether send must take the slow path: paused, or replaying.
+    _detour = False
     _pending = 0
     _direct: Any = None
     _deadline: Any = None
@@ -130,6 +239,15 @@ class PubSubProtocol(LimitedProtocol):
     _unsentAtClose = 0
     _registered = False
     _closeTimer: Any = None
+    # A history replay in progress, and what waits behind it.
+    _replay: _Replay | None = None
+    _behind: deque[tuple[bytes, int]] | None = None
+    _behindBytes = 0
+    # Whether reading is held (the transport paused), the events of the
+    # current batch not handled yet, and the call that goes on with them.
+    _held = False
+    _rest: list[Event] = _NONE
+    _resumeCall: Any = None
 
     def connectionMade(self) -> None:
         """
@@ -144,15 +262,18 @@ class PubSubProtocol(LimitedProtocol):
             with contextlib.suppress(OSError):
                 handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._direct = directTransport(transport)
+        factory = self.factory
+        limits = factory.hubLimits
         host = getattr(self.peer, "host", None)
-        if host is not None:
+        if host is not None and not limits.hideAddresses:
             self.identity = formatAddress(self.peer).encode("ascii", "replace")
         else:
-            # UNIX sockets and the like: no address tells clients apart.
-            self.identity = b"client-%d" % (self.factory.serial + 1,)
-        self.reader = HubReader(self.factory.hubLimits.maxLine)
+            # UNIX sockets and the like (no address tells clients apart),
+            # or every client with --hide-addresses.
+            self.identity = b"client-%d" % (factory.serial + 1,)
+        self.reader = HubReader(limits.maxLine, limits.turnLines)
         self.prefixes: dict[bytes, bytes] = {}
-        self.factory.joined(self)
+        factory.joined(self)
 
     # Output.
 
@@ -161,8 +282,11 @@ class PubSubProtocol(LimitedProtocol):
         Queue C{data} (C{lines} complete lines) for this client, applying the
         slow-consumer policy.
         """
-        if self._paused:
-            self._sendPaused(data, lines)
+        if self._detour:
+            if self._replay is not None:
+                self._sendBehind(data, lines)
+            else:
+                self._sendPaused(data, lines)
             return
         self.written += len(data)
         t = self._direct
@@ -170,6 +294,15 @@ class PubSubProtocol(LimitedProtocol):
             writeNow(t, data)
         else:
             self.transport.write(data)  # type: ignore[union-attr]
+
+    def _write(self, data: bytes) -> None:
+        """
+        Give C{data} to the transport now, past what waits behind a replay
+        (the replay's own writes).
+        """
+        self._detour = False
+        self.send(data, 0)
+        self._detour = True
 
     def _sendPaused(self, data: bytes, lines: int) -> None:
         """
@@ -189,12 +322,40 @@ class PubSubProtocol(LimitedProtocol):
             self.transport.write(data)  # type: ignore[union-attr]
             return
         queue.append((data, lines))
-        while self._pending > limits.maxPending and queue:
+        self._pending = self._dropOldest(queue, self._pending)
+
+    def _sendBehind(self, data: bytes, lines: int) -> None:
+        """
+        Queue data behind a replay in progress, within C{maxPending}: past
+        it, disconnect (or, drop-oldest, drop the oldest lines waiting).
+        """
+        behind = self._behind
+        assert behind is not None
+        behind.append((data, lines))
+        self._behindBytes += len(data)
+        limits = self.factory.hubLimits
+        if self._behindBytes <= limits.maxPending:
+            return
+        if limits.slowPolicy == "drop-oldest":
+            self._behindBytes = self._dropOldest(behind, self._behindBytes)
+        else:
+            self.slowConsumer("slow-consumer")
+
+    def _dropOldest(self, queue: deque[tuple[bytes, int]], size: int) -> int:
+        """
+        Drop the oldest entries of C{queue} (C{size} bytes) while it holds
+        more than C{maxPending}; count them.
+
+        @return: The bytes left.
+        """
+        maxPending = self.factory.hubLimits.maxPending
+        while size > maxPending and queue:
             old, count = queue.popleft()
-            self._pending -= len(old)
+            size -= len(old)
             self.dropped += count
             self._droppedUntold += count
             self.factory.droppedLines += count
+        return size
 
     def reply(self, line: bytes) -> None:
         """
@@ -210,6 +371,7 @@ class PubSubProtocol(LimitedProtocol):
         if self._paused or self._closing:
             return
         self._paused = True
+        self._detour = True
         self._pending = 0
         limits = self.factory.hubLimits
         if limits.slowPolicy == "drop-oldest":
@@ -221,7 +383,8 @@ class PubSubProtocol(LimitedProtocol):
 
     def resumeProducing(self) -> None:
         """
-        The transport has sent everything: deliver what was held back.
+        The transport has sent everything: go on with a replay, or deliver
+        what was held back.
         """
         if not self._paused:
             return
@@ -232,14 +395,27 @@ class PubSubProtocol(LimitedProtocol):
                 self._deadline.cancel()
             self._deadline = None
         queue, self._queue = self._queue, None
-        if queue is None or self._closing:
+        if self._closing:
             return
-        if self._droppedUntold:
-            told, self._droppedUntold = self._droppedUntold, 0
-            self.send(hubwire.dropped(told) + b"\n", 1)
+        if self._replay is not None:
+            self._pump()
+            return
+        self._detour = False
+        if queue is None:
+            return
+        self._tellDropped()
         while queue:
             data, count = queue.popleft()
             self.send(data, count)
+
+    def _tellDropped(self) -> None:
+        """
+        Tell the client how many lines were dropped for it since it was last
+        told (drop-oldest policy).
+        """
+        if self._droppedUntold:
+            told, self._droppedUntold = self._droppedUntold, 0
+            self.send(hubwire.dropped(told) + b"\n", 1)
 
     def stopProducing(self) -> None:
         """
@@ -272,6 +448,82 @@ class PubSubProtocol(LimitedProtocol):
             return self.written - unsentBytes(self.transport)
         return self.written - self._unsentAtClose
 
+    # History replays.
+
+    def replay(self, entries: Sequence[bytes], final: bytes | None) -> None:
+        """
+        Send C{entries} (lines without their ends), then C{final} (without
+        its end) if given, at the pace this client reads them: write while
+        the transport takes data, go on when it has sent what it holds.
+        Meanwhile whatever else is sent to this client waits behind the
+        replay, in order, and this client's input is held.
+        """
+        if self._closing:
+            return
+        if self._replay is not None:
+            # Not while the input is held; but never out of order.
+            block = b"".join(line + b"\n" for line in entries)
+            if final is not None:
+                block += final + b"\n"
+            self.send(block, len(entries) + (final is not None))
+            return
+        if not entries:
+            if final is not None:
+                self.reply(final)
+            return
+        before: deque[bytes] = deque()
+        if self._queue:
+            # Paused, drop-oldest: what it queued goes first.
+            if self._droppedUntold:
+                told, self._droppedUntold = self._droppedUntold, 0
+                before.append(hubwire.dropped(told) + b"\n")
+            before.extend(data for data, _ in self._queue)
+            self._queue.clear()
+            self._pending = 0
+        self._replay = _Replay(entries, final, before)
+        self._behind = deque()
+        self._behindBytes = 0
+        self._detour = True
+        if not self._paused:
+            self._pump()
+        if self._replay is not None:
+            self._holdInput()
+
+    def _pump(self) -> None:
+        """
+        Write the replay while the transport takes data; end it after its
+        last line.
+        """
+        replay = self._replay
+        assert replay is not None
+        while not self._paused:
+            if self._closing:
+                return
+            block = replay.nextBlock()
+            if block is None:
+                self._endReplay()
+                return
+            self._write(block)
+
+    def _endReplay(self) -> None:
+        """
+        The replay was written: write its last line, then what waited
+        behind it, and read this client's input again.
+        """
+        replay, self._replay = self._replay, None
+        behind, self._behind = self._behind, None
+        self._behindBytes = 0
+        assert replay is not None and behind is not None
+        if replay.final is not None:
+            self._write(replay.final + b"\n")
+        self._detour = self._paused
+        self._tellDropped()
+        while behind and not self._closing:
+            data, count = behind.popleft()
+            self.send(data, count)
+        if self._held and self._resumeCall is None and not self._closing:
+            self._resumeCall = self.factory.clock.callLater(0, self._continue)
+
     # Closing.
 
     def _forget(self) -> None:
@@ -294,9 +546,13 @@ class PubSubProtocol(LimitedProtocol):
     def closeGracefully(self, reason: str) -> None:
         """
         Leave the hub and close after what is queued was sent; abort after
-        the drain deadline.  On shutdown, say so first.
+        the drain deadline.  On shutdown, say so first (a replay in
+        progress is given up).
         """
         if reason == "shutdown" and not self._closing:
+            if self._replay is not None:
+                self._replay = self._behind = None
+                self._detour = self._paused
             self.reply(hubwire.SHUTTING_DOWN)
         if self.closeReason is None:
             self.closeReason = reason
@@ -343,7 +599,11 @@ class PubSubProtocol(LimitedProtocol):
         if self._closeTimer is not None and self._closeTimer.active():
             self._closeTimer.cancel()
         self._closeTimer = None
+        if self._resumeCall is not None and self._resumeCall.active():
+            self._resumeCall.cancel()
+        self._resumeCall = None
         self._queue = None
+        self._replay = self._behind = None
         self._forget()
         super().connectionLost(reason)
 
@@ -352,16 +612,29 @@ class PubSubProtocol(LimitedProtocol):
     def dataReceived(self, data: bytes) -> None:
         """
         Read the events of this read's complete lines and act on them, in
-        order, until the connection closes.
+        order, within this turn's budget.
         """
         self.idleTicks = 0
         self.bytesIn += len(data)
         if self._closing:
             return
+        if self._held:
+            # A transport that delivers a read after being paused.
+            self.reader.stash(data)
+            return
+        self._handle(self.reader.feed(data))
+
+    def _handle(self, events: list[Event]) -> None:
+        """
+        Act on C{events} in order, until the connection closes, a replay
+        holds the input, or this turn's time budget is spent; the events
+        not handled (and any lines the reader still holds) wait for a later
+        turn.
+        """
         factory = self.factory
-        for event in self.reader.feed(data):
-            if self._closing:
-                return
+        count = len(events)
+        deadline = factory.timer() + factory.hubLimits.turnTime if count > 1 else 0.0
+        for index, event in enumerate(events, 1):
             if isinstance(event, Publish):
                 factory.publish(self, event.topic, event.lines)
                 acks = event.acks
@@ -370,11 +643,66 @@ class PubSubProtocol(LimitedProtocol):
             elif isinstance(event, Command):
                 factory.command(self, event)
             elif isinstance(event, Reply):
+                factory.count("bad-topic", self)
                 self.reply(event.line)
             elif event is hubwire.CLOSE:
                 self.closeWith("quit", hubwire.BYE)
             else:
                 self._lineTooLong()
+            if self._closing:
+                return
+            if self._replay is not None:
+                # A replay began: the rest waits for its end.
+                self._rest = events[index:]
+                return
+            if index < count and factory.timer() > deadline:
+                self._defer(events[index:])
+                return
+        if self.reader.waiting:
+            self._defer(_NONE)
+
+    def _holdInput(self) -> None:
+        """
+        Stop reading from this client.
+        """
+        if not self._held:
+            self._held = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def _defer(self, rest: list[Event]) -> None:
+        """
+        This turn's budget is spent: stop reading, go on with C{rest} (and
+        what the reader holds) on a later turn.
+        """
+        self._rest = rest
+        self._holdInput()
+        if self._resumeCall is None:
+            self._resumeCall = self.factory.clock.callLater(0, self._continue)
+        self.factory.deferred(self)
+
+    def _continue(self) -> None:
+        """
+        A later turn: handle the next events that waited, within the
+        budget; once none is left, read from this client again.
+        """
+        self._resumeCall = None
+        if self._closing or self._replay is not None:
+            return
+        events, self._rest = self._rest, _NONE
+        # Blank lines make no event: then the reader may still hold more.
+        self._handle(events or self.reader.next())
+        if self._closing or self._replay is not None or self._resumeCall is not None:
+            return
+        self._held = False
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    @property
+    def held(self) -> bool:
+        """
+        Whether the hub stopped reading from this client for now (its
+        turn's budget was spent, or a replay is in progress).
+        """
+        return self._held
 
     def _lineTooLong(self) -> None:
         """
@@ -415,11 +743,18 @@ class PubSubFactory(LimitedFactory):
     @ivar hubLimits: The hub's limits and policies.
     @ivar clients: The members (connected and not closing), in the order
         they joined.
+    @ivar nicks: The members with a nickname, by its key (L{nickKey}).
     @ivar router: Who is subscribed to what.
     @ivar history: The recent lines of each topic, as delivered.
     @ivar publishedLines: Lines published so far.
     @ivar deliveredLines: Line deliveries so far.
     @ivar droppedLines: Lines dropped for slow consumers (drop-oldest).
+    @ivar deferredTurns: Times a client's input was left for a later turn.
+    @ivar presenceEvents: Joins, leaves and renames so far.
+    @ivar presenceNotices: Presence notices sent (each to every subscriber
+        of the default topic).
+    @ivar errors: C{-ERR} answers so far, by reason (L{ERROR_REASONS}).
+    @ivar timer: The clock of the per-turn time budget, in seconds.
     @ivar backplane: The backplane joining this hub to others, or C{None}.
     """
 
@@ -439,15 +774,34 @@ class PubSubFactory(LimitedFactory):
         super().__init__(serviceName, limits, metrics, clock)
         self.hubLimits = hubLimits
         self.clients: dict[PubSubProtocol, None] = {}
-        self.nicks: set[bytes] = set()
+        self.nicks: dict[bytes, PubSubProtocol] = {}
         self.router: Router[PubSubProtocol] = Router()
         self.history = History(hubLimits.history)
         self.publishedLines = 0
         self.deliveredLines = 0
         self.droppedLines = 0
+        self.deferredTurns = 0
+        self.presenceEvents = 0
+        self.presenceNotices = 0
+        self.errors = dict.fromkeys(ERROR_REASONS, 0)
+        self.timer: Callable[[], float] = time.perf_counter
         self.serial = 0
         self._lastRefusal = "refused"
         self._lineSweeper: LoopingCall | None = None
+        self._hubLog = RateLimitedLog(self._log, clock.seconds)
+        # Presence: the window that coalesces notices, and what happened
+        # in it so far (the one event, while there is only one).
+        self._presenceWindow: Any = None
+        self._stopped = False
+        # Notices still to be sent, a chunk of recipients per turn.
+        self._notices: deque[
+            tuple[list[PubSubProtocol], PubSubProtocol | None, bytes]
+        ] = deque()
+        self._noticeCall: Any = None
+        self._held = [0, 0, 0]
+        self._heldEvent: tuple[PubSubProtocol, bytes] | None = None
+        # /who answers by topic (b"" for everyone), until the next change.
+        self._who: dict[bytes, bytes] = {}
         metrics.addCollector(self._collectHub)
         # Local lines also go to the backplane; lines of other hubs come
         # back through deliverRemote.
@@ -457,32 +811,37 @@ class PubSubFactory(LimitedFactory):
 
     def _collectHub(self) -> list[Any]:
         """
-        The hub's line totals, computed now.
+        The hub's totals, computed now.
         """
         service = self.serviceName
-        return [
-            sampleOf(
-                "netdemo_pubsub_published_lines_total",
-                self.publishedLines,
-                service=service,
-            ),
-            sampleOf(
-                "netdemo_pubsub_delivered_lines_total",
-                self.deliveredLines,
-                service=service,
-            ),
-            sampleOf(
-                "netdemo_pubsub_dropped_lines_total",
-                self.droppedLines,
-                service=service,
-            ),
+        samples = [
+            sampleOf(name, value, service=service)
+            for name, value in (
+                ("netdemo_pubsub_published_lines_total", self.publishedLines),
+                ("netdemo_pubsub_delivered_lines_total", self.deliveredLines),
+                ("netdemo_pubsub_dropped_lines_total", self.droppedLines),
+                ("netdemo_pubsub_deferred_turns_total", self.deferredTurns),
+                ("netdemo_pubsub_presence_events_total", self.presenceEvents),
+                ("netdemo_pubsub_presence_notices_total", self.presenceNotices),
+            )
         ]
+        samples.extend(
+            sampleOf(
+                "netdemo_pubsub_command_errors_total",
+                count,
+                service=service,
+                reason=reason,
+            )
+            for reason, count in self.errors.items()
+        )
+        return samples
 
     def startFactory(self) -> None:
         """
         Start the idle sweep and the partial-line sweep.
         """
         super().startFactory()
+        self._stopped = False
         timeout = self.hubLimits.lineTimeout
         if timeout and self._lineSweeper is None:
             self._lineSweeper = LoopingCall(self.sweepLines)
@@ -491,21 +850,29 @@ class PubSubFactory(LimitedFactory):
 
     def stopFactory(self) -> None:
         """
-        Stop the sweeps.
+        Stop the sweeps and the presence window: the hub is shutting down,
+        its clients leave unannounced.
         """
         super().stopFactory()
+        self._stopped = True
         if self._lineSweeper is not None:
             self._lineSweeper.stop()
             self._lineSweeper = None
+        for call in (self._presenceWindow, self._noticeCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._presenceWindow = self._noticeCall = None
+        self._notices.clear()
 
     def sweepLines(self) -> None:
         """
         Age every partial line by one sweep; close the connections whose
-        partial line is older than the line timeout.
+        partial line is older than the line timeout.  A client whose input
+        the hub holds is not aged: the hub is not reading it.
         """
         for p in list(self.clients):
             reader = p.reader
-            if reader.buffer:
+            if reader.buffer and not p.held:
                 reader.partialTicks += 1
                 if reader.partialTicks > LINE_SWEEPS:
                     p.lineTimedOut()
@@ -516,6 +883,48 @@ class PubSubFactory(LimitedFactory):
         """
         self._lastRefusal = reason
         super().refuse(reason, peer)
+
+    def deferred(self, p: PubSubProtocol) -> None:
+        """
+        Count (and log, at a bounded rate) a client whose input waits for a
+        later turn: it spent its turn's budget.
+        """
+        self.deferredTurns += 1
+        self._hubLog.emit(
+            "turn-budget",
+            LogLevel.info,
+            "{service}: {peer} sent more than one turn's work "
+            "({lines} lines or {seconds} s); the rest waits for later turns; "
+            "{suppressed} similar events not logged",
+            event="turn_budget",
+            service=self.serviceName,
+            peer=formatAddress(p.peer),
+            lines=self.hubLimits.turnLines,
+            seconds=self.hubLimits.turnTime,
+        )
+
+    def count(self, reason: str, p: PubSubProtocol) -> None:
+        """
+        Count (and log, at a bounded rate) a command answered C{-ERR}.
+        """
+        self.errors[reason] += 1
+        self._hubLog.emit(
+            reason,
+            LogLevel.warn,
+            "{service}: {peer} sent a command refused ({reason}); "
+            "{suppressed} similar events not logged",
+            event="command_error",
+            service=self.serviceName,
+            peer=formatAddress(p.peer),
+            reason=reason,
+        )
+
+    def error(self, p: PubSubProtocol, reason: str, line: bytes) -> None:
+        """
+        Answer a command C{-ERR}, and count it.
+        """
+        self.count(reason, p)
+        p.reply(line)
 
     def buildProtocol(self, addr: IAddress) -> Any:  # type: ignore[override]
         """
@@ -543,12 +952,13 @@ class PubSubFactory(LimitedFactory):
         self.serial += 1
         self.clients[p] = None
         self.router.subscribe(p, DEFAULT_TOPIC)
+        self._who.clear()
         p.reply(hubwire.greeting(p.identity, self.serial, len(self.clients)))
         limits = self.hubLimits
         if limits.presence:
-            self.notice(p, hubwire.joined(p.identity, len(self.clients)))
+            self.presence(p, 0, hubwire.joined)
         if limits.replayOnJoin:
-            self.replay(p, DEFAULT_TOPIC, limits.replayOnJoin)
+            p.replay(self.history.last(DEFAULT_TOPIC, limits.replayOnJoin), None)
 
     def left(self, p: PubSubProtocol) -> None:
         """
@@ -557,34 +967,134 @@ class PubSubFactory(LimitedFactory):
         if p not in self.clients:
             return
         del self.clients[p]
-        self.nicks.discard(p.identity)
+        if p.key is not None and self.nicks.get(p.key) is p:
+            del self.nicks[p.key]
         self.router.drop(p)
+        self._who.clear()
         if self.hubLimits.presence:
-            self.notice(p, hubwire.left(p.identity, len(self.clients)))
+            self.presence(p, 1, hubwire.left)
 
     def rename(self, p: PubSubProtocol, nick: bytes) -> bool:
         """
-        Give C{p} a nickname, unless another client has it.
+        Give C{p} a nickname, unless another client has one that looks the
+        same (L{nickKey}).
         """
-        if nick in self.nicks:
+        key = nickKey(nick)
+        holder = self.nicks.get(key)
+        if holder is not None and holder is not p:
             return False
+        if p.key is not None and self.nicks.get(p.key) is p:
+            del self.nicks[p.key]
+        self.nicks[key] = p
+        p.key = key
         old = p.identity
-        self.nicks.discard(old)
-        self.nicks.add(nick)
         p.identity = nick
         p.prefixes.clear()
+        self._who.clear()
         if self.hubLimits.presence:
-            self.notice(p, hubwire.renamed(old, nick))
+            self.presence(p, 2, lambda new, count: hubwire.renamed(old, new))
         return True
 
-    def notice(self, about: PubSubProtocol, line: bytes) -> None:
+    def presence(
+        self, about: PubSubProtocol, kind: int, line: Callable[[bytes, int], bytes]
+    ) -> None:
         """
-        Send a presence line to the default topic's subscribers but C{about}.
+        Tell the default topic's subscribers (but C{about}) of a join (kind
+        0), a leave (1) or a rename (2): at once when presence was quiet for
+        C{presenceInterval} seconds, else in the one notice that ends the
+        interval.
+
+        @param line: The notice, given the identity and how many are
+            connected.
         """
-        data = line + b"\n"
-        for s in self.router.subscribers(DEFAULT_TOPIC):
-            if s is not about:
-                s.send(data, 1)
+        self.presenceEvents += 1
+        if self._stopped:
+            return
+        interval = self.hubLimits.presenceInterval
+        if not interval:
+            self.notice(about, line(about.identity, len(self.clients)))
+            return
+        if self._presenceWindow is None:
+            self.notice(about, line(about.identity, len(self.clients)))
+            self._presenceWindow = self.clock.callLater(interval, self._presenceTick)
+            return
+        held = self._held
+        held[kind] += 1
+        if sum(held) == 1:
+            self._heldEvent = (about, line(about.identity, len(self.clients)))
+        else:
+            self._heldEvent = None
+
+    def _presenceTick(self) -> None:
+        """
+        The end of a presence interval: tell what happened in it in one
+        notice, and start another; or, if nothing did, presence is quiet.
+        """
+        self._presenceWindow = None
+        held = self._held
+        total = sum(held)
+        if not total:
+            return
+        connected = len(self.clients)
+        event, self._heldEvent = self._heldEvent, None
+        if event is not None:
+            about: PubSubProtocol | None = event[0]
+            line = event[1]
+        else:
+            about = None
+            line = hubwire.presenceSummary(held[0], held[1], held[2], connected)
+            self._hubLog.emit(
+                "presence",
+                LogLevel.info,
+                "{service}: {events} joins, leaves and renames told in one "
+                "notice ({joined} joined, {left} left, {renamed} renamed); "
+                "{suppressed} similar events not logged",
+                event="presence_coalesced",
+                service=self.serviceName,
+                events=total,
+                joined=held[0],
+                left=held[1],
+                renamed=held[2],
+            )
+        self._held = [0, 0, 0]
+        self.notice(about, line)
+        self._presenceWindow = self.clock.callLater(
+            self.hubLimits.presenceInterval, self._presenceTick
+        )
+
+    def notice(self, about: PubSubProtocol | None, line: bytes) -> None:
+        """
+        Send a presence line to the default topic's subscribers but C{about}:
+        at most L{NOTICE_CHUNK} of them per reactor turn, the first at once.
+        """
+        self.presenceNotices += 1
+        recipients = list(self.router.subscribers(DEFAULT_TOPIC))
+        self._notices.append((recipients, about, line + b"\n"))
+        if self._noticeCall is None:
+            self._sendNotices()
+
+    def _sendNotices(self) -> None:
+        """
+        Send the notices waiting to their next L{NOTICE_CHUNK} recipients
+        (those still connected), in order; leave the rest for the next
+        turn.
+        """
+        self._noticeCall = None
+        notices = self._notices
+        clients = self.clients
+        budget = NOTICE_CHUNK
+        while notices and budget > 0:
+            recipients, about, data = notices[0]
+            chunk = recipients[-budget:]
+            del recipients[-budget:]
+            budget -= len(chunk)
+            for s in chunk:
+                if s is not about and s in clients:
+                    s.send(data, 1)
+            if not recipients:
+                notices.popleft()
+        if notices and not self._stopped:
+            self._noticeCall = self.clock.callLater(0, self._sendNotices)
 
     # Publishing.
 
@@ -637,23 +1147,13 @@ class PubSubFactory(LimitedFactory):
             data = prefix + (b"\n" + prefix).join(lines) + b"\n"
         self.history.add(topic, prefix, lines)
         delivered = 0
-        for s in self.router.subscribers(topic):
+        # A copy: a subscriber disconnected for being slow leaves the table.
+        for s in list(self.router.subscribers(topic)):
             if s is sender and not s.echo:
                 continue
             s.send(data, count)
             delivered += 1
         self.deliveredLines += count * delivered
-
-    def replay(self, p: PubSubProtocol, topic: bytes, count: int) -> int:
-        """
-        Send the last C{count} lines of C{topic} to C{p}.
-
-        @return: How many lines were sent.
-        """
-        entries = self.history.last(topic, count)
-        if entries:
-            p.send(b"\n".join(entries) + b"\n", len(entries))
-        return len(entries)
 
     # Commands: each answers with exactly one +OK or -ERR line.
 
@@ -665,7 +1165,7 @@ class PubSubFactory(LimitedFactory):
         if command.name.isalpha():
             handler = getattr(self, "cmd_" + command.name.decode("ascii"), None)
         if handler is None:
-            p.reply(hubwire.unknownCommand(command.word))
+            self.error(p, "unknown-command", hubwire.unknownCommand(command.word))
             return
         handler(p, command.arg)
 
@@ -674,9 +1174,13 @@ class PubSubFactory(LimitedFactory):
         C{/nick NAME}: take a nickname.
         """
         if not isNick(arg):
-            p.reply(hubwire.BAD_NICK)
+            self.error(p, "bad-nick", hubwire.BAD_NICK)
+        elif isReservedNick(arg):
+            self.error(
+                p, "reserved-nick", hubwire.err(b"nick " + arg + b" is reserved")
+            )
         elif arg != p.identity and not self.rename(p, arg):
-            p.reply(hubwire.err(b"nick " + arg + b" is taken"))
+            self.error(p, "nick-taken", hubwire.err(b"nick " + arg + b" is taken"))
         else:
             p.reply(hubwire.ok(b"nick " + arg))
 
@@ -685,14 +1189,23 @@ class PubSubFactory(LimitedFactory):
         C{/sub PATTERN}: subscribe.
         """
         if not isPattern(arg):
-            p.reply(hubwire.usage(b"/sub PATTERN (tokens a.b.c, * one token, > rest)"))
+            self.error(
+                p,
+                "usage",
+                hubwire.usage(b"/sub PATTERN (tokens a.b.c, * one token, > rest)"),
+            )
             return
         outcome = self.router.subscribe(p, arg)
         if outcome is Subscribed.ALREADY:
             p.reply(hubwire.ok(b"already subscribed to " + arg))
         elif outcome is Subscribed.TOO_MANY:
-            p.reply(hubwire.err(b"too many subscriptions (%d)" % (MAX_SUBSCRIPTIONS,)))
+            self.error(
+                p,
+                "too-many-subscriptions",
+                hubwire.err(b"too many subscriptions (%d)" % (MAX_SUBSCRIPTIONS,)),
+            )
         else:
+            self._who.clear()
             p.reply(hubwire.ok(b"subscribed to " + arg))
 
     def cmd_unsub(self, p: PubSubProtocol, arg: bytes) -> None:
@@ -700,16 +1213,17 @@ class PubSubFactory(LimitedFactory):
         C{/unsub PATTERN}: unsubscribe.
         """
         if self.router.unsubscribe(p, arg):
+            self._who.clear()
             p.reply(hubwire.ok(b"unsubscribed from " + arg))
         else:
             shown = hubwire.escapeControls(arg[: hubwire.MAX_TOPIC])
-            p.reply(hubwire.err(b"not subscribed to " + shown))
+            self.error(p, "not-subscribed", hubwire.err(b"not subscribed to " + shown))
 
     def cmd_pub(self, p: PubSubProtocol, arg: bytes) -> None:
         """
         C{/pub TOPIC text} without text (with text it is no command).
         """
-        p.reply(hubwire.usage(b"/pub TOPIC text"))
+        self.error(p, "usage", hubwire.usage(b"/pub TOPIC text"))
 
     def cmd_topics(self, p: PubSubProtocol, arg: bytes) -> None:
         """
@@ -723,37 +1237,45 @@ class PubSubFactory(LimitedFactory):
         """
         C{/who [TOPIC]}: identities connected, or subscribed to TOPIC.
         """
-        if arg:
-            if not isTopic(arg, anyLength=True):
-                p.reply(hubwire.usage(b"/who [TOPIC]"))
-                return
-            clients: Iterable[PubSubProtocol] = self.router.subscribers(arg)
-        else:
-            clients = self.clients
-        names = sorted(c.identity for c in clients)
-        listed = b" ".join(names[:MAX_LISTED])
-        more = b" ..." if len(names) > MAX_LISTED else b""
-        p.reply(hubwire.ok(b"who %d: %s%s" % (len(names), listed, more)))
+        if arg and not isTopic(arg):
+            self.error(p, "bad-topic", hubwire.usage(b"/who [TOPIC]"))
+            return
+        answer = self._who.get(arg)
+        if answer is None:
+            clients: Collection[PubSubProtocol] = (
+                self.router.subscribers(arg) if arg else self.clients
+            )
+            names = sorted(c.identity for c in clients)
+            listed = b" ".join(names[:MAX_LISTED])
+            more = b" ..." if len(names) > MAX_LISTED else b""
+            answer = hubwire.ok(b"who %d: %s%s" % (len(names), listed, more))
+            if len(self._who) >= MAX_WHO_CACHED:
+                self._who.clear()
+            self._who[arg] = answer
+        p.reply(answer)
 
     def cmd_history(self, p: PubSubProtocol, arg: bytes) -> None:
         """
-        C{/history [N] [TOPIC]}: replay the last N lines of a topic.
+        C{/history [N] [TOPIC]}: replay the last N lines of a topic, at the
+        pace the client reads them.
         """
         words = arg.split()
         count = self.hubLimits.history
         topic = DEFAULT_TOPIC
-        if words and words[0].isdigit():
-            number = words.pop(0)
-            # More digits than a count can have: no limit below the history.
-            if len(number) < 19:
-                count = min(count, int(number))
+        if words:
+            number = parseCount(words[0])
+            if number is not None:
+                words.pop(0)
+                # More digits than a count has: all the history there is.
+                if number >= 0:
+                    count = min(count, number)
         if words:
             topic = words.pop(0)
-        if words or not isTopic(topic, anyLength=True):
-            p.reply(hubwire.usage(b"/history [N] [TOPIC]"))
+        if words or not isTopic(topic):
+            self.error(p, "bad-topic", hubwire.usage(b"/history [N] [TOPIC]"))
             return
-        replayed = self.replay(p, topic, count)
-        p.reply(hubwire.ok(b"history %d lines" % (replayed,)))
+        entries = self.history.last(topic, count)
+        p.replay(entries, hubwire.ok(b"history %d lines" % (len(entries),)))
 
     def cmd_echo(self, p: PubSubProtocol, arg: bytes) -> None:
         """
@@ -761,7 +1283,7 @@ class PubSubFactory(LimitedFactory):
         """
         value = arg.lower()
         if value not in (b"on", b"off"):
-            p.reply(hubwire.usage(b"/echo on|off"))
+            self.error(p, "usage", hubwire.usage(b"/echo on|off"))
             return
         p.echo = value == b"on"
         p.reply(hubwire.ok(b"echo " + value))
@@ -777,6 +1299,17 @@ class PubSubFactory(LimitedFactory):
         C{/quit}: say goodbye and close.
         """
         p.closeWith("quit", hubwire.BYE)
+
+
+class HubService(StreamService):
+    """
+    The hub's listeners: a L{StreamService} whose TCP listeners accept at
+    most L{ACCEPTS_PER_TURN} connections per reactor turn.
+    """
+
+    def listened(self, port: IListeningPort, description: str) -> None:
+        capAccepts(port, ACCEPTS_PER_TURN)
+        super().listened(port, description)
 
 
 def buildPubSubService(
@@ -801,4 +1334,4 @@ def buildPubSubService(
     factory = PubSubFactory(
         SERVICE_NAME, limits, hubLimits, metrics, reactor, backplane
     )
-    return StreamService(SERVICE_NAME, factory, descriptions, reactor)
+    return HubService(SERVICE_NAME, factory, descriptions, reactor)

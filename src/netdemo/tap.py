@@ -193,7 +193,9 @@ def positiveInt(value: str) -> int:
     Coerce a whole number of at least 1.
     """
     try:
-        number = int(value)
+        # A number of 20 digits or more is out of any range here, and
+        # int() of a huge one is slow or refused.
+        number = int(value) if len(value) < 20 else 0
     except ValueError:
         number = 0
     if number < 1:
@@ -498,6 +500,31 @@ class Options(usage.Options):
             nonNegativeInt,
         ],
         [
+            "presence-interval",
+            None,
+            1.0,
+            "Pub/sub: seconds over which the joins, leaves and nick changes that "
+            "follow a presence notice are told in one notice, 0 to tell each at "
+            "once (one notice costs a line to every client)",
+            nonNegativeFloat,
+        ],
+        [
+            "turn-lines",
+            None,
+            1000,
+            "Pub/sub: lines of commands (of any read that is not all plain lines) "
+            "handled per client per reactor turn; the rest waits for later turns",
+            positiveInt,
+        ],
+        [
+            "turn-time",
+            None,
+            0.01,
+            "Pub/sub: seconds spent on one client's input per reactor turn; the "
+            "rest waits for later turns",
+            positiveFloat,
+        ],
+        [
             "backplane",
             None,
             None,
@@ -547,6 +574,12 @@ class Options(usage.Options):
 
     optFlags: list[list[Any]] = [
         ["no-presence", None, "Pub/sub: no join, leave and nick notices"],
+        [
+            "hide-addresses",
+            None,
+            "Pub/sub: show clients without a nick as client-N, not IP:port, to "
+            "other clients and to the backplane",
+        ],
     ]
 
     compData = usage.Completions(
@@ -767,6 +800,10 @@ class Options(usage.Options):
             history=self["history"],
             presence=not self["no-presence"],
             replayOnJoin=self["replay-on-join"],
+            presenceInterval=self["presence-interval"],
+            turnLines=self["turn-lines"],
+            turnTime=self["turn-time"],
+            hideAddresses=bool(self["hide-addresses"]),
         )
 
     def connectionLimits(self) -> ConnectionLimits:
