@@ -78,7 +78,8 @@ __all__ = [
 PATIENCE = 30.0
 
 _LISTENING = re.compile(
-    r"(?P<service>[\w-]+): listening on (?P<address>\S+) \((?P<description>.*)\)$"
+    r"(?P<service>[\w-]+): listening on (?P<address>\S+) "
+    r"\((?P<description>.*?)\)(?:, (?P<detail>.*))?$"
 )
 
 

@@ -31,11 +31,11 @@ from netdemo.clients.mcast import (
     _noResponderHint,
     _Prober,
     describe,
-    interfaceOf,
     parseGroup,
     runMcast,
 )
 from netdemo.limits import DatagramLimits
+from netdemo.mcastwire import interfaceOf
 from netdemo.metrics import MemoryMetrics
 from netdemo.multicast import MulticastGroup, MulticastService, buildMulticastService
 from tests.datagramhelpers import FakeDatagramReactor, FakeDatagramTransport

@@ -160,7 +160,7 @@ class ForgedBeaconTests(SynchronousTestCase):
         )
         self.addCleanup(daemon.close)
         daemon.waitListening(2)
-        daemon.waitFor(r"multicast: joined")
+        daemon.waitFor(r"multicast: listening on .*, joined on ")
         start = time.monotonic()
         senders = [(VICTIM, victim)]
         for k in range(20):

@@ -246,6 +246,25 @@ class IdleTimeoutTests(SynchronousTestCase):
             1,
         )
 
+    def test_idleCloseIsLoggedAsAClose(self) -> None:
+        """
+        An idle connection's close is logged once, as a C{connection_closed}
+        event giving the reason, its age and its bytes; not as a refusal
+        (issue 13: it was logged as C{refused ... (idle-timeout)}).
+        """
+        events = captureEvents(self)
+        factory, metrics, clock = makeFactory(ConnectionLimits(idleTimeout=100))
+        protocol, transport = connect(factory)
+        protocol.dataReceived(b"hi")
+        clock.pump([1] * (100 + 100 // IDLE_SWEEPS + 1))
+        self.assertTrue(transport.disconnected)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual([e for e in events if e.get("event") == "refused"], [])
+        [closed] = [e for e in events if e.get("event") == "connection_closed"]
+        self.assertEqual(closed["reason"], "idle-timeout")
+        self.assertEqual(closed["bytesIn"], 2)
+        self.assertGreater(closed["duration"], 100)
+
     def test_activityResetsIdleness(self) -> None:
         """
         Data received restarts the idle period.

@@ -59,7 +59,7 @@ class PluginCacheTests(SynchronousTestCase):
             twistdArgs=["--logfile=-"],
             cwd=self.tmp,
         ) as daemon:
-            daemon.waitFor("ready: ", timeout=60)
+            daemon.waitFor(r"netdemo \S+ ready \(", timeout=60)
             daemon.stop()
             return daemon.log()
 

@@ -742,3 +742,29 @@ class EndpointPortTests(SynchronousTestCase):
             "numberAccepts",
         ):
             self.assertIn(name, doc)
+
+
+class TwistdLogObserverTests(SynchronousTestCase):
+    """
+    L{internals.twistdLogObserver} builds the observer twistd's C{AppLogger}
+    would, from twistd's parsed options.
+    """
+
+    def test_foreground(self) -> None:
+        """
+        With C{-n} and no C{--logfile}, text to standard output.
+        """
+        import io
+        import sys
+
+        from twisted.logger import FileLogObserver
+        from twisted.scripts.twistd import ServerOptions  # type: ignore[attr-defined]
+
+        config = ServerOptions()
+        config.parseOptions(["-n", "--pidfile=", "netdemo", "--tcp", "0"])
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        observer = internals.twistdLogObserver(config)
+        self.assertIsInstance(observer, FileLogObserver)
+        observer({"log_format": "hello", "log_time": 0.0, "log_namespace": "t"})
+        self.assertIn("hello", out.getvalue())

@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel, formatEvent
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    formatEvent,
+)
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemo.logs import (
+    DaemonService,
     JSONLinesObserver,
     RateLimitedLog,
     eventAsRecord,
     formatAddress,
+    isChatter,
     jsonObserver,
+    quiet,
     renderMessage,
 )
+from tests.support import captureEvents
 
 
 class JSONLinesObserverTests(SynchronousTestCase):
@@ -114,9 +125,70 @@ class JSONLinesObserverTests(SynchronousTestCase):
         import sys
 
         observer = jsonObserver()
-        self.assertIsInstance(observer, JSONLinesObserver)
-        assert isinstance(observer, JSONLinesObserver)
-        self.assertIs(observer.outFile, sys.stdout)
+        self.assertIsInstance(observer, FilteringLogObserver)
+        inner = observer._observer  # type: ignore[attr-defined]
+        assert isinstance(inner, JSONLinesObserver)
+        self.assertIs(inner.outFile, sys.stdout)
+
+
+class ChatterTests(SynchronousTestCase):
+    """
+    L{quiet} drops the lines Twisted logs for every port and at every start
+    of C{twistd}, and nothing else (issue 13: a start was about 13 lines of
+    them, repeating netdemo's own).
+    """
+
+    def legacy(self, text: str, isError: bool = False) -> dict:
+        """
+        What C{twisted.python.log.msg(text)} publishes, as Twisted's ports
+        call it.
+        """
+        from twisted.python import log
+
+        events = captureEvents(self)
+        log.msg(text, isError=isError)
+        return events[-1]
+
+    def test_portLines(self) -> None:
+        """
+        C{X starting on N} and C{(TCP Port N Closed)} (UDP, Unix too) are
+        chatter; other legacy lines, and any error, are not.
+        """
+        for text in (
+            "EchoFactory starting on 8007",
+            "StatusFactory starting on '/run/status.sock'",
+            "(TCP Port 8007 Closed)",
+            "(UDP Port 8009 Closed)",
+        ):
+            self.assertTrue(isChatter(self.legacy(text)), text)
+        for text in ("Main loop terminated.", "EchoFactory starting on 8007 now"):
+            self.assertFalse(isChatter(self.legacy(text)), text)
+        self.assertFalse(isChatter(self.legacy("(TCP Port 8007 Closed)", True)))
+
+    def test_twistdStart(self) -> None:
+        """
+        twistd's version and reactor lines are chatter (the C{ready} event
+        says both); its other lines are not.
+        """
+        events: list[dict] = []
+        log = Logger(namespace="twisted.scripts._twistd_unix.UnixAppLogger")
+        log.observer = events.append  # type: ignore[assignment]
+        log.info("twistd {version} ({exe} {pyVersion}) starting up.", version="1")
+        log.info("reactor class: {reactor}.", reactor="x")
+        log.info("Server Shut Down.")
+        self.assertEqual([isChatter(e) for e in events], [True, True, False])
+
+    def test_quiet(self) -> None:
+        """
+        L{quiet} passes every other event to its observer, unchanged.
+        """
+        seen: list[dict] = []
+        observer = quiet(cast(ILogObserver, seen.append))
+        chatter = self.legacy("(TCP Port 1 Closed)")
+        other = {"log_namespace": "netdemo", "log_format": "hi", "event": "x"}
+        observer(chatter)
+        observer(other)
+        self.assertEqual(seen, [other])
 
 
 class RenderMessageTests(SynchronousTestCase):
@@ -216,6 +288,32 @@ class RateLimitedLogTests(SynchronousTestCase):
         self.assertTrue(self.emit("a"))
         self.assertEqual([r["suppressed"] for r in self.records()], [0, 0, 2])
 
+    def test_suppressedText(self) -> None:
+        """
+        The text says how many similar events were held back only when some
+        were, in the right number (issue 13: C{0 similar events not
+        logged}).
+        """
+        self.emit("a")
+        self.clock.advance(10)
+        self.emit("a")
+        self.emit("a")
+        self.clock.advance(10)
+        self.emit("a")
+        self.emit("a")
+        self.emit("a")
+        self.clock.advance(10)
+        self.emit("a")
+        self.assertEqual(
+            [r["message"] for r in self.records()],
+            [
+                "refused",
+                "refused",
+                "refused; 1 similar event not logged",
+                "refused; 2 similar events not logged",
+            ],
+        )
+
     def test_boundedKeys(self) -> None:
         """
         Past C{maxKeys} keys the oldest is forgotten, so its next event is
@@ -225,3 +323,62 @@ class RateLimitedLogTests(SynchronousTestCase):
             self.assertTrue(self.emit(key))
         self.assertFalse(self.emit("c"))
         self.assertTrue(self.emit("a"))
+
+
+class DaemonServiceTests(SynchronousTestCase):
+    """
+    Under twistd's own logging, L{DaemonService} gives the application the
+    observer twistd would build, without the chatter; with C{--logger}, or
+    outside twistd, nothing.
+    """
+
+    def application(self) -> Any:
+        """
+        An application, as twistd makes one for a plugin.
+        """
+        from twisted.application.service import Application
+
+        return Application("netdemo")
+
+    def test_twistdLogging(self) -> None:
+        """
+        An ILogObserver component that drops chatter and passes the rest.
+        """
+        from twisted.scripts.twistd import ServerOptions  # type: ignore[attr-defined]
+
+        config = ServerOptions()
+        config.parseOptions(["-n", "--pidfile=", "netdemo", "--tcp", "0"])
+        application = self.application()
+        DaemonService(config).setServiceParent(application)
+        observer = application.getComponent(ILogObserver)
+        self.assertIsInstance(observer, FilteringLogObserver)
+        out = io.StringIO()
+        self.patch(observer, "_observer", JSONLinesObserver(out))
+        observer({"log_namespace": "log_legacy", "log_text": "(TCP Port 1 Closed)"})
+        observer({"log_namespace": "n", "log_format": "kept", "log_time": 0.0})
+        self.assertEqual(
+            [json.loads(line)["message"] for line in out.getvalue().splitlines()],
+            ["kept"],
+        )
+
+    def test_loggerOption(self) -> None:
+        """
+        With C{--logger}, twistd ignores components: none is set.
+        """
+        from twisted.scripts.twistd import ServerOptions  # type: ignore[attr-defined]
+
+        config = ServerOptions()
+        config.parseOptions(
+            ["-n", "--logger=netdemo.logs.jsonObserver", "netdemo", "--tcp", "0"]
+        )
+        application = self.application()
+        DaemonService(config).setServiceParent(application)
+        self.assertIsNone(application.getComponent(ILogObserver, None))
+
+    def test_notTwistd(self) -> None:
+        """
+        Without twistd's options, nothing.
+        """
+        application = self.application()
+        DaemonService().setServiceParent(application)
+        self.assertIsNone(application.getComponent(ILogObserver, None))

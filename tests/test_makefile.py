@@ -81,7 +81,7 @@ class MakeRunTests(SynchronousTestCase):
 
         def ready() -> bool:
             seen.extend(process.stdout.read() or b"")  # type: ignore[union-attr]
-            return b"ready: " in seen
+            return b" ready (Twisted " in seen
 
         try:
             poll(ready, "make run to be ready")

@@ -28,6 +28,7 @@ from netdemo.mcastwire import (
     MAX_INTERVAL,
     RTT_ANSWER,
     RTT_PROBE,
+    Membership,
 )
 from netdemo.metrics import MemoryMetrics
 from netdemo.multicast import (
@@ -849,6 +850,88 @@ class ListenerTests(SynchronousTestCase):
         for address in expected:
             info = dict(service="multicast", address=address)
             self.assertEqual(metrics.value("netdemo_listener_info", **info), 0)
+
+    def test_joinInTheListeningLine(self) -> None:
+        """
+        The first join is told in the C{listening} line, with the interface
+        actually used (name and address) and the options in their own
+        syntax, not in a line of its own (issue 13: C{joined ... (ttl 1, loop
+        True)}, then the listening line).
+        """
+        events = captureEvents(self)
+        service = buildMulticastService(
+            [parseMulticastGroup("239.9.9.9:7000,interface=127.0.0.1,ttl=2")],
+            DatagramLimits(),
+            1.0,
+            [],
+            MemoryMetrics(),
+            FakeDatagramReactor(),
+            "me",
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        [listening] = [e for e in events if e.get("event") == "listening"]
+        self.assertEqual(
+            listening["detail"], "joined on lo (127.0.0.1), ttl=2, loop=yes"
+        )
+        self.assertEqual(
+            [e for e in events if e.get("event") == "multicast_joined"], []
+        )
+
+    def test_rejoinToldApart(self) -> None:
+        """
+        A join after failed ones is its own C{multicast_joined} line, naming
+        the interface.
+        """
+        events = captureEvents(self)
+        responder, _, _ = responderOn(
+            parseMulticastGroup("239.9.9.9:7000,interface=127.0.0.1")
+        )
+        responder.joined = False
+        responder.join()
+        [joined] = [e for e in events if e.get("event") == "multicast_joined"]
+        self.assertEqual(joined["interface"], "lo (127.0.0.1)")
+        self.assertEqual(joined["loop"], "yes")
+
+
+class InterfaceTests(SynchronousTestCase):
+    """
+    The interface a group is joined on, as people read it, and the check
+    that a named one exists.
+    """
+
+    def test_described(self) -> None:
+        """
+        By address, by name and by index: the name and the address.
+        """
+        index = socket.if_nametoindex("lo")
+        for interface in ("127.0.0.1", "lo", str(index)):
+            membership = Membership("239.9.9.9", interface)
+            self.assertEqual(membership.describeInterface(7000), "lo (127.0.0.1)")
+        self.assertEqual(Membership("ff12::1", "lo").describeInterface(7000), "lo")
+
+    def test_check(self) -> None:
+        """
+        A name or index no interface has raises L{OSError}; an address is
+        not checked (it may come later, from DHCP).
+        """
+        Membership("239.9.9.9", "lo").checkInterface()
+        Membership("239.9.9.9", "192.0.2.77").checkInterface()
+        self.assertRaises(OSError, Membership("239.9.9.9", "nosuch0").checkInterface)
+        self.assertRaises(OSError, Membership("239.9.9.9", "987654").checkInterface)
+
+    def test_options(self) -> None:
+        """
+        C{--multicast ...,interface=NAME} for a name no interface has is a
+        usage error naming it (before: C{cannot join ... retrying} forever,
+        while systemd was told READY).
+        """
+        e = self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            ["--multicast", "239.9.9.9:7000,interface=nosuch0"],
+        )
+        self.assertIn("no interface 'nosuch0'", str(e))
 
 
 class _Collect(DatagramProtocol):

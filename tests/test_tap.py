@@ -168,9 +168,9 @@ class OptionValueTests(SynchronousTestCase):
             "--max-connections",
             "[default: 10000]",
             "[default: 256]",
-            "[default: 300.0]",
-            "[default: 5.0]",
-            "tcp:8007",
+            "[default: 300]",
+            "[default: 5]",
+            "127.0.0.1:8007",
         ):
             self.assertIn(fragment, usage)
 

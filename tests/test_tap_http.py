@@ -123,10 +123,10 @@ class HTTPLimitOptionTests(SynchronousTestCase):
         self.assertIsInstance(options["http-header-timeout"], float)
         self.assertEqual(options.connectionLimits().descriptorReserve, 64)
         text = " ".join(Options().getUsage(width=200).split())
-        self.assertIn("--http-header-timeout=", text)
-        self.assertIn("slow bytes do not extend it [default: 10.0]", text)
-        self.assertIn("--fd-reserve=", text)
-        self.assertIn("0 for no reserve [default: 64]", text)
+        self.assertIn("--http-header-timeout SECONDS", text)
+        self.assertIn("slow bytes do not extend it. [default: 10]", text)
+        self.assertIn("--fd-reserve N", text)
+        self.assertIn("0 for no reserve. [default: 64]", text)
 
     def test_values(self) -> None:
         """

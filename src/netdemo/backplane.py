@@ -678,8 +678,7 @@ class _Backplane(Service):
             "too-large",
             LogLevel.warn,
             "backplane: refused a message from Redis on {channel} ({size} bytes "
-            "{what}, more than {bound} {limit}); {suppressed} similar events "
-            "not logged",
+            "{what}, more than {bound} {limit})",
             event="backplane_too_large",
             channel=shown.decode("utf-8", "replace"),
             size=size,
@@ -1330,6 +1329,7 @@ def _redisFactories() -> tuple[
         """
 
         protocol = Publisher
+        noisy = False
 
     class SubscriberFactory(Retrying, txredisapi.SubscriberFactory):  # type: ignore[misc]
         """
@@ -1337,6 +1337,7 @@ def _redisFactories() -> tuple[
         """
 
         protocol = Subscriber
+        noisy = False
 
     def prepare(factory: Any, backplane: RedisBackplane) -> Any:
         """

@@ -211,16 +211,18 @@ class DatagramService(Service):
         proto: DatagramProtocol,
         address: str,
         description: str,
+        detail: str = "",
     ) -> None:
         """
         Keep, report and log one bound socket.
 
         @param address: What it listens on, as logged and labelled.
         @param description: The option value it came from.
+        @param detail: More about it for the same log line, or C{""}.
         """
         self.ports.append(port)
         self.protocols.append(proto)
-        self.report.bound(address, description)
+        self.report.bound(address, description, detail)
 
     def stopping(self) -> None:
         """

@@ -326,8 +326,7 @@ class ReflectionGuard:
         self._refusalLog.emit(
             reason,
             LogLevel.warn,
-            "{service}: refused a datagram from {peer} ({reason}); "
-            "{suppressed} similar events not logged",
+            "{service}: refused a datagram from {peer} ({reason})",
             event="refused",
             service=self.serviceName,
             peer=peer,

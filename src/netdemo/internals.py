@@ -48,11 +48,16 @@ say so too).  The touchpoints:
   - C{LineReceiver}'s C{paused} (its parse loop stops while it is set) and
     C{HTTPChannel._waitingForTransport}: at most
     L{WatchedHTTPChannel.requestsPerTurn} pipelined requests are answered
-    per reactor turn.
+    per reactor turn;
   - the accept batch of a listening TCP port (C{tcp.Port.numberAccepts},
     read by its C{doRead}): Twisted grows it by 20 every time a batch
     fills, without a bound, so that a storm of connections makes one turn
-    accept hundreds of them (L{capAccepts}).
+    accept hundreds of them (L{capAccepts});
+  - the log observer C{twistd} builds from its options when neither
+    C{--logger} nor the application names one
+    (C{twistd._SomeApplicationRunner.loggerFactory(config)._getLogObserver()}):
+    netdemo hands that same observer back to twistd without Twisted's
+    per-port chatter (L{twistdLogObserver}).
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ __all__ = [
     "WatchedHTTPChannel",
     "adoptDatagramPortAs",
     "backloggedTransports",
+    "twistdLogObserver",
     "capAccepts",
     "directTransport",
     "endpointPort",
@@ -538,3 +544,17 @@ def capAccepts(port: object, most: int) -> bool:
 
     port.doRead = cappedRead  # type: ignore[method-assign]
     return True
+
+
+def twistdLogObserver(config: Any) -> Any:
+    """
+    The log observer C{twistd} would build for its parsed options C{config}
+    (text to standard output with C{-n}, else to C{twistd.log} or
+    C{--logfile}, or syslog with C{--syslog}): its C{AppLogger} decides, so
+    that every one of twistd's logging options keeps its meaning.
+    """
+    from twisted.scripts.twistd import (  # type: ignore[attr-defined]
+        _SomeApplicationRunner,
+    )
+
+    return _SomeApplicationRunner.loggerFactory(config)._getLogObserver()

@@ -59,22 +59,26 @@ class ListenerReport:
         self.metrics = metrics
         self.addresses: list[str] = []
 
-    def bound(self, address: str, description: str) -> None:
+    def bound(self, address: str, description: str, detail: str = "") -> None:
         """
         A socket is bound to C{address} (as people write it:
-        C{127.0.0.1:8007}), for the option value C{description}.
+        C{127.0.0.1:8007}), for the option value C{description}; C{detail},
+        when given, ends the log line (and is its C{detail} key).
         """
         self.addresses.append(address)
         if self.metrics is not None:
             self.metrics.set(
                 LISTENER_METRIC, 1, service=self.serviceName, address=address
             )
+        extra = {"detail": detail} if detail else {}
         self._log.info(
-            "{service}: listening on {address} ({description})",
+            "{service}: listening on {address} ({description})"
+            + (", {detail}" if detail else ""),
             event="listening",
             service=self.serviceName,
             address=address,
             description=description,
+            **extra,
         )
 
     def closed(self) -> None:

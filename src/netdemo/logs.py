@@ -11,19 +11,32 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import sys
 from typing import IO, Any
 
 from attrs import define, field
+from twisted.application.service import MultiService
 from twisted.internet.interfaces import IAddress
-from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    PredicateResult,
+    formatEvent,
+)
 from zope.interface import implementer
 
 __all__ = [
+    "DaemonService",
     "JSONLinesObserver",
     "RateLimitedLog",
     "formatAddress",
+    "isChatter",
     "jsonObserver",
+    "quiet",
     "renderMessage",
 ]
 
@@ -56,7 +69,9 @@ class RateLimitedLog:
 
     A flood of refusals must not become a flood of log lines: the events
     that are held back are counted and the next emitted event for the same
-    key carries that count as C{suppressed}.  Every refusal is still counted
+    key carries that count as C{suppressed} (always present, 0 when none
+    was held back) and ends its text with C{"; N similar events not
+    logged"} (only when some were).  Every refusal is still counted
     in the metrics.
 
     @ivar log: Where events go.
@@ -91,6 +106,12 @@ class RateLimitedLog:
         self._last.pop(key, None)
         self._last[key] = now
         suppressed = self._held.pop(key, 0)
+        if suppressed:
+            # Digits and words only: nothing here is read as a field.
+            format += (
+                f"; {suppressed} similar "
+                f"{'event' if suppressed == 1 else 'events'} not logged"
+            )
         self.log.emit(level, format, suppressed=suppressed, **kw)
         return True
 
@@ -186,9 +207,89 @@ class JSONLinesObserver:
         self.outFile.flush()
 
 
+#: What Twisted logs for every port it opens or closes
+#: (C{EchoFactory starting on 8007}, C{(TCP Port 8007 Closed)}): netdemo's
+#: own C{listening} event and the connection events say it better.
+_PORT_CHATTER = re.compile(
+    r"\S+ starting on \S+|\((TCP|UDP|Unix|SSL) Port \S+ Closed\)"
+)
+
+#: The two lines C{twistd} logs as it starts (its version, the reactor's
+#: class): netdemo's C{ready} event carries both.
+_TWISTD_CHATTER = ("twistd {version} ", "reactor class: ")
+
+
+def isChatter(event: dict[str, Any]) -> bool:
+    """
+    Whether C{event} is one of the lines Twisted logs for every port and at
+    every start of C{twistd}, that repeat netdemo's own events: a start is
+    one line per listener and the C{ready} line.  Errors never are.
+    """
+    namespace = event.get("log_namespace", "")
+    if namespace == "log_legacy":
+        if event.get("isError"):
+            return False
+        text = event.get("log_text")
+        return isinstance(text, str) and _PORT_CHATTER.fullmatch(text) is not None
+    if namespace.endswith("AppLogger"):
+        template = event.get("log_format")
+        return isinstance(template, str) and template.startswith(_TWISTD_CHATTER)
+    return False
+
+
+@implementer(ILogFilterPredicate)
+class _NotChatter:
+    """
+    A L{FilteringLogObserver} predicate: drop L{isChatter} events.
+    """
+
+    def __call__(self, event: dict[str, Any]) -> Any:
+        return PredicateResult.no if isChatter(event) else PredicateResult.maybe
+
+
+def quiet(observer: ILogObserver) -> ILogObserver:
+    """
+    C{observer}, without Twisted's chatter (L{isChatter}).
+    """
+    return FilteringLogObserver(observer, [_NotChatter()])
+
+
 def jsonObserver() -> ILogObserver:
     """
     The log observer factory for C{twistd --logger=netdemo.logs.jsonObserver}:
-    JSON lines on standard output.
+    JSON lines on standard output, without Twisted's chatter (L{isChatter}).
     """
-    return JSONLinesObserver(sys.stdout)
+    return quiet(JSONLinesObserver(sys.stdout))
+
+
+class DaemonService(MultiService):
+    """
+    The top service of the daemon.  Run by C{twistd} with its own text
+    logging (no C{--logger}), it gives the application the log observer
+    twistd would have built, without Twisted's chatter (L{quiet}): a
+    start is one line per listener and the C{ready} line, in text as in
+    JSON.
+
+    @ivar twistdConfig: twistd's parsed options, or L{None} (not run by
+        twistd: tests, other runners).
+    """
+
+    def __init__(self, twistdConfig: Any = None) -> None:
+        super().__init__()
+        self.twistdConfig = twistdConfig
+
+    def setServiceParent(self, parent: Any) -> None:
+        config = self.twistdConfig
+        # twistd's AppLogger uses an application's ILogObserver component
+        # unless --logger names a factory, which then builds every observer
+        # (netdemo.logs.jsonObserver filters by itself).
+        if (
+            config is not None
+            and not config.get("logger")
+            and hasattr(parent, "setComponent")
+            and parent.getComponent(ILogObserver, None) is None
+        ):
+            from netdemo.internals import twistdLogObserver
+
+            parent.setComponent(ILogObserver, quiet(twistdLogObserver(config)))
+        super().setServiceParent(parent)

@@ -31,6 +31,7 @@ them to C{setsockopt}.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import math
@@ -55,9 +56,11 @@ __all__ = [
     "clampInterval",
     "decodeBeacon",
     "interfaceMismatch",
+    "interfaceOf",
     "isOwnToken",
     "needsInterface",
     "probeDatagram",
+    "routeSource",
     "rttAnswer",
     "rttAnswerToken",
     "rttProbe",
@@ -368,6 +371,61 @@ def interfaceMismatch(ipv6: bool, interface: str) -> bool:
     return ipv6 or address.version != 4
 
 
+def interfaceOf(address: str) -> str | None:
+    """
+    The name of the interface that has C{address}, or L{None}.
+    """
+    if ":" in address:
+        try:
+            with open("/proc/net/if_inet6") as table:
+                rows = [line.split() for line in table]
+        except OSError:
+            return None
+        wanted = ipaddress.IPv6Address(address.partition("%")[0]).exploded
+        for row in rows:
+            if (
+                len(row) >= 6
+                and ipaddress.IPv6Address(int(row[0], 16)).exploded == wanted
+            ):
+                return row[5]
+        return None
+    for _, name in socket.if_nameindex():
+        if interfaceAddress(name) == address:
+            return name
+    return None
+
+
+#: The C{ioctl} that reads an interface's IPv4 address (Linux).
+SIOCGIFADDR = 0x8915
+
+
+def interfaceAddress(name: str) -> str | None:
+    """
+    The IPv4 address of the interface named C{name}, or L{None}.
+    """
+    request = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            answer = fcntl.ioctl(s.fileno(), SIOCGIFADDR, request)
+        except OSError:
+            return None
+    return socket.inet_ntoa(answer[20:24])
+
+
+def routeSource(group: str, port: int) -> str:
+    """
+    The local address the kernel sends to C{group} from when no interface
+    is named: the source of its route to the group.
+
+    @raise OSError: The kernel has no route to the group.
+    """
+    family = socket.AF_INET6 if ":" in group else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((group, port or 9))
+        source: str = s.getsockname()[0]
+    return source
+
+
 @frozen
 class Membership:
     """
@@ -408,6 +466,46 @@ class Membership:
         if interface.isdigit():
             return int(interface)
         return socket.if_nametoindex(interface)
+
+    def checkInterface(self) -> None:
+        """
+        Check that a named interface (by name or index) exists now.
+
+        @raise OSError: No interface has that name or index.
+        """
+        interface = self.interface
+        if interface and _address(interface) is None:
+            if interface.isdigit():
+                socket.if_indextoname(int(interface))
+            else:
+                socket.if_nametoindex(interface)
+
+    def describeInterface(self, port: int) -> str:
+        """
+        The interface the group is joined on, as people read it:
+        C{lo (127.0.0.1)}; when none is named, the route's choice.
+        """
+        interface = self.interface
+        if interface and _address(interface) is not None:
+            name = interfaceOf(interface)
+            return f"{name} ({interface})" if name else interface
+        if interface:
+            try:
+                name = (
+                    socket.if_indextoname(int(interface))
+                    if interface.isdigit()
+                    else interface
+                )
+            except OSError:
+                return f"interface {interface}"
+            address = None if self.ipv6 else interfaceAddress(name)
+            return f"{name} ({address})" if address else name
+        try:
+            source = routeSource(self.group, port)
+        except OSError:
+            return "no interface (the kernel has no route to the group)"
+        name = interfaceOf(source)
+        return f"{name} ({source})" if name else source
 
     def _request(self) -> bytes:
         """

@@ -304,6 +304,9 @@ class MulticastResponder(DatagramProtocol):
         most C{maxPeers}.
     """
 
+    #: No C{Starting ...}/C{Stopping ...} lines: netdemo logs its own.
+    noisy = False
+
     _log = Logger()
 
     def __init__(
@@ -325,6 +328,8 @@ class MulticastResponder(DatagramProtocol):
         self.maxPeers = max(maxPeers, 1)
         self.hostname = socket.gethostname()
         self.joined = False
+        self.joinedOn = ""
+        self._tellJoin = True
         self.peers: OrderedDict[str, Peer] = OrderedDict()
         self._probes: dict[bytes, Peer] = {}
         self._rounds = TokenBucket(
@@ -368,7 +373,19 @@ class MulticastResponder(DatagramProtocol):
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = self.clock
         self._sweeper.start(self.announceInterval or SWEEP, now=False)
+        # The first join is told in the service's "listening" line
+        # (joinDetail); later ones, after failures, in their own.
+        self._tellJoin = False
         self.join()
+        self._tellJoin = True
+        if not self.spec.interface and len(socket.if_nameindex()) > 1:
+            self._event(
+                LogLevel.warn,
+                "{group} names no interface, so the kernel chose {interface}; "
+                "name one with interface=NAME or interface=ADDRESS",
+                "multicast_interface_unnamed",
+                interface=self.spec.membership.describeInterface(self.groupPort),
+            )
 
     def join(self) -> None:
         """
@@ -387,13 +404,16 @@ class MulticastResponder(DatagramProtocol):
             return
         self.joined = True
         self._delay = JOIN_RETRY[0]
-        self._event(
-            LogLevel.info,
-            "joined {group} (ttl {ttl}, loop {loop})",
-            "multicast_joined",
-            ttl=self.spec.ttl,
-            loop=self.spec.loop,
-        )
+        self.joinedOn = self.spec.membership.describeInterface(self.groupPort)
+        if self._tellJoin:
+            self._event(
+                LogLevel.info,
+                "joined {group} on {interface}, ttl={ttl}, loop={loop}",
+                "multicast_joined",
+                interface=self.joinedOn,
+                ttl=self.spec.ttl,
+                loop="yes" if self.spec.loop else "no",
+            )
         if self.announceInterval:
             self._announcer = LoopingCall(self.announce)
             self._announcer.clock = self.clock
@@ -416,6 +436,16 @@ class MulticastResponder(DatagramProtocol):
         )
         self._retry = self.clock.callLater(self._delay, self.join)
         self._delay = min(self._delay * 2, JOIN_RETRY[1])
+
+    def joinDetail(self) -> str:
+        """
+        The state of the membership, for the service's C{listening} line:
+        C{joined on lo (127.0.0.1), ttl=1, loop=yes}.
+        """
+        loop = "yes" if self.spec.loop else "no"
+        if not self.joined:
+            return f"not joined yet (retrying), ttl={self.spec.ttl}, loop={loop}"
+        return f"joined on {self.joinedOn}, ttl={self.spec.ttl}, loop={loop}"
 
     def whenJoined(self) -> Deferred[None]:
         """
@@ -815,7 +845,7 @@ class MulticastService(DatagramService):
                 listenMultiple=True,
             )
             where = str(MulticastGroup(spec.group, port.getHost().port))
-            self.listened(port, responder, where, str(spec))
+            self.listened(port, responder, where, str(spec), responder.joinDetail())
 
     def stopping(self) -> None:
         for responder in self.responders:

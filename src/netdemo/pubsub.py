@@ -894,8 +894,7 @@ class PubSubFactory(LimitedFactory):
             "turn-budget",
             LogLevel.info,
             "{service}: {peer} sent more than one turn's work "
-            "({lines} lines or {seconds} s); the rest waits for later turns; "
-            "{suppressed} similar events not logged",
+            "({lines} lines or {seconds} s); the rest waits for later turns",
             event="turn_budget",
             service=self.serviceName,
             peer=formatAddress(p.peer),
@@ -911,8 +910,7 @@ class PubSubFactory(LimitedFactory):
         self._hubLog.emit(
             reason,
             LogLevel.warn,
-            "{service}: {peer} sent a command refused ({reason}); "
-            "{suppressed} similar events not logged",
+            "{service}: {peer} sent a command refused ({reason})",
             event="command_error",
             service=self.serviceName,
             peer=formatAddress(p.peer),
@@ -1047,8 +1045,7 @@ class PubSubFactory(LimitedFactory):
                 "presence",
                 LogLevel.info,
                 "{service}: {events} joins, leaves and renames told in one "
-                "notice ({joined} joined, {left} left, {renamed} renamed); "
-                "{suppressed} similar events not logged",
+                "notice ({joined} joined, {left} left, {renamed} renamed)",
                 event="presence_coalesced",
                 service=self.serviceName,
                 events=total,

@@ -254,6 +254,9 @@ class LimitedFactory(Factory):
         connection.
     """
 
+    #: No C{Starting ...}/C{Stopping ...} lines: netdemo logs its own.
+    noisy = False
+
     protocol: type[LimitedProtocol]  # type: ignore[assignment]
     _log = Logger()
 
@@ -357,7 +360,13 @@ class LimitedFactory(Factory):
                 p.idleTicks = 0
             p.idleTicks += 1
             if p.idleTicks > IDLE_SWEEPS:
-                self.refuse("idle-timeout", p.peer)
+                # Counted with the refusals; logged as the connection's
+                # close (its reason, age and bytes), not as a refusal.
+                self.metrics.inc(
+                    "netdemo_refused_total",
+                    service=self.serviceName,
+                    reason="idle-timeout",
+                )
                 p.abort("idle-timeout")
 
     def refuse(self, reason: str, peer: IAddress | None) -> None:
@@ -370,8 +379,7 @@ class LimitedFactory(Factory):
         self._refusalLog.emit(
             reason,
             LogLevel.warn,
-            "{service}: refused {peer} ({reason}); {suppressed} similar events "
-            "not logged",
+            "{service}: refused {peer} ({reason})",
             event="refused",
             service=self.serviceName,
             peer=formatAddress(peer),

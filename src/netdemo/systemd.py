@@ -21,11 +21,13 @@ socket activation.
 from __future__ import annotations
 
 import os
+import platform
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.application.service import IServiceCollection, Service
+from twisted.copyright import version as twistedVersion
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
@@ -33,6 +35,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.systemd import ListenFDs
 
+from netdemo import __version__
 from netdemo.internals import SD_LISTEN_FDS_START, inheritedListenFDs
 from netdemo.listening import LISTENER_METRIC, IListener
 from netdemo.metrics import IMetrics
@@ -208,7 +211,16 @@ class NotifyService(Service):
             return
         status = self.summary()
         self.notifier.notify(ready="1", status=status, mainpid=str(os.getpid()))
-        self._log.info("ready: {status}", event="ready", status=status)
+        self._log.info(
+            "netdemo {version} ready (Twisted {twisted}, {python}, reactor "
+            "{reactor}): {status}",
+            event="ready",
+            status=status,
+            version=__version__,
+            twisted=twistedVersion,
+            python=f"{platform.python_implementation()} {platform.python_version()}",
+            reactor=type(self.reactor).__qualname__,
+        )
 
     def stopService(self) -> None:
         if self._watchdog is not None and self._watchdog.running:

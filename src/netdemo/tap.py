@@ -10,10 +10,15 @@ each from its module's builder, with the reactor passed in.
 
 from __future__ import annotations
 
+import re
+import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
+from attrs import frozen
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from netdemo.limits import (
@@ -38,6 +43,12 @@ DEFAULTS: dict[str, list[Any]] = {
 }
 
 
+_log = Logger()
+
+#: The stream services: the connection limits apply to these.
+STREAM_SERVICES = ("tcp", "pubsub", "http")
+
+
 def _counted(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
     """
     A coerce function that accepts non-negative values of C{kind}.
@@ -58,6 +69,7 @@ def _counted(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
 
 nonNegativeInt = _counted(int, "a whole number of at least 0")
 nonNegativeFloat = _counted(float, "a number of at least 0")
+seconds = _counted(float, "a number of seconds of at least 0")
 
 
 def positiveFloat(value: str) -> float:
@@ -74,22 +86,6 @@ def positiveFloat(value: str) -> float:
 
 
 positiveFloat.coerceDoc = "Must be a number above 0."  # type: ignore[attr-defined]
-
-
-def named(option: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
-    """
-    C{coerce}, with the option's name in its error: Twisted's message for a
-    bad value does not say which option it was.
-    """
-
-    def coerceNamed(value: str) -> Any:
-        try:
-            return coerce(value)
-        except ValueError as e:
-            raise ValueError(f"--{option}: {e}") from None
-
-    coerceNamed.coerceDoc = coerce.coerceDoc  # type: ignore[attr-defined]
-    return coerceNamed
 
 
 _SIZE_UNITS = {
@@ -124,22 +120,6 @@ def byteSize(value: str) -> int:
 
 
 byteSize.coerceDoc = "A size such as 1048576, 64KiB or 1MiB."  # type: ignore[attr-defined]
-
-
-def _naming(option: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
-    """
-    C{coerce}, with its errors naming C{--option} (Twisted's message names
-    only the value).
-    """
-
-    def named(value: str) -> Any:
-        try:
-            return coerce(value)
-        except ValueError as e:
-            raise ValueError(f"--{option}: {e}") from None
-
-    named.coerceDoc = coerce.coerceDoc  # type: ignore[attr-defined]
-    return named
 
 
 def _perSecond(value: str) -> str:
@@ -256,6 +236,524 @@ backplaneURL.coerceDoc = (  # type: ignore[attr-defined]
 )
 
 
+@frozen
+class Option:
+    """
+    One option of C{twistd netdemo}, as C{--help} shows it.
+
+    @ivar metavar: What its value looks like (C{N}, C{SECONDS}); C{""} for a
+        flag.
+    @ivar coerce: Parses its value (and names the option in its error); for
+        a flag or an option with its own C{opt_} method, L{None}.
+    @ivar shown: Its default as C{--help} shows it, when C{str(default)} is
+        not how people would write it; C{""} to show none.
+    """
+
+    name: str
+    metavar: str
+    help: str
+    default: Any = None
+    coerce: Callable[[str], Any] | None = None
+    shown: str | None = None
+
+    def defaultText(self) -> str:
+        """
+        The default as shown, or C{""} for none.
+        """
+        if self.shown is not None:
+            return self.shown
+        if self.default is None or self.metavar == "":
+            return ""
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+
+#: The options that say which services run (the first group of L{GROUPS}).
+SERVICE_OPTIONS = ("tcp", "pubsub", "udp", "multicast", "http", "udp-peer")
+
+
+@frozen
+class OptionGroup:
+    """
+    Options that belong together in C{--help}.
+
+    @ivar services: The options of the services whose settings these are
+        (C{tcp}, C{pubsub}...): given without any of them, an option of the
+        group has no effect and says so.  Empty for options that always
+        apply.
+    """
+
+    title: str
+    services: tuple[str, ...]
+    options: tuple[Option, ...]
+    defaultLabel: str = "default"
+
+
+#: Every option, in the order and groups of C{--help}.  The services come
+#: first: they say what runs; then each group of settings.
+GROUPS: tuple[OptionGroup, ...] = (
+    OptionGroup(
+        "Services (each repeatable; with none given, the default set runs)",
+        (),
+        (
+            Option(
+                "tcp",
+                "DESC",
+                "TCP echo (RFC 862).",
+                shown="127.0.0.1:8007",
+            ),
+            Option(
+                "pubsub",
+                "DESC",
+                "Line-based pub/sub hub (docs/protocol.md).",
+                shown="127.0.0.1:8008",
+            ),
+            Option(
+                "udp",
+                "[ADDR:]PORT",
+                "UDP echo (RFC 862); IPv6 as [::1]:8009; systemd:NAME for a "
+                "socket from systemd.",
+                shown="127.0.0.1:8009",
+            ),
+            Option(
+                "multicast",
+                "GROUP:PORT[,interface=ADDR|NAME][,ttl=N][,loop=yes|no]",
+                "Multicast responder: joins GROUP, answers probes, announces "
+                "itself and lists its peers.",
+                shown="239.255.80.1:8001 on 127.0.0.1",
+            ),
+            Option(
+                "http",
+                "DESC",
+                "Status page, /status.json, /healthz and Prometheus /metrics.",
+                shown="127.0.0.1:8080",
+            ),
+            Option(
+                "udp-peer",
+                "HOST:PORT",
+                "Probe the UDP echo at HOST:PORT over connected UDP and report "
+                "loss and round trips (not in the default set).",
+                shown="",
+            ),
+        ),
+        "default set",
+    ),
+    OptionGroup(
+        "Stream services (TCP echo, hub, HTTP)",
+        STREAM_SERVICES,
+        (
+            Option(
+                "max-connections",
+                "N",
+                "Connections open at once per service, 0 for no limit.",
+                10000,
+                nonNegativeInt,
+            ),
+            Option(
+                "max-per-peer",
+                "N",
+                "Connections open at once from one IP address per service, "
+                "0 for no limit.",
+                256,
+                nonNegativeInt,
+            ),
+            Option(
+                "idle-timeout",
+                "SECONDS",
+                "Close a connection that has received and been sent nothing "
+                "for this long, 0 for never.",
+                300.0,
+                seconds,
+            ),
+            Option(
+                "drain",
+                "SECONDS",
+                "At shutdown, wait this long for connections to flush and "
+                "close before aborting them.",
+                5.0,
+                seconds,
+            ),
+            Option(
+                "fd-reserve",
+                "N",
+                "File descriptors kept free: while fewer are free, new "
+                "connections are closed at once and counted, 0 for no reserve.",
+                64,
+                nonNegativeInt,
+            ),
+        ),
+    ),
+    OptionGroup(
+        "Pub/sub hub",
+        ("pubsub",),
+        (
+            Option(
+                "max-line",
+                "BYTES",
+                "Longest line; a longer one closes the connection.",
+                4096,
+                byteSize,
+            ),
+            Option(
+                "line-timeout",
+                "SECONDS",
+                "Time within which a partial line must complete, 0 for never.",
+                30.0,
+                seconds,
+            ),
+            Option(
+                "max-pending",
+                "BYTES",
+                "Bytes queued for a subscriber that does not keep up.",
+                1 << 20,
+                byteSize,
+                "1MiB",
+            ),
+            Option(
+                "write-deadline",
+                "SECONDS",
+                "Disconnect a subscriber that takes no data for this long, "
+                "0 for never.",
+                10.0,
+                seconds,
+            ),
+            Option(
+                "slow-policy",
+                "POLICY",
+                "What to do with a slow subscriber: disconnect, or drop-oldest "
+                "(drop its oldest lines and tell it how many).",
+                "disconnect",
+                slowPolicy,
+            ),
+            Option(
+                "history",
+                "LINES",
+                "Lines of history kept per topic, 0 for none.",
+                100,
+                nonNegativeInt,
+            ),
+            Option(
+                "replay-on-join",
+                "LINES",
+                "Lines of the default topic's history sent to a client when "
+                "it connects.",
+                0,
+                nonNegativeInt,
+            ),
+            Option("no-presence", "", "No join, leave and nick notices."),
+            Option(
+                "presence-interval",
+                "SECONDS",
+                "Joins, leaves and renames that follow a presence notice "
+                "within this time are told in one notice, 0 to tell each at "
+                "once (a notice costs a line to every client).",
+                1.0,
+                seconds,
+            ),
+            Option(
+                "hide-addresses",
+                "",
+                "Show clients without a nick as client-N, not IP:port, to "
+                "other clients and to the backplane.",
+            ),
+            Option(
+                "turn-lines",
+                "N",
+                "Lines of commands handled per client per reactor turn; the "
+                "rest waits for later turns.",
+                1000,
+                positiveInt,
+            ),
+            Option(
+                "turn-time",
+                "SECONDS",
+                "Time spent on one client's input per reactor turn; the rest "
+                "waits for later turns.",
+                0.01,
+                positiveFloat,
+            ),
+        ),
+    ),
+    OptionGroup(
+        "Backplane (hubs that share a Redis act as one; docs/scaling.md)",
+        ("pubsub",),
+        (
+            Option(
+                "backplane",
+                "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME]",
+                "Join the hubs that share this Redis, so that a line published "
+                "on one reaches the clients of all; rediss:// for TLS (&ca=FILE "
+                "to trust a private CA).",
+                None,
+                backplaneURL,
+            ),
+            Option(
+                "backplane-password-file",
+                "FILE",
+                "File whose first line is the Redis password (instead of one "
+                "in the URL).",
+                None,
+                str,
+            ),
+            Option(
+                "backplane-queue",
+                "BYTES",
+                "Bytes that may wait to be published or answered by Redis; "
+                "lines past that are dropped and counted.",
+                1 << 20,
+                byteSize,
+                "1MiB",
+            ),
+            Option(
+                "backplane-max-message",
+                "BYTES",
+                "Largest message: a larger one from Redis is refused and "
+                "counted, larger publications are split.",
+                1 << 16,
+                byteSize,
+                "64KiB",
+            ),
+            Option(
+                "backplane-ping",
+                "SECONDS",
+                "Time between two PINGs on each backplane connection.",
+                5.0,
+                positiveFloat,
+            ),
+            Option(
+                "backplane-ping-timeout",
+                "SECONDS",
+                "Time Redis has to answer a PING before the backplane is "
+                "reported down and reconnects.",
+                5.0,
+                positiveFloat,
+            ),
+        ),
+    ),
+    OptionGroup(
+        "UDP echo and multicast responder (docs/udp.md)",
+        ("udp", "multicast"),
+        (
+            Option(
+                "udp-allow",
+                "CIDR",
+                "Answer only datagrams from this network. Repeatable.",
+                shown="",
+            ),
+            Option(
+                "udp-max-datagram",
+                "BYTES",
+                "Largest datagram answered; larger ones are refused, never cut.",
+                8972,
+                nonNegativeInt,
+            ),
+            Option(
+                "udp-port-floor",
+                "PORT",
+                "Never answer datagrams from source ports below this.",
+                1024,
+                nonNegativeInt,
+            ),
+            Option(
+                "udp-rate",
+                "N",
+                "Datagrams a second answered per source network (a /24, an "
+                "IPv6 /64), 0 for no limit.",
+                1000.0,
+                nonNegativeFloat,
+                "1000",
+            ),
+            Option(
+                "udp-burst",
+                "N",
+                "Datagrams one source network may send at once, once earned "
+                "at --udp-rate (a new one starts with 10).",
+                2000,
+                nonNegativeInt,
+            ),
+            Option(
+                "udp-max-sources",
+                "N",
+                "Source networks tracked for rate limiting (least recently "
+                "used forgotten).",
+                10000,
+                nonNegativeInt,
+            ),
+            Option(
+                "udp-max-reply-rate",
+                "RATE",
+                "Datagrams a second sent at most by each service, whatever the "
+                "sources (2000, 2000/s), 0 for no limit.",
+                2000.0,
+                datagramRate,
+                "2000/s",
+            ),
+            Option(
+                "udp-max-reply-bytes",
+                "RATE",
+                "Payload bytes a second sent at most by each service, whatever "
+                "the sources (2MB/s, 512KiB/s), 0 for no limit.",
+                2000000,
+                byteRate,
+                "2MB/s",
+            ),
+        ),
+    ),
+    OptionGroup(
+        "Multicast responder (docs/multicast.md)",
+        ("multicast",),
+        (
+            Option(
+                "announce-interval",
+                "SECONDS",
+                "Time between beacons, 0 for none, else from 0.1 to 60.",
+                5.0,
+                announceInterval,
+            ),
+            Option(
+                "multicast-max-peers",
+                "N",
+                "Other instances kept per group; a new one in a full table "
+                "evicts the one silent longest.",
+                64,
+                positiveInt,
+            ),
+        ),
+    ),
+    OptionGroup(
+        "UDP peer probe",
+        ("udp-peer",),
+        (
+            Option(
+                "udp-peer-interval",
+                "SECONDS",
+                "Time between --udp-peer probes.",
+                1.0,
+                positiveFloat,
+            ),
+        ),
+    ),
+    OptionGroup(
+        "HTTP",
+        ("http",),
+        (
+            Option(
+                "http-header-timeout",
+                "SECONDS",
+                "Time within which a request's line and headers must arrive; "
+                "slow bytes do not extend it.",
+                10.0,
+                positiveFloat,
+            ),
+        ),
+    ),
+)
+
+
+def _namedCoerce(option: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
+    """
+    C{coerce}, with its errors one line naming C{--option}: a
+    L{usage.UsageError}, which Twisted passes on as it is (it prefixes a
+    C{ValueError}'s text with C{Parameter type enforcement failed}).
+    """
+
+    def coerceNamed(value: str) -> Any:
+        try:
+            return coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--{option}: {e}") from None
+
+    coerceNamed.coerceDoc = getattr(coerce, "coerceDoc", "")  # type: ignore[attr-defined]
+    return coerceNamed
+
+
+#: twistd's own options, as C{--help} ends.
+_OTHER = (
+    ("--version", "Print netdemo's, Twisted's and Python's versions."),
+    ("--help", "Print this help."),
+)
+
+#: Where the help of each option starts.
+_HELP_COLUMN = 26
+
+
+def renderHelp(
+    overview: tuple[str, ...], groups: tuple[OptionGroup, ...], width: int
+) -> str:
+    """
+    The text of C{twistd netdemo --help} after its synopsis: the overview's
+    paragraphs, then each group with its options, their help wrapped to
+    C{width} columns and each default said once.
+    """
+    import textwrap
+
+    def wrap(text: str, indent: int) -> list[str]:
+        # Lines shorter than the width (a terminal wraps a full one), and a
+        # "[default: X]" never cut.
+        wrapped = textwrap.wrap(
+            text,
+            max(width - 1 - indent, 20),
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        return [line.replace("\xa0", " ") for line in wrapped]
+
+    lines: list[str] = [""]
+    for paragraph in overview:
+        lines += [*wrap(paragraph, 0), ""]
+    rows = [
+        (f"  --{o.name}" + (f" {o.metavar}" if o.metavar else ""), o, group)
+        for group in groups
+        for o in group.options
+    ]
+    current = None
+    for head, option, group in rows:
+        if group is not current:
+            if current is not None:
+                lines.append("")
+            lines.append(f"{group.title}:")
+            current = group
+        text = option.help
+        default = option.defaultText()
+        if default:
+            text += " " + f"[{group.defaultLabel}: {default}]".replace(" ", "\xa0")
+        body = wrap(text, _HELP_COLUMN)
+        if len(head) + 2 > _HELP_COLUMN:
+            lines.append(head)
+        else:
+            lines.append(head.ljust(_HELP_COLUMN) + body.pop(0))
+        lines += [" " * _HELP_COLUMN + line for line in body]
+    lines += ["", "Other:"]
+    for head, text in _OTHER:
+        lines.append(f"  {head}".ljust(_HELP_COLUMN) + text)
+    return "\n".join(lines) + "\n"
+
+
+#: getopt's words for a bad option, and netdemo's.
+_GETOPT_ERRORS = (
+    (
+        re.compile(r"option (-\S+) not recognized"),
+        "{}: no such option (twistd netdemo --help lists them)",
+    ),
+    (re.compile(r"option (-\S+) requires argument"), "{}: needs a value"),
+    (re.compile(r"option (-\S+) must not have an argument"), "{}: takes no value"),
+)
+
+
+def _oneLine(message: str) -> str:
+    """
+    An option error as one line that names the option.
+    """
+    text = " ".join(message.split())
+    text = text.removeprefix("Parameter type enforcement failed: ")
+    for pattern, words in _GETOPT_ERRORS:
+        match = pattern.fullmatch(text)
+        if match:
+            return words.format(match.group(1))
+    return text
+
+
 class _ParseOnly:
     """
     Stands in for the reactor while endpoint descriptions are only parsed:
@@ -304,291 +802,39 @@ class Options(usage.Options):
     The options of C{twistd netdemo}.
     """
 
-    synopsis = (
-        "[--tcp DESC]... [--pubsub DESC]... [--udp ADDR]... "
-        "[--multicast GROUP:PORT]... [--http DESC]... [options]"
-    )
-    longdesc = (
-        "Run the classic network utility services in one process. "
-        "DESC is a port (8007, listening on every address with a backlog of "
-        f"{DEFAULT_BACKLOG}) or a Twisted server endpoint description such as "
-        "tcp:8007:interface=127.0.0.1, tcp6:8007:interface=\\:\\:, "
-        "ssl:8443:privateKey=key.pem, unix:/run/echo.sock or "
-        "systemd:domain=INET:name=echo. With no service option, every service "
-        "starts on 127.0.0.1 on its default port (TCP echo: 8007, pub/sub hub: "
-        "8008, UDP echo: 8009, multicast: group 239.255.80.1 port 8001, HTTP "
-        "status and metrics: 8080)."
+    synopsis = "[service options] [options]"
+
+    #: The paragraphs of C{--help} before the options.
+    overview = (
+        "Run the classic network utility services in one process: TCP echo "
+        "(RFC 862), a line-based pub/sub hub, UDP echo, a multicast responder "
+        "and an HTTP status page with Prometheus metrics. With no service "
+        "option, the default set runs: every service on 127.0.0.1 on its "
+        "default port (shown as [default set: ...]).",
+        "DESC is a port (8007: every address, with a backlog of "
+        f"{DEFAULT_BACKLOG}) or a Twisted server endpoint description: "
+        "tcp:8007:interface=127.0.0.1, tcp6:8007:interface=\\:\\:1, "
+        "ssl:8443:privateKey=key.pem, unix:/run/echo.sock, "
+        "systemd:domain=INET:name=echo. BYTES is a size such as 4096, 64KiB or "
+        "1MiB. docs/usage.md tells more.",
     )
 
     optParameters: list[list[Any]] = [
-        [
-            "max-connections",
-            None,
-            10000,
-            "Connections open at once per stream service, 0 for no limit",
-            nonNegativeInt,
-        ],
-        [
-            "max-per-peer",
-            None,
-            256,
-            "Connections open at once from one IP address per stream service, "
-            "0 for no limit",
-            nonNegativeInt,
-        ],
-        [
-            "idle-timeout",
-            None,
-            300.0,
-            "Seconds a connection may go with nothing received from it and nothing "
-            "sent to it before it is closed, 0 for never",
-            nonNegativeFloat,
-        ],
-        [
-            "fd-reserve",
-            None,
-            64,
-            "File descriptors kept free: while fewer are free, every stream "
-            "listener (echo, hub, HTTP) closes new connections at once and "
-            "counts them (fd-reserve), 0 for no reserve",
-            named("fd-reserve", nonNegativeInt),
-        ],
-        [
-            "http-header-timeout",
-            None,
-            10.0,
-            "HTTP: seconds within which a request's line and headers must "
-            "arrive, from the connection's start or the first byte of a "
-            "request; slow bytes do not extend it",
-            named("http-header-timeout", positiveFloat),
-        ],
-        [
-            "udp-max-datagram",
-            None,
-            8972,
-            "Largest UDP echo or multicast probe answered, in bytes; larger ones "
-            "are refused, never cut",
-            nonNegativeInt,
-        ],
-        [
-            "udp-port-floor",
-            None,
-            1024,
-            "Datagrams from source ports below this are never answered",
-            nonNegativeInt,
-        ],
-        [
-            "udp-rate",
-            None,
-            1000.0,
-            "Datagrams a second answered per source network (a /24 for IPv4, a "
-            "/64 for IPv6), 0 for no limit",
-            nonNegativeFloat,
-        ],
-        [
-            "udp-burst",
-            None,
-            2000,
-            "Datagrams one source network may send at once, once earned at "
-            "--udp-rate (a new one starts with 10)",
-            nonNegativeInt,
-        ],
-        [
-            "udp-max-sources",
-            None,
-            10000,
-            "Source addresses tracked for rate limiting (least recently used evicted)",
-            nonNegativeInt,
-        ],
-        [
-            "udp-max-reply-rate",
-            None,
-            2000.0,
-            "Datagrams a second UDP echo (and, apart, the multicast responder) "
-            "sends at most, whatever the sources",
-            _naming("udp-max-reply-rate", datagramRate),
-        ],
-        [
-            "udp-max-reply-bytes",
-            None,
-            2000000,
-            "Payload bytes a second UDP echo (and, apart, the multicast "
-            "responder) sends at most, whatever the sources",
-            _naming("udp-max-reply-bytes", byteRate),
-        ],
-        [
-            "udp-peer-interval",
-            None,
-            1.0,
-            "Seconds between --udp-peer probes",
-            positiveFloat,
-        ],
-        [
-            "announce-interval",
-            None,
-            5.0,
-            "Seconds between multicast beacons, 0 for none",
-            _naming("announce-interval", announceInterval),
-        ],
-        [
-            "multicast-max-peers",
-            None,
-            64,
-            "Other instances kept per multicast group; a new one in a full table "
-            "evicts the one silent longest",
-            _naming("multicast-max-peers", positiveInt),
-        ],
-        [
-            "drain",
-            None,
-            5.0,
-            "Seconds a shutdown waits for connections to flush and close before "
-            "aborting them",
-            nonNegativeFloat,
-        ],
-        [
-            "max-line",
-            None,
-            4096,
-            "Pub/sub: longest line in bytes; a longer one closes the connection",
-            byteSize,
-        ],
-        [
-            "line-timeout",
-            None,
-            30.0,
-            "Pub/sub: seconds within which a partial line must complete, 0 for never",
-            nonNegativeFloat,
-        ],
-        [
-            "max-pending",
-            None,
-            1 << 20,
-            "Pub/sub: bytes a subscriber that does not keep up may have queued "
-            "(1048576, 1MiB)",
-            byteSize,
-        ],
-        [
-            "write-deadline",
-            None,
-            10.0,
-            "Pub/sub: seconds a subscriber may take no data before it is "
-            "disconnected, 0 for never",
-            nonNegativeFloat,
-        ],
-        [
-            "slow-policy",
-            None,
-            "disconnect",
-            "Pub/sub: what to do with a slow subscriber: disconnect, or "
-            "drop-oldest (drop its oldest lines and tell it how many)",
-            slowPolicy,
-        ],
-        [
-            "history",
-            None,
-            100,
-            "Pub/sub: lines of history kept per topic, 0 for none",
-            nonNegativeInt,
-        ],
-        [
-            "replay-on-join",
-            None,
-            0,
-            "Pub/sub: lines of the default topic's history sent to a client "
-            "when it connects",
-            nonNegativeInt,
-        ],
-        [
-            "presence-interval",
-            None,
-            1.0,
-            "Pub/sub: seconds over which the joins, leaves and nick changes that "
-            "follow a presence notice are told in one notice, 0 to tell each at "
-            "once (one notice costs a line to every client)",
-            nonNegativeFloat,
-        ],
-        [
-            "turn-lines",
-            None,
-            1000,
-            "Pub/sub: lines of commands (of any read that is not all plain lines) "
-            "handled per client per reactor turn; the rest waits for later turns",
-            positiveInt,
-        ],
-        [
-            "turn-time",
-            None,
-            0.01,
-            "Pub/sub: seconds spent on one client's input per reactor turn; the "
-            "rest waits for later turns",
-            positiveFloat,
-        ],
-        [
-            "backplane",
-            None,
-            None,
-            "Pub/sub: join the hubs that share this Redis (Redis pub/sub), so "
-            "that a line published on one reaches the clients of all",
-            backplaneURL,
-        ],
-        [
-            "backplane-password-file",
-            None,
-            None,
-            "Pub/sub: file whose first line is the backplane's Redis password "
-            "(instead of one in the URL)",
-        ],
-        [
-            "backplane-queue",
-            None,
-            1 << 20,
-            "Pub/sub: bytes that may wait to be published to Redis or be "
-            "unanswered by it; lines past that are dropped and counted",
-            byteSize,
-        ],
-        [
-            "backplane-max-message",
-            None,
-            1 << 16,
-            "Pub/sub: largest backplane message in bytes: a larger one from Redis "
-            "is refused and counted, larger publications are split",
-            byteSize,
-        ],
-        [
-            "backplane-ping",
-            None,
-            5.0,
-            "Pub/sub: seconds between two PINGs on each backplane connection",
-            positiveFloat,
-        ],
-        [
-            "backplane-ping-timeout",
-            None,
-            5.0,
-            "Pub/sub: seconds Redis has to answer a PING before the backplane "
-            "is reported down and reconnects",
-            positiveFloat,
-        ],
+        [o.name, None, o.default, o.help, _namedCoerce(o.name, o.coerce)]
+        for group in GROUPS
+        for o in group.options
+        if o.coerce is not None
     ]
-
     optFlags: list[list[Any]] = [
-        ["no-presence", None, "Pub/sub: no join, leave and nick notices"],
-        [
-            "hide-addresses",
-            None,
-            "Pub/sub: show clients without a nick as client-N, not IP:port, to "
-            "other clients and to the backplane",
-        ],
+        [o.name, None, o.help]
+        for group in GROUPS
+        for o in group.options
+        if o.coerce is None and o.metavar == ""
     ]
 
     compData = usage.Completions(
         multiUse=["tcp", "http", "pubsub", "udp", "udp-allow", "udp-peer", "multicast"]
     )
-
-    #: Set when parsing failed, so that L{getUsage} stays quiet: C{twistd}
-    #: prints the usage before the error, and a bad option deserves one line.
-    _failed = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -599,20 +845,34 @@ class Options(usage.Options):
         self["udp-allow"] = []
         self["udp-peer"] = []
         self["multicast"] = []
+        #: The options given that have no effect without a service that is
+        #: not running, each with the services it needs (L{postOptions}).
+        self.withoutEffect: list[tuple[str, tuple[str, ...]]] = []
 
     def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse, and make any error one line that names the option: run by
+        C{twistd}, print it as C{netdemo: ...} and exit with status 1 (rather
+        than twistd's usage, a blank line and the error); otherwise raise
+        it, as L{usage.UsageError}.
+        """
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            self._failed = True
-            raise usage.UsageError(
-                f"{e} (twistd netdemo --help lists the options)"
-            ) from None
+            message = _oneLine(str(e))
+            if self.parent is None:
+                raise usage.UsageError(message) from None
+            sys.stderr.write(f"netdemo: {message}\n")
+            sys.stderr.flush()
+            raise SystemExit(1) from None
 
     def getUsage(self, width: int | None = None) -> str:
-        if self._failed:
-            return ""
-        return str(super().getUsage(width))
+        """
+        C{--help}: the overview, the services, then each group of settings,
+        each option with its default once; C{width} columns (80 when not
+        given: the help must not depend on the terminal it was made in).
+        """
+        return renderHelp(self.overview, GROUPS, width or 80)
 
     def opt_version(self) -> None:
         """
@@ -704,7 +964,37 @@ class Options(usage.Options):
                     "instances would refuse its beacons and probes; choose a "
                     "port of at least that or lower --udp-port-floor"
                 )
+            try:
+                group.membership.checkInterface()
+            except OSError:
+                names = ", ".join(name for _, name in socket.if_nameindex())
+                raise usage.UsageError(
+                    f"--multicast: {str(group)!r}: this host has no interface "
+                    f"{group.interface!r} (it has {names})"
+                ) from None
         self._backplanePassword()
+        self.withoutEffect = self._withoutEffect()
+
+    def _withoutEffect(self) -> list[tuple[str, tuple[str, ...]]]:
+        """
+        The options given a value other than their default whose services
+        are not running.
+        """
+        running = {name for name in SERVICE_OPTIONS if self[name]}
+        found = []
+        for group in GROUPS:
+            if not group.services or running.intersection(group.services):
+                continue
+            for option in group.options:
+                value = self[option.name]
+                given = (
+                    bool(value)
+                    if option.metavar in ("", "CIDR")
+                    else (value != option.default)
+                )
+                if given:
+                    found.append((option.name, group.services))
+        return found
 
     def _backplanePassword(self) -> None:
         """
@@ -865,12 +1155,20 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         reactor = installed
     from netdemo import __version__
     from netdemo.echo import buildEchoService
+    from netdemo.logs import DaemonService
     from netdemo.metrics import MemoryMetrics
     from netdemo.systemd import Notifier, NotifyService, listeningSummary
     from netdemo.web import ServerInfo, buildHTTPService
 
     metrics = MemoryMetrics()
-    top = MultiService()
+    top = DaemonService(options.parent)
+    if options.withoutEffect:
+        _log.warn(
+            "{text}",
+            event="options_without_effect",
+            text=describeWithoutEffect(options.withoutEffect),
+            options=[name for name, _ in options.withoutEffect],
+        )
     limits = options.connectionLimits()
     if options["tcp"]:
         buildEchoService(options["tcp"], limits, metrics, reactor).setServiceParent(top)
@@ -931,3 +1229,28 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         Notifier.fromEnvironment(), lambda: listeningSummary(metrics), reactor
     ).setServiceParent(top)
     return top
+
+
+def describeWithoutEffect(found: list[tuple[str, tuple[str, ...]]]) -> str:
+    """
+    One line saying which options have no effect, and what they need:
+    C{--max-pending and --slow-policy have no effect without --pubsub}.
+    """
+    byNeed: dict[tuple[str, ...], list[str]] = {}
+    for name, services in found:
+        byNeed.setdefault(services, []).append(f"--{name}")
+    parts = []
+    for services, names in byNeed.items():
+        verb = "has" if len(names) == 1 else "have"
+        need = " or ".join(f"--{s}" for s in services)
+        parts.append(f"{_listed(names)} {verb} no effect without {need}")
+    return "; ".join(parts)
+
+
+def _listed(words: list[str]) -> str:
+    """
+    C{a}, C{a and b}, C{a, b and c}.
+    """
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " and " + words[-1]

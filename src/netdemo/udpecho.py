@@ -78,6 +78,9 @@ class UDPEcho(DatagramProtocol):
     @ivar bytesOut: Payload bytes of those replies.
     """
 
+    #: No C{Starting ...}/C{Stopping ...} lines: netdemo logs its own.
+    noisy = False
+
     _log = Logger()
     datagramsIn = 0
     bytesIn = 0

@@ -111,6 +111,9 @@ class UDPPeerProber(DatagramProtocol):
     @ivar outstanding: Sequence number to send time of unanswered probes.
     """
 
+    #: No C{Starting ...}/C{Stopping ...} lines: netdemo logs its own.
+    noisy = False
+
     _log = Logger()
 
     def __init__(
@@ -225,7 +228,7 @@ class UDPPeerProber(DatagramProtocol):
         self._lostLog.emit(
             kind,
             LogLevel.warn,
-            "{service}: " + text + "; {suppressed} similar events not logged",
+            "{service}: " + text,
             event=event,
             service=SERVICE_NAME,
             peer=str(self.target),

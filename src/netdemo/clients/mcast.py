@@ -21,8 +21,6 @@ the responder.  Everything is written through the L{Console} given.
 from __future__ import annotations
 
 import ipaddress
-import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,8 +52,10 @@ from netdemo.mcastwire import (
     Membership,
     decodeBeacon,
     interfaceMismatch,
+    interfaceOf,
     needsInterface,
     probeDatagram,
+    routeSource,
 )
 
 __all__ = ["ListenOptions", "McastOptions", "ProbeOptions", "runMcast"]
@@ -420,11 +420,8 @@ def _noResponderHint(options: ProbeOptions) -> str:
     which interface the kernel sent them out of, and C{-I}.
     """
     group, port = options["group"], options["port"]
-    family = socket.AF_INET6 if options["ipv6"] else socket.AF_INET
     try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect((group, port))
-            source = s.getsockname()[0]
+        source = routeSource(group, port)
     except OSError as e:
         return (
             f"no responder answered, and the kernel has no route for {group} "
@@ -437,39 +434,6 @@ def _noResponderHint(options: ProbeOptions) -> str:
         f"for {group}: if the responders joined the group on another interface, "
         "name it with -I (an address or a name, e.g. -I 127.0.0.1 or -I eth0)"
     )
-
-
-def interfaceOf(address: str) -> str | None:
-    """
-    The name of the interface that has C{address}, or L{None}.
-    """
-    if ":" in address:
-        try:
-            with open("/proc/net/if_inet6") as table:
-                rows = [line.split() for line in table]
-        except OSError:
-            return None
-        wanted = ipaddress.IPv6Address(address.partition("%")[0]).exploded
-        for row in rows:
-            if (
-                len(row) >= 6
-                and ipaddress.IPv6Address(int(row[0], 16)).exploded == wanted
-            ):
-                return row[5]
-        return None
-    import fcntl
-
-    SIOCGIFADDR = 0x8915
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _, name in socket.if_nameindex():
-            request = struct.pack("256s", name.encode()[:15])
-            try:
-                answer = fcntl.ioctl(s.fileno(), SIOCGIFADDR, request)
-            except OSError:
-                continue
-            if socket.inet_ntoa(answer[20:24]) == address:
-                return name
-    return None
 
 
 # ---------------------------------------------------------------------------
