@@ -32,11 +32,14 @@ Excluded, each with its reason: C{make} targets; installing software
 (C{/opt/netdemo}, C{systemctl}, C{journalctl}); a Redis set-up
 (C{redis-cli}); a daemon of its own (C{twistd} without C{--help}); a
 benchmark (C{bench/...}); a template (a placeholder such as C{COMMAND} or
-C{NEW}); sessions shown side by side; and commands that address something
-make run's daemon does not listen on (another port, another host, C{[::1]}).
-Run: C{--help} (needs no daemon) and every command whose addresses (C{HOST:PORT},
-C{HOST PORT}, C{TCP:HOST:PORT}) are all among make run's, read from
-C{netdemo.tap.DEFAULTS} (C{localhost} counts as 127.0.0.1).  A command that
+C{NEW}); sessions shown side by side; and commands that address another
+port or host than make run's (a daemon their block starts, another
+machine).  Run: C{--help} and C{--version} (they need no daemon), and
+every command whose addresses (C{HOST:PORT}, C{HOST PORT},
+C{TCP:HOST:PORT}) are all make run's, read from C{netdemo.tap.DEFAULTS}:
+on a loopback address (C{127.0.0.1}, C{localhost}, C{[::1]}) any of its
+ports counts, so an example that uses C{[::1]} while the daemon listens on
+127.0.0.1 only runs, and fails.  A command that
 matches no rule fails L{ExampleRulesTests.test_everyCommandMatchesARule}.
 Each excluded example is a skipped test of L{ExcludedExamplesTests} whose
 reason names its rule, so pytest's C{-ra} summary lists them by rule.
@@ -54,6 +57,8 @@ closed, in a directory that looks like the checkout (links to its top-level
 entries, for C{.venv/bin/netdemo} and C{bench/run.py}) and holds C{app.log},
 the log file the docs pipe from.
 
+  - A program it uses that is not installed skips it, or fails it in CI
+    (L{requireTool}: C{.ci/run} installs them).
   - It must exit with status 0 within L{TIMEOUT} seconds, print its
     C{# prints:} text, and print its transcript's lines in order (on
     standard output or error; other lines may come between them; each
@@ -96,6 +101,7 @@ from tests.support import (
     NetworkNamespace,
     poll,
     requireRoot,
+    requireTool,
 )
 
 #: The longest one example may run, in seconds (the slowest documented one,
@@ -108,6 +114,10 @@ QUIET_START = 1.0
 
 #: The lines with which netdemo's clients say they are set up.
 _READY = re.compile(r"^(netdemo: connected to |LISTEN |PROBE |PING )", re.M)
+
+#: The commands that print one of those before they follow: the commands
+#: after them in their block wait for it.
+_SAYS_READY = re.compile(r"^\S*\bnetdemo (tail|mcast listen)\b[^|]*$")
 
 #: The block languages whose lines are shell commands.
 SHELL_LANGUAGES = frozenset({"sh", "shell", "bash", "console"})
@@ -141,6 +151,15 @@ _ADDRESSES = (
         r"(?<![\w.:])(?P<host>\d{1,3}(?:\.\d{1,3}){3}|localhost)\s+(?P<port>\d+)(?=\s|$)"
     ),
 )
+
+#: The Debian packages of the programs examples use (for L{requireTool}).
+_PACKAGES = {"nc": "netcat-openbsd", "socat": "socat", "curl": "curl", "jq": "jq"}
+
+#: Shell builtins that are no program of their own.
+_BUILTINS = frozenset({"cd", "export", "set", "exit", "read", "true", "false"})
+
+#: The options that print help or versions.
+_HELP = frozenset({"--help", "--version", "--help-reactors"})
 
 #: A placeholder the reader replaces: an upper-case word (not a socat
 #: address type such as C{TCP:}), or C{...}.
@@ -491,9 +510,11 @@ RULES: Sequence[Rule] = (
     ),
     Rule(
         "help",
-        "prints help, which needs no daemon",
+        "prints help or versions, which needs no daemon",
         True,
-        lambda e: "--help" in e.command.split() and not _PLACEHOLDER.search(e.command),
+        lambda e: (
+            bool(_HELP & {*e.command.split()}) and not _PLACEHOLDER.search(e.command)
+        ),
     ),
     Rule(
         "daemon",
@@ -699,6 +720,7 @@ class ExampleRulesTests(SynchronousTestCase):
             "pip install .": "install",
             "/opt/netdemo/bin/twistd netdemo --help": "system",
             "twistd netdemo --help": "help",
+            "netdemo --version": "help",
             "twistd -n netdemo --tcp 8007": "daemon",
             ".venv/bin/python bench/udp.py --seconds 1": "bench",
             "netdemo COMMAND --help": "placeholder",
@@ -891,6 +913,11 @@ class DefaultDaemonExamplesTests(SynchronousTestCase):
         """
         Run C{example} and check its exit status and documented output.
         """
+        for program in _programs(example.command):
+            if program not in _BUILTINS and not shutil.which(
+                program, path=self.env["PATH"]
+            ):
+                requireTool(program, _PACKAGES.get(program))
         if example.follows:
             return self.checkFollower(example)
         status, out, err = self.shell(example.command, example.typed)
@@ -922,11 +949,11 @@ class DefaultDaemonExamplesTests(SynchronousTestCase):
                 paths[1].read_text(errors="replace"),
             )
 
-        with contextlib.suppress(AssertionError):
+        with contextlib.suppress(AssertionError):  # the checks below report
             poll(
                 lambda: _READY.search("".join(output())) or process.poll() is not None,
                 "its ready line",
-                QUIET_START,
+                PATIENCE if _SAYS_READY.match(example.command) else QUIET_START,
             )
         expected = example.expected[:1]
 
