@@ -18,6 +18,8 @@ The test toolkit: everything a test needs to run real parts, in one place.
   - L{socketActivation}: sockets the test bound, handed to a L{Daemon} the
     way systemd hands them over (C{LISTEN_FDS}, C{LISTEN_FDNAMES});
   - L{refusingPort}: a port the test holds on which nothing answers;
+  - L{NetworkNamespace} and L{requireRoot}: a network namespace of the
+    test's own, where fixed ports meet nothing else on the host;
   - L{notifySocket} and L{receiveDatagram}: a socket like systemd's
     C{$NOTIFY_SOCKET}, and what arrives there;
   - L{captureEvents}: the log events of one test, for any trial test case;
@@ -58,6 +60,7 @@ __all__ = [
     "PATIENCE",
     "Daemon",
     "ExternalServer",
+    "NetworkNamespace",
     "assertOneLineError",
     "captureEvents",
     "checkoutWheel",
@@ -65,6 +68,7 @@ __all__ = [
     "poll",
     "receiveDatagram",
     "refusingPort",
+    "requireRoot",
     "requireTool",
     "runTwistd",
     "socketActivation",
@@ -743,3 +747,67 @@ def venvWith(directory: str | Path, wheel: Path) -> Path:
         timeout=600,
     )
     return venv
+
+
+def requireRoot(what: str) -> None:
+    """
+    Go on only as root: in CI (which runs as root) its absence fails,
+    elsewhere the test is skipped, naming C{what} needs it.
+    """
+    if os.geteuid() != 0:
+        message = f"{what} need root (CI runs as root)"
+        if os.environ.get("CI"):
+            raise AssertionError(message)
+        raise SkipTest(message)
+
+
+class NetworkNamespace:
+    """
+    A network namespace of the test's own (C{ip netns add}) with nothing but
+    its loopback interface, up: a test may use fixed ports there without
+    meeting anything else on the host.  Needs root (L{requireRoot}).
+
+    @ivar name: The namespace's name.
+    """
+
+    def __init__(self, prefix: str = "ndt") -> None:
+        """
+        Create it.
+
+        @raise SkipTest: When C{ip netns} cannot create one here (no
+            permission to mount, a kernel without namespaces).
+        """
+        requireTool("ip", "iproute2")
+        self.name = f"{prefix}{os.getpid()}"
+        added = subprocess.run(
+            ["ip", "netns", "add", self.name],
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE,
+        )
+        if added.returncode:
+            raise SkipTest(f"ip netns add is unavailable: {added.stderr.strip()}")
+        try:
+            subprocess.run(
+                ["ip", "-n", self.name, "link", "set", "lo", "up"],
+                check=True,
+                capture_output=True,
+                timeout=PATIENCE,
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def command(self, *argv: str) -> list[str]:
+        """
+        C{argv} run inside the namespace (C{ip netns exec}).
+        """
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def close(self) -> None:
+        """
+        Remove it (what still runs inside keeps it alive until it exits).
+        """
+        subprocess.run(
+            ["ip", "netns", "del", self.name], capture_output=True, timeout=PATIENCE
+        )
