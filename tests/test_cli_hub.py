@@ -665,6 +665,8 @@ class RunnerTests(TestCase):
         self.assertIn("3 lines sent", notes(self.console))
         self.assertIn("hub: * welcome to netdemo pubsub", notes(self.console))
         self.assertNotIn(b"* welcome", output(self.console))
+        said = notes(self.console)
+        self.assertLess(said.index("hub: * welcome"), said.index("connected to"))
 
     async def test_chatShowsOthers(self) -> None:
         """
@@ -684,9 +686,12 @@ class RunnerTests(TestCase):
         self.interrupted.callback(None)
         self.assertEqual(await running, 0)
         self.assertIn("1 message received, 0 reconnections", notes(self.console))
-        # The greeting is a notice here too, as with --nick.
+        # The greeting is a notice here too, as with --nick, and in the
+        # same place: before "connected".
         self.assertIn("hub: * welcome to netdemo pubsub", notes(self.console))
         self.assertNotIn(b"* welcome", output(self.console))
+        said = notes(self.console)
+        self.assertLess(said.index("hub: * welcome"), said.index("connected to"))
 
     async def test_chatKeepsEarlyLines(self) -> None:
         """

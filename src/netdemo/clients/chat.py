@@ -69,7 +69,7 @@ class ChatOptions(GnuOptions):
         "Examples:\n"
         "  netdemo chat 127.0.0.1:8008 --nick alice\n"
         "  echo 'the build is green' | netdemo chat localhost:8008 -n ci\n"
-        "  printf '/history 5\\n' | netdemo chat [::1]:8008"
+        "  printf '/history 5\\n' | netdemo chat 127.0.0.1:8008"
     )
     optParameters: list[list[Any]] = [
         ["nick", "n", None, "Nickname to take (again after every reconnection)"],

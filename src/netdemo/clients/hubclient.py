@@ -161,12 +161,15 @@ class HubConnection(Protocol):
         lines = self._lines.feed(data)
         if lines:
             for line in lines:
-                if not self.greeting.called:
-                    self.greeting.callback(line)
+                first = not self.greeting.called
                 if isAnswer(line) and self._pending:
                     self._pending.popleft().callback(line)
                 else:
                     self.onLine(line)
+                if first:
+                    # After the line is shown: the greeting comes before
+                    # "connected", with or without a nickname to take.
+                    self.greeting.callback(line)
             if self.onBatch is not None:
                 self.onBatch()
         if len(self._lines.partial) > MAX_HUB_LINE:

@@ -52,7 +52,7 @@ class PubOptions(GnuOptions):
         "Examples:\n"
         "  netdemo pub 127.0.0.1:8008 lab.rack1.temp 21.5\n"
         "  netdemo pub localhost:8008 chat 'hello, everyone'\n"
-        "  tail -f app.log | netdemo pub [::1]:8008 logs.app -"
+        "  tail -f app.log | netdemo pub 127.0.0.1:8008 logs.app -"
     )
     optParameters: list[list[Any]] = [
         [

@@ -72,7 +72,7 @@ class TailOptions(GnuOptions):
         "Examples:\n"
         "  netdemo tail 127.0.0.1:8008\n"
         "  netdemo tail localhost:8008 --sub 'lab.>' --sub alerts --history 10\n"
-        "  netdemo tail [::1]:8008 -s '>' --json | jq .text"
+        "  netdemo tail 127.0.0.1:8008 -s '>' --json | jq .text"
     )
     optFlags = [["json", "j", "One JSON object per message"]]
     optParameters: list[list[Any]] = [
