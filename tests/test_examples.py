@@ -825,7 +825,7 @@ class DefaultDaemonExamplesTests(SynchronousTestCase):
             }
             cls.namespace = NetworkNamespace("ndex")
             cls.daemon = Daemon(netns=cls.namespace.name)
-            cls.daemon.waitFor(r"ready: Listening")
+            cls.daemon.waitFor(r" ready \(.*\): Listening")
         except BaseException:
             cls.tearDownClass()
             raise
