@@ -19,6 +19,7 @@ from twisted.python import usage
 from netdemo.limits import (
     DEFAULT_BACKLOG,
     BackplaneLimits,
+    BroadcastLimits,
     ConnectionLimits,
     DatagramLimits,
     HTTPLimits,
@@ -33,6 +34,7 @@ DEFAULTS: dict[str, list[Any]] = {
     "tcp": [f"tcp:8007:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "http": [f"tcp:8080:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "pubsub": [f"tcp:8008:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
+    "broadcast": [f"tcp:8010:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "udp": ["127.0.0.1:8009"],
     "multicast": ["239.255.80.1:8001,interface=127.0.0.1"],
 }
@@ -583,7 +585,16 @@ class Options(usage.Options):
     ]
 
     compData = usage.Completions(
-        multiUse=["tcp", "http", "pubsub", "udp", "udp-allow", "udp-peer", "multicast"]
+        multiUse=[
+            "tcp",
+            "http",
+            "pubsub",
+            "udp",
+            "udp-allow",
+            "udp-peer",
+            "multicast",
+            "broadcast",
+        ]
     )
 
     #: Set when parsing failed, so that L{getUsage} stays quiet: C{twistd}
@@ -599,6 +610,7 @@ class Options(usage.Options):
         self["udp-allow"] = []
         self["udp-peer"] = []
         self["multicast"] = []
+        self["broadcast"] = []
 
     def parseOptions(self, options: Any = None) -> None:
         try:
@@ -636,6 +648,25 @@ class Options(usage.Options):
         Repeatable. [default when no service is given: tcp:8008 on 127.0.0.1]
         """
         self["pubsub"].append(streamDescription("pubsub", description))
+
+    def opt_broadcast(self, description: str) -> None:
+        """
+        Broadcast relay listener (every chunk a client sends goes to every
+        other client, as ncat --broker): a port or an endpoint description.
+        Slow receivers: --max-pending, --write-deadline, --slow-policy.
+        Repeatable. [default when no service is given: tcp:8010 on 127.0.0.1]
+        """
+        self["broadcast"].append(streamDescription("broadcast", description))
+
+    def broadcastLimits(self) -> BroadcastLimits:
+        """
+        The broadcast relay's slow-receiver policy: the hub's options.
+        """
+        return BroadcastLimits(
+            maxPending=self["max-pending"],
+            writeDeadline=self["write-deadline"],
+            slowPolicy=self["slow-policy"],
+        )
 
     def opt_http(self, description: str) -> None:
         """
@@ -893,6 +924,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         buildPubSubService(
             options["pubsub"], limits, hubLimits, metrics, reactor, backplane
         ).setServiceParent(top)
+    if options["broadcast"]:
+        from netdemo.broadcast import buildBroadcastService
+
+        buildBroadcastService(
+            options["broadcast"], limits, options.broadcastLimits(), metrics, reactor
+        ).setServiceParent(top)
     datagramLimits = options.datagramLimits()
     if options["udp"]:
         from netdemo.udpecho import buildUDPEchoService
@@ -910,7 +947,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         from netdemo.multicast import buildMulticastService
 
         services = [
-            n for n in ("tcp", "pubsub", "udp", "udp-peer", "http") if options[n]
+            n
+            for n in ("tcp", "pubsub", "broadcast", "udp", "udp-peer", "http")
+            if options[n]
         ]
         buildMulticastService(
             options["multicast"],
