@@ -7,6 +7,7 @@ and prints whatever arrives) against C{twistd netdemo --broadcast}.
 from __future__ import annotations
 
 import datetime
+import re
 import socket
 import threading
 import time
@@ -108,14 +109,17 @@ class BroadcastTests(SynchronousTestCase):
         for program in (first, second):
             self.assertEqual(program.matching(r"close"), [])
 
-    def test_stalledReceiver(self) -> None:
+    def flood(self, *policy: str) -> tuple[Daemon, socket.socket, int]:
         """
-        A third client that never reads while 100 MB are sent to everyone
-        does not delay the two seed clients (they hear each other within a
-        second throughout), is cut off by the slow-consumer policy, and the
-        daemon's RSS grows by less than 32 MB.
+        Two seed clients and a third client that never reads; 100 MB sent
+        to everyone while the seed clients keep up.  The seed clients heard
+        each other within a second throughout.
+
+        @param policy: The daemon's slow-consumer options.
+        @return: The daemon, the third client's socket, and by how much the
+            daemon's RSS grew at most.
         """
-        daemon = self.daemon("--max-pending", "1MiB", "--idle-timeout", "0")
+        daemon = self.daemon(*policy, "--max-pending", "1MiB", "--idle-timeout", "0")
         first, second = self.clients(daemon)
         heard = [self.assertHeardWithin(p, 1) for p in (first, second)]
         stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -170,15 +174,51 @@ class BroadcastTests(SynchronousTestCase):
                 if when - datetime.datetime.fromisoformat(m[1]) >= WITHIN
             ]
             self.assertEqual(late, [], f"late hellos in {elapsed:.1f} s of flood")
+        return daemon, stalled, peak[0] - baseline
+
+    def test_stalledReceiverCut(self) -> None:
+        """
+        A third client that never reads while 100 MB are sent to everyone
+        does not delay the two seed clients, is cut off by the default
+        slow-consumer policy, and the daemon's RSS grows by less than 32 MB.
+        """
+        daemon, stalled, grown = self.flood()
         self.assertEqual(
             daemon.statusValue(
                 "netdemo_refused_total", service="broadcast", reason="slow-consumer"
             ),
             1,
         )
-        self.assertLess(peak[0] - baseline, 32 * 1024 * 1024, (baseline, peak))
+        self.assertLess(grown, 32 * 1024 * 1024)
         with self.assertRaises(OSError):
             stalled.settimeout(PATIENCE)
             while stalled.recv(1 << 16):
                 pass
             raise ConnectionResetError("closed without a reset")
+
+    def test_stalledReceiverTrimmed(self) -> None:
+        """
+        With C{--slow-policy drop-oldest}, the third client stays connected
+        while whole chunks are dropped for it, the others are not delayed,
+        the daemon's RSS grows by less than 32 MB, and once it reads it is
+        told how many bytes it missed.
+        """
+        daemon, stalled, grown = self.flood("--slow-policy", "drop-oldest")
+        self.assertLess(grown, 32 * 1024 * 1024)
+        dropped = daemon.statusValue(
+            "netdemo_broadcast_dropped_bytes_total", service="broadcast"
+        )
+        self.assertGreater(dropped, 90 * 1000 * 1000)
+        stalled.settimeout(PATIENCE)
+        seen = b""
+        notice = re.compile(
+            rb"\* dropped (\d+) bytes in \d+ chunks \(slow consumer\)\n"
+        )
+        deadline = time.monotonic() + PATIENCE
+        while not notice.search(seen) and time.monotonic() < deadline:
+            chunk = stalled.recv(1 << 20)
+            self.assertTrue(chunk, "closed")
+            seen = seen[-200:] + chunk
+        match = notice.search(seen)
+        assert match is not None
+        self.assertEqual(int(match[1]), dropped)
