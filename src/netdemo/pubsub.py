@@ -36,8 +36,9 @@ notices are coalesced: after one notice, the joins, leaves and renames of
 the next C{presenceInterval} seconds make one notice, so a storm of joins
 costs one notice per interval, not one per join for every client.
 
-How memory stays bounded: every subscriber is an C{IPushProducer} registered
-on its own transport, so it learns when the kernel stops taking its data.
+How memory stays bounded (L{netdemo.fanout}, shared with the broadcast
+relay): every subscriber is an C{IPushProducer} registered on its own
+transport, so it learns when the kernel stops taking its data.
 The bytes written while it is paused are counted; over C{maxPending}, or
 paused for longer than C{writeDeadline}, it is disconnected (the NATS and
 Redis semantics), or with the C{drop-oldest} policy its oldest pending lines
