@@ -45,7 +45,8 @@ class BroadcastTests(SynchronousTestCase):
 
     def daemon(self, *args: str) -> Daemon:
         """
-        A daemon with the relay and its status page, stopped after the test.
+        A daemon with the relay and its status page, logging JSON lines,
+        stopped after the test.
         """
         daemon = Daemon(
             "--broadcast",
@@ -53,6 +54,7 @@ class BroadcastTests(SynchronousTestCase):
             "--http",
             "tcp:0:interface=127.0.0.1",
             *args,
+            twistdArgs=["--logger=netdemo.logs.jsonObserver"],
         )
         self.addCleanup(daemon.close)
         daemon.waitListening(2)
@@ -86,10 +88,17 @@ class BroadcastTests(SynchronousTestCase):
         """
         Each of two seed clients sees a welcome with its number, and prints
         the other's hellos (no newline) within a second of their sending.
+        On SIGTERM each is told, and the daemon drains and exits.
         """
-        first, second = self.clients(self.daemon())
+        daemon = self.daemon()
+        first, second = self.clients(daemon)
         for program in (first, second):
             self.assertHeardWithin(program, 3)
+        daemon.stop()
+        for program in (first, second):
+            program.waitFor(r"^\* server shutting down$")
+        closed = [e for e in daemon.events() if e.get("event") == "connection_closed"]
+        self.assertEqual([e["reason"] for e in closed], ["shutdown", "shutdown"])
 
     def test_close(self) -> None:
         """
@@ -108,6 +117,8 @@ class BroadcastTests(SynchronousTestCase):
         self.assertHeardWithin(first, 2)
         for program in (first, second):
             self.assertEqual(program.matching(r"close"), [])
+        [closed] = daemon.waitEvent("connection_closed")
+        self.assertEqual((closed["service"], closed["reason"]), ("broadcast", "close"))
 
     def flood(self, *policy: str) -> tuple[Daemon, socket.socket, int]:
         """
