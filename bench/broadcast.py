@@ -127,37 +127,23 @@ def stalled(
     """
     L{throughput}'s flood with one more receiver that never reads.
     """
-    wire = pubsubload.WIRES[server.name]
     slow = stalledReceiver(server)
-    group = pubsubload.subscribe(
-        server.port, server.name, receivers - 1, workers, 0, cpus
+    r = throughput(
+        server, receivers, duration, workers, cpus, window, probe=server.rssKiB
     )
-    pub = pubsubload.publisher(server.port, wire)
-    tracker = pubsubload.Tracker(pubsubload.subscriber(server.port, wire), wire)
-    time.sleep(0.3)
-    rss = server.rssKiB()
-    done = pubsubload.flood(pub, tracker, [group], duration, window)
-    grown = server.rssKiB() - rss
-    time.sleep(1.0)
-    reports = group.stop()
-    pub.close()
-    tracker.socket.close()
-    last = max([r["last"] for r in reports] + [done.trackerLast])
-    counts = pubsubload.tally(done, reports, receivers, last)
     # Over the whole flood: a relay that stalls stops delivering early, and
     # its rate over the time it delivered would flatter it.
-    counts["receiving_s"] = last - done.start
-    counts["seconds"] = max(duration, last - done.start)
-    counts["deliveries_per_s"] = counts["delivered"] / counts["seconds"]
+    r["receiving_s"] = r["seconds"]
+    r["seconds"] = max(duration, r["seconds"])
+    r["deliveries_per_s"] = r["delivered"] / r["seconds"]
     outcome = fate(slow)
     slow.close()
-    sent = done.published * receivers
+    sent = r["published"] * receivers
     return {
-        "server": server.name,
+        **r,
         "stalled": True,
-        **counts,
-        "delivered_share": counts["delivered"] / sent if sent else 0.0,
-        "rss_growth_mb": grown / 1024,
+        "delivered_share": r["delivered"] / sent if sent else 0.0,
+        "rss_growth_mb": r["probed"] / 1024,
         "stalled_receiver": outcome,
     }
 

@@ -190,20 +190,14 @@ def broadcast(name: str) -> ServerSpec:
     if name == "spreader":
         return ours(name, "tutorial_spreader.py")
     if name == "ncat":
-        exe = installed("ncat")
+        # ncat cannot choose its own port: it is given random ones until
+        # one is free.
+        argv = [installed("ncat"), "-v", "--broker", "--max-conns", "10000"]
+        listening = readyOn(r"Listening on 127\.0\.0\.1")
         return ServerSpec(
             name,
-            lambda port: [
-                exe,
-                "-v",
-                "--broker",
-                "--max-conns",
-                "10000",
-                "-l",
-                "127.0.0.1",
-                str(port),
-            ],  # fmt: skip
-            readyOn(r"Listening on 127\.0\.0\.1"),
+            lambda port: [*argv, "-l", "127.0.0.1", str(port)],
+            listening,
             inUse=r"Address already in use",
         )
     raise Unavailable(f"unknown broadcast server {name!r}: skipped")
