@@ -172,6 +172,37 @@ def redis(name: str = "redis") -> ServerSpec:
     )
 
 
+#: netdemo's broadcast relay: no connection caps (every receiver comes from
+#: one address), otherwise the defaults (1 MiB max-pending, disconnect).
+BROADCAST = [
+    "--broadcast", "tcp:0:interface=127.0.0.1:backlog=4096",
+    "--max-per-peer", "0", "--max-connections", "0",
+]  # fmt: skip
+
+
+def broadcast(name: str) -> ServerSpec:
+    """
+    A byte relay: C{broadcast} (netdemo), C{ncat} (C{ncat --broker}) or
+    C{spreader} (the seed tutorial's server).
+    """
+    if name == "broadcast":
+        return netdemo(name, "broadcast", BROADCAST)
+    if name == "spreader":
+        return ours(name, "tutorial_spreader.py")
+    if name == "ncat":
+        # ncat cannot choose its own port: it is given random ones until
+        # one is free.
+        argv = [installed("ncat"), "-v", "--broker", "--max-conns", "10000"]
+        listening = readyOn(r"Listening on 127\.0\.0\.1")
+        return ServerSpec(
+            name,
+            lambda port: [*argv, "-l", "127.0.0.1", str(port)],
+            listening,
+            inUse=r"Address already in use",
+        )
+    raise Unavailable(f"unknown broadcast server {name!r}: skipped")
+
+
 def pubsub(name: str) -> ServerSpec:
     """
     A fan-out server: C{hub} (netdemo), C{tutorial} (the tutorial chat),

@@ -33,7 +33,7 @@ import os
 import sys
 import time
 from argparse import ArgumentParser, Namespace
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -80,9 +80,13 @@ def throughput(
     workers: int,
     cpus: set[int] | None,
     window: int = pubsubload.WINDOW,
+    probe: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """
     Publish as fast as the in-flight window allows; count deliveries.
+
+    @param probe: Called just before and just after the flood: the result
+        has the difference as C{probed} (the server's RSS, say).
     """
     wire = pubsubload.WIRES[server.name]
     group = pubsubload.subscribe(
@@ -91,9 +95,12 @@ def throughput(
     pub = pubsubload.publisher(server.port, wire)
     tracker = pubsubload.Tracker(pubsubload.subscriber(server.port, wire), wire)
     time.sleep(0.3)
+    probed = probe() if probe else 0.0
     serverCpu = server.cpuSeconds()
     ownCpu = time.process_time()
     done = pubsubload.flood(pub, tracker, [group], duration, window)
+    if probe:
+        probed = probe() - probed
     serverCpu = server.cpuSeconds() - serverCpu
     ownCpu = time.process_time() - ownCpu
     time.sleep(1.0)
@@ -106,6 +113,7 @@ def throughput(
     return {
         "server": server.name,
         **counts,
+        "probed": probed,
         # Shares of one core over the run (load generator: publisher and
         # subscriber processes together).
         "server_cpu": serverCpu / elapsed if elapsed > 0 else 0.0,

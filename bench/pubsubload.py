@@ -86,6 +86,13 @@ WIRES = {
         "hub", b"", b"connected)\n", 1, b"", b"connected)\n", lambda p: p + b"\n"
     ),
     "tutorial": Wire("tutorial", b"", b"", 1, b"", b"", lambda p: p + b"\r\n"),
+    # The byte relays of bench/broadcast.py: netdemo's greets with a line
+    # ending "connected)", the tutorial's Spreader with one ending "!".
+    "broadcast": Wire(
+        "broadcast", b"", b"connected)\n", 1, b"", b"connected)\n", lambda p: p + b"\n"
+    ),
+    "ncat": Wire("ncat", b"", b"", 1, b"", b"", lambda p: p + b"\n"),
+    "spreader": Wire("spreader", b"", b"!\n", 1, b"", b"!\n", lambda p: p + b"\n"),
     "nats": Wire(
         "nats",
         NATS_CONNECT + b"SUB " + SUBJECT + b" 1\r\nPING\r\n",

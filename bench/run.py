@@ -66,6 +66,7 @@ SECTIONS = [
     ("fanout", "fanout"),
     ("backplane", "backplane"),
     ("hubabuse", "hubabuse"),
+    ("broadcast", "broadcast"),
     ("udp", "udp"),
     ("httpabuse", "httpabuse"),
 ]

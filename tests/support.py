@@ -419,6 +419,36 @@ class Daemon:
             raise self._failure(f"did not exit within {timeout:g} s of {sig}")
         return time.monotonic() - start
 
+    def statusValue(self, name: str, **labels: str) -> float:
+        """
+        The current value of one series, from the status page (the daemon
+        runs C{--http}; 0 when the series is not there).
+        """
+        import urllib.request
+
+        host, port = self.address("http")
+        url = f"http://{host}:{port}/status.json"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=PATIENCE) as response:
+            document = json.load(response)
+        shown = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        series = f"{name}{{{shown}}}"
+        for service in document["services"]:
+            for sample in service["metrics"]:
+                if sample["series"] == series:
+                    return float(sample["value"])
+        return 0.0
+
+    def rss(self) -> int:
+        """
+        The daemon's resident set size in bytes.
+        """
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
     @property
     def returncode(self) -> int | None:
         """

@@ -31,10 +31,10 @@ A, B = "10.77.0.1", "10.77.0.2"
 #: Run in namespace B: join the group on B's address, send a probe, record
 #: every datagram with its TTL, source and destination for a while.  The
 #: group socket is bound to the group's address, not the wildcard: it shares
-#: the port with B's responder, and a wildcard-bound socket would be in the
-#: responder's SO_REUSEPORT group, where the kernel hands every unicast
-#: datagram of one source (A's round-trip probes to B, all from A's port)
-#: to the same socket, perhaps this one: A would measure no round trip to B.
+#: the port with B's responder, and a wildcard-bound socket bound after the
+#: responder would get every unicast datagram to the port (the responder
+#: shares it through SO_REUSEADDR alone, docs/multicast.md), A's round-trip
+#: probes to B included: A would measure no round trip to B.
 LISTENER = textwrap.dedent(
     """
     import json, socket, struct, sys, time

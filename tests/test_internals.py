@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from netdemo import internals
 from netdemo.internals import (
     SD_LISTEN_FDS_START,
+    AddressSharingMulticastPort,
     RefusalTolerantPort,
     WatchedHTTPChannel,
     adoptDatagramPortAs,
@@ -33,6 +34,7 @@ from netdemo.internals import (
     endpointPort,
     inheritedListenFDs,
     limitWriteBuffer,
+    listenMulticastSharing,
     sendIfIdle,
     unsentBytes,
     writeNow,
@@ -607,6 +609,69 @@ class AdoptionTests(TestCase):
         await waitUntil(lambda: proto.received == [b"adopted"])
 
 
+class _Collect(DatagramProtocol):
+    """
+    Keep every datagram received.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append(datagram)
+
+
+class SharedMulticastPortTests(TestCase):
+    """
+    Twisted's C{listenMultiple} sets C{SO_REUSEPORT}; the responder's own
+    port shares with C{SO_REUSEADDR} alone, so a program that binds the
+    port later gets the unicast datagrams sent to it.
+    """
+
+    def listen(self, proto: Any, number: int = 0, shared: bool = True) -> Any:
+        """
+        A multicast port on C{number}: ours, or Twisted's with
+        C{listenMultiple=True}.
+        """
+        if shared:
+            port = listenMulticastSharing(reactor, number, proto, "", 65535)
+        else:
+            port = reactor.listenMulticast(  # type: ignore[attr-defined]
+                number, proto, "", 65535, listenMultiple=True
+            )
+        self.addCleanup(port.stopListening)
+        return port
+
+    def test_twistedSetsReusePort(self) -> None:
+        """
+        Twisted's C{listenMultiple} still sets both options (the reason for
+        L{AddressSharingMulticastPort}); ours sets C{SO_REUSEADDR} only.
+        """
+        twisted = self.listen(DatagramProtocol(), shared=False).getHandle()
+        ours = self.listen(DatagramProtocol())
+        self.assertIsInstance(ours, AddressSharingMulticastPort)
+        for skt, reusePort in ((twisted, 1), (ours.getHandle(), 0)):
+            self.assertEqual(skt.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR), 1)
+            self.assertEqual(
+                skt.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT), reusePort
+            )
+
+    async def test_laterBinderGetsUnicast(self) -> None:
+        """
+        With our port bound first and a classic C{listenMultiple} peer
+        second, unicast datagrams to the port, even those sent from our own
+        port, reach the peer, every one.
+        """
+        mine, peer = _Collect(), _Collect()
+        ours = self.listen(mine)
+        number = ours.getHost().port
+        self.listen(peer, number, shared=False)
+        for i in range(20):
+            ours.write(b"%d" % (i,), ("127.0.0.1", number))
+        await waitUntil(lambda: len(peer.received) == 20)
+        self.assertEqual(mine.received, [])
+
+
 class SystemdTests(SynchronousTestCase):
     """
     The descriptors systemd passed, as Twisted's endpoint parser kept them.
@@ -740,6 +805,7 @@ class EndpointPortTests(SynchronousTestCase):
             "_command",
             "disconnecting",
             "numberAccepts",
+            "createInternetSocket",
         ):
             self.assertIn(name, doc)
 

@@ -19,7 +19,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netdemo.guard import INITIAL_ALLOWANCE, ReflectionGuard
+from netdemo import multicast
+from netdemo.guard import INITIAL_ALLOWANCE, REPLY_FLOOR, ReflectionGuard
 from netdemo.limits import DatagramLimits
 from netdemo.mcastwire import (
     BEACON,
@@ -300,11 +301,36 @@ class ResponderTests(SynchronousTestCase):
             [(b"Acknowledge", ("fe80::1", 40000, 0, index))],
         )
 
-    def test_shortProbeRefused(self) -> None:
+    def test_bareNotifyAnswered(self) -> None:
         """
-        A bare C{Notify} is shorter than C{Acknowledge}: refused and counted.
+        The classic bare 6-byte C{Notify} gets the 11-byte C{Acknowledge}
+        by unicast: within the 12-byte floor of the amplification rule.
         """
         responder, _, metrics = responderOn(self.spec, interval=0)
+        responder.datagramReceived(b"Notify", ("192.0.2.5", 40000))
+        responder.datagramReceived(b"Client: Ping", ("192.0.2.5", 40001))
+        self.assertEqual(
+            responder.transport.written,  # type: ignore[union-attr]
+            [
+                (b"Acknowledge", ("192.0.2.5", 40000)),
+                (b"Server: Pong", ("192.0.2.5", 40001)),
+            ],
+        )
+        self.assertEqual(
+            metrics.value(
+                "netdemo_refused_total", service="multicast", reason="probe-too-short"
+            ),
+            0,
+        )
+
+    def test_longAnswerRefused(self) -> None:
+        """
+        An answer longer than both its probe and the 12-byte floor would
+        amplify: refused and counted (no answer of today's is such; the
+        check stands for any that would be).
+        """
+        responder, _, metrics = responderOn(self.spec, interval=0)
+        self.patch(multicast, "answerTo", lambda datagram: b"x" * 13)
         responder.datagramReceived(b"Notify", ("192.0.2.5", 40000))
         self.assertEqual(responder.transport.written, [])  # type: ignore[union-attr]
         self.assertEqual(
@@ -354,16 +380,19 @@ class ResponderTests(SynchronousTestCase):
     @given(st.binary(max_size=40), st.integers(1024, 65535))
     def test_replyNeverLarger(self, datagram: bytes, port: int) -> None:
         """
-        Whatever arrives, no reply is longer than its datagram and every
-        reply goes to the sender.
+        Whatever arrives (the bare C{Notify} included), no reply is longer
+        than C{max(len(datagram), 12)}, at most one reply answers one
+        datagram, and every reply goes to the sender.
         """
         responder, _, _ = responderOn(self.spec, interval=0)
-        for prefix in (b"", b"Notify", b"Client: Ping"):
+        for prefix in (b"", b"Notify", b"Client: Ping", b"NDPING "):
             data = prefix + datagram
             before = len(responder.transport.written)  # type: ignore[union-attr]
             responder.datagramReceived(data, ("192.0.2.5", port))
-            for reply, addr in responder.transport.written[before:]:  # type: ignore[union-attr]
-                self.assertLessEqual(len(reply), len(data))
+            replies = responder.transport.written[before:]  # type: ignore[union-attr]
+            self.assertLessEqual(len(replies), 1)
+            for reply, addr in replies:
+                self.assertLessEqual(len(reply), max(len(data), REPLY_FLOOR))
                 self.assertEqual(addr, ("192.0.2.5", port))
 
     def test_beacons(self) -> None:

@@ -13,13 +13,11 @@ each test runs in seconds.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import socket
 import subprocess
 import threading
 import time
-import urllib.request
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -58,27 +56,7 @@ class HubDaemon(Daemon):
         """
         The current value of one series, from the status page.
         """
-        host, port = self.address("http")
-        url = f"http://{host}:{port}/status.json"
-        with urllib.request.urlopen(url, timeout=PATIENCE) as response:
-            document = json.load(response)
-        shown = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        series = f"{name}{{{shown}}}"
-        for service in document["services"]:
-            for sample in service["metrics"]:
-                if sample["series"] == series:
-                    return float(sample["value"])
-        return 0.0
-
-    def rss(self) -> int:
-        """
-        The hub's resident set size in bytes.
-        """
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        return self.statusValue(name, **labels)
 
 
 class FiguresTests(SynchronousTestCase):

@@ -109,8 +109,16 @@ class HelpTests(SynchronousTestCase):
         self.assertEqual(titles, [g.title + ":" for g in GROUPS] + ["Other:"])
         heads = [line.split()[0] for line in self.lines if line.startswith("  --")]
         self.assertEqual(
-            heads[:6],
-            ["--tcp", "--pubsub", "--udp", "--multicast", "--http", "--udp-peer"],
+            heads[:7],
+            [
+                "--tcp",
+                "--pubsub",
+                "--broadcast",
+                "--udp",
+                "--multicast",
+                "--http",
+                "--udp-peer",
+            ],
         )
 
     def test_width(self) -> None:
@@ -194,8 +202,8 @@ class WithoutEffectTests(SynchronousTestCase):
         self.assertEqual(
             options.withoutEffect,
             [
-                ("max-pending", ("pubsub",)),
-                ("slow-policy", ("pubsub",)),
+                ("max-pending", ("pubsub", "broadcast")),
+                ("slow-policy", ("pubsub", "broadcast")),
                 ("udp-allow", ("udp", "multicast")),
                 ("udp-rate", ("udp", "multicast")),
                 ("http-header-timeout", ("http",)),
@@ -203,7 +211,8 @@ class WithoutEffectTests(SynchronousTestCase):
         )
         self.assertEqual(
             describeWithoutEffect(options.withoutEffect),
-            "--max-pending and --slow-policy have no effect without --pubsub; "
+            "--max-pending and --slow-policy have no effect without --pubsub or "
+            "--broadcast; "
             "--udp-allow and --udp-rate have no effect without --udp or "
             "--multicast; --http-header-timeout has no effect without --http",
         )
@@ -246,6 +255,8 @@ class StartLogTests(SynchronousTestCase):
         "tcp:0:interface=127.0.0.1",
         "--pubsub",
         "tcp:0:interface=127.0.0.1",
+        "--broadcast",
+        "tcp:0:interface=127.0.0.1",
         "--udp",
         "127.0.0.1:0",
         "--http",
@@ -266,13 +277,14 @@ class StartLogTests(SynchronousTestCase):
 
     def check(self, lines: list[str], ready: int) -> None:
         """
-        The first C{ready + 1} lines are the five C{listening} lines and the
-        ready line; nothing of Twisted's chatter is anywhere.
+        The first C{ready + 1} lines are the six C{listening} lines (the
+        default set's services) and the ready line; nothing of Twisted's
+        chatter is anywhere.
         """
         start = lines[: ready + 1]
-        self.assertEqual(sum("listening on" in line for line in start), 5, lines)
+        self.assertEqual(sum("listening on" in line for line in start), 6, lines)
         self.assertIn(" ready (Twisted ", start[-1])
-        self.assertEqual(len(start), 6, "\n".join(lines))
+        self.assertEqual(len(start), 7, "\n".join(lines))
         for chatter in ("starting on", "Starting factory", "Port", "Starting protocol"):
             self.assertFalse([line for line in lines if chatter in line], chatter)
 

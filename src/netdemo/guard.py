@@ -32,6 +32,16 @@ allowance (10 ms of its rate, at least L{INITIAL_ALLOWANCE}), never a full
 burst: eviction cannot refill a bucket, and the global budget bounds what
 rotation can still get.
 
+No reply is longer than C{max(len(request), REPLY_FLOOR)} bytes
+(L{replyAllowed}): UDP echo sends the request back, so never more; the
+multicast responder answers the classic 6-byte C{Notify} with the 11-byte
+C{Acknowledge}.  A bounded floor of L{REPLY_FLOOR} bytes lets a request
+shorter than that have its answer, and is no amplifier: every datagram
+carries at least 28 bytes of IPv4 and UDP headers (48 for IPv6), so a
+12-byte reply to a 1-byte request is 40 bytes on the wire for 29 (1.4
+times, at worst; the bare C{Notify} gets 39 for 34), one datagram for one,
+within the per-network bucket and the reply budget (C{docs/udp.md}).
+
 The responders add their own reasons (C{destination-not-unicast},
 C{not-a-probe}, ...) through L{ReflectionGuard.refuse}, so every refusal is
 counted and logged the same way.
@@ -53,10 +63,26 @@ from netdemo.metrics import IMetrics
 __all__ = [
     "INITIAL_ALLOWANCE",
     "INITIAL_SECONDS",
+    "REPLY_FLOOR",
     "ReflectionGuard",
     "TokenBucket",
     "networkOf",
+    "replyAllowed",
 ]
+
+#: The longest reply a request shorter than this may get, in bytes: the
+#: classic C{Client: Ping} / C{Server: Pong} exchange (12 bytes each way),
+#: and the 11-byte C{Acknowledge} to a bare 6-byte C{Notify}.
+REPLY_FLOOR = 12
+
+
+def replyAllowed(request: int, reply: int) -> bool:
+    """
+    Whether a reply of C{reply} bytes to a request of C{request} bytes keeps
+    the amplification rule: never longer than C{max(request, REPLY_FLOOR)}.
+    """
+    return reply <= request or reply <= REPLY_FLOOR
+
 
 #: What a source network that is new (or was evicted) may have answered at
 #: once, before it has earned more at C{rate}: what it would earn in

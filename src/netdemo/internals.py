@@ -57,7 +57,11 @@ say so too).  The touchpoints:
     C{--logger} nor the application names one
     (C{twistd._SomeApplicationRunner.loggerFactory(config)._getLogObserver()}):
     netdemo hands that same observer back to twistd without Twisted's
-    per-port chatter (L{twistdLogObserver}).
+    per-port chatter (L{twistdLogObserver});
+  - C{udp.MulticastPort.createInternetSocket}, where C{listenMultiple}
+    sets both C{SO_REUSEADDR} and C{SO_REUSEPORT}: the multicast responder
+    shares its port with C{SO_REUSEADDR} alone
+    (L{AddressSharingMulticastPort}).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from typing import Any
 from twisted.internet import abstract, tcp, udp
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import IHalfCloseableDescriptor
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.protocols import basic
 from twisted.python import context, log
 from twisted.python.systemd import ListenFDs
@@ -78,6 +83,7 @@ from zope.interface import implementer
 
 __all__ = [
     "SD_LISTEN_FDS_START",
+    "AddressSharingMulticastPort",
     "LogContextCachingEPollReactor",
     "RefusalTolerantPort",
     "WatchedHTTPChannel",
@@ -89,6 +95,7 @@ __all__ = [
     "endpointPort",
     "inheritedListenFDs",
     "limitWriteBuffer",
+    "listenMulticastSharing",
     "sendIfIdle",
     "unsentBytes",
     "writeNow",
@@ -252,6 +259,50 @@ class RefusalTolerantPort(udp.Port):
             if failed is not None:
                 failed(pending)
         self.startReading()
+
+
+class AddressSharingMulticastPort(udp.MulticastPort):
+    """
+    A multicast port that shares its address and port with other sockets
+    through C{SO_REUSEADDR} only.
+
+    Twisted's C{listenMultiple=True} also sets C{SO_REUSEPORT}, which puts
+    every such socket of one user on the port in one group, and Linux hands
+    each I{unicast} datagram to one socket of the group, chosen by a hash of
+    its addresses and ports.  The classic multicast peer (the tutorial's
+    C{listenMulticast(8001, ..., listenMultiple=True)} on the same host)
+    would then get the responder's unicast answers, sent to its
+    C{127.0.0.1:8001} from the responder's own port, only by the luck of
+    the hash: most often they came back to the responder itself.  With
+    C{SO_REUSEADDR} alone the responder is no member of that group, and
+    Linux gives a unicast datagram to the socket that bound the port last,
+    so a program that joins the port after the daemon gets the answers
+    meant for it.  Multicast still reaches every socket.
+    """
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = udp.Port.createInternetSocket(self)
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return skt
+
+
+def listenMulticastSharing(
+    reactor: Any, port: int, protocol: Any, interface: str, maxPacketSize: int
+) -> Any:
+    """
+    Listen for multicast on C{port} with an L{AddressSharingMulticastPort}.
+    A reactor that is not a socket reactor (a test's fake) is asked for
+    C{listenMulticast(..., listenMultiple=True)} instead.
+    """
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.listenMulticast(
+            port, protocol, interface, maxPacketSize, listenMultiple=True
+        )
+    listening = AddressSharingMulticastPort(
+        port, protocol, interface, maxPacketSize, reactor, listenMultiple=True
+    )
+    listening.startListening()
+    return listening
 
 
 def adoptDatagramPortAs(

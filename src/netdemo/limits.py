@@ -6,6 +6,7 @@ The limits of the services, as value objects built from the command line.
     L{netdemo.stream.LimitedFactory}), HTTP included;
   - L{HTTPLimits}: the HTTP service's own (L{netdemo.web});
   - L{HubLimits}: the pub/sub hub's own (L{netdemo.pubsub});
+  - L{BroadcastLimits}: the broadcast relay's own (L{netdemo.broadcast});
   - L{DatagramLimits}: the reflection-safety settings of the datagram
     responders (enforced by L{netdemo.guard.ReflectionGuard});
   - L{BackplaneLimits}: the Redis backplane's (L{netdemo.backplane}).
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_BACKLOG",
     "SLOW_POLICIES",
     "BackplaneLimits",
+    "BroadcastLimits",
     "ConnectionLimits",
     "DatagramLimits",
     "HTTPLimits",
@@ -146,6 +148,23 @@ class HubLimits:
     turnLines: int = field(default=1000, validator=_positive)
     turnTime: float = field(default=0.01, validator=_positive)
     hideAddresses: bool = False
+
+
+@frozen
+class BroadcastLimits:
+    """
+    The slow-receiver policy of the broadcast relay, on top of
+    L{ConnectionLimits}: the same options, and defaults, as the hub's.
+
+    @ivar maxPending: Bytes a paused receiver may have queued.
+    @ivar writeDeadline: Seconds a receiver may stay paused (disconnect
+        policy); 0 for no limit.
+    @ivar slowPolicy: C{disconnect} or C{drop-oldest} (whole chunks).
+    """
+
+    maxPending: int = field(default=1 << 20, validator=_positive)
+    writeDeadline: float = field(default=10.0, validator=_nonNegative)
+    slowPolicy: str = field(default="disconnect", validator=_policy)
 
 
 @frozen

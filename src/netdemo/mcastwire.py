@@ -126,8 +126,8 @@ def probeDatagram(sequence: int) -> bytes:
 def answerTo(datagram: bytes) -> bytes | None:
     """
     The answer to a probe (classic or round-trip), or L{None} if
-    C{datagram} is no probe.  The caller checks that the answer is not
-    longer than the probe.
+    C{datagram} is no probe.  The caller checks that the answer keeps the
+    amplification rule (C{netdemo.guard.replyAllowed}).
     """
     if datagram.startswith(RTT_PROBE):
         return RTT_ANSWER + datagram[len(RTT_PROBE) :]

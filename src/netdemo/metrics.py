@@ -120,6 +120,24 @@ CATALOG: dict[str, MetricSpec] = {
         "nick-taken, usage, unknown-command, ...)",
         ("service", "reason"),
     ),
+    "netdemo_broadcast_relayed_chunks_total": MetricSpec(
+        "counter",
+        "Chunks (reads) the broadcast relay received and relayed to the other clients",
+        ("service",),
+    ),
+    "netdemo_broadcast_delivered_chunks_total": MetricSpec(
+        "counter", "Chunk deliveries to broadcast receivers", ("service",)
+    ),
+    "netdemo_broadcast_dropped_chunks_total": MetricSpec(
+        "counter",
+        "Chunks dropped for slow broadcast receivers (drop-oldest policy)",
+        ("service",),
+    ),
+    "netdemo_broadcast_dropped_bytes_total": MetricSpec(
+        "counter",
+        "Bytes of the chunks dropped for slow broadcast receivers (drop-oldest policy)",
+        ("service",),
+    ),
     "netdemo_backplane_up": MetricSpec(
         "gauge",
         "1 while the backplane's Redis connections both work and Redis "

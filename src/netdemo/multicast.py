@@ -5,12 +5,13 @@ this instance and keep a table of the other instances heard.
 
 Datagrams on the group (C{docs/multicast.md} documents the formats):
 
-  - B{probe}: a datagram that starts with C{Notify} and is at least 11
-    bytes long (C{Notify} and a token or padding) is answered with
+  - B{probe}: a datagram that starts with C{Notify} (the bare 6-byte
+    C{Notify} of the classic tutorial included) is answered with
     C{Acknowledge}; the classic C{Client: Ping} gets C{Server: Pong}.  The
     answer goes by unicast to the sender, never to the group, is never
-    larger than the probe, and is subject to the same L{ReflectionGuard} as
-    UDP echo;
+    longer than C{max(len(probe), REPLY_FLOOR)} (12) bytes
+    (L{replyAllowed}), and is subject to the same L{ReflectionGuard} as UDP
+    echo;
   - B{beacon}: C{NDBEACON } followed by a JSON object (instance id,
     hostname, services, sequence number, send time, interval, and C{bye} on
     shutdown), sent to the group every C{--announce-interval} seconds.
@@ -67,7 +68,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
 from netdemo.datagram import MAX_PACKET_SIZE, AfterReading, DatagramService
-from netdemo.guard import ReflectionGuard, TokenBucket
+from netdemo.guard import ReflectionGuard, TokenBucket, replyAllowed
+from netdemo.internals import listenMulticastSharing
 from netdemo.limits import DatagramLimits
 from netdemo.mcastwire import (
     BEACON,
@@ -626,7 +628,7 @@ class MulticastResponder(DatagramProtocol):
         if reply is None:
             self.guard.refuse("not-a-probe", host, port)
             return
-        if len(reply) > size:
+        if not replyAllowed(size, len(reply)):
             self.guard.refuse("probe-too-short", host, port)
             return
         if not self.guard.admit(host, port, size, self.clock.seconds()):
@@ -818,7 +820,9 @@ class MulticastService(DatagramService):
     """
     The multicast responder's sockets: one per group, bound to the wildcard
     address and the group's port (a socket bound to the interface's address
-    receives no multicast), shared with other listeners on the port.  Each
+    receives no multicast), shared with other listeners on the port through
+    C{SO_REUSEADDR} alone (L{listenMulticastSharing}: a program that binds
+    the port later gets the unicast answers sent to it).  Each
     is reported as the group and port it listens to.  At stop, every
     responder says goodbye before its socket closes.
 
@@ -837,12 +841,12 @@ class MulticastService(DatagramService):
     def listenAll(self) -> None:
         for responder in self.responders:
             spec = responder.spec
-            port = self.reactor.listenMulticast(
+            port = listenMulticastSharing(
+                self.reactor,
                 spec.port,
                 responder,
                 "::" if spec.ipv6 else "",
                 MAX_PACKET_SIZE,
-                listenMultiple=True,
             )
             where = str(MulticastGroup(spec.group, port.getHost().port))
             self.listened(port, responder, where, str(spec), responder.joinDetail())

@@ -36,8 +36,9 @@ notices are coalesced: after one notice, the joins, leaves and renames of
 the next C{presenceInterval} seconds make one notice, so a storm of joins
 costs one notice per interval, not one per join for every client.
 
-How memory stays bounded: every subscriber is an C{IPushProducer} registered
-on its own transport, so it learns when the kernel stops taking its data.
+How memory stays bounded (L{netdemo.fanout}, shared with the broadcast
+relay): every subscriber is an C{IPushProducer} registered on its own
+transport, so it learns when the kernel stops taking its data.
 The bytes written while it is paused are counted; over C{maxPending}, or
 paused for longer than C{writeDeadline}, it is disconnected (the NATS and
 Redis semantics), or with the C{drop-oldest} policy its oldest pending lines
@@ -49,25 +50,20 @@ C{maxPending}), and its commands are not read meanwhile.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import (
-    IAddress,
     IListeningPort,
-    IPushProducer,
     IReactorTime,
 )
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
-from zope.interface import implementer
 
 from netdemo import hubwire
+from netdemo.fanout import FanOutFactory, FanOutProtocol
 from netdemo.history import History
 from netdemo.hubwire import (
     DEFAULT_TOPIC,
@@ -84,18 +80,12 @@ from netdemo.hubwire import (
     nickKey,
     parseCount,
 )
-from netdemo.internals import (
-    capAccepts,
-    directTransport,
-    sendIfIdle,
-    unsentBytes,
-    writeNow,
-)
+from netdemo.internals import capAccepts
 from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.logs import RateLimitedLog, formatAddress
 from netdemo.metrics import IMetrics, sampleOf
 from netdemo.routing import MAX_SUBSCRIPTIONS, Router, Subscribed
-from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
+from netdemo.stream import StreamService
 
 if TYPE_CHECKING:
     from netdemo.backplane import IBackplane
@@ -118,12 +108,6 @@ MAX_LISTED = 200
 
 #: C{/who} answers kept until the next change of members or subscriptions.
 MAX_WHO_CACHED = 64
-
-#: The kernel send buffer of each connection (Linux doubles it).  Left to
-#: itself Linux grows it to 4 MiB per connection: memory the hub cannot
-#: account for, and seconds of delay before a stalled subscriber is seen to
-#: stall (the transport only pauses once the kernel refuses data).
-SEND_BUFFER = 256 * 1024
 
 #: How many sweeps make up one line timeout.
 LINE_SWEEPS = 10
@@ -201,13 +185,12 @@ class _Replay:
         return b"\n".join(entries[start:end]) + b"\n"
 
 
-@implementer(IPushProducer)
-class PubSubProtocol(LimitedProtocol):
+class PubSubProtocol(FanOutProtocol):
     """
     One hub client, as far as I/O goes: it reads events with a
     L{HubReader} and hands them to the hub, a budget per reactor turn; it
-    writes what the hub sends it, applying the slow-consumer policy, and
-    streams history replays at its pace; it closes.
+    writes what the hub sends it, applying the slow-consumer policy
+    (L{FanOutProtocol}), and streams history replays at its pace; it closes.
 
     @ivar identity: The name shown to others: C{host:port}, C{client-N} or
         a nickname.
@@ -224,21 +207,6 @@ class PubSubProtocol(LimitedProtocol):
     identity = b"-"
     key: bytes | None = None
     echo = False
-    written = 0
-    dropped = 0
-    _closing = False
-    # Whether the transport holds more than it wants.
-    _paused = False
-    # Whether send must take the slow path: paused, or replaying.
-    _detour = False
-    _pending = 0
-    _direct: Any = None
-    _deadline: Any = None
-    _queue: deque[tuple[bytes, int]] | None = None
-    _droppedUntold = 0
-    _unsentAtClose = 0
-    _registered = False
-    _closeTimer: Any = None
     # A history replay in progress, and what waits behind it.
     _replay: _Replay | None = None
     _behind: deque[tuple[bytes, int]] | None = None
@@ -254,14 +222,7 @@ class PubSubProtocol(LimitedProtocol):
         Register as the transport's streaming producer (to learn when it
         pauses), bound the kernel send buffer, and join the hub.
         """
-        transport: Any = self.transport
-        transport.registerProducer(self, True)
-        self._registered = True
-        handle = getattr(transport, "socket", None)
-        if handle is not None:
-            with contextlib.suppress(OSError):
-                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        self._direct = directTransport(transport)
+        self.startOutput()
         factory = self.factory
         limits = factory.hubLimits
         host = getattr(self.peer, "host", None)
@@ -277,23 +238,14 @@ class PubSubProtocol(LimitedProtocol):
 
     # Output.
 
-    def send(self, data: bytes, lines: int) -> None:
+    def _sendDetour(self, data: bytes, lines: int) -> None:
         """
-        Queue C{data} (C{lines} complete lines) for this client, applying the
-        slow-consumer policy.
+        Send while paused, or behind a replay in progress.
         """
-        if self._detour:
-            if self._replay is not None:
-                self._sendBehind(data, lines)
-            else:
-                self._sendPaused(data, lines)
-            return
-        self.written += len(data)
-        t = self._direct
-        if t is not None:
-            writeNow(t, data)
+        if self._replay is not None:
+            self._sendBehind(data, lines)
         else:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self._sendPaused(data, lines)
 
     def _write(self, data: bytes) -> None:
         """
@@ -303,26 +255,6 @@ class PubSubProtocol(LimitedProtocol):
         self._detour = False
         self.send(data, 0)
         self._detour = True
-
-    def _sendPaused(self, data: bytes, lines: int) -> None:
-        """
-        Queue data for a paused client: count it against C{maxPending} and
-        disconnect past it, or (drop-oldest) keep it in our own queue and
-        drop the oldest lines past it.
-        """
-        limits = self.factory.hubLimits
-        self._pending += len(data)
-        queue = self._queue
-        if queue is None:
-            # Disconnect policy: the transport keeps the bytes, in order.
-            if self._pending > limits.maxPending:
-                self.slowConsumer("slow-consumer")
-                return
-            self.written += len(data)
-            self.transport.write(data)  # type: ignore[union-attr]
-            return
-        queue.append((data, lines))
-        self._pending = self._dropOldest(queue, self._pending)
 
     def _sendBehind(self, data: bytes, lines: int) -> None:
         """
@@ -341,22 +273,6 @@ class PubSubProtocol(LimitedProtocol):
         else:
             self.slowConsumer("slow-consumer")
 
-    def _dropOldest(self, queue: deque[tuple[bytes, int]], size: int) -> int:
-        """
-        Drop the oldest entries of C{queue} (C{size} bytes) while it holds
-        more than C{maxPending}; count them.
-
-        @return: The bytes left.
-        """
-        maxPending = self.factory.hubLimits.maxPending
-        while size > maxPending and queue:
-            old, count = queue.popleft()
-            size -= len(old)
-            self.dropped += count
-            self._droppedUntold += count
-            self.factory.droppedLines += count
-        return size
-
     def reply(self, line: bytes) -> None:
         """
         Send one line (without its LF) to this client.
@@ -364,89 +280,29 @@ class PubSubProtocol(LimitedProtocol):
         if not self._closing:
             self.send(line + b"\n", 1)
 
-    def pauseProducing(self) -> None:
+    def _resumed(self) -> bool:
         """
-        The transport holds more than it wants: count what comes next.
+        The transport resumed: go on with a replay in progress.
         """
-        if self._paused or self._closing:
-            return
-        self._paused = True
-        self._detour = True
-        self._pending = 0
-        limits = self.factory.hubLimits
-        if limits.slowPolicy == "drop-oldest":
-            self._queue = deque()
-        elif limits.writeDeadline:
-            self._deadline = self.factory.clock.callLater(
-                limits.writeDeadline, self.slowConsumer, "write-deadline"
-            )
+        if self._replay is None:
+            return False
+        self._pump()
+        return True
 
-    def resumeProducing(self) -> None:
+    def droppedNotice(self, units: int, size: int) -> bytes:
+        return hubwire.dropped(units) + b"\n"
+
+    def closingLine(self, reason: str) -> bytes:
+        return hubwire.closing(reason)
+
+    def shuttingDown(self) -> None:
         """
-        The transport has sent everything: go on with a replay, or deliver
-        what was held back.
+        Give up a replay in progress, and say that the hub shuts down.
         """
-        if not self._paused:
-            return
-        self._paused = False
-        self._pending = 0
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
-        queue, self._queue = self._queue, None
-        if self._closing:
-            return
         if self._replay is not None:
-            self._pump()
-            return
-        self._detour = False
-        if queue is None:
-            return
-        self._tellDropped()
-        while queue:
-            data, count = queue.popleft()
-            self.send(data, count)
-
-    def _tellDropped(self) -> None:
-        """
-        Tell the client how many lines were dropped for it since it was last
-        told (drop-oldest policy).
-        """
-        if self._droppedUntold:
-            told, self._droppedUntold = self._droppedUntold, 0
-            self.send(hubwire.dropped(told) + b"\n", 1)
-
-    def stopProducing(self) -> None:
-        """
-        The connection is gone; L{connectionLost} cleans up.
-        """
-
-    def slowConsumer(self, reason: str) -> None:
-        """
-        Disconnect this client for not reading fast enough.
-        """
-        if self._closing:
-            return
-        self._deadline = None
-        self.factory.refuse(reason, self.peer)
-        self.abort(reason)
-
-    @property
-    def paused(self) -> bool:
-        """
-        Whether the transport holds more than it wants (the slow-consumer
-        policy applies).
-        """
-        return self._paused
-
-    @property
-    def bytesOut(self) -> int:
-        if self.transport is None:
-            return 0
-        if self.connected:
-            return self.written - unsentBytes(self.transport)
-        return self.written - self._unsentAtClose
+            self._replay = self._behind = None
+            self._detour = self._paused
+        self.reply(hubwire.SHUTTING_DOWN)
 
     # History replays.
 
@@ -474,9 +330,9 @@ class PubSubProtocol(LimitedProtocol):
         before: deque[bytes] = deque()
         if self._queue:
             # Paused, drop-oldest: what it queued goes first.
-            if self._droppedUntold:
-                told, self._droppedUntold = self._droppedUntold, 0
-                before.append(hubwire.dropped(told) + b"\n")
+            notice = self.takeDropped()
+            if notice is not None:
+                before.append(notice)
             before.extend(data for data, _ in self._queue)
             self._queue.clear()
             self._pending = 0
@@ -526,14 +382,6 @@ class PubSubProtocol(LimitedProtocol):
 
     # Closing.
 
-    def _forget(self) -> None:
-        """
-        Leave the hub (once): no more deliveries to this client.
-        """
-        if not self._closing:
-            self._closing = True
-            self.factory.left(self)
-
     def closeWith(self, reason: str, line: bytes) -> None:
         """
         Send one last line, then close gracefully.
@@ -543,68 +391,14 @@ class PubSubProtocol(LimitedProtocol):
         self.reply(line)
         self.closeGracefully(reason)
 
-    def closeGracefully(self, reason: str) -> None:
-        """
-        Leave the hub and close after what is queued was sent; abort after
-        the drain deadline.  On shutdown, say so first (a replay in
-        progress is given up).
-        """
-        if reason == "shutdown" and not self._closing:
-            if self._replay is not None:
-                self._replay = self._behind = None
-                self._detour = self._paused
-            self.reply(hubwire.SHUTTING_DOWN)
-        if self.closeReason is None:
-            self.closeReason = reason
-        self._forget()
-        transport: Any = self.transport
-        if self._registered:
-            self._registered = False
-            transport.unregisterProducer()
-        transport.loseConnection()
-        if self._closeTimer is None and self.connected:
-            # A peer that never reads would hold the connection forever.
-            self._closeTimer = self.factory.clock.callLater(
-                self.factory.limits.drain or 1.0, self._abortIfOpen
-            )
-
-    def _abortIfOpen(self) -> None:
-        """
-        The graceful close took too long: abort.
-        """
-        if self.connected:
-            self.transport.abortConnection()  # type: ignore[union-attr]
-
-    def abort(self, reason: str) -> None:
-        """
-        Close now, with a reason line if the socket can take one (nothing
-        is queued for it).
-        """
-        if not self._closing and not self._paused and self._direct is not None:
-            # One reason line, if the socket can take it now.
-            sendIfIdle(self._direct, hubwire.closing(reason))
-        self._forget()
-        super().abort(reason)
-
     def connectionLost(self, reason: Any = None) -> None:
         """
         Cancel the timers, leave the hub, and log the connection.
         """
-        self._unsentAtClose = unsentBytes(self.transport)
-        self.connected = False
-        self._direct = None
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
-        if self._closeTimer is not None and self._closeTimer.active():
-            self._closeTimer.cancel()
-        self._closeTimer = None
         if self._resumeCall is not None and self._resumeCall.active():
             self._resumeCall.cancel()
         self._resumeCall = None
-        self._queue = None
         self._replay = self._behind = None
-        self._forget()
         super().connectionLost(reason)
 
     # Input.
@@ -721,21 +515,7 @@ class PubSubProtocol(LimitedProtocol):
         self.closeWith("line-timeout", hubwire.LINE_TIMED_OUT)
 
 
-class _Refusal(Protocol):
-    """
-    A refused connection: one reason line, then close.
-    """
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def connectionMade(self) -> None:
-        transport: Any = self.transport
-        transport.write(hubwire.refused(self.reason))
-        transport.loseConnection()
-
-
-class PubSubFactory(LimitedFactory):
+class PubSubFactory(FanOutFactory):
     """
     The hub: its members, their nicknames and subscriptions, the commands,
     the fan-out and the history.
@@ -772,7 +552,7 @@ class PubSubFactory(LimitedFactory):
         backplane: IBackplane | None = None,
     ) -> None:
         super().__init__(serviceName, limits, metrics, clock)
-        self.hubLimits = hubLimits
+        self.hubLimits = self.slowLimits = hubLimits
         self.clients: dict[PubSubProtocol, None] = {}
         self.nicks: dict[bytes, PubSubProtocol] = {}
         self.router: Router[PubSubProtocol] = Router()
@@ -786,7 +566,6 @@ class PubSubFactory(LimitedFactory):
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
         self.timer: Callable[[], float] = time.perf_counter
         self.serial = 0
-        self._lastRefusal = "refused"
         self._lineSweeper: LoopingCall | None = None
         self._hubLog = RateLimitedLog(self._log, clock.seconds)
         # Presence: the window that coalesces notices, and what happened
@@ -877,12 +656,8 @@ class PubSubFactory(LimitedFactory):
                 if reader.partialTicks > LINE_SWEEPS:
                     p.lineTimedOut()
 
-    def refuse(self, reason: str, peer: IAddress | None) -> None:
-        """
-        Count and log a refusal; remember its reason for the reason line.
-        """
-        self._lastRefusal = reason
-        super().refuse(reason, peer)
+    def refusalLine(self, reason: str) -> bytes:
+        return hubwire.refused(reason)
 
     def deferred(self, p: PubSubProtocol) -> None:
         """
@@ -924,16 +699,6 @@ class PubSubFactory(LimitedFactory):
         self.count(reason, p)
         p.reply(line)
 
-    def buildProtocol(self, addr: IAddress) -> Any:  # type: ignore[override]
-        """
-        A client protocol, or, for a refused connection, one that sends the
-        reason line and closes.
-        """
-        p = super().buildProtocol(addr)
-        if p is None:
-            return _Refusal(self._lastRefusal)
-        return p
-
     # Membership.
 
     def members(self) -> list[PubSubProtocol]:
@@ -958,7 +723,13 @@ class PubSubFactory(LimitedFactory):
         if limits.replayOnJoin:
             p.replay(self.history.last(DEFAULT_TOPIC, limits.replayOnJoin), None)
 
-    def left(self, p: PubSubProtocol) -> None:
+    def droppedFor(self, p: FanOutProtocol, units: int, size: int) -> None:
+        """
+        Count the lines dropped for a slow subscriber (drop-oldest).
+        """
+        self.droppedLines += units
+
+    def left(self, p: PubSubProtocol) -> None:  # type: ignore[override]
         """
         Forget a client that is closing or gone, and announce it.
         """

@@ -24,6 +24,7 @@ from twisted.python import usage
 from netdemo.limits import (
     DEFAULT_BACKLOG,
     BackplaneLimits,
+    BroadcastLimits,
     ConnectionLimits,
     DatagramLimits,
     HTTPLimits,
@@ -38,6 +39,7 @@ DEFAULTS: dict[str, list[Any]] = {
     "tcp": [f"tcp:8007:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "http": [f"tcp:8080:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "pubsub": [f"tcp:8008:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
+    "broadcast": [f"tcp:8010:interface=127.0.0.1:backlog={DEFAULT_BACKLOG}"],
     "udp": ["127.0.0.1:8009"],
     "multicast": ["239.255.80.1:8001,interface=127.0.0.1"],
 }
@@ -46,7 +48,7 @@ DEFAULTS: dict[str, list[Any]] = {
 _log = Logger()
 
 #: The stream services: the connection limits apply to these.
-STREAM_SERVICES = ("tcp", "pubsub", "http")
+STREAM_SERVICES = ("tcp", "pubsub", "broadcast", "http")
 
 
 def _counted(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
@@ -270,7 +272,15 @@ class Option:
 
 
 #: The options that say which services run (the first group of L{GROUPS}).
-SERVICE_OPTIONS = ("tcp", "pubsub", "udp", "multicast", "http", "udp-peer")
+SERVICE_OPTIONS = (
+    "tcp",
+    "pubsub",
+    "broadcast",
+    "udp",
+    "multicast",
+    "http",
+    "udp-peer",
+)
 
 
 @frozen
@@ -310,6 +320,14 @@ GROUPS: tuple[OptionGroup, ...] = (
                 shown="127.0.0.1:8008",
             ),
             Option(
+                "broadcast",
+                "DESC",
+                "Byte relay: every chunk a client sends goes to every other "
+                "client, unframed (as ncat --broker), and a slow receiver never "
+                "holds up the others.",
+                shown="127.0.0.1:8010",
+            ),
+            Option(
                 "udp",
                 "[ADDR:]PORT",
                 "UDP echo (RFC 862); IPv6 as [::1]:8009; systemd:NAME for a "
@@ -340,7 +358,7 @@ GROUPS: tuple[OptionGroup, ...] = (
         "default set",
     ),
     OptionGroup(
-        "Stream services (TCP echo, hub, HTTP)",
+        "Stream services (TCP echo, hub, broadcast, HTTP)",
         STREAM_SERVICES,
         (
             Option(
@@ -403,30 +421,6 @@ GROUPS: tuple[OptionGroup, ...] = (
                 seconds,
             ),
             Option(
-                "max-pending",
-                "BYTES",
-                "Bytes queued for a subscriber that does not keep up.",
-                1 << 20,
-                byteSize,
-                "1MiB",
-            ),
-            Option(
-                "write-deadline",
-                "SECONDS",
-                "Disconnect a subscriber that takes no data for this long, "
-                "0 for never.",
-                10.0,
-                seconds,
-            ),
-            Option(
-                "slow-policy",
-                "POLICY",
-                "What to do with a slow subscriber: disconnect, or drop-oldest "
-                "(drop its oldest lines and tell it how many).",
-                "disconnect",
-                slowPolicy,
-            ),
-            Option(
                 "history",
                 "LINES",
                 "Lines of history kept per topic, 0 for none.",
@@ -472,6 +466,35 @@ GROUPS: tuple[OptionGroup, ...] = (
                 "waits for later turns.",
                 0.01,
                 positiveFloat,
+            ),
+        ),
+    ),
+    OptionGroup(
+        "Slow receivers (hub and broadcast)",
+        ("pubsub", "broadcast"),
+        (
+            Option(
+                "max-pending",
+                "BYTES",
+                "Bytes queued for a receiver that does not keep up.",
+                1 << 20,
+                byteSize,
+                "1MiB",
+            ),
+            Option(
+                "write-deadline",
+                "SECONDS",
+                "Disconnect a receiver that takes no data for this long, 0 for never.",
+                10.0,
+                seconds,
+            ),
+            Option(
+                "slow-policy",
+                "POLICY",
+                "What to do with a slow receiver: disconnect, or drop-oldest "
+                "(drop its oldest lines or chunks and tell it how many).",
+                "disconnect",
+                slowPolicy,
             ),
         ),
     ),
@@ -807,8 +830,9 @@ class Options(usage.Options):
     #: The paragraphs of C{--help} before the options.
     overview = (
         "Run the classic network utility services in one process: TCP echo "
-        "(RFC 862), a line-based pub/sub hub, UDP echo, a multicast responder "
-        "and an HTTP status page with Prometheus metrics. With no service "
+        "(RFC 862), a line-based pub/sub hub, a byte-relay broadcast, UDP "
+        "echo, a multicast responder and an HTTP status page with Prometheus "
+        "metrics. With no service "
         "option, the default set runs: every service on 127.0.0.1 on its "
         "default port (shown as [default set: ...]).",
         "DESC is a port (8007: every address, with a backlog of "
@@ -833,7 +857,16 @@ class Options(usage.Options):
     ]
 
     compData = usage.Completions(
-        multiUse=["tcp", "http", "pubsub", "udp", "udp-allow", "udp-peer", "multicast"]
+        multiUse=[
+            "tcp",
+            "http",
+            "pubsub",
+            "udp",
+            "udp-allow",
+            "udp-peer",
+            "multicast",
+            "broadcast",
+        ]
     )
 
     def __init__(self) -> None:
@@ -845,6 +878,7 @@ class Options(usage.Options):
         self["udp-allow"] = []
         self["udp-peer"] = []
         self["multicast"] = []
+        self["broadcast"] = []
         #: The options given that have no effect without a service that is
         #: not running, each with the services it needs (L{postOptions}).
         self.withoutEffect: list[tuple[str, tuple[str, ...]]] = []
@@ -896,6 +930,25 @@ class Options(usage.Options):
         Repeatable. [default when no service is given: tcp:8008 on 127.0.0.1]
         """
         self["pubsub"].append(streamDescription("pubsub", description))
+
+    def opt_broadcast(self, description: str) -> None:
+        """
+        Broadcast relay listener (every chunk a client sends goes to every
+        other client, as ncat --broker): a port or an endpoint description.
+        Slow receivers: --max-pending, --write-deadline, --slow-policy.
+        Repeatable. [default when no service is given: tcp:8010 on 127.0.0.1]
+        """
+        self["broadcast"].append(streamDescription("broadcast", description))
+
+    def broadcastLimits(self) -> BroadcastLimits:
+        """
+        The broadcast relay's slow-receiver policy: the hub's options.
+        """
+        return BroadcastLimits(
+            maxPending=self["max-pending"],
+            writeDeadline=self["write-deadline"],
+            slowPolicy=self["slow-policy"],
+        )
 
     def opt_http(self, description: str) -> None:
         """
@@ -1191,6 +1244,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         buildPubSubService(
             options["pubsub"], limits, hubLimits, metrics, reactor, backplane
         ).setServiceParent(top)
+    if options["broadcast"]:
+        from netdemo.broadcast import buildBroadcastService
+
+        buildBroadcastService(
+            options["broadcast"], limits, options.broadcastLimits(), metrics, reactor
+        ).setServiceParent(top)
     datagramLimits = options.datagramLimits()
     if options["udp"]:
         from netdemo.udpecho import buildUDPEchoService
@@ -1208,7 +1267,9 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         from netdemo.multicast import buildMulticastService
 
         services = [
-            n for n in ("tcp", "pubsub", "udp", "udp-peer", "http") if options[n]
+            n
+            for n in ("tcp", "pubsub", "broadcast", "udp", "udp-peer", "http")
+            if options[n]
         ]
         buildMulticastService(
             options["multicast"],
