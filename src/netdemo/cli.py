@@ -71,6 +71,12 @@ COMMANDS: list[tuple[str, str, str, str]] = [
         "netdemo.clients.mcast.runMcast",
         "Probe a multicast group, or join it and listen",
     ),
+    (
+        "passwd",
+        "netdemo.clients.passwd.PasswdOptions",
+        "netdemo.clients.passwd.runPasswd",
+        "Print a password hash for a --hub-auth file",
+    ),
 ]
 
 
