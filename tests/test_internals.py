@@ -328,6 +328,8 @@ class _Watcher:
     def __init__(self, refusal: bytes | None = None) -> None:
         self.refusal = refusal
         self.calls: list[Any] = []
+        #: The resumptions it holds, when it makes the channel wait.
+        self.held: list[Any] | None = None
 
     def headReceived(self) -> None:
         self.calls.append("head")
@@ -338,6 +340,12 @@ class _Watcher:
 
     def requestFinished(self, request: Any) -> None:
         self.calls.append(("done", request.uri))
+
+    def mayGoOn(self, resume: Any) -> bool:
+        if self.held is None:
+            return True
+        self.held.append(resume)
+        return False
 
 
 class HTTPChannelTests(SynchronousTestCase):
@@ -448,6 +456,45 @@ class HTTPChannelTests(SynchronousTestCase):
         nextTurn(self.clock)
         self.assertEqual(transport.value().count(b"hello"), 10)
         self.assertEqual(transport.producerState, "producing")
+
+    def test_watcherHolds(self) -> None:
+        """
+        When the watcher says a finished request must wait (a budget shared
+        with other connections), the channel stops parsing and reading
+        until the watcher calls the resumption it was given; then it
+        answers what is waiting.
+        """
+        watcher = _Watcher()
+        watcher.held = []
+        channel, transport = self.channel(watcher)
+        channel.newRead()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n" * 3)
+        self.assertEqual(transport.value().count(b"hello"), 1)
+        self.assertEqual(transport.producerState, "paused")
+        nextTurn(self.clock)
+        self.assertEqual(transport.value().count(b"hello"), 1)
+        self.assertEqual(len(watcher.held), 1)
+        watcher.held.pop()()
+        self.assertEqual(transport.value().count(b"hello"), 2)
+        self.assertEqual(len(watcher.held), 1)
+        resume = watcher.held.pop()
+        watcher.held = None
+        resume()
+        self.assertEqual(transport.value().count(b"hello"), 3)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_lostWhileHeld(self) -> None:
+        """
+        A resumption called after the connection was lost does nothing.
+        """
+        watcher = _Watcher()
+        watcher.held = []
+        channel, transport = self.channel(watcher)
+        channel.dataReceived(b"GET /x HTTP/1.1\r\n\r\n" * 2)
+        channel.connectionLost(None)
+        watcher.held.pop()()
+        self.assertEqual(transport.value().count(b"hello"), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_notReadingResponses(self) -> None:
         """

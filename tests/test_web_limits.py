@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections import deque
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -25,6 +26,7 @@ from netdemo.limits import ConnectionLimits, HTTPLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.web import (
     RENDER_INTERVAL,
+    REQUESTS_PER_TURN,
     HTTPConnection,
     ServerInfo,
     StatusFactory,
@@ -169,18 +171,21 @@ class HeaderDeadlineTests(SynchronousTestCase):
 
     def test_pipelinedBurst(self) -> None:
         """
-        A read holding a thousand pipelined requests gets answers for a few
-        of them per turn of the clock, all in the end, in order.
+        A read holding a thousand pipelined requests gets answers for
+        L{REQUESTS_PER_TURN} of them per turn of the clock, all in the end,
+        in order.
         """
         factory, _, clock = makeHTTP()
         p, transport = connect(factory)
         p.dataReceived(
             b"".join(b"GET /healthz?%d HTTP/1.1\r\n\r\n" % i for i in range(1000))
         )
-        self.assertEqual(transport.value().count(b"HTTP/1.1 200"), 16)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200"), REQUESTS_PER_TURN)
         nextTurn(clock)
-        self.assertEqual(transport.value().count(b"HTTP/1.1 200"), 32)
-        for _ in range(100):
+        self.assertEqual(
+            transport.value().count(b"HTTP/1.1 200"), 2 * REQUESTS_PER_TURN
+        )
+        for _ in range(1000 // REQUESTS_PER_TURN):
             nextTurn(clock)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200"), 1000)
         self.assertFalse(transport.disconnecting)
@@ -252,6 +257,97 @@ def _refusedBody(testCase: SynchronousTestCase, request: bytes) -> bytes:
         0,
     )
     return transport.value()
+
+
+class TurnBudgetTests(SynchronousTestCase):
+    """
+    All HTTP connections together get L{REQUESTS_PER_TURN} answers per
+    reactor turn; past that, each answered connection waits its turn in a
+    queue, so a turn's HTTP work does not grow with the number of clients.
+    """
+
+    def test_manyClientsOneTurn(self) -> None:
+        """
+        Two hundred kept-alive clients each ask for C{/metrics} and, like a
+        scraper, ask again as soon as they are answered.  Each connection's
+        first request is answered at once; after that no turn answers more
+        than the budget (the second, less than twice); every client is
+        answered in turn, none starved, and nothing is refused or dropped.
+        """
+        factory, _, clock = makeHTTP(ConnectionLimits(maxPerPeer=0))
+        clients = [connect(factory, 40000 + i) for i in range(200)]
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        sent = [0] * len(clients)
+
+        def answers() -> list[int]:
+            return [t.value().count(b"HTTP/1.1 200") for _, t in clients]
+
+        perTurn = []
+        for _ in range(301):
+            before = answers()
+            for i, (p, transport) in enumerate(clients):
+                # A client that has had every answer sends its next
+                # request; the reactor reads it only from a connection
+                # that is not paused (a paused one's waits in the kernel).
+                if before[i] == sent[i] and transport.producerState == "producing":
+                    p.dataReceived(request)
+                    sent[i] += 1
+            perTurn.append(sum(answers()) - sum(before))
+            nextTurn(clock)
+        self.assertEqual(perTurn[0], len(clients))
+        # The second turn also answers the connections that were let go on
+        # in the first, before the queue formed; from then on, the budget.
+        self.assertLessEqual(perTurn[1], 2 * REQUESTS_PER_TURN - 1)
+        self.assertEqual(set(perTurn[2:]), {REQUESTS_PER_TURN})
+        final = answers()
+        self.assertGreater(min(final), 1)
+        self.assertLessEqual(max(final) - min(final), 1)
+        for _, transport in clients:
+            self.assertFalse(transport.disconnecting)
+
+    def test_waitingReadsAgain(self) -> None:
+        """
+        A connection told to wait is paused, and reads again (its transport
+        resumed) when its turn comes.
+        """
+        factory, _, clock = makeHTTP()
+        clients = [connect(factory, 40000 + i) for i in range(REQUESTS_PER_TURN + 2)]
+        for p, _ in clients:
+            p.dataReceived(HEALTHZ)
+        states = [t.producerState for _, t in clients]
+        self.assertEqual(states.count("paused"), 3)
+        self.assertEqual(factory.turns.used, REQUESTS_PER_TURN + 2)
+        nextTurn(clock)
+        states = [t.producerState for _, t in clients]
+        self.assertEqual(states.count("paused"), 0)
+        self.assertEqual(factory.turns.used, 0)
+
+    def test_lostWhileWaiting(self) -> None:
+        """
+        A connection lost while waiting is skipped; stopping the factory
+        leaves no timer.
+        """
+        factory, _, clock = makeHTTP()
+        clients = [connect(factory, 40000 + i) for i in range(REQUESTS_PER_TURN + 1)]
+        for p, _ in clients:
+            p.dataReceived(HEALTHZ)
+        p, transport = clients[-1]
+        self.assertEqual(transport.producerState, "paused")
+        p.connectionLost(None)
+        nextTurn(clock)
+        self.assertEqual(transport.producerState, "paused")
+        for p, _ in clients[:-1]:
+            p.dataReceived(HEALTHZ)
+        factory.stopFactory()
+        self.assertEqual(factory.turns.waiting, deque())
+        self.assertEqual(
+            [
+                c
+                for c in clock.getDelayedCalls()
+                if getattr(c, "func", None) == factory.turns._nextTurn
+            ],
+            [],
+        )
 
 
 class BodyRefusalTests(SynchronousTestCase):
@@ -410,6 +506,9 @@ class RenderCacheTests(SynchronousTestCase):
                 self.request(p, b"/metrics", b"application/openmetrics-text")
                 self.request(p, b"/status.json")
                 self.request(p, b"/")
+        # Past the turn's budget, connections wait for later turns.
+        for _ in range(100):
+            nextTurn(clock)
         keys = {k: v for k, v in factory.site.resource.cache.renders.items()}
         self.assertEqual(set(keys.values()), {1})
         self.assertEqual(len(keys), 4)

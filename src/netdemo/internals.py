@@ -473,6 +473,10 @@ class LogContextCachingEPollReactor(EPollReactor):
                 pop()
 
 
+#: L{WatchedHTTPChannel._nextTurn} while its watcher holds its resumption.
+_QUEUED = object()
+
+
 class WatchedHTTPChannel(http.HTTPChannel):
     """
     An HTTP/1.1 channel that tells its C{watcher} when the head of each
@@ -495,6 +499,12 @@ class WatchedHTTPChannel(http.HTTPChannel):
         is C{disconnecting}, at which Twisted's line parser stops);
       - C{requestFinished(request)}: a response is finished.
 
+      - C{mayGoOn(resume)}: a response is finished; L{True} lets the
+        channel go on reading, L{False} means the watcher has queued
+        C{resume} to be called in a later turn and the channel stops
+        parsing and reading until then (a budget shared by many
+        connections: see L{netdemo.web.TurnBudget}).
+
     Pipelined requests that arrive together are answered in the same
     reactor turn, a thousand from one 64 KiB read; after
     C{requestsPerTurn} of them (counted from the last L{newRead}) the
@@ -507,6 +517,7 @@ class WatchedHTTPChannel(http.HTTPChannel):
     requestsPerTurn = 16
     _answered = 0
     _nextTurn: Any = None
+    _gone = False
 
     def newRead(self) -> None:
         """
@@ -535,24 +546,28 @@ class WatchedHTTPChannel(http.HTTPChannel):
         Tell the watcher, then let Twisted go on to the next request; after
         C{requestsPerTurn} of them, pause until the next turn.
         """
-        if self.watcher is not None:
-            self.watcher.requestFinished(request)
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.requestFinished(request)
         super().requestDone(request)
         self._answered += 1
-        if (
-            self._answered >= self.requestsPerTurn
-            and self._nextTurn is None
-            and self.persistent
-        ):
+        if self._nextTurn is not None or not self.persistent:
+            return
+        if self._answered >= self.requestsPerTurn:
             # The parse loop stops after this request; no more is read.
             basic.LineReceiver.pauseProducing(self)
             self._nextTurn = self.callLater(0, self._resume)
+        elif watcher is not None and not watcher.mayGoOn(self._resume):
+            basic.LineReceiver.pauseProducing(self)
+            self._nextTurn = _QUEUED
 
     def _resume(self) -> None:
         """
         The next turn: read again (unless the client is not reading its
         responses) and answer what is waiting.
         """
+        if self._gone:
+            return
         self._nextTurn = None
         self._answered = 0
         self.paused = False
@@ -564,8 +579,10 @@ class WatchedHTTPChannel(http.HTTPChannel):
         """
         Forget the next turn.
         """
-        if self._nextTurn is not None and self._nextTurn.active():
-            self._nextTurn.cancel()
+        self._gone = True
+        nextTurn = self._nextTurn
+        if nextTurn is not None and nextTurn is not _QUEUED and nextTurn.active():
+            nextTurn.cancel()
         self._nextTurn = None
         super().connectionLost(reason)
 

@@ -35,7 +35,10 @@ What a client can make the service do is bounded:
     other than GET and HEAD) as soon as its head is in, and the connection
     closed: no body is read, nothing is written to disk;
   - pipelined requests are answered at most 16 per reactor turn
-    (L{netdemo.internals.WatchedHTTPChannel.requestsPerTurn});
+    (L{netdemo.internals.WatchedHTTPChannel.requestsPerTurn}), and all
+    connections together get L{REQUESTS_PER_TURN} answers per turn before
+    each waits its turn in a queue (L{TurnBudget}): many scrapers cannot
+    make one reactor turn long, whatever their number;
   - each representation (the page, C{/status.json}, C{/metrics} in each
     format) is rendered at most once every L{RENDER_INTERVAL} seconds and
     served from a cache in between (L{RenderCache}), so any number of
@@ -49,6 +52,7 @@ import json
 import math
 import os
 import resource
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -593,6 +597,86 @@ class StatusResource(Resource):
         return b"not found\n"
 
 
+#: Requests answered per reactor turn by all HTTP connections together
+#: before each answered connection waits for a later turn (L{TurnBudget}).
+REQUESTS_PER_TURN = 4
+
+
+class TurnBudget:
+    """
+    A number of HTTP answers per reactor turn, shared by every connection
+    of a service, so that the work one turn does for HTTP does not grow
+    with the number of clients asking at once.
+
+    Each answered request spends one unit.  Within the turn's units, and
+    while nobody is waiting, a connection goes on reading; otherwise it
+    stops reading and joins a first-in, first-out queue, and each later
+    turn lets C{perTurn} of the queue read again.  A client that sends its
+    next request only after its answer (every scraper) is then answered
+    once per round of the queue: twenty scrapers are served in turn, four
+    a turn, instead of twenty in every turn while echo and hub clients
+    wait behind them.
+
+    A turn answers at most C{perTurn} requests of the connections it lets
+    read again plus those of connections let go on in the turn before
+    (fewer than C{perTurn}): less than twice C{perTurn}, and C{perTurn}
+    while clients queue.  Only the connection's next request is delayed,
+    never an answer already made; what waits is in the kernel's receive
+    buffer, not in memory here.
+    A new connection's first request is answered in the turn it arrives
+    (listeners accept at most 32 connections a turn: see
+    L{netdemo.internals.capAccepts}).
+
+    @ivar used: Units spent in this turn.
+    @ivar waiting: The resumptions of the connections waiting for a turn.
+    """
+
+    def __init__(self, clock: IReactorTime, perTurn: int = REQUESTS_PER_TURN) -> None:
+        self.clock = clock
+        self.perTurn = perTurn
+        self.used = 0
+        self.waiting: deque[Callable[[], None]] = deque()
+        self._turn: Any = None
+
+    def mayGoOn(self, resume: Callable[[], None]) -> bool:
+        """
+        A request was answered: spend a unit.
+
+        @return: L{True} if the connection may go on reading in this turn;
+            L{False} if it must wait, C{resume} being queued to let it
+            read again.
+        """
+        self.used += 1
+        if self._turn is None:
+            self._turn = self.clock.callLater(0, self._nextTurn)
+        if self.used < self.perTurn and not self.waiting:
+            return True
+        self.waiting.append(resume)
+        return False
+
+    def _nextTurn(self) -> None:
+        """
+        A new turn: the units are back; the first C{perTurn} waiting
+        connections read again.
+        """
+        self._turn = None
+        self.used = 0
+        waiting = self.waiting
+        for _ in range(min(self.perTurn, len(waiting))):
+            waiting.popleft()()
+        if waiting:
+            self._turn = self.clock.callLater(0, self._nextTurn)
+
+    def stop(self) -> None:
+        """
+        Forget the next turn (the service stops).
+        """
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
+        self.waiting.clear()
+
+
 class QuietSite(Site):
     """
     A L{Site} without an access log line per request: the status page polls
@@ -731,6 +815,13 @@ class HTTPConnection(LimitedProtocol):
         self._idle = True
         self._arm(self.factory.httpLimits.keepAliveTimeout, self._keepAliveEnded)
 
+    def mayGoOn(self, resume: Callable[[], None]) -> bool:
+        """
+        Whether the channel may read on in this turn (the service's
+        L{TurnBudget}).
+        """
+        return self.factory.turns.mayGoOn(resume)
+
     # Timers.
 
     def _headTimedOut(self) -> None:
@@ -798,12 +889,17 @@ class StatusFactory(LimitedFactory):
         super().__init__(serviceName, limits, metrics, clock)
         self.httpLimits = httpLimits
         self.site = site
+        self.turns = TurnBudget(clock)
 
     def unsentNow(self) -> int:
         """
         Nothing: HTTP counts response bodies as they are written.
         """
         return 0
+
+    def stopFactory(self) -> None:
+        self.turns.stop()
+        super().stopFactory()
 
 
 class HTTPService(StreamService):
