@@ -587,6 +587,89 @@ class WatchedHTTPChannel(http.HTTPChannel):
         super().connectionLost(reason)
 
 
+def proxyHeaderParser(head: bytes) -> Any:
+    """
+    The parser of Twisted's PROXY protocol support
+    (C{twisted.protocols.haproxy}, whose parsers are private) for a
+    connection whose first bytes are C{head}: version 1 (C{PROXY ...}) or
+    version 2 (its 12-byte signature and version 2 in the 13th byte).
+
+    @return: A parser with C{feed(data) -> (info, rest)}, or L{None} while
+        C{head} is too short to tell.
+    @raise ValueError: C{head} is not the start of a PROXY header.
+    """
+    from twisted.protocols.haproxy._info import ProxyInfo
+    from twisted.protocols.haproxy._v1parser import V1Parser
+    from twisted.protocols.haproxy._v2parser import V2Parser
+
+    class Version1Parser(V1Parser):
+        """
+        Twisted's, accepting the bare C{PROXY UNKNOWN} line that the
+        specification allows (Twisted's wants more words after it).
+        """
+
+        @classmethod
+        def parse(cls, line: bytes) -> ProxyInfo:
+            if line == b"PROXY UNKNOWN" or line.startswith(b"PROXY UNKNOWN "):
+                return ProxyInfo(line, None, None)
+            return super().parse(line)
+
+    if head.startswith(V1Parser.PROXYSTR):
+        return Version1Parser()
+    if len(head) >= 13 and head.startswith(V2Parser.PREFIX):
+        if head[12] & 0xF0 != 0x20:
+            raise ValueError("not a PROXY version 2 header")
+        return V2Parser() if len(head) >= 16 else None
+    if V1Parser.PROXYSTR.startswith(head) or V2Parser.PREFIX.startswith(head[:12]):
+        return None
+    raise ValueError("not a PROXY header")
+
+
+def splitTLSEndpoint(endpoint: Any, reactor: Any) -> tuple[Any, Any] | None:
+    """
+    For an C{ssl:} server endpoint (L{endpoints.SSL4ServerEndpoint}), the
+    plain TCP endpoint on the same port, interface and backlog, and its TLS
+    context factory, so that something can be read before TLS starts (the
+    PROXY header); L{None} for any other endpoint.  Twisted keeps both in
+    private attributes.
+    """
+    from twisted.internet import endpoints
+
+    if not isinstance(endpoint, endpoints.SSL4ServerEndpoint):
+        return None
+    tcpEndpoint = endpoints.TCP4ServerEndpoint(
+        reactor, endpoint._port, endpoint._backlog, endpoint._interface
+    )
+    return tcpEndpoint, endpoint._sslContextFactory
+
+
+def handOver(transport: Any, protocol: Any, peer: Any) -> None:
+    """
+    Give a TCP connection to C{protocol}, as if it had been built for it
+    from the start with C{peer} as the connection's peer: the reactor
+    delivers every later read to C{protocol} directly, and
+    C{transport.getPeer()} and the connection's log prefix give C{peer}.
+
+    A L{tcp.Server} keeps its peer as C{client} (a tuple) and its address
+    class as C{_addressType}, from which C{getPeer} builds the address, and
+    its log prefix in C{logstr}; a reactor caching log contexts (ours) is
+    told to build the connection's again.  C{protocol.makeConnection} is
+    called last.
+    """
+    if isinstance(transport, tcp.Server):
+        transport.client = (peer.host, peer.port)
+        transport.hostname = peer.host
+        transport._addressType = type(peer)
+        transport.logstr = (
+            f"{protocol.__class__.__name__},{transport.sessionno},{peer.host}"
+        )
+        forget = getattr(transport.reactor, "_forget", None)
+        if forget is not None:
+            forget(transport)
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+
+
 def capAccepts(port: object, most: int) -> bool:
     """
     Make a listening TCP port (or UNIX, TLS: any L{tcp.Port}) accept at most

@@ -63,6 +63,7 @@ from netdemo.limits import ConnectionLimits
 from netdemo.listening import IListener, ListenerReport, exitOnBindFailure
 from netdemo.logs import RateLimitedLog, formatAddress
 from netdemo.metrics import IMetrics, sampleOf
+from netdemo.proxyheader import proxiedListener, wantsProxyHeader
 
 if TYPE_CHECKING:
     from netdemo.metrics import Sample
@@ -565,9 +566,12 @@ class ListeningService(MultiService):
         for description in descriptions:
             # strports.service, not a StreamServerEndpointService of our
             # own: it makes a bind failure raise in start-up.
-            self._addListener(
-                strports.service(description, factory, reactor=reactor), description
+            listener = (
+                proxiedListener(description, factory, reactor)
+                if wantsProxyHeader(description)
+                else strports.service(description, factory, reactor=reactor)
             )
+            self._addListener(listener, description)
 
     def _addListener(
         self, listener: StreamServerEndpointService, description: str

@@ -839,8 +839,9 @@ class Options(usage.Options):
         f"{DEFAULT_BACKLOG}) or a Twisted server endpoint description: "
         "tcp:8007:interface=127.0.0.1, tcp6:8007:interface=\\:\\:1, "
         "ssl:8443:privateKey=key.pem, unix:/run/echo.sock, "
-        "systemd:domain=INET:name=echo. BYTES is a size such as 4096, 64KiB or "
-        "1MiB. docs/usage.md tells more.",
+        "systemd:domain=INET:name=echo; haproxy:DESC behind a load balancer "
+        "(a PROXY header first: the real client address is used). BYTES is a "
+        "size such as 4096, 64KiB or 1MiB. docs/usage.md tells more.",
     )
 
     optParameters: list[list[Any]] = [
