@@ -30,7 +30,8 @@ say so too).  The touchpoints:
   - the C{_port} of a parsed server endpoint, to check a port number when
     the options are parsed rather than when listening fails;
   - the epoll reactor's dispatch loop (C{EPollReactor._poller},
-    C{_selectables}, C{_doReadOrWrite}) and the log context stack
+    C{_selectables}, C{_doReadOrWrite}, and C{doIteration}, which Twisted
+    binds to its own C{doPoll} in the class body) and the log context stack
     (C{ContextTracker.contexts}): L{LogContextCachingEPollReactor}, the
     reactor C{twistd --reactor=netdemo} installs (L{netdemo.reactor});
   - the reactor's writers (C{getWriters}) as the set of transports holding
@@ -471,6 +472,11 @@ class LogContextCachingEPollReactor(EPollReactor):
                 log.err(system=pushed[log.ILogContext]["system"])
             finally:
                 pop()
+
+    # EPollReactor binds doIteration = doPoll in its own class body, so the
+    # loop (mainLoop, iterate) would go on calling Twisted's doPoll without
+    # this: the override must be bound to the name the loop calls.
+    doIteration = doPoll
 
 
 class WatchedHTTPChannel(http.HTTPChannel):
