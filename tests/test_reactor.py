@@ -258,6 +258,75 @@ class DispatchTests(SynchronousTestCase):
         self.flushLoggedErrors(ZeroDivisionError)
         self.assertEqual(calls, [prefix])
 
+    def test_contextsBounded(self) -> None:
+        """
+        The reactor keeps the contexts of at most twice
+        C{contextCacheSize} selectables; a connection whose context was
+        dropped gets it built again, with its own prefix, at its next event.
+        """
+        self.reactor.contextCacheSize = 2
+        clients = []
+        servers = []
+        port = self.reactor.listenTCP(
+            0, Factory.forProtocol(_EchoThenBoom), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+
+        def accepted() -> list[Any]:
+            return [
+                s
+                for s in self.reactor._selectables.values()
+                if isinstance(s, tcp.Server) and s not in servers
+            ]
+
+        for _ in range(5):
+            client = socket.create_connection(("127.0.0.1", port.getHost().port))
+            self.addCleanup(client.close)
+            self.iterate(lambda: bool(accepted()))
+            [server] = accepted()
+            clients.append(client)
+            servers.append(server)
+            client.setblocking(False)
+        reads: dict[Any, int] = {}
+
+        def counting(server: Any) -> Any:
+            logPrefix = server.logPrefix
+
+            def count() -> str:
+                reads[server] = reads.get(server, 0) + 1
+                prefix: str = logPrefix()
+                return prefix
+
+            return count
+
+        for server in servers:
+            server.logPrefix = counting(server)
+        for rounds in range(2):
+            for client in clients:
+                received: list[bytes] = []
+
+                def echoed(client: socket.socket = client) -> bool:
+                    with contextlib.suppress(BlockingIOError):
+                        received.append(client.recv(10))
+                    return bool(received)
+
+                client.sendall(b"x")
+                self.iterate(echoed)
+                self.assertEqual(received, [b"x"])
+                cached = len(self.reactor._logContexts) + len(
+                    self.reactor._olderLogContexts
+                )
+                self.assertLessEqual(cached, 4)
+        # Five connections taking turns through four places: contexts were
+        # dropped and built again.
+        self.assertGreater(sum(reads.values()), 5)
+        first = servers[0]
+        clients[0].sendall(b"!")
+        self.iterate(lambda: any(e.get("failure") for e in self.events))
+        [failure] = [e for e in self.events if e.get("failure")]
+        self.assertEqual(failure["system"], first.logstr)
+        self.flushLoggedErrors(ZeroDivisionError)
+
     def test_doIterationIsTheOverride(self) -> None:
         """
         Twisted's epoll reactor binds C{doIteration} to its own C{doPoll} in

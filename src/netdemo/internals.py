@@ -369,43 +369,69 @@ class LogContextCachingEPollReactor(EPollReactor):
     C{logPrefix()}, copies the current log context dictionary, updates it,
     and pushes it on the context stack through two more calls.  For a TCP
     echo that is about 40% of the time spent per round trip.  This reactor
-    builds the context of each selectable once, when its descriptor first
-    has an event, and pushes that same dictionary for every later event: the
-    per-event cost is a dictionary lookup and a push and a pop.
+    builds the context of a selectable when its descriptor has an event and
+    pushes that same dictionary for its later events: the per-event cost is
+    a dictionary lookup and a push and a pop.
+
+    The contexts kept are bounded: those of the L{contextCacheSize}
+    selectables that had an event most recently, and of at most as many
+    before them (two generations: when the newer one is full it becomes the
+    older one, and an entry found in the older one moves to the newer one).
+    A context costs about 500 bytes; an idle connection's is dropped
+    when its generation is, so ten thousand idle connections do not keep
+    ten thousand contexts, and a connection that wakes up gets its context
+    built again.
 
     The behaviour is the epoll reactor's: every error is still logged with
     the selectable's prefix (C{system}), a failing C{logPrefix} is reported
     as Twisted reports it, and when the reactor does not run at the bottom of
-    the context stack (a caller pushed a context around C{reactor.run}) or
-    a selectable's prefix is not fixed, the cached dictionary would not be
-    what C{callWithLogger} builds, so the original path runs instead.
+    the context stack (a caller pushed a context around C{reactor.run}) the
+    cached dictionary would not be what C{callWithLogger} builds, so the
+    original path runs instead.  A pushed dictionary is never changed after
+    it is built: code that keeps the current context (a thread pool does, for
+    the work it runs later) keeps that connection's.
 
-    A selectable's prefix is read once per descriptor and registration: the
-    cache entry goes when the descriptor stops being watched.  Twisted's own
+    A selectable's prefix is read when its context is built: Twisted's own
     selectables (connections, ports) set their prefix when they are made.
+    The cache entry goes when the descriptor stops being watched.
     """
+
+    #: Selectables whose log context the newer generation keeps.
+    contextCacheSize = 1024
 
     def __init__(self) -> None:
         super().__init__()
-        #: Descriptor -> (the selectable, the log context pushed for it).
+        #: Descriptor -> (the selectable, the log context pushed for it):
+        #: the newer generation, then the older one.
         self._logContexts: dict[int, tuple[Any, dict[Any, Any]]] = {}
+        self._olderLogContexts: dict[int, tuple[Any, dict[Any, Any]]] = {}
 
     def _logContextFor(self, fd: int, selectable: Any) -> dict[Any, Any]:
         """
-        The context to push while C{selectable} handles an event: the base
-        log context with C{system} set to its prefix, built now and kept.
+        The context to push while C{selectable} handles an event, when the
+        newer generation has none for it: the older generation's, or the
+        base log context with C{system} set to its prefix, built now.  It is
+        kept in the newer generation, which becomes the older one when
+        full.
         """
-        try:
-            prefix = selectable.logPrefix()
-        except KeyboardInterrupt:
-            raise
-        except BaseException:
-            prefix = "(buggy logPrefix method)"
-            log.err(system=prefix)
-        base = context.get(log.ILogContext) or {}
-        pushed = {log.ILogContext: {**base, "system": prefix}}
-        self._logContexts[fd] = (selectable, pushed)
-        return pushed
+        older = self._olderLogContexts.pop(fd, None)
+        if older is not None and older[0] is selectable:
+            entry = older
+        else:
+            try:
+                prefix = selectable.logPrefix()
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                prefix = "(buggy logPrefix method)"
+                log.err(system=prefix)
+            base = context.get(log.ILogContext) or {}
+            entry = (selectable, {log.ILogContext: {**base, "system": prefix}})
+        if len(self._logContexts) >= self.contextCacheSize:
+            self._olderLogContexts = self._logContexts
+            self._logContexts = {}
+        self._logContexts[fd] = entry
+        return entry[1]
 
     def _forget(self, selectable: Any) -> None:
         """
@@ -417,6 +443,7 @@ class LogContextCachingEPollReactor(EPollReactor):
             fd = -1
         if fd != -1 and fd not in self._reads and fd not in self._writes:
             self._logContexts.pop(fd, None)
+            self._olderLogContexts.pop(fd, None)
 
     def removeReader(self, reader: Any) -> None:
         super().removeReader(reader)
@@ -428,6 +455,7 @@ class LogContextCachingEPollReactor(EPollReactor):
 
     def removeAll(self) -> list[Any]:
         self._logContexts.clear()
+        self._olderLogContexts.clear()
         removed: list[Any] = super().removeAll()
         return removed
 
@@ -450,7 +478,6 @@ class LogContextCachingEPollReactor(EPollReactor):
                 return
             raise
         selectables = self._selectables
-        contexts = self._logContexts
         dispatch = self._doReadOrWrite
         push = stack.append
         pop = stack.pop
@@ -458,7 +485,7 @@ class LogContextCachingEPollReactor(EPollReactor):
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            cached = contexts.get(fd)
+            cached = self._logContexts.get(fd)
             if cached is not None and cached[0] is selectable:
                 pushed = cached[1]
             else:
