@@ -301,11 +301,13 @@ class DispatchTests(SynchronousTestCase):
 
         for server in servers:
             server.logPrefix = counting(server)
-        for rounds in range(2):
+        for _round in range(2):
             for client in clients:
                 received: list[bytes] = []
 
-                def echoed(client: socket.socket = client) -> bool:
+                def echoed(
+                    client: socket.socket = client, received: list[bytes] = received
+                ) -> bool:
                     with contextlib.suppress(BlockingIOError):
                         received.append(client.recv(10))
                     return bool(received)
