@@ -34,6 +34,10 @@ BENCH = Path(__file__).resolve().parent
 SERVERS = BENCH / "servers"
 BUILD = BENCH / "build"
 
+#: The name of netdemo run on its own reactor (C{twistd --reactor=netdemo},
+#: L{netdemo.reactor}); C{netdemo} runs on Twisted's default reactor.
+NETDEMO_REACTOR = "netdemo-reactor"
+
 #: netdemo's TCP echo as C{make bench} measures it: every protection at
 #: its default, the backlog a bare port gets.
 TCP_ECHO = ["--tcp", "tcp:0:interface=127.0.0.1:backlog=1024"]
@@ -67,17 +71,22 @@ def twistd() -> list[str]:
 
 
 def netdemo(
-    name: str, service: str, options: Sequence[str], *alsoLogged: str
+    name: str,
+    service: str,
+    options: Sequence[str],
+    *alsoLogged: str,
+    reactor: str | None = None,
 ) -> ServerSpec:
     """
     C{twistd -n --pidfile= netdemo OPTIONS}, its port that of the
     C{listening} event of C{service}, once the events C{alsoLogged} were
-    logged too.
+    logged too; on Twisted's default reactor, or on C{--reactor=REACTOR}.
     """
     argv = [
         *twistd(),
         "-n",
         "--pidfile=",
+        *([f"--reactor={reactor}"] if reactor else []),
         "--logger=netdemo.logs.jsonObserver",
         "netdemo",
         *options,
@@ -108,10 +117,14 @@ def asyncioEcho(name: str, *options: str) -> ServerSpec:
 
 def tcpEcho(name: str, netdemoOptions: Sequence[str] = TCP_ECHO) -> ServerSpec:
     """
-    A TCP echo server: C{netdemo}, C{tutorial}, C{asyncio} or C{uvloop}.
+    A TCP echo server: C{netdemo} (on Twisted's default reactor),
+    C{netdemo-reactor} (on C{--reactor=netdemo}), C{tutorial}, C{asyncio} or
+    C{uvloop}.
     """
     if name == "netdemo":
         return netdemo(name, "tcp-echo", netdemoOptions)
+    if name == NETDEMO_REACTOR:
+        return netdemo(name, "tcp-echo", netdemoOptions, reactor="netdemo")
     if name == "tutorial":
         return ours(name, "tutorial_echo.py")
     if name in ("asyncio", "uvloop"):
@@ -121,11 +134,13 @@ def tcpEcho(name: str, netdemoOptions: Sequence[str] = TCP_ECHO) -> ServerSpec:
 
 def udpEcho(name: str) -> ServerSpec:
     """
-    A UDP echo server: C{netdemo}, C{tutorial}, C{asyncio}, C{uvloop} or
-    C{c}.
+    A UDP echo server: C{netdemo}, C{netdemo-reactor} (on
+    C{--reactor=netdemo}), C{tutorial}, C{asyncio}, C{uvloop} or C{c}.
     """
     if name == "netdemo":
         return netdemo(name, "udp-echo", UDP_ECHO)
+    if name == NETDEMO_REACTOR:
+        return netdemo(name, "udp-echo", UDP_ECHO, reactor="netdemo")
     if name == "tutorial":
         return ours(name, "tutorial_echo.py", "--udp")
     if name in ("asyncio", "uvloop"):

@@ -312,6 +312,53 @@ class DrainTests(SynchronousTestCase):
         self.successResultOf(factory.drain())
 
 
+class PeerTests(SynchronousTestCase):
+    """
+    The echo keeps no address object of its own for its peer once the
+    transport gives the same one.
+    """
+
+    def test_transportsPeer(self) -> None:
+        """
+        When the transport's peer is the address the connection was built
+        for, that one is dropped and C{peer} asks the transport, before and
+        after the connection is lost; the per-peer count is given back.
+        """
+        factory, metrics, clock = makeFactory(ConnectionLimits(maxPerPeer=5))
+        built = peer("127.0.0.7", 7)
+        protocol, transport = connect(factory, built)
+        self.assertIsNone(protocol._peer)
+        self.assertEqual(protocol.peer, built)
+        self.assertEqual(factory.perPeer, {"127.0.0.7": 1})
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(protocol.peer, built)
+        self.assertEqual(factory.perPeer, {})
+
+    def test_otherPeer(self) -> None:
+        """
+        When the transport says another peer than the one the connection
+        was built for, the one it was built for is kept, and is the one the
+        per-peer count gives back.
+        """
+        factory, metrics, clock = makeFactory(ConnectionLimits(maxPerPeer=5))
+        built = peer("127.0.0.8", 8)
+        protocol = factory.buildProtocol(built)
+        assert isinstance(protocol, Echo)
+        self.assertIs(protocol.peer, built)
+        protocol.makeConnection(
+            StringTransport(hostAddress=HOST, peerAddress=peer("127.0.0.9", 9))
+        )
+        self.assertIs(protocol.peer, built)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(factory.perPeer, {})
+
+    def test_noTransport(self) -> None:
+        """
+        A protocol not built for an address and not connected has no peer.
+        """
+        self.assertIsNone(Echo().peer)
+
+
 class LoggingTests(SynchronousTestCase):
     """
     One structured event per finished connection.

@@ -881,3 +881,125 @@ class TwistdLogObserverTests(SynchronousTestCase):
         self.assertIsInstance(observer, FileLogObserver)
         observer({"log_format": "hello", "log_time": 0.0, "log_namespace": "t"})
         self.assertIn("hello", out.getvalue())
+
+
+class LeanServerTests(TestCase):
+    """
+    L{internals.LeanServer}: C{tcp.Server} without C{repstr},
+    C{_tempDataBuffer} and C{sessionno} kept per connection, and one host
+    string shared by the connections from one host.
+    """
+
+    async def accept(self, own: type[tcp.Server] | None = None) -> list[Any]:
+        """
+        Two connections accepted by a port that L{leanTransports} was
+        applied to (after giving it C{own} connections to build, if given),
+        each with a client that keeps what it receives: the server
+        transports and the client protocols.
+        """
+        from twisted.internet.endpoints import (
+            TCP4ClientEndpoint,
+            TCP4ServerEndpoint,
+            connectProtocol,
+        )
+
+        servers: list[_Keep] = []
+
+        def build() -> _Keep:
+            servers.append(_Keep())
+            return servers[-1]
+
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(build)
+        )
+        self.addCleanup(port.stopListening)
+        if own is not None:
+            port.transport = own
+        self.assertEqual(internals.leanTransports(port), own is None)
+        clients = []
+        for _ in range(2):
+            endpoint = TCP4ClientEndpoint(
+                reactor,
+                "127.0.0.1",
+                port.getHost().port,
+            )
+            client = _Keep()
+            await connectProtocol(endpoint, client)
+            clients.append(client)
+        for server in servers:
+            await server.made
+
+        async def close() -> None:
+            for server, client in zip(servers, clients, strict=True):
+                server.transport.loseConnection()  # type: ignore[union-attr]
+                await server.lost
+                await client.lost
+
+        self.closeAll = close
+        return [s.transport for s in servers] + clients
+
+    def test_twistedKeepsThem(self) -> None:
+        """
+        What L{internals.LeanServer} drops, C{tcp.Server} sets per
+        connection: a C{repstr}, a C{_tempDataBuffer} list, a C{sessionno},
+        and a C{logstr} of the protocol's prefix, that number and the host.
+        """
+        import inspect
+
+        source = inspect.getsource(tcp.Server.__init__)
+        self.assertIn("self.repstr", source)
+        self.assertIn("self.sessionno = sessionno", source)
+        self.assertIn(
+            'self.logstr = f"{logPrefix},{sessionno},{self.hostname}"', source
+        )
+        self.assertIn(
+            "self._tempDataBuffer", inspect.getsource(abstract.FileDescriptor)
+        )
+
+    async def test_lean(self) -> None:
+        """
+        A port that L{internals.leanTransports} changed builds
+        L{internals.LeanServer} connections: they keep no C{repstr},
+        C{_tempDataBuffer} or C{sessionno} of their own, say the same
+        C{repr}, C{sessionno} and peer as C{tcp.Server} would, share one
+        host string, and write (buffered, through the list made on first
+        use) as Twisted's do.
+        """
+        first, second, client, _ = await self.accept()
+        self.assertIs(type(first), internals.LeanServer)
+        own = vars(first)
+        for name in ("repstr", "_tempDataBuffer", "sessionno"):
+            self.assertNotIn(name, own)
+        self.assertEqual(second.sessionno, first.sessionno + 1)
+        self.assertEqual(
+            repr(first),
+            f"<_Keep #{first.sessionno} on {first.server._realPortNumber}>",
+        )
+        self.assertEqual(first.logstr, f"_Keep,{first.sessionno},127.0.0.1")
+        self.assertIs(first.client[0], second.client[0])
+        self.assertIs(first.hostname, second.hostname)
+        self.assertEqual(first.getPeer().host, "127.0.0.1")
+        self.assertEqual(first.getPeer().port, client.transport.getHost().port)
+        self.assertIs(directTransport(first), first)
+        first.write(b"hello ")
+        first.writeSequence([b"lean ", b"world"])
+        self.assertIn("_tempDataBuffer", vars(first))
+        await waitUntil(lambda: client.received == b"hello lean world")
+        with self.assertRaises(AttributeError):
+            first.noSuchAttribute  # noqa: B018
+        await self.closeAll()
+
+    async def test_othersLeftAlone(self) -> None:
+        """
+        L{internals.leanTransports} leaves a port that does not build plain
+        C{tcp.Server} connections alone, and says so.
+        """
+
+        class Own(tcp.Server):
+            pass
+
+        self.assertFalse(internals.leanTransports(object()))
+        first, second, client, _ = await self.accept(Own)
+        self.assertIs(type(first), Own)
+        self.assertIn("repstr", vars(first))
+        await self.closeAll()

@@ -9,12 +9,14 @@ C{twistd}; the tests' own reactor is not involved.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import context
 from twisted.trial.unittest import SynchronousTestCase
@@ -30,6 +32,17 @@ class _Boom(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         raise ZeroDivisionError("a bug in dataReceived")
+
+
+class _EchoThenBoom(Protocol):
+    """
+    Echoes, and raises on a read holding C{b"!"}.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"!" in data:
+            raise ZeroDivisionError("a bug in dataReceived")
+        self.transport.write(data)  # type: ignore[union-attr]
 
 
 class _Echo(Protocol):
@@ -97,8 +110,10 @@ class DispatchTests(SynchronousTestCase):
 
     def iterate(self, done: Any, rounds: int = 200) -> None:
         """
-        Poll the reactor under test, in a thread of its own, until C{done()}
-        (at most C{rounds} polls of up to 50 ms).
+        Turn the reactor under test, in a thread of its own, until C{done()}
+        (at most C{rounds} turns polling up to 50 ms).  C{iterate} calls
+        C{doIteration}, the name the reactor's own loop calls, so these tests
+        take the path C{reactor.run} takes.
         """
 
         def work() -> None:
@@ -107,7 +122,7 @@ class DispatchTests(SynchronousTestCase):
             for _ in range(rounds):
                 if done():
                     return
-                self.reactor.doPoll(0.05)
+                self.reactor.iterate(0.05)
             raise AssertionError("the reactor under test did not get there")
 
         _runInThread(work)
@@ -164,6 +179,168 @@ class DispatchTests(SynchronousTestCase):
         client.close()
         self.iterate(lambda: fd not in self.reactor._logContexts)
 
+    def test_prefixReadOncePerSelectable(self) -> None:
+        """
+        Driven through C{iterate} (which calls C{doIteration}, as the
+        reactor's main loop does), a connection's C{logPrefix} is called once
+        for all its events, not once per event as Twisted's C{doPoll} calls
+        it.
+        """
+        client, port = self.connect(_Echo)
+        server = self.server()
+        prefixes: list[str] = []
+        logPrefix = server.logPrefix
+
+        def counting() -> str:
+            prefix: str = logPrefix()
+            prefixes.append(prefix)
+            return prefix
+
+        server.logPrefix = counting
+        client.setblocking(False)
+        received: list[bytes] = []
+
+        def echoed() -> bool:
+            try:
+                received.append(client.recv(10))
+            except BlockingIOError:
+                return False
+            return True
+
+        for i in range(5):
+            client.sendall(b"%d" % (i,))
+            self.iterate(echoed)
+        self.assertEqual(received, [b"0", b"1", b"2", b"3", b"4"])
+        self.assertEqual(prefixes, [logPrefix()])
+
+    def test_runLogsWithPrefix(self) -> None:
+        """
+        Under C{reactor.run}, an exception raised by a protocol callback is
+        logged with that connection's log prefix, and the connection's
+        prefix is read once for all its events (three echoes, then the
+        failing read).
+        """
+        client, port = self.connect(_EchoThenBoom)
+        server = self.server()
+        prefix = server.logPrefix()
+        calls: list[str] = []
+
+        def counting() -> str:
+            calls.append(prefix)
+            return prefix
+
+        server.logPrefix = counting
+        client.setblocking(False)
+        script = [b"a", b"b", b"c", b"!"]
+        echoes: list[bytes] = []
+        rounds = [int(PATIENCE / 0.01)]
+
+        def step() -> None:
+            # The client's side, from the reactor's own timed calls: send
+            # the next message once the last one came back; stop once the
+            # failure is logged, or after PATIENCE at most.
+            if rounds[0] <= 0 or any(e.get("failure") for e in self.events):
+                self.reactor.stop()
+                return
+            rounds[0] -= 1
+            with contextlib.suppress(BlockingIOError):
+                echoes.append(client.recv(10))
+            if script and len(echoes) == 4 - len(script):
+                client.sendall(script.pop(0))
+            self.reactor.callLater(0.01, step)
+
+        self.reactor.callWhenRunning(step)
+        _runInThread(lambda: self.reactor.run(installSignalHandlers=False))
+        self.assertEqual(echoes, [b"a", b"b", b"c"])
+        [failure] = [e for e in self.events if e.get("failure")]
+        self.assertEqual(failure["system"], prefix)
+        self.assertIsInstance(failure["failure"].value, ZeroDivisionError)
+        self.flushLoggedErrors(ZeroDivisionError)
+        self.assertEqual(calls, [prefix])
+
+    def test_contextsBounded(self) -> None:
+        """
+        The reactor keeps the contexts of at most twice
+        C{contextCacheSize} selectables; a connection whose context was
+        dropped gets it built again, with its own prefix, at its next event.
+        """
+        self.reactor.contextCacheSize = 2
+        clients = []
+        servers = []
+        port = self.reactor.listenTCP(
+            0, Factory.forProtocol(_EchoThenBoom), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+
+        def accepted() -> list[Any]:
+            return [
+                s
+                for s in self.reactor._selectables.values()
+                if isinstance(s, tcp.Server) and s not in servers
+            ]
+
+        for _ in range(5):
+            client = socket.create_connection(("127.0.0.1", port.getHost().port))
+            self.addCleanup(client.close)
+            self.iterate(lambda: bool(accepted()))
+            [server] = accepted()
+            clients.append(client)
+            servers.append(server)
+            client.setblocking(False)
+        reads: dict[Any, int] = {}
+
+        def counting(server: Any) -> Any:
+            logPrefix = server.logPrefix
+
+            def count() -> str:
+                reads[server] = reads.get(server, 0) + 1
+                prefix: str = logPrefix()
+                return prefix
+
+            return count
+
+        for server in servers:
+            server.logPrefix = counting(server)
+        for _round in range(2):
+            for client in clients:
+                received: list[bytes] = []
+
+                def echoed(
+                    client: socket.socket = client, received: list[bytes] = received
+                ) -> bool:
+                    with contextlib.suppress(BlockingIOError):
+                        received.append(client.recv(10))
+                    return bool(received)
+
+                client.sendall(b"x")
+                self.iterate(echoed)
+                self.assertEqual(received, [b"x"])
+                cached = len(self.reactor._logContexts) + len(
+                    self.reactor._olderLogContexts
+                )
+                self.assertLessEqual(cached, 4)
+        # Five connections taking turns through four places: contexts were
+        # dropped and built again.
+        self.assertGreater(sum(reads.values()), 5)
+        first = servers[0]
+        clients[0].sendall(b"!")
+        self.iterate(lambda: any(e.get("failure") for e in self.events))
+        [failure] = [e for e in self.events if e.get("failure")]
+        self.assertEqual(failure["system"], first.logstr)
+        self.flushLoggedErrors(ZeroDivisionError)
+
+    def test_doIterationIsTheOverride(self) -> None:
+        """
+        Twisted's epoll reactor binds C{doIteration} to its own C{doPoll} in
+        its class body (so an override of C{doPoll} alone would never run);
+        the netdemo reactor binds it to its override.
+        """
+        self.assertIs(EPollReactor.doIteration, EPollReactor.doPoll)
+        self.assertIs(
+            LogContextCachingEPollReactor.doIteration,
+            LogContextCachingEPollReactor.doPoll,
+        )
+
     def test_nestedContextFallsBack(self) -> None:
         """
         Under a context pushed around the reactor, events are dispatched the
@@ -177,7 +354,7 @@ class DispatchTests(SynchronousTestCase):
             for _ in range(200):
                 if any(e.get("failure") for e in self.events):
                     return
-                self.reactor.doPoll(0.05)
+                self.reactor.iterate(0.05)
 
         client.sendall(b"x")
         _runInThread(lambda: context.call({"extra": "pushed"}, work))

@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.interfaces import (
+    IAddress,
     IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
@@ -75,6 +76,35 @@ class Echo(LimitedProtocol):
     """
 
     _direct: Any = None
+
+    #: The peer's address as C{buildProtocol} was given it, until the
+    #: transport is known to give the same one (L{peer}).
+    _peer: IAddress | None = None
+
+    @property
+    def peer(self) -> IAddress | None:
+        """
+        The peer's address.  Once connected, the transport's (a plain TCP
+        transport builds it from the address tuple it keeps) rather than
+        the one C{buildProtocol} was given, which is dropped: an idle
+        connection does not keep a second address object (96 bytes).
+        """
+        if self._peer is not None:
+            return self._peer
+        transport = self.transport
+        if transport is None:
+            return None
+        return transport.getPeer()
+
+    @peer.setter
+    def peer(self, address: IAddress | None) -> None:
+        self._peer = address
+
+    def makeConnection(self, transport: Any) -> None:
+        peer = self._peer
+        if peer is not None and transport.getPeer() == peer:
+            self._peer = None
+        super().makeConnection(transport)
 
     def connectionMade(self) -> None:
         transport: Any = self.transport

@@ -30,7 +30,8 @@ say so too).  The touchpoints:
   - the C{_port} of a parsed server endpoint, to check a port number when
     the options are parsed rather than when listening fails;
   - the epoll reactor's dispatch loop (C{EPollReactor._poller},
-    C{_selectables}, C{_doReadOrWrite}) and the log context stack
+    C{_selectables}, C{_doReadOrWrite}, and C{doIteration}, which Twisted
+    binds to its own C{doPoll} in the class body) and the log context stack
     (C{ContextTracker.contexts}): L{LogContextCachingEPollReactor}, the
     reactor C{twistd --reactor=netdemo} installs (L{netdemo.reactor});
   - the reactor's writers (C{getWriters}) as the set of transports holding
@@ -84,6 +85,7 @@ from zope.interface import implementer
 __all__ = [
     "SD_LISTEN_FDS_START",
     "AddressSharingMulticastPort",
+    "LeanServer",
     "LogContextCachingEPollReactor",
     "RefusalTolerantPort",
     "WatchedHTTPChannel",
@@ -94,6 +96,7 @@ __all__ = [
     "directTransport",
     "endpointPort",
     "inheritedListenFDs",
+    "leanTransports",
     "limitWriteBuffer",
     "listenMulticastSharing",
     "sendIfIdle",
@@ -104,9 +107,6 @@ __all__ = [
 #: The first descriptor systemd passes (C{SD_LISTEN_FDS_START}, sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
 
-#: The transports whose socket the direct-send path may use: plain TCP,
-#: exactly (TLS and other wrappers keep their own buffers).
-_DIRECT_TYPES = (tcp.Server, tcp.Client)
 
 #: Pending socket errors of a connected UDP socket that an ICMP report
 #: leaves behind; the port keeps reading after any of them.
@@ -166,6 +166,104 @@ def limitWriteBuffer(transport: Any, size: int | None) -> None:
             transport.__dict__.pop("bufferSize", None)
         else:
             transport.bufferSize = size
+
+
+class LeanServer(tcp.Server):
+    """
+    Twisted's TCP server connection, keeping four objects fewer for as
+    long as the connection is open (about 220 bytes of an idle connection):
+
+      - C{repstr}, the C{repr} that C{tcp.Server} formats for every
+        connection when it is accepted, is built when asked instead;
+      - C{_tempDataBuffer}, the list of the writes not yet joined into the
+        write buffer (C{FileDescriptor}), is made by the first write that
+        uses it: a connection whose replies all went straight to the kernel
+        (L{writeNow}) never has one;
+      - C{sessionno}, the connection's number on its port (an integer
+        object of its own above 256), is read back from C{logstr}, which
+        holds it, when asked;
+      - the peer's host string from C{accept} is replaced by the one string
+        of that host already kept for another connection (at most
+        L{sharedHosts} strings are kept, all of them dropped at once when
+        that many are), in C{client} and C{hostname} alike.
+
+    Everything else is C{tcp.Server}'s; L{leanTransports} makes a listening
+    port build these.
+    """
+
+    #: Distinct host strings kept for sharing, at most.
+    sharedHosts = 4096
+
+    #: Host -> the one string of it that connections share.
+    _hosts: dict[Any, Any] = {}
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: Any,
+        client: tuple[Any, ...],
+        server: tcp.Port,
+        sessionno: int,
+        reactor: Any,
+    ) -> None:
+        hosts = LeanServer._hosts
+        host = client[0]
+        shared = hosts.get(host)
+        if shared is None:
+            if len(hosts) >= self.sharedHosts:
+                hosts.clear()
+            hosts[host] = shared = host
+        super().__init__(
+            sock, protocol, (shared, *client[1:]), server, sessionno, reactor
+        )
+        # Deleted from the instance's inline attribute values: no dict is
+        # made for them.
+        del self.repstr
+        del self._tempDataBuffer
+        del self.sessionno
+
+    def __getattr__(self, name: str) -> Any:
+        """
+        Called only for an attribute that is not there: make the write list
+        at its first use.
+        """
+        if name == "_tempDataBuffer":
+            pending: list[bytes] = []
+            self._tempDataBuffer = pending
+            return pending
+        if name == "sessionno":
+            # logstr is "<protocol's prefix>,<sessionno>,<host>"; the host
+            # (an IPv6 address too) holds no comma.
+            return int(self.logstr.rsplit(",", 2)[1])
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}"
+        )
+
+    def __repr__(self) -> str:
+        try:
+            return self.repstr
+        except AttributeError:
+            port = self.server._realPortNumber if self.server is not None else None
+            return f"<{self.protocol.__class__.__name__} #{self.sessionno} on {port}>"
+
+
+def leanTransports(port: object) -> bool:
+    """
+    Make a listening TCP port (a plain C{tcp.Port} building C{tcp.Server}
+    connections: TCP, and TLS over TCP) build L{LeanServer} connections
+    instead.  Other ports are left alone.
+
+    @return: Whether the port was changed.
+    """
+    if isinstance(port, tcp.Port) and port.transport is tcp.Server:
+        port.transport = LeanServer
+        return True
+    return False
+
+
+#: The transports whose socket the direct-send path may use: plain TCP,
+#: exactly (TLS and other wrappers keep their own buffers).
+_DIRECT_TYPES = (tcp.Server, tcp.Client, LeanServer)
 
 
 def directTransport(transport: Any) -> tcp.Connection | None:
@@ -368,43 +466,69 @@ class LogContextCachingEPollReactor(EPollReactor):
     C{logPrefix()}, copies the current log context dictionary, updates it,
     and pushes it on the context stack through two more calls.  For a TCP
     echo that is about 40% of the time spent per round trip.  This reactor
-    builds the context of each selectable once, when its descriptor first
-    has an event, and pushes that same dictionary for every later event: the
-    per-event cost is a dictionary lookup and a push and a pop.
+    builds the context of a selectable when its descriptor has an event and
+    pushes that same dictionary for its later events: the per-event cost is
+    a dictionary lookup and a push and a pop.
+
+    The contexts kept are bounded: those of the L{contextCacheSize}
+    selectables that had an event most recently, and of at most as many
+    before them (two generations: when the newer one is full it becomes the
+    older one, and an entry found in the older one moves to the newer one).
+    A context costs about 500 bytes; an idle connection's is dropped
+    when its generation is, so ten thousand idle connections do not keep
+    ten thousand contexts, and a connection that wakes up gets its context
+    built again.
 
     The behaviour is the epoll reactor's: every error is still logged with
     the selectable's prefix (C{system}), a failing C{logPrefix} is reported
     as Twisted reports it, and when the reactor does not run at the bottom of
-    the context stack (a caller pushed a context around C{reactor.run}) or
-    a selectable's prefix is not fixed, the cached dictionary would not be
-    what C{callWithLogger} builds, so the original path runs instead.
+    the context stack (a caller pushed a context around C{reactor.run}) the
+    cached dictionary would not be what C{callWithLogger} builds, so the
+    original path runs instead.  A pushed dictionary is never changed after
+    it is built: code that keeps the current context (a thread pool does, for
+    the work it runs later) keeps that connection's.
 
-    A selectable's prefix is read once per descriptor and registration: the
-    cache entry goes when the descriptor stops being watched.  Twisted's own
+    A selectable's prefix is read when its context is built: Twisted's own
     selectables (connections, ports) set their prefix when they are made.
+    The cache entry goes when the descriptor stops being watched.
     """
+
+    #: Selectables whose log context the newer generation keeps.
+    contextCacheSize = 512
 
     def __init__(self) -> None:
         super().__init__()
-        #: Descriptor -> (the selectable, the log context pushed for it).
+        #: Descriptor -> (the selectable, the log context pushed for it):
+        #: the newer generation, then the older one.
         self._logContexts: dict[int, tuple[Any, dict[Any, Any]]] = {}
+        self._olderLogContexts: dict[int, tuple[Any, dict[Any, Any]]] = {}
 
     def _logContextFor(self, fd: int, selectable: Any) -> dict[Any, Any]:
         """
-        The context to push while C{selectable} handles an event: the base
-        log context with C{system} set to its prefix, built now and kept.
+        The context to push while C{selectable} handles an event, when the
+        newer generation has none for it: the older generation's, or the
+        base log context with C{system} set to its prefix, built now.  It is
+        kept in the newer generation, which becomes the older one when
+        full.
         """
-        try:
-            prefix = selectable.logPrefix()
-        except KeyboardInterrupt:
-            raise
-        except BaseException:
-            prefix = "(buggy logPrefix method)"
-            log.err(system=prefix)
-        base = context.get(log.ILogContext) or {}
-        pushed = {log.ILogContext: {**base, "system": prefix}}
-        self._logContexts[fd] = (selectable, pushed)
-        return pushed
+        older = self._olderLogContexts.pop(fd, None)
+        if older is not None and older[0] is selectable:
+            entry = older
+        else:
+            try:
+                prefix = selectable.logPrefix()
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                prefix = "(buggy logPrefix method)"
+                log.err(system=prefix)
+            base = context.get(log.ILogContext) or {}
+            entry = (selectable, {log.ILogContext: {**base, "system": prefix}})
+        if len(self._logContexts) >= self.contextCacheSize:
+            self._olderLogContexts = self._logContexts
+            self._logContexts = {}
+        self._logContexts[fd] = entry
+        return entry[1]
 
     def _forget(self, selectable: Any) -> None:
         """
@@ -416,6 +540,7 @@ class LogContextCachingEPollReactor(EPollReactor):
             fd = -1
         if fd != -1 and fd not in self._reads and fd not in self._writes:
             self._logContexts.pop(fd, None)
+            self._olderLogContexts.pop(fd, None)
 
     def removeReader(self, reader: Any) -> None:
         super().removeReader(reader)
@@ -427,6 +552,7 @@ class LogContextCachingEPollReactor(EPollReactor):
 
     def removeAll(self) -> list[Any]:
         self._logContexts.clear()
+        self._olderLogContexts.clear()
         removed: list[Any] = super().removeAll()
         return removed
 
@@ -449,7 +575,6 @@ class LogContextCachingEPollReactor(EPollReactor):
                 return
             raise
         selectables = self._selectables
-        contexts = self._logContexts
         dispatch = self._doReadOrWrite
         push = stack.append
         pop = stack.pop
@@ -457,7 +582,7 @@ class LogContextCachingEPollReactor(EPollReactor):
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            cached = contexts.get(fd)
+            cached = self._logContexts.get(fd)
             if cached is not None and cached[0] is selectable:
                 pushed = cached[1]
             else:
@@ -471,6 +596,11 @@ class LogContextCachingEPollReactor(EPollReactor):
                 log.err(system=pushed[log.ILogContext]["system"])
             finally:
                 pop()
+
+    # EPollReactor binds doIteration = doPoll in its own class body, so the
+    # loop (mainLoop, iterate) would go on calling Twisted's doPoll without
+    # this: the override must be bound to the name the loop calls.
+    doIteration = doPoll
 
 
 #: L{WatchedHTTPChannel._nextTurn} while its watcher holds its resumption.
