@@ -145,6 +145,31 @@ class DispatchTests(SynchronousTestCase):
         client.settimeout(PATIENCE)
         self.assertEqual(client.recv(10), b"")
 
+    def test_handedOverConnection(self) -> None:
+        """
+        A connection handed to another protocol and peer after a PROXY
+        header (L{netdemo.internals.handOver}) logs its errors with its new
+        prefix: the new protocol's name and the client's address, not the
+        cached one of the header's reader.
+        """
+        from netdemo.proxyheader import ProxyHeaderFactory
+
+        factory = ProxyHeaderFactory(
+            Factory.forProtocol(_Boom), None, self.reactor, timeout=PATIENCE
+        )
+        port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+        client.sendall(b"PROXY TCP4 203.0.113.9 127.0.0.1 4711 8008\r\n")
+        self.iterate(lambda: self.server() is not None and not factory.waiting)
+        client.sendall(b"x")
+        self.iterate(lambda: any(e.get("failure") for e in self.events))
+        [failure] = [e for e in self.events if e.get("failure")]
+        self.assertIn("_Boom", failure["system"])
+        self.assertIn("203.0.113.9", failure["system"])
+        self.flushLoggedErrors(ZeroDivisionError)
+
     def test_contextBuiltOnce(self) -> None:
         """
         The log context of a connection is built once and reused for every

@@ -542,6 +542,15 @@ class LogContextCachingEPollReactor(EPollReactor):
             self._logContexts.pop(fd, None)
             self._olderLogContexts.pop(fd, None)
 
+    def refreshLogContext(self, selectable: Any) -> None:
+        """
+        Build C{selectable}'s context again at its next event: its log
+        prefix changed (L{handOver} gave it another protocol and peer).
+        """
+        fd = selectable.fileno()
+        self._logContexts.pop(fd, None)
+        self._olderLogContexts.pop(fd, None)
+
     def removeReader(self, reader: Any) -> None:
         super().removeReader(reader)
         self._forget(reader)
@@ -782,9 +791,9 @@ def handOver(transport: Any, protocol: Any, peer: Any) -> None:
 
     A L{tcp.Server} keeps its peer as C{client} (a tuple) and its address
     class as C{_addressType}, from which C{getPeer} builds the address, and
-    its log prefix in C{logstr}; a reactor caching log contexts (ours) is
-    told to build the connection's again.  C{protocol.makeConnection} is
-    called last.
+    its log prefix in C{logstr}; a reactor caching log contexts (ours,
+    C{refreshLogContext}) is told to build the connection's again.
+    C{protocol.makeConnection} is called last.
     """
     if isinstance(transport, tcp.Server):
         transport.client = (peer.host, peer.port)
@@ -793,9 +802,9 @@ def handOver(transport: Any, protocol: Any, peer: Any) -> None:
         transport.logstr = (
             f"{protocol.__class__.__name__},{transport.sessionno},{peer.host}"
         )
-        forget = getattr(transport.reactor, "_forget", None)
-        if forget is not None:
-            forget(transport)
+        refresh = getattr(transport.reactor, "refreshLogContext", None)
+        if refresh is not None:
+            refresh(transport)
     transport.protocol = protocol
     protocol.makeConnection(transport)
 
