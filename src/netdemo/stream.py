@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import suppress
@@ -63,6 +64,13 @@ from netdemo.limits import ConnectionLimits
 from netdemo.listening import IListener, ListenerReport, exitOnBindFailure
 from netdemo.logs import RateLimitedLog, formatAddress
 from netdemo.metrics import IMetrics, sampleOf
+from netdemo.signals import chainSignal
+from netdemo.tls import (
+    ReloadingServerTLS,
+    describeTLS,
+    isTLSDescription,
+    parseTLSDescription,
+)
 
 if TYPE_CHECKING:
     from netdemo.metrics import Sample
@@ -562,12 +570,34 @@ class ListeningService(MultiService):
         self.ports: list[IListeningPort] = []
         self.report = ListenerReport(name, metrics)
         self.outcomes: list[Deferred[bool]] = []
+        self.reactor = reactor
+        #: The TLS listeners' connection makers, by description.
+        self.tls: dict[str, ReloadingServerTLS] = {}
+        self._unchain: Callable[[], None] | None = None
         for description in descriptions:
+            if isTLSDescription(description):
+                self._addListener(self._tlsListener(description), description)
+                continue
             # strports.service, not a StreamServerEndpointService of our
             # own: it makes a bind failure raise in start-up.
             self._addListener(
                 strports.service(description, factory, reactor=reactor), description
             )
+
+    def _tlsListener(self, description: str) -> StreamServerEndpointService:
+        """
+        The listener of an C{ssl:} description, read by L{netdemo.tls} (its
+        C{clientCA} and its reloading are netdemo's own).
+        """
+        listener = parseTLSDescription(description)
+        tls = ReloadingServerTLS(listener, f"{self.name} {description}")
+        self.tls[description] = tls
+        service = StreamServerEndpointService(
+            listener.endpoint(self.reactor, tls), self.factory
+        )
+        # What strports.service does: a bind failure raises in start-up.
+        service._raiseSynchronously = True
+        return service
 
     def _addListener(
         self, listener: StreamServerEndpointService, description: str
@@ -597,6 +627,16 @@ class ListeningService(MultiService):
 
     def startService(self) -> None:
         exitOnBindFailure(super().startService)
+        if self.tls and self._unchain is None:
+            self._unchain = chainSignal(signal.SIGHUP, self.reloadTLS, self.reactor)
+
+    def reloadTLS(self) -> None:
+        """
+        Read the TLS listeners' certificates and keys again (on C{SIGHUP}),
+        for new connections.
+        """
+        for tls in self.tls.values():
+            tls.reload()
 
     def whenListening(self) -> Deferred[bool]:
         waiting = gatherResults(list(self.outcomes))
@@ -607,12 +647,22 @@ class ListeningService(MultiService):
         A listener is bound: remember, report and log its address.
         """
         self.ports.append(port)
-        self.report.bound(formatAddress(port.getHost()), description)
+        address = formatAddress(port.getHost())
+        tls = self.tls.get(description)
+        if tls is None:
+            self.report.bound(address, description)
+        else:
+            self.report.bound(
+                f"tls:{address}", description, describeTLS(tls.listener), tls=True
+            )
 
     def stopService(self) -> Deferred[None]:
         """
         Stop listening, report the listeners closed, then L{afterListening}.
         """
+        if self._unchain is not None:
+            self._unchain()
+            self._unchain = None
         stopped: Deferred[Any] = super().stopService()
 
         def closed(ignored: object) -> Deferred[None] | None:
