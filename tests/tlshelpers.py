@@ -130,16 +130,20 @@ def _write(path: str, data: bytes) -> str:
     return path
 
 
-def makePKI(directory: str, server: str = "server") -> PKI:
+def makePKI(
+    directory: str,
+    server: str = "server",
+    hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost"),
+) -> PKI:
     """
-    Make a CA, a server certificate (C{CN=server}), a client certificate
+    Make a CA, a server certificate (C{CN=server}, for C{hosts}), a client certificate
     (C{CN=alice}) and a foreign CA with its own client (C{CN=mallory}), as
     PEM files in C{directory} (made if missing).
     """
     os.makedirs(directory, exist_ok=True)
     ca = makeCertificate("netdemo test CA")
     foreign = makeCertificate("foreign CA")
-    cert, key = makeCertificate(server, ca, server=True)
+    cert, key = makeCertificate(server, ca, server=True, hosts=hosts)
     clientCert, clientKey = makeCertificate("alice", ca)
     foreignCert, foreignKey = makeCertificate("mallory", foreign)
 
