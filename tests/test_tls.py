@@ -317,6 +317,26 @@ class ReloadTests(SynchronousTestCase):
         self.assertIn("/nonexistent/k.pem", str(error))
 
 
+class ReportTests(SynchronousTestCase):
+    """
+    A TLS listener says so in its C{listening} event.
+    """
+
+    def test_tlsKey(self) -> None:
+        """
+        C{tls=True} adds a C{tls} key to the event; other listeners have
+        none.
+        """
+        from netdemo.listening import ListenerReport
+
+        events = captureEvents(self)
+        report = ListenerReport("pubsub", MemoryMetrics())
+        report.bound("tls:127.0.0.1:1", "ssl:1", "TLS", tls=True)
+        report.bound("127.0.0.1:2", "tcp:2")
+        self.assertEqual([e.get("tls") for e in events], [True, None])
+        self.assertEqual(events[0]["detail"], "TLS")
+
+
 class FakeReactor:
     """
     Runs what C{callFromThread} is given at once.
@@ -553,16 +573,21 @@ class DaemonTests(SynchronousTestCase):
 
     def test_echoHubAndStatusPage(self) -> None:
         """
-        C{openssl s_client} and C{ncat --ssl} reach a TLS echo and a TLS
-        hub; C{curl --cacert} gets the TLS status page, which lists the
-        listeners as C{tls:ADDRESS}; the C{listening} events say TLS.
+        C{openssl s_client} and C{ncat --ssl} reach a TLS echo, hub and
+        broadcast relay; C{curl --cacert} gets the TLS status page, which
+        lists the listeners as C{tls:ADDRESS}; the C{listening} events say
+        TLS.
         """
-        daemon = self.daemon(services=("tcp", "pubsub", "http"))
+        daemon = self.daemon(services=("tcp", "pubsub", "broadcast", "http"))
+        for service, address in daemon.listening:
+            self.assertTrue(address.startswith("tls:127.0.0.1:"), (service, address))
         echo = self.sClient(
             daemon.port("tcp-echo"), b"hello over tls\n", b"hello over tls"
         )
         self.assertIn(b"Verify return code: 0 (ok)", echo)
         self.assertIn(b"hello over tls", echo)
+        relay = self.subjectSeen(daemon.port("broadcast"))
+        self.assertIn(b"Verify return code: 0 (ok)", relay)
         ncat = requireTool("ncat", "ncat")
         hub = converse(
             [
