@@ -182,9 +182,10 @@ def twistdPath() -> str:
 
 def splitAddress(address: str) -> tuple[str, int]:
     """
-    C{host:port} or C{[v6]:port} as a tuple.
+    C{host:port} or C{[v6]:port} (or a TLS listener's C{tls:host:port}) as
+    a tuple.
     """
-    host, _, port = address.rpartition(":")
+    host, _, port = address.removeprefix("tls:").rpartition(":")
     return host.strip("[]"), int(port)
 
 

@@ -60,6 +60,17 @@ class OptionErrorTests(SynchronousTestCase):
         """
         self.assertUsageError(["--tcp", "nonsense:1"], "nonsense:1", "nonsense")
 
+    def test_badProxiedDescription(self) -> None:
+        """
+        What follows C{haproxy:} is checked like any description: one line.
+        """
+        self.assertUsageError(["--tcp", "haproxy:99999"], "--tcp", "99999")
+        self.assertUsageError(
+            ["--pubsub", "haproxy:ssl:8443:privateKey=/nonexistent/key.pem"],
+            "--pubsub",
+            "/nonexistent/key.pem",
+        )
+
     def test_badPortInDescription(self) -> None:
         """
         A description whose port is not a number is refused.
@@ -127,6 +138,20 @@ class OptionValueTests(SynchronousTestCase):
         """
         self.assertEqual(
             parse("--tcp", "8007")["tcp"], [f"tcp:8007:backlog={DEFAULT_BACKLOG}"]
+        )
+
+    def test_proxied(self) -> None:
+        """
+        C{haproxy:} before a port or a description (any case) asks for a
+        PROXY header; what follows it is read as without it.
+        """
+        self.assertEqual(
+            parse("--pubsub", "HAProxy:8008")["pubsub"],
+            [f"haproxy:tcp:8008:backlog={DEFAULT_BACKLOG}"],
+        )
+        self.assertEqual(
+            parse("--http", "haproxy:tcp:80:interface=10.0.0.5")["http"],
+            ["haproxy:tcp:80:interface=10.0.0.5"],
         )
 
     def test_descriptionsKeptAndRepeatable(self) -> None:

@@ -764,24 +764,6 @@ def proxyHeaderParser(head: bytes) -> Any:
     raise ValueError("not a PROXY header")
 
 
-def splitTLSEndpoint(endpoint: Any, reactor: Any) -> tuple[Any, Any] | None:
-    """
-    For an C{ssl:} server endpoint (L{endpoints.SSL4ServerEndpoint}), the
-    plain TCP endpoint on the same port, interface and backlog, and its TLS
-    context factory, so that something can be read before TLS starts (the
-    PROXY header); L{None} for any other endpoint.  Twisted keeps both in
-    private attributes.
-    """
-    from twisted.internet import endpoints
-
-    if not isinstance(endpoint, endpoints.SSL4ServerEndpoint):
-        return None
-    tcpEndpoint = endpoints.TCP4ServerEndpoint(
-        reactor, endpoint._port, endpoint._backlog, endpoint._interface
-    )
-    return tcpEndpoint, endpoint._sslContextFactory
-
-
 def handOver(transport: Any, protocol: Any, peer: Any) -> None:
     """
     Give a TCP connection to C{protocol}, as if it had been built for it

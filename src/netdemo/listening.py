@@ -59,18 +59,24 @@ class ListenerReport:
         self.metrics = metrics
         self.addresses: list[str] = []
 
-    def bound(self, address: str, description: str, detail: str = "") -> None:
+    def bound(
+        self, address: str, description: str, detail: str = "", tls: bool = False
+    ) -> None:
         """
         A socket is bound to C{address} (as people write it:
-        C{127.0.0.1:8007}), for the option value C{description}; C{detail},
-        when given, ends the log line (and is its C{detail} key).
+        C{127.0.0.1:8007}; a TLS listener's as C{tls:127.0.0.1:8443}), for
+        the option value C{description}; C{detail}, when given, ends the log
+        line (and is its C{detail} key); C{tls}, when true, is the event's
+        C{tls} key.
         """
         self.addresses.append(address)
         if self.metrics is not None:
             self.metrics.set(
                 LISTENER_METRIC, 1, service=self.serviceName, address=address
             )
-        extra = {"detail": detail} if detail else {}
+        extra: dict[str, object] = {"detail": detail} if detail else {}
+        if tls:
+            extra["tls"] = True
         self._log.info(
             "{service}: listening on {address} ({description})"
             + (", {detail}" if detail else ""),

@@ -47,13 +47,16 @@ import ipaddress
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from netdemo.internals import handOver, proxyHeaderParser, splitTLSEndpoint
+from netdemo.internals import handOver, proxyHeaderParser
 
 #: Seconds within which a connection's PROXY header must be complete.
 HEADER_TIMEOUT = 10.0
@@ -74,6 +77,15 @@ def wantsProxyHeader(description: str) -> bool:
     Whether a listener description asks for the PROXY protocol.
     """
     return description[: len(PREFIX)].lower() == PREFIX
+
+
+def splitProxied(description: str) -> tuple[str, str]:
+    """
+    A listener description's C{haproxy:} prefix (or C{""}) and the rest.
+    """
+    if wantsProxyHeader(description):
+        return description[: len(PREFIX)], description[len(PREFIX) :]
+    return "", description
 
 
 def realAddress(address: IAddress | None) -> IPv4Address | IPv6Address | None:
@@ -247,26 +259,26 @@ class ProxyHeaderFactory(Factory):
 
 
 def proxiedListener(
-    description: str, factory: IProtocolFactory, reactor: Any
+    endpoint: IStreamServerEndpoint,
+    wrapped: IProtocolFactory,
+    service: Any,
+    reactor: Any,
 ) -> StreamServerEndpointService:
     """
-    The listener service for a C{haproxy:} description: what the rest of
-    the description says (C{tcp:}, C{tcp6:}, C{ssl:}, ...) with the PROXY
-    header read first, before TLS for C{ssl:}.
+    The listener service of a C{haproxy:} description: C{endpoint} (what
+    the rest of the description says, plain TCP for C{haproxy:ssl:}) with
+    each connection's PROXY header read first, then C{wrapped} building the
+    connection's protocol for the real address (the service's factory, or
+    for C{haproxy:ssl:} a TLS factory around it, so that TLS starts after
+    the header).
+
+    @param service: The service's factory, which counts refusals.
 
     Like L{twisted.application.strports.service}, a failure to listen is
     raised from the service's start.
     """
-    inner = endpoints.serverFromString(reactor, description[len(PREFIX) :])
-    wrapped: IProtocolFactory = factory
-    split = splitTLSEndpoint(inner, reactor)
-    if split is not None:
-        # TLS after the header: listen on plain TCP, and build the TLS
-        # protocol once the header is in.
-        inner, contextFactory = split
-        wrapped = TLSMemoryBIOFactory(contextFactory, False, factory)
-    service = StreamServerEndpointService(
-        inner, ProxyHeaderFactory(wrapped, factory, reactor)
+    listener = StreamServerEndpointService(
+        endpoint, ProxyHeaderFactory(wrapped, service, reactor)
     )
-    service._raiseSynchronously = True
-    return service
+    listener._raiseSynchronously = True
+    return listener

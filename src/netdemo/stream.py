@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import suppress
@@ -45,6 +46,7 @@ from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -55,6 +57,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -63,7 +66,14 @@ from netdemo.limits import ConnectionLimits
 from netdemo.listening import IListener, ListenerReport, exitOnBindFailure
 from netdemo.logs import RateLimitedLog, formatAddress
 from netdemo.metrics import IMetrics, sampleOf
-from netdemo.proxyheader import proxiedListener, wantsProxyHeader
+from netdemo.proxyheader import proxiedListener, splitProxied
+from netdemo.signals import chainSignal
+from netdemo.tls import (
+    ReloadingServerTLS,
+    describeTLS,
+    isTLSDescription,
+    parseTLSDescription,
+)
 
 if TYPE_CHECKING:
     from netdemo.metrics import Sample
@@ -565,15 +575,52 @@ class ListeningService(MultiService):
         self.ports: list[IListeningPort] = []
         self.report = ListenerReport(name, metrics)
         self.outcomes: list[Deferred[bool]] = []
+        self.reactor = reactor
+        #: The TLS listeners' connection makers, by description.
+        self.tls: dict[str, ReloadingServerTLS] = {}
+        self._unchain: Callable[[], None] | None = None
         for description in descriptions:
-            # strports.service, not a StreamServerEndpointService of our
-            # own: it makes a bind failure raise in start-up.
-            listener = (
-                proxiedListener(description, factory, reactor)
-                if wantsProxyHeader(description)
-                else strports.service(description, factory, reactor=reactor)
-            )
+            prefix, inner = splitProxied(description)
+            proxied = bool(prefix)
+            if isTLSDescription(inner):
+                listener = self._tlsListener(description, inner, proxied)
+            elif proxied:
+                listener = proxiedListener(
+                    serverFromString(reactor, inner), factory, factory, reactor
+                )
+            else:
+                # strports.service, not a StreamServerEndpointService of our
+                # own: it makes a bind failure raise in start-up.
+                listener = strports.service(description, factory, reactor=reactor)
             self._addListener(listener, description)
+
+    def _tlsListener(
+        self, description: str, inner: str, proxied: bool
+    ) -> StreamServerEndpointService:
+        """
+        The listener of an C{ssl:} description, read by L{netdemo.tls} (its
+        C{clientCA} and its reloading are netdemo's own); with C{haproxy:}
+        in front (C{proxied}), the PROXY header is read from the plain TCP
+        connection before TLS starts.
+        """
+        listener = parseTLSDescription(inner)
+        tls = ReloadingServerTLS(listener, f"{self.name} {description}")
+        self.tls[description] = tls
+        if proxied:
+            return proxiedListener(
+                TCP4ServerEndpoint(
+                    self.reactor, listener.port, listener.backlog, listener.interface
+                ),
+                TLSMemoryBIOFactory(tls, False, self.factory),
+                self.factory,
+                self.reactor,
+            )
+        service = StreamServerEndpointService(
+            listener.endpoint(self.reactor, tls), self.factory
+        )
+        # What strports.service does: a bind failure raises in start-up.
+        service._raiseSynchronously = True
+        return service
 
     def _addListener(
         self, listener: StreamServerEndpointService, description: str
@@ -603,6 +650,16 @@ class ListeningService(MultiService):
 
     def startService(self) -> None:
         exitOnBindFailure(super().startService)
+        if self.tls and self._unchain is None:
+            self._unchain = chainSignal(signal.SIGHUP, self.reloadTLS, self.reactor)
+
+    def reloadTLS(self) -> None:
+        """
+        Read the TLS listeners' certificates and keys again (on C{SIGHUP}),
+        for new connections.
+        """
+        for tls in self.tls.values():
+            tls.reload()
 
     def whenListening(self) -> Deferred[bool]:
         waiting = gatherResults(list(self.outcomes))
@@ -615,12 +672,22 @@ class ListeningService(MultiService):
         """
         leanTransports(port)
         self.ports.append(port)
-        self.report.bound(formatAddress(port.getHost()), description)
+        address = formatAddress(port.getHost())
+        tls = self.tls.get(description)
+        if tls is None:
+            self.report.bound(address, description)
+        else:
+            self.report.bound(
+                f"tls:{address}", description, describeTLS(tls.listener), tls=True
+            )
 
     def stopService(self) -> Deferred[None]:
         """
         Stop listening, report the listeners closed, then L{afterListening}.
         """
+        if self._unchain is not None:
+            self._unchain()
+            self._unchain = None
         stopped: Deferred[Any] = super().stopService()
 
         def closed(ignored: object) -> Deferred[None] | None:

@@ -403,6 +403,21 @@ GROUPS: tuple[OptionGroup, ...] = (
         ),
     ),
     OptionGroup(
+        "TLS (ssl: listeners of stream services; docs/tls.md)",
+        STREAM_SERVICES,
+        (
+            Option(
+                "tls-client-ca",
+                "FILE",
+                "Require a client certificate signed by a CA in FILE (PEM) on "
+                "every ssl: listener that names no clientCA. SIGHUP re-reads "
+                "every TLS listener's files.",
+                None,
+                str,
+            ),
+        ),
+    ),
+    OptionGroup(
         "Pub/sub hub",
         ("pubsub",),
         (
@@ -795,6 +810,20 @@ def streamDescription(option: str, value: str) -> str:
     """
     from twisted.internet.endpoints import serverFromString
 
+    from netdemo.proxyheader import PREFIX, wantsProxyHeader
+    from netdemo.tls import isTLSDescription, parseTLSDescription
+
+    if wantsProxyHeader(value):
+        # haproxy:DESC: the PROXY header first, then DESC's listener.
+        return PREFIX + streamDescription(option, value[len(PREFIX) :])
+    if isTLSDescription(value):
+        try:
+            parseTLSDescription(value)
+        except ValueError as e:
+            raise usage.UsageError(
+                f"--{option}: {value!r} is not a usable ssl: description ({e})"
+            ) from None
+        return value
     if value.strip().isdigit():
         try:
             port = usage.portCoerce(value)
@@ -1027,7 +1056,53 @@ class Options(usage.Options):
                     f"{group.interface!r} (it has {names})"
                 ) from None
         self._backplanePassword()
+        self._tlsListeners()
         self.withoutEffect = self._withoutEffect()
+
+    def _tlsListeners(self) -> None:
+        """
+        Add C{--tls-client-ca} to the C{ssl:} listeners and read every TLS
+        listener's files, so that one that cannot be used is an option
+        error.
+        """
+        from netdemo.proxyheader import splitProxied
+        from netdemo.tls import (
+            TLSFileError,
+            isTLSDescription,
+            loadCertificates,
+            parseTLSDescription,
+            readCertificates,
+            withClientCA,
+        )
+
+        clientCA = self["tls-client-ca"]
+        if clientCA is not None:
+            try:
+                readCertificates(clientCA, "file")
+            except TLSFileError as e:
+                raise usage.UsageError(f"--tls-client-ca: {e}") from None
+        listeners = 0
+        for name in STREAM_SERVICES:
+            described = []
+            for description in self[name]:
+                prefix, inner = splitProxied(description)
+                if isTLSDescription(inner):
+                    listeners += 1
+                    if clientCA is not None:
+                        inner = withClientCA(inner, clientCA)
+                    try:
+                        loadCertificates(parseTLSDescription(inner))
+                    except TLSFileError as e:
+                        raise usage.UsageError(
+                            f"--{name}: {description!r}: {e}"
+                        ) from None
+                described.append(prefix + inner)
+            self[name] = described
+        if clientCA is not None and not listeners:
+            raise usage.UsageError(
+                "--tls-client-ca needs an ssl: listener (--tcp, --pubsub, "
+                "--broadcast or --http ssl:PORT:privateKey=FILE)"
+            )
 
     def _withoutEffect(self) -> list[tuple[str, tuple[str, ...]]]:
         """

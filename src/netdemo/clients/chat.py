@@ -38,6 +38,7 @@ from netdemo.clients.hubclient import (
     standardIO,
     text,
 )
+from netdemo.clients.tlsclient import TLSClientOptions
 from netdemo.hubwire import ERR, isCommand, isQuit, parseDelivery
 
 __all__ = ["ChatOptions", "runChat"]
@@ -52,12 +53,12 @@ DRAIN_OUTPUT = 2.0
 _NICK_OK = b"+OK nick "
 
 
-class ChatOptions(GnuOptions):
+class ChatOptions(TLSClientOptions, GnuOptions):
     """
     C{netdemo chat HOST:PORT [--nick NAME]}.
     """
 
-    synopsis = "HOST:PORT [--nick NAME] [--keepalive SECONDS]"
+    synopsis = "HOST:PORT [--nick NAME] [--keepalive SECONDS] [--tls ...]"
     longdesc = (
         "A line client for the pub/sub hub: each line of standard input goes "
         "to the hub (plain lines to the default topic, /commands as they are), "

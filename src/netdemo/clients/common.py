@@ -206,8 +206,15 @@ def whenInterrupted(reactor: Any) -> Deferred[None]:
 
 def why(error: BaseException) -> str:
     """
-    The first line of what an exception says.
+    The first line of what an exception says (for a TLS error, OpenSSL's
+    reasons: C{certificate verify failed}).
     """
+    if type(error).__module__.startswith("OpenSSL"):
+        from netdemo.clients.tlsclient import tlsReasons
+
+        reasons = tlsReasons(error)
+        if reasons:
+            return reasons
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
 

@@ -278,12 +278,15 @@ class HubSession:
         timeout: float = CONNECT_TIMEOUT,
         onBatch: Callable[[], None] | None = None,
         clock: Any = None,
+        tls: Any = None,
     ) -> None:
         """
         @param clock: What times the set-up, the keepalive and the retries
             (the reactor unless given).
+        @param tls: Connect over TLS with this connection creator
+            (L{netdemo.clients.tlsclient.clientTLS}).
         """
-        from twisted.internet.endpoints import HostnameEndpoint
+        from netdemo.clients.tlsclient import clientEndpoint
 
         self.reactor = reactor
         self.clock = reactor if clock is None else clock
@@ -298,7 +301,7 @@ class HubSession:
         self.ended: Deferred[None] = Deferred()
         self._latest: HubConnection | None = None
         self._setUpError: Exception | None = None
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        endpoint = clientEndpoint(reactor, host, port, timeout, tls)
         factory = _HubFactory(
             lambda: HubConnection(console, onLine, self._lost, self._made, onBatch)
         )
@@ -337,6 +340,7 @@ class HubSession:
             options["keepalive"],
             options["timeout"],
             onBatch,
+            tls=getattr(options, "tlsClient", None),
         )
 
     def _shuttingDown(self) -> None:

@@ -42,6 +42,7 @@ from netdemo.clients.common import (
     whenInterrupted,
     why,
 )
+from netdemo.clients.tlsclient import TLSClientOptions, clientEndpoint
 from netdemo.datagram import listenConnected
 
 __all__ = ["PingOptions", "makeProbe", "probeSequence", "runPing"]
@@ -145,7 +146,7 @@ _sizeCoerce.coerceDoc = (  # type: ignore[attr-defined]
 )
 
 
-class PingOptions(GnuOptions):
+class PingOptions(TLSClientOptions, GnuOptions):
     """
     C{netdemo ping tcp|udp HOST:PORT}.
     """
@@ -365,12 +366,14 @@ class _TCPLink:
     """
 
     def __init__(self, reactor: Any, options: PingOptions, target: str) -> None:
-        from twisted.internet.endpoints import HostnameEndpoint
-
         self.options = options
         self.target = target
-        self.endpoint = HostnameEndpoint(
-            reactor, options["host"], options["port"], timeout=options["timeout"]
+        self.endpoint = clientEndpoint(
+            reactor,
+            options["host"],
+            options["port"],
+            options["timeout"],
+            options.tlsClient,
         )
         self.connection: _TCPPingProtocol | None = None
         self.pinger: _Pinger | None = None

@@ -28,6 +28,7 @@ from netdemo.clients.hubclient import (
     standardIO,
     text,
 )
+from netdemo.clients.tlsclient import TLSClientOptions, clientEndpoint
 from netdemo.hubwire import ERR, SHUTTING_DOWN
 
 __all__ = ["PubOptions", "runPub"]
@@ -36,12 +37,12 @@ __all__ = ["PubOptions", "runPub"]
 PUB_WINDOW = 1000
 
 
-class PubOptions(GnuOptions):
+class PubOptions(TLSClientOptions, GnuOptions):
     """
     C{netdemo pub HOST:PORT TOPIC [MESSAGE | -]}.
     """
 
-    synopsis = "HOST:PORT TOPIC [MESSAGE... | -] [--timeout SECONDS]"
+    synopsis = "HOST:PORT TOPIC [MESSAGE... | -] [--timeout SECONDS] [--tls ...]"
     longdesc = (
         "Publish to a topic of the pub/sub hub and exit once the hub has "
         "acknowledged every message (+OK). MESSAGE is the rest of the command "
@@ -201,7 +202,7 @@ async def runPub(reactor: Any, options: PubOptions, console: Console) -> int:
 
     @return: The exit status.
     """
-    from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+    from twisted.internet.endpoints import connectProtocol
 
     host, port = options["host"], options["port"]
     target = formatHostPort(host, port)
@@ -211,7 +212,9 @@ async def runPub(reactor: Any, options: PubOptions, console: Console) -> int:
             console.note(f"hub: {text(line)}")
 
     connection = HubConnection(console, hubLine, lambda c, r: None)
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=options["timeout"])
+    endpoint = clientEndpoint(
+        reactor, host, port, options["timeout"], options.tlsClient
+    )
     try:
         await connectProtocol(endpoint, connection)
     except Exception as e:

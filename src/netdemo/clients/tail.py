@@ -35,6 +35,7 @@ from netdemo.clients.hubclient import (
     isGreeting,
     text,
 )
+from netdemo.clients.tlsclient import TLSClientOptions
 from netdemo.hubwire import (
     DEFAULT_TOPIC,
     ERR,
@@ -53,12 +54,12 @@ def _historyCoerce(value: str) -> int:
     return countCoerce(value)
 
 
-class TailOptions(GnuOptions):
+class TailOptions(TLSClientOptions, GnuOptions):
     """
     C{netdemo tail HOST:PORT [--sub PATTERN]... [--history N] [--json]}.
     """
 
-    synopsis = "HOST:PORT [--sub PATTERN]... [--history N] [--json]"
+    synopsis = "HOST:PORT [--sub PATTERN]... [--history N] [--json] [--tls ...]"
     longdesc = (
         "Subscribe to the pub/sub hub and print every message delivered, one "
         "per line: as the hub sends it, or with --json as a JSON object with "
