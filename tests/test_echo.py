@@ -22,8 +22,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from netdemo.echo import Echo, EchoFactory
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import MemoryMetrics
-from netdemo.stream import IDLE_SWEEPS
+from netdemo.stream import IDLE_SWEEPS, SWEEP_CHUNK
 from tests.support import captureEvents
+from tests.test_internals import nextTurn
 
 HOST = IPv4Address("TCP", "127.0.0.1", 8007)
 
@@ -245,6 +246,40 @@ class IdleTimeoutTests(SynchronousTestCase):
             ),
             1,
         )
+
+    def test_sweepInChunks(self) -> None:
+        """
+        One reactor turn of a sweep visits at most L{SWEEP_CHUNK}
+        connections; the rest are visited in the next turns, and every idle
+        connection is closed in the end.  Connections closed meanwhile are
+        skipped; stopping the factory leaves no call behind.
+        """
+        factory, _, clock = makeFactory(ConnectionLimits(idleTimeout=100, maxPerPeer=0))
+        count = 2 * SWEEP_CHUNK + 10
+        connections = [connect(factory, peer(port=i + 1)) for i in range(count)]
+        # One turn: the sweep's first chunk.
+        factory.sweepIdle()
+        ticks = [p.idleTicks for p, _ in connections]
+        self.assertEqual(ticks.count(1), SWEEP_CHUNK)
+        self.assertEqual(ticks.count(0), count - SWEEP_CHUNK)
+        # A sweep due while this one goes on is skipped.
+        factory.sweepIdle()
+        self.assertEqual([p.idleTicks for p, _ in connections], ticks)
+        # A connection closed while the sweep goes on is skipped.
+        gone, _ = connections[0]
+        gone.connectionLost(Failure(ConnectionLost()))
+        nextTurn(clock)
+        self.assertEqual(
+            [p.idleTicks for p, _ in connections].count(1), 2 * SWEEP_CHUNK
+        )
+        nextTurn(clock)
+        ticks = [p.idleTicks for p, _ in connections[1:]]
+        self.assertEqual(set(ticks), {1})
+        self.assertEqual(gone.idleTicks, 0)
+        clock.pump([100 / IDLE_SWEEPS] * (IDLE_SWEEPS + 1))
+        self.assertTrue(all(t.disconnected for _, t in connections[1:]))
+        factory.doStop()
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_idleCloseIsLoggedAsAClose(self) -> None:
         """

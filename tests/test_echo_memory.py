@@ -103,7 +103,16 @@ class NonReadingClientsTests(SynchronousTestCase):
             perClient = (rssKiB(daemon.process.pid) - before) / CLIENTS
             self.assertLess(perClient, BOUND_KIB)
             listing = subprocess.run(
-                [ss, "-tmnH", "state", "established", f"( sport = :{address[1]} )"],
+                [
+                    ss,
+                    "-tmnH",
+                    "state",
+                    "established",
+                    # The daemon's address, not only its port: another
+                    # daemon (a parallel run) may have the same port on
+                    # another address.
+                    f"( src {address[0]}:{address[1]} )",
+                ],
                 capture_output=True,
                 text=True,
                 check=True,

@@ -93,6 +93,10 @@ __all__ = [
 #: without reading anything.
 IDLE_SWEEPS = 10
 
+#: Connections one reactor turn of an idle sweep visits; a sweep of more
+#: goes on in the following turns.
+SWEEP_CHUNK = 1000
+
 _bytesIn = attrgetter("bytesIn")
 
 #: A descriptor this process holds open (on C{/dev/null}) for
@@ -300,6 +304,10 @@ class LimitedFactory(Factory):
         self._drained: list[Deferred[None]] = []
         self._refusalLog = RateLimitedLog(self._log, clock.seconds)
         self._sweeper: LoopingCall | None = None
+        #: The connections the sweep in progress has still to visit, and
+        #: the call that goes on with it in the next turn.
+        self._toSweep: list[LimitedProtocol] = []
+        self._sweepNext: Any = None
         self._written = attrgetter(self.writtenAttribute)
         self.descriptors = DescriptorReserve(limits.descriptorReserve)
         metrics.addCollector(self._collect)
@@ -356,6 +364,10 @@ class LimitedFactory(Factory):
         if self._sweeper is not None:
             self._sweeper.stop()
             self._sweeper = None
+        if self._sweepNext is not None and self._sweepNext.active():
+            self._sweepNext.cancel()
+        self._sweepNext = None
+        self._toSweep = []
 
     def sweepIdle(self) -> None:
         """
@@ -365,8 +377,32 @@ class LimitedFactory(Factory):
         Reads reset C{idleTicks} on the hot path; progress in sending is
         noticed here, once per sweep, so that a subscriber that only listens
         is not idle while it is being sent data.
+
+        One reactor turn visits at most L{SWEEP_CHUNK} connections (the
+        sweep starts with a copy of the connections, a C-speed copy of a
+        list); the rest are visited in the following turns, so a sweep of
+        100,000 connections is a hundred short turns, not one long one.  A
+        sweep that comes while the previous one is still going on is
+        skipped.
         """
-        for p in list(self.connections):
+        if self._toSweep:
+            return
+        self._toSweep = list(self.connections)
+        self._sweepSome()
+
+    def _sweepSome(self) -> None:
+        """
+        Visit the next L{SWEEP_CHUNK} connections of the sweep in progress;
+        go on in the next turn if any are left.
+        """
+        self._sweepNext = None
+        pending = self._toSweep
+        chunk = pending[-SWEEP_CHUNK:]
+        del pending[-SWEEP_CHUNK:]
+        connections = self.connections
+        for p in chunk:
+            if p not in connections:
+                continue
             sent = p.bytesOut
             if sent != p.sentAtSweep:
                 p.sentAtSweep = sent
@@ -381,6 +417,8 @@ class LimitedFactory(Factory):
                     reason="idle-timeout",
                 )
                 p.abort("idle-timeout")
+        if pending:
+            self._sweepNext = self.clock.callLater(0, self._sweepSome)
 
     def refuse(self, reason: str, peer: IAddress | None) -> None:
         """
