@@ -105,6 +105,12 @@ CATALOG: dict[str, MetricSpec] = {
         "(it spent its per-turn budget, --turn-lines or --turn-time)",
         ("service",),
     ),
+    "netdemo_pubsub_publish_throttled_total": MetricSpec(
+        "counter",
+        "Times the hub stopped reading from a pub/sub publisher that published "
+        "faster than --publish-rate, until its bucket refilled",
+        ("service",),
+    ),
     "netdemo_pubsub_presence_events_total": MetricSpec(
         "counter", "Pub/sub joins, leaves and nickname changes", ("service",)
     ),

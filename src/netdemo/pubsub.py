@@ -86,6 +86,7 @@ from netdemo.logs import RateLimitedLog, formatAddress
 from netdemo.metrics import IMetrics, sampleOf
 from netdemo.routing import MAX_SUBSCRIPTIONS, Router, Subscribed
 from netdemo.stream import StreamService
+from netdemo.throttle import LineBucket
 
 if TYPE_CHECKING:
     from netdemo.backplane import IBackplane
@@ -216,6 +217,10 @@ class PubSubProtocol(FanOutProtocol):
     _held = False
     _rest: list[Event] = _NONE
     _resumeCall: Any = None
+    # The publish rate's bucket (None: no --publish-rate), and whether
+    # reading is held because it ran out.
+    bucket: LineBucket | None = None
+    _throttled = False
 
     def connectionMade(self) -> None:
         """
@@ -234,6 +239,8 @@ class PubSubProtocol(FanOutProtocol):
             self.identity = b"client-%d" % (factory.serial + 1,)
         self.reader = HubReader(limits.maxLine, limits.turnLines)
         self.prefixes: dict[bytes, bytes] = {}
+        if limits.publishRate:
+            self.bucket = factory.publishBucket()
         factory.joined(self)
 
     # Output.
@@ -428,8 +435,13 @@ class PubSubProtocol(FanOutProtocol):
         factory = self.factory
         count = len(events)
         deadline = factory.timer() + factory.hubLimits.turnTime if count > 1 else 0.0
+        bucket = self.bucket
         for index, event in enumerate(events, 1):
             if isinstance(event, Publish):
+                if bucket is not None and not self._withinRate(
+                    bucket, event, events, index
+                ):
+                    return
                 factory.publish(self, event.topic, event.lines)
                 acks = event.acks
                 if acks and not self._closing:
@@ -455,6 +467,38 @@ class PubSubProtocol(FanOutProtocol):
         if self.reader.waiting:
             self._defer(_NONE)
 
+    def _withinRate(
+        self, bucket: LineBucket, event: Publish, events: list[Event], index: int
+    ) -> bool:
+        """
+        Whether the publisher's bucket allows all the lines of C{event}.  If
+        not, publish those it allows, stop reading from this client, and go
+        on with the rest of C{event} (and the events after it) once the
+        bucket has earned enough (TCP back-pressure slows the publisher:
+        nothing is lost, nothing reordered).
+        """
+        lines = event.lines
+        factory = self.factory
+        now = factory.clock.seconds()
+        granted = bucket.grant(now, len(lines))
+        if granted == len(lines):
+            return True
+        acks = event.acks
+        if granted:
+            factory.publish(self, event.topic, lines[:granted])
+            done = min(acks, granted)
+            acks -= done
+            if done and not self._closing:
+                self.send(_ACK * done, done)
+            if self._closing:
+                return False
+        rest = Publish(event.topic, lines[granted:], acks)
+        if not self._throttled:
+            self._throttled = True
+            factory.throttled(self)
+        self._defer([rest, *events[index:]], bucket.wait(now, len(rest.lines)))
+        return False
+
     def _holdInput(self) -> None:
         """
         Stop reading from this client.
@@ -463,16 +507,18 @@ class PubSubProtocol(FanOutProtocol):
             self._held = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
-    def _defer(self, rest: list[Event]) -> None:
+    def _defer(self, rest: list[Event], delay: float | None = None) -> None:
         """
-        This turn's budget is spent: stop reading, go on with C{rest} (and
-        what the reader holds) on a later turn.
+        Stop reading, go on with C{rest} (and what the reader holds) on a
+        later turn: the next one when this turn's budget is spent, or in
+        C{delay} seconds when the publish rate was reached.
         """
         self._rest = rest
         self._holdInput()
         if self._resumeCall is None:
-            self._resumeCall = self.factory.clock.callLater(0, self._continue)
-        self.factory.deferred(self)
+            self._resumeCall = self.factory.clock.callLater(delay or 0, self._continue)
+        if delay is None:
+            self.factory.deferred(self)
 
     def _continue(self) -> None:
         """
@@ -483,11 +529,14 @@ class PubSubProtocol(FanOutProtocol):
         if self._closing or self._replay is not None:
             return
         events, self._rest = self._rest, _NONE
+        if self._throttled:
+            # Held lines are progress: not an idle connection.
+            self.idleTicks = 0
         # Blank lines make no event: then the reader may still hold more.
         self._handle(events or self.reader.next())
         if self._closing or self._replay is not None or self._resumeCall is not None:
             return
-        self._held = False
+        self._held = self._throttled = False
         self.transport.resumeProducing()  # type: ignore[union-attr]
 
     @property
@@ -530,6 +579,8 @@ class PubSubFactory(FanOutFactory):
     @ivar deliveredLines: Line deliveries so far.
     @ivar droppedLines: Lines dropped for slow consumers (drop-oldest).
     @ivar deferredTurns: Times a client's input was left for a later turn.
+    @ivar throttledPublishes: Times the hub stopped reading from a publisher
+        over the publish rate (C{--publish-rate}).
     @ivar presenceEvents: Joins, leaves and renames so far.
     @ivar presenceNotices: Presence notices sent (each to every subscriber
         of the default topic).
@@ -561,6 +612,7 @@ class PubSubFactory(FanOutFactory):
         self.deliveredLines = 0
         self.droppedLines = 0
         self.deferredTurns = 0
+        self.throttledPublishes = 0
         self.presenceEvents = 0
         self.presenceNotices = 0
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
@@ -600,6 +652,7 @@ class PubSubFactory(FanOutFactory):
                 ("netdemo_pubsub_delivered_lines_total", self.deliveredLines),
                 ("netdemo_pubsub_dropped_lines_total", self.droppedLines),
                 ("netdemo_pubsub_deferred_turns_total", self.deferredTurns),
+                ("netdemo_pubsub_publish_throttled_total", self.throttledPublishes),
                 ("netdemo_pubsub_presence_events_total", self.presenceEvents),
                 ("netdemo_pubsub_presence_notices_total", self.presenceNotices),
             )
@@ -675,6 +728,36 @@ class PubSubFactory(FanOutFactory):
             peer=formatAddress(p.peer),
             lines=self.hubLimits.turnLines,
             seconds=self.hubLimits.turnTime,
+        )
+
+    def publishBucket(self) -> LineBucket:
+        """
+        A new publisher's bucket (C{--publish-rate}, C{--publish-burst}),
+        full.
+        """
+        limits = self.hubLimits
+        return LineBucket(
+            limits.publishRate, limits.publishBucket, self.clock.seconds()
+        )
+
+    def throttled(self, p: PubSubProtocol) -> None:
+        """
+        Count (and log, at a bounded rate) a publisher whose input waits
+        because it published faster than C{--publish-rate}.
+        """
+        self.throttledPublishes += 1
+        limits = self.hubLimits
+        self._hubLog.emit(
+            "publish-throttled",
+            LogLevel.info,
+            "{service}: {peer} published faster than {rate} lines/s (burst "
+            "{burst}); the hub reads it at that rate",
+            event="publish_throttled",
+            service=self.serviceName,
+            peer=formatAddress(p.peer),
+            identity=p.identity.decode("ascii", "replace"),
+            rate=limits.publishRate,
+            burst=limits.publishBucket,
         )
 
     def count(self, reason: str, p: PubSubProtocol) -> None:

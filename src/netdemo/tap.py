@@ -170,6 +170,22 @@ byteRate.coerceDoc = (  # type: ignore[attr-defined]
 )
 
 
+def lineRate(value: str) -> float:
+    """
+    Coerce lines a second, above 0: C{100}, C{100/s}, C{0.5}.
+    """
+    try:
+        number = float(_perSecond(value))
+    except ValueError:
+        number = 0.0
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{value!r} is not a number of lines a second above 0 (100/s)")
+    return number
+
+
+lineRate.coerceDoc = "Lines a second such as 100 or 100/s."  # type: ignore[attr-defined]
+
+
 def positiveInt(value: str) -> int:
     """
     Coerce a whole number of at least 1.
@@ -466,6 +482,24 @@ GROUPS: tuple[OptionGroup, ...] = (
                 "waits for later turns.",
                 0.01,
                 positiveFloat,
+            ),
+            Option(
+                "publish-rate",
+                "LINES/S",
+                "Lines a second each client may publish (100, 100/s); past "
+                "it the hub reads the client no faster, so TCP slows it down "
+                "and nothing is lost.",
+                None,
+                lineRate,
+                "no limit",
+            ),
+            Option(
+                "publish-burst",
+                "N",
+                "Lines a client may publish at once before --publish-rate applies.",
+                None,
+                positiveInt,
+                "one second at the rate",
             ),
         ),
     ),
@@ -1025,6 +1059,8 @@ class Options(usage.Options):
                     f"--multicast: {str(group)!r}: this host has no interface "
                     f"{group.interface!r} (it has {names})"
                 ) from None
+        if self["publish-burst"] is not None and self["publish-rate"] is None:
+            raise usage.UsageError("--publish-burst needs --publish-rate")
         self._backplanePassword()
         self.withoutEffect = self._withoutEffect()
 
@@ -1147,6 +1183,8 @@ class Options(usage.Options):
             turnLines=self["turn-lines"],
             turnTime=self["turn-time"],
             hideAddresses=bool(self["hide-addresses"]),
+            publishRate=self["publish-rate"] or 0.0,
+            publishBurst=self["publish-burst"] or 0,
         )
 
     def connectionLimits(self) -> ConnectionLimits:
