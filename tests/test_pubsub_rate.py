@@ -95,16 +95,23 @@ class BucketTests(SynchronousTestCase):
 
     def test_table(self) -> None:
         """
-        A table keeps at most C{size} keys; once it has forgotten one, a new
-        key starts empty, so rotating keys does not reset the limit.
+        A table lets C{burst} attempts of a key go at once and gives the
+        next ones their turns at C{rate}, refusing one that would wait past
+        C{maxWait}; a refund gives a token back.  It keeps at most C{size}
+        keys; once it has forgotten one, a new key starts empty, so rotating
+        keys does not reset the limit.
         """
-        table = BucketTable(1.0, 2, 2)
-        self.assertEqual([table.take("a", 0.0) for _ in range(3)], [True, True, False])
-        self.assertTrue(table.take("b", 0.0))
-        self.assertTrue(table.take("c", 0.0))  # forgets "a"
+        table = BucketTable(1.0, 2, 2, 3.0)
+        self.assertEqual(
+            [table.reserve("a", 0.0) for _ in range(6)], [0, 0, 1, 2, 3, None]
+        )
+        table.refund("a", 0.0)
+        self.assertEqual(table.reserve("a", 0.0), 3)
+        self.assertEqual(table.reserve("b", 0.0), 0)
+        self.assertEqual(table.reserve("c", 0.0), 0)  # forgets "a"
         self.assertEqual(len(table), 2)
-        self.assertFalse(table.take("a", 0.0))
-        self.assertTrue(table.take("a", 1.0))
+        self.assertEqual(table.reserve("d", 0.0), 1)
+        self.assertEqual(table.reserve("a", 10.0), 1)
 
 
 class PublishRateTests(SynchronousTestCase):

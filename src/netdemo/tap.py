@@ -504,6 +504,22 @@ GROUPS: tuple[OptionGroup, ...] = (
         ),
     ),
     OptionGroup(
+        "Hub accounts (docs/security.md)",
+        ("pubsub",),
+        (
+            Option(
+                "hub-auth",
+                "FILE",
+                "TOML file of users (a password hash or a token each) and the "
+                "topics each may publish and subscribe to; clients /login. "
+                "SIGHUP reads it again.",
+                None,
+                str,
+                "",
+            ),
+        ),
+    ),
+    OptionGroup(
         "Slow receivers (hub and broadcast)",
         ("pubsub", "broadcast"),
         (
@@ -916,6 +932,8 @@ class Options(usage.Options):
         #: The options given that have no effect without a service that is
         #: not running, each with the services it needs (L{postOptions}).
         self.withoutEffect: list[tuple[str, tuple[str, ...]]] = []
+        #: The C{--hub-auth} file's accounts, once read (L{postOptions}).
+        self.hubAccounts: Any = None
 
     def parseOptions(self, options: Any = None) -> None:
         """
@@ -1061,6 +1079,7 @@ class Options(usage.Options):
                 ) from None
         if self["publish-burst"] is not None and self["publish-rate"] is None:
             raise usage.UsageError("--publish-burst needs --publish-rate")
+        self._hubAccounts()
         self._backplanePassword()
         self.withoutEffect = self._withoutEffect()
 
@@ -1084,6 +1103,22 @@ class Options(usage.Options):
                 if given:
                     found.append((option.name, group.services))
         return found
+
+    def _hubAccounts(self) -> None:
+        """
+        Read the C{--hub-auth} file, so that a bad one stops the start with
+        one line naming what is wrong.
+        """
+        self.hubAccounts = None
+        path = self["hub-auth"]
+        if path is None:
+            return
+        from netdemo.hubauth import readAccounts
+
+        try:
+            self.hubAccounts = readAccounts(path)
+        except ValueError as e:
+            raise usage.UsageError(f"--hub-auth {path!r}: {e}") from None
 
     def _backplanePassword(self) -> None:
         """
@@ -1279,8 +1314,15 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
                 hubLimits,
             )
             backplane.setServiceParent(top)
+        auth = None
+        if options.hubAccounts is not None:
+            from netdemo.hangup import HangupService
+            from netdemo.hubauth import AccountsFile
+
+            auth = AccountsFile(options["hub-auth"], options.hubAccounts, metrics)
+            HangupService(reactor, auth.reload).setServiceParent(top)
         buildPubSubService(
-            options["pubsub"], limits, hubLimits, metrics, reactor, backplane
+            options["pubsub"], limits, hubLimits, metrics, reactor, backplane, auth
         ).setServiceParent(top)
     if options["broadcast"]:
         from netdemo.broadcast import buildBroadcastService

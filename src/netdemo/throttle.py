@@ -85,32 +85,39 @@ class LineBucket:
 
 class BucketTable:
     """
-    Token buckets by key (a source address), at most C{size} of them: the
-    one used least recently is forgotten for a new one.
+    Token buckets by key (a source address) whose tokens are reserved
+    ahead: each attempt takes one token at once, and when there was none it
+    is told how long to wait for it (its turn).  So attempts from one key
+    proceed at most C{burst} at once, then C{rate} a second, however many
+    are made in parallel.  A token can be given back (L{refund}: a login
+    that succeeded).
 
-    A forgotten key that comes back starts with an I{empty} bucket, not a
-    full one, so that rotating more keys than the table holds does not
-    reset the limit.  Each bucket holds C{burst} tokens and earns C{rate}
-    a second.
+    At most C{size} keys are kept, the one used least recently forgotten
+    for a new one; once one was forgotten, a new key starts I{empty}, not
+    full, so that rotating more keys than the table holds does not reset
+    the limit.
 
     @ivar rate: Tokens a second each key earns.
     @ivar burst: The most tokens a key holds (and a new key's tokens).
     @ivar size: Keys kept at most.
+    @ivar maxWait: The longest wait handed out; an attempt that would wait
+        longer is refused (L{reserve} returns L{None}) and takes nothing.
     """
 
-    def __init__(self, rate: float, burst: int, size: int) -> None:
+    def __init__(self, rate: float, burst: int, size: int, maxWait: float) -> None:
         self.rate = rate
         self.burst = burst
         self.size = size
+        self.maxWait = maxWait
         self._buckets: OrderedDict[Hashable, LineBucket] = OrderedDict()
         self._evicted = False
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, key: Hashable, now: float) -> bool:
+    def _bucket(self, key: Hashable, now: float) -> LineBucket:
         """
-        Take one token of C{key}'s at C{now}, if it has one.
+        The bucket of C{key}, brought up to C{now}, made if needed.
         """
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -123,4 +130,30 @@ class BucketTable:
             self._buckets[key] = bucket
         else:
             self._buckets.move_to_end(key)
-        return bucket.grant(now, 1) == 1
+            bucket._refill(now)
+        return bucket
+
+    def reserve(self, key: Hashable, now: float) -> float | None:
+        """
+        Take a token of C{key}'s for an attempt at C{now}.
+
+        @return: The seconds the attempt must wait for it (0 when there was
+            one), or L{None} when that would be longer than C{maxWait}
+            (then nothing was taken).
+        """
+        bucket = self._bucket(key, now)
+        wait = max(0.0, (1.0 - bucket.tokens) / self.rate)
+        if wait > self.maxWait:
+            return None
+        # Below zero: a debt that later attempts wait for.
+        bucket.tokens -= 1.0
+        return 0.0 if wait <= _EPSILON else wait
+
+    def refund(self, key: Hashable, now: float) -> None:
+        """
+        Give C{key} back the token of an attempt (it succeeded).
+        """
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket._refill(now)
+            bucket.tokens = min(float(self.burst), bucket.tokens + 1.0)
