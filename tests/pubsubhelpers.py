@@ -287,10 +287,13 @@ class LoopbackHub:
         limits: ConnectionLimits | None = None,
         ipv6: bool = False,
         clock: Any = None,
+        auth: Any = None,
     ) -> None:
         """
         @param clock: The hub's clock (its timeouts, deadlines and sweeps);
             the reactor unless given.
+        @param auth: The hub's accounts (an L{netdemo.hubauth.AccountsFile}),
+            if any.
         """
         from twisted.internet import reactor
 
@@ -299,7 +302,7 @@ class LoopbackHub:
             descriptions.append(r"tcp6:0:interface=\:\:1")
         self.metrics = MemoryMetrics()
         self.factory = hubFactory(
-            self.metrics, reactor if clock is None else clock, hubLimits, limits
+            self.metrics, reactor if clock is None else clock, hubLimits, limits, auth
         )
         self.service = StreamService("pubsub", self.factory, descriptions, reactor)
         self.watchers: list[Watcher] = []
