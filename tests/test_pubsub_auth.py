@@ -229,6 +229,21 @@ class LoginTests(SynchronousTestCase):
         self.assertEqual(root.new(), [b"[lab.x] <alice> hi"])
         self.assertEqual(hub.denied("alice", "publish"), 3)
 
+    def test_sameRead(self) -> None:
+        """
+        Lines after C{/login} in the same read are handled with the rights
+        of the user it logged in as.
+        """
+        hub = AuthHub(self)
+        root = hub.login("root", ROOT)
+        root.send(b"/sub lab.>\n")
+        root.new()
+        a = hub.connect()
+        a.new()
+        a.send(f"/login alice {ALICE}\n/pub lab.x hi\n".encode())
+        self.assertEqual(a.new(), [b"+OK logged in as alice", b"+OK"])
+        self.assertEqual(root.new(), [b"[lab.x] <alice> hi"])
+
     def test_password(self) -> None:
         """
         A password (scrypt hash) logs in too; the secret is the rest of the
@@ -410,6 +425,33 @@ class RightsTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(hub.denied("alice", "nick"), 2)
+
+
+class PublishRateTests(SynchronousTestCase):
+    """
+    C{--publish-rate} with accounts.
+    """
+
+    def test_perUser(self) -> None:
+        """
+        A user's connections share one bucket; an anonymous connection has
+        its own.
+        """
+        hub = AuthHub(self, ACCOUNTS + ANONYMOUS, publishRate=10.0)
+        root = hub.login("root", ROOT)
+        root.send(b"/sub lab.>\n/sub public.>\n")
+        root.new()
+        first, second = hub.login("alice", ALICE), hub.login("alice", ALICE)
+        first.send(b"/pub lab.a x\n" * 10)
+        second.send(b"/pub lab.b y\n" * 5)
+        self.assertEqual(len(root.new()), 10)
+        self.assertTrue(second.protocol.held)
+        guest = hub.connect()
+        guest.send(b"/pub public.c z\n" * 10)
+        self.assertEqual(len(root.new()), 10)
+        hub.clock.advance(0.5)
+        self.assertEqual(len(root.new()), 5)
+        self.assertFalse(second.protocol.held)
 
 
 class ReloadTests(SynchronousTestCase):

@@ -485,6 +485,8 @@ class PubSubProtocol(FanOutProtocol):
                         self.send(_ACK * acks, acks)
             elif isinstance(event, Command):
                 factory.command(self, event)
+                # A login may have changed them.
+                bucket, rights = self.bucket, self.rights
             elif isinstance(event, Reply):
                 factory.count("bad-topic", self)
                 self.reply(event.line)
