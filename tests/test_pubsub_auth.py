@@ -661,6 +661,7 @@ class OptionTests(SynchronousTestCase):
             (None, "cannot read it"),
             ("[users.x]\n", "users.x: needs a password or a token"),
             ("nonsense", "not TOML"),
+            ("#" * (1 << 20) + "\n", "larger than 1 MiB"),
         ]:
             path = "/nonexistent/accounts.toml" if text is None else None
             if text is not None:

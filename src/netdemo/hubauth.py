@@ -37,6 +37,9 @@ __all__ = [
     "readAccounts",
 ]
 
+#: The largest accounts file read.
+MAX_FILE = 1 << 20
+
 #: Topics whose decision each user's rights cache, per action; past it the
 #: cache starts again.
 MAX_CACHED = 4096
@@ -157,9 +160,12 @@ def readAccounts(path: str) -> Accounts:
     """
     try:
         with open(path, "rb") as f:
-            text = f.read(1 << 20)
+            text = f.read(MAX_FILE + 1)
     except OSError as e:
         raise ValueError(f"cannot read it ({e.strerror or e})") from None
+    if len(text) > MAX_FILE:
+        # Never a part of it: a cut file could drop a deny.
+        raise ValueError(f"larger than {MAX_FILE >> 20} MiB")
     try:
         return loadAccounts(text)
     except UnicodeDecodeError:
