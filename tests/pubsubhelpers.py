@@ -32,9 +32,11 @@ def hubFactory(
     clock: Any,
     hubLimits: HubLimits | None = None,
     limits: ConnectionLimits | None = None,
+    auth: Any = None,
 ) -> PubSubFactory:
     """
-    A hub named C{pubsub}, with the default limits unless given.
+    A hub named C{pubsub}, with the default limits unless given (and the
+    accounts C{auth}, an L{netdemo.hubauth.AccountsFile}, if given).
     """
     return PubSubFactory(
         "pubsub",
@@ -42,6 +44,7 @@ def hubFactory(
         hubLimits or HubLimits(),
         metrics,
         clock,
+        auth=auth,
     )
 
 
@@ -172,10 +175,12 @@ class FakeHub:
         self,
         hubLimits: HubLimits | None = None,
         limits: ConnectionLimits | None = None,
+        auth: Any = None,
+        metrics: MemoryMetrics | None = None,
     ) -> None:
         self.clock = MemoryReactorClock()
-        self.metrics = MemoryMetrics()
-        self.factory = hubFactory(self.metrics, self.clock, hubLimits, limits)
+        self.metrics = metrics or MemoryMetrics()
+        self.factory = hubFactory(self.metrics, self.clock, hubLimits, limits, auth)
         # The per-turn time budget reads a frozen clock (a test that needs
         # time to pass sets its own): on a busy machine, real time would end
         # turns where a test counts lines.
@@ -282,10 +287,13 @@ class LoopbackHub:
         limits: ConnectionLimits | None = None,
         ipv6: bool = False,
         clock: Any = None,
+        auth: Any = None,
     ) -> None:
         """
         @param clock: The hub's clock (its timeouts, deadlines and sweeps);
             the reactor unless given.
+        @param auth: The hub's accounts (an L{netdemo.hubauth.AccountsFile}),
+            if any.
         """
         from twisted.internet import reactor
 
@@ -294,7 +302,7 @@ class LoopbackHub:
             descriptions.append(r"tcp6:0:interface=\:\:1")
         self.metrics = MemoryMetrics()
         self.factory = hubFactory(
-            self.metrics, reactor if clock is None else clock, hubLimits, limits
+            self.metrics, reactor if clock is None else clock, hubLimits, limits, auth
         )
         self.service = StreamService("pubsub", self.factory, descriptions, reactor)
         self.watchers: list[Watcher] = []

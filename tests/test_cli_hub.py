@@ -485,11 +485,13 @@ class OutputTests(SynchronousTestCase):
         self.assertFalse(topicMatches("lab.*", "lab.x.t"))
 
 
-class RunnerTests(TestCase):
+class Runners(TestCase):
     """
-    The runners in this process against a hub on loopback, writing to
-    memory consoles.
+    What the tests of the runners share: a hub on loopback, the runners in
+    this process, memory consoles (no tests of its own).
     """
+
+    console: Console
 
     async def startHub(self, **kwargs: Any) -> LoopbackHub:
         """
@@ -499,16 +501,14 @@ class RunnerTests(TestCase):
         self.addCleanup(hub.stop)
         return hub
 
-    def setUp(self) -> Deferred[None]:  # type: ignore[override]
+    def patchInterrupts(self) -> None:
+        """
+        A memory console, and Ctrl-C stood in for by C{self.interrupted}.
+        """
         self.console = memoryConsole()
         self.interrupted: Deferred[None] = Deferred()
         for module in (chat, tail):
             self.patch(module, "whenInterrupted", lambda reactor: self.interrupted)
-
-        async def start() -> None:
-            self.hub = await self.startHub(ipv6=True)
-
-        return Deferred.fromCoroutine(start())
 
     def launch(self, *args: str) -> Deferred[int]:
         """
@@ -541,6 +541,21 @@ class RunnerTests(TestCase):
         Wait until the running client says it is connected.
         """
         await waitUntil(lambda: "connected to" in notes(self.console), "connected")
+
+
+class RunnerTests(Runners):
+    """
+    The runners in this process against a hub on loopback, writing to
+    memory consoles.
+    """
+
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
+        self.patchInterrupts()
+
+        async def start() -> None:
+            self.hub = await self.startHub(ipv6=True)
+
+        return Deferred.fromCoroutine(start())
 
     async def test_pubMessage(self) -> None:
         """

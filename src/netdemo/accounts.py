@@ -248,10 +248,14 @@ class Accounts:
 
     @ivar anonymous: The rights of a client that has not logged in: by
         default, nothing.
+    @ivar hasAnonymous: Whether the file has an C{[anonymous]} table.
+        Without one, a client that has not logged in may only log in,
+        C{/ping} and C{/quit}.
     """
 
     users: Mapping[str, User]
     anonymous: User = User(ANONYMOUS)
+    hasAnonymous: bool = False
 
     def login(self, name: str, secret: str) -> User | None:
         """
@@ -333,7 +337,7 @@ def loadAccounts(text: bytes | str) -> Accounts:
     anonymous = User(ANONYMOUS)
     if ANONYMOUS in document:
         anonymous = _user(ANONYMOUS, document[ANONYMOUS], ANONYMOUS)
-    return Accounts(parsed, anonymous)
+    return Accounts(parsed, anonymous, ANONYMOUS in document)
 
 
 def _b64(data: bytes) -> str:

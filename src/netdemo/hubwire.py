@@ -32,6 +32,8 @@ __all__ = [
     "ERR",
     "LINE_TIMED_OUT",
     "LINE_TOO_LONG",
+    "LOGIN_FAILED",
+    "LOGIN_NEEDED",
     "MAX_COUNT_DIGITS",
     "MAX_TOPIC",
     "OK",
@@ -73,10 +75,12 @@ __all__ = [
     "parseCount",
     "parseDelivery",
     "patternMatches",
+    "permissionDenied",
     "presenceSummary",
     "refused",
     "renamed",
     "splitSender",
+    "subscriptionDropped",
     "textLines",
     "tooLong",
     "unknownCommand",
@@ -400,6 +404,31 @@ PUBLISHED = b"+OK"
 
 #: Why a partial line was refused.
 LINE_TIMED_OUT = b"-ERR line not completed in time, closing"
+
+#: The answer to a failed C{/login}: whether the name or the secret was
+#: wrong is not said.
+LOGIN_FAILED = b"-ERR login failed"
+
+#: What a client that has not logged in is told after the greeting when it
+#: may do nothing else (C{--hub-auth} without C{[anonymous]}).
+LOGIN_NEEDED = b"* this hub needs a login: /login USER SECRET"
+
+
+def permissionDenied(what: bytes) -> bytes:
+    """
+    The answer to a refused action: C{-ERR permission denied: publish
+    lab.x}, C{... subscribe PATTERN}, C{... nick NAME}.
+    """
+    return err(b"permission denied: " + what)
+
+
+def subscriptionDropped(pattern: bytes) -> bytes:
+    """
+    The notice of a subscription dropped because the client's rights no
+    longer allow it (the accounts file was reloaded).
+    """
+    return b"* subscription to " + pattern + b" dropped: permission denied"
+
 
 #: The answer to a malformed nickname.
 BAD_NICK = b"-ERR bad nick: 1-32 letters, digits, _ or -, starting with a letter"

@@ -18,6 +18,7 @@ from its options and the services only read them.
 from __future__ import annotations
 
 import ipaddress
+import math
 from typing import Any
 
 from attrs import field, frozen
@@ -134,6 +135,11 @@ class HubLimits:
         turn, past which the rest waits for the next turn.
     @ivar hideAddresses: Whether clients are shown as C{client-N} instead of
         their address.
+    @ivar publishRate: Lines a second one publisher may publish; past it
+        the hub stops reading from it until it has earned more.  0 for no
+        limit.
+    @ivar publishBurst: Lines a publisher may publish at once (its bucket's
+        size); 0 for one second's worth of C{publishRate} (at least 1).
     """
 
     maxLine: int = field(default=4096, validator=_positive)
@@ -148,6 +154,18 @@ class HubLimits:
     turnLines: int = field(default=1000, validator=_positive)
     turnTime: float = field(default=0.01, validator=_positive)
     hideAddresses: bool = False
+    publishRate: float = field(default=0.0, validator=_nonNegative)
+    publishBurst: int = field(default=0, validator=_nonNegative)
+
+    @property
+    def publishBucket(self) -> int:
+        """
+        The size of a publisher's bucket: C{publishBurst}, or one second's
+        worth of C{publishRate} (at least 1 line).
+        """
+        if self.publishBurst:
+            return self.publishBurst
+        return max(1, math.ceil(self.publishRate))
 
 
 @frozen

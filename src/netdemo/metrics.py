@@ -105,6 +105,31 @@ CATALOG: dict[str, MetricSpec] = {
         "(it spent its per-turn budget, --turn-lines or --turn-time)",
         ("service",),
     ),
+    "netdemo_pubsub_publish_throttled_total": MetricSpec(
+        "counter",
+        "Times the hub stopped reading from a pub/sub publisher that published "
+        "faster than --publish-rate, until its bucket refilled",
+        ("service",),
+    ),
+    "netdemo_pubsub_permission_denied_total": MetricSpec(
+        "counter",
+        "Pub/sub actions refused by the --hub-auth rights, by user (anonymous "
+        "for clients not logged in) and action (publish, subscribe, nick, "
+        "history, command)",
+        ("service", "user", "action"),
+    ),
+    "netdemo_pubsub_login_failures_total": MetricSpec(
+        "counter",
+        "Failed pub/sub /login attempts (wrong name or secret, or too many "
+        "from one address)",
+        ("service",),
+    ),
+    "netdemo_accounts_reloads_total": MetricSpec(
+        "counter",
+        "Reloads of the --hub-auth file on SIGHUP: ok, or error (the previous "
+        "accounts stay in use)",
+        ("service", "result"),
+    ),
     "netdemo_pubsub_presence_events_total": MetricSpec(
         "counter", "Pub/sub joins, leaves and nickname changes", ("service",)
     ),

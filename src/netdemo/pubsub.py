@@ -55,6 +55,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorTime,
@@ -63,6 +64,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
 from netdemo import hubwire
+from netdemo.accounts import Access
 from netdemo.fanout import FanOutFactory, FanOutProtocol
 from netdemo.history import History
 from netdemo.hubwire import (
@@ -86,9 +88,11 @@ from netdemo.logs import RateLimitedLog, formatAddress
 from netdemo.metrics import IMetrics, sampleOf
 from netdemo.routing import MAX_SUBSCRIPTIONS, Router, Subscribed
 from netdemo.stream import StreamService
+from netdemo.throttle import BucketTable, LineBucket
 
 if TYPE_CHECKING:
     from netdemo.backplane import IBackplane
+    from netdemo.hubauth import AccountsFile, HubAccounts, Rights
 
 __all__ = [
     "ACCEPTS_PER_TURN",
@@ -136,6 +140,14 @@ ERROR_REASONS = (
     "too-many-subscriptions",
     "not-subscribed",
 )
+
+#: What a refused action was, as the C{action} label of
+#: C{netdemo_pubsub_permission_denied_total} says.
+PERMISSION_ACTIONS = ("publish", "subscribe", "nick", "history", "command")
+
+#: The commands a client may give before logging in when the accounts file
+#: has no C{[anonymous]} table.
+OPEN_COMMANDS = frozenset({b"login", b"ping", b"quit"})
 
 #: The answer to one C{/pub} line, as written.
 _ACK = hubwire.PUBLISHED + b"\n"
@@ -216,6 +228,20 @@ class PubSubProtocol(FanOutProtocol):
     _held = False
     _rest: list[Event] = _NONE
     _resumeCall: Any = None
+    # The publish rate's bucket (None: no --publish-rate), and whether
+    # reading is held because it ran out.
+    bucket: LineBucket | None = None
+    _throttled = False
+    # With --hub-auth: what the client may do, the user it logged in as,
+    # the subscriptions whose deliveries are checked one by one, whether it
+    # still waits to be subscribed to the default topic, and the login in
+    # progress (its input is held meanwhile).
+    rights: Rights | None = None
+    user: str | None = None
+    filtered: set[bytes] | None = None
+    defaultPending = False
+    _login: Any = None
+    _gone = False
 
     def connectionMade(self) -> None:
         """
@@ -234,6 +260,11 @@ class PubSubProtocol(FanOutProtocol):
             self.identity = b"client-%d" % (factory.serial + 1,)
         self.reader = HubReader(limits.maxLine, limits.turnLines)
         self.prefixes: dict[bytes, bytes] = {}
+        self.baseIdentity = self.identity
+        if limits.publishRate:
+            self.bucket = factory.publishBucket()
+        if factory.auth is not None:
+            self.rights = factory.auth.current.anonymous
         factory.joined(self)
 
     # Output.
@@ -377,7 +408,12 @@ class PubSubProtocol(FanOutProtocol):
         while behind and not self._closing:
             data, count = behind.popleft()
             self.send(data, count)
-        if self._held and self._resumeCall is None and not self._closing:
+        if (
+            self._held
+            and self._resumeCall is None
+            and not self._closing
+            and self._login is None
+        ):
             self._resumeCall = self.factory.clock.callLater(0, self._continue)
 
     # Closing.
@@ -399,6 +435,10 @@ class PubSubProtocol(FanOutProtocol):
             self._resumeCall.cancel()
         self._resumeCall = None
         self._replay = self._behind = None
+        self._gone = True
+        login, self._login = self._login, None
+        if login is not None and not isinstance(login, Deferred) and login.active():
+            login.cancel()
         super().connectionLost(reason)
 
     # Input.
@@ -428,14 +468,25 @@ class PubSubProtocol(FanOutProtocol):
         factory = self.factory
         count = len(events)
         deadline = factory.timer() + factory.hubLimits.turnTime if count > 1 else 0.0
+        bucket = self.bucket
+        rights = self.rights
         for index, event in enumerate(events, 1):
             if isinstance(event, Publish):
-                factory.publish(self, event.topic, event.lines)
-                acks = event.acks
-                if acks and not self._closing:
-                    self.send(_ACK * acks, acks)
+                if rights is not None and not rights.mayPublish(event.topic):
+                    factory.publishDenied(self, event)
+                elif bucket is not None and not self._withinRate(
+                    bucket, event, events, index
+                ):
+                    return
+                else:
+                    factory.publish(self, event.topic, event.lines)
+                    acks = event.acks
+                    if acks and not self._closing:
+                        self.send(_ACK * acks, acks)
             elif isinstance(event, Command):
                 factory.command(self, event)
+                # A login may have changed them.
+                bucket, rights = self.bucket, self.rights
             elif isinstance(event, Reply):
                 factory.count("bad-topic", self)
                 self.reply(event.line)
@@ -449,11 +500,48 @@ class PubSubProtocol(FanOutProtocol):
                 # A replay began: the rest waits for its end.
                 self._rest = events[index:]
                 return
+            if self._login is not None:
+                # A login is being checked: the rest waits for its answer.
+                self._rest = events[index:]
+                self._holdInput()
+                return
             if index < count and factory.timer() > deadline:
                 self._defer(events[index:])
                 return
         if self.reader.waiting:
             self._defer(_NONE)
+
+    def _withinRate(
+        self, bucket: LineBucket, event: Publish, events: list[Event], index: int
+    ) -> bool:
+        """
+        Whether the publisher's bucket allows all the lines of C{event}.  If
+        not, publish those it allows, stop reading from this client, and go
+        on with the rest of C{event} (and the events after it) once the
+        bucket has earned enough (TCP back-pressure slows the publisher:
+        nothing is lost, nothing reordered).
+        """
+        lines = event.lines
+        factory = self.factory
+        now = factory.clock.seconds()
+        granted = bucket.grant(now, len(lines))
+        if granted == len(lines):
+            return True
+        acks = event.acks
+        if granted:
+            factory.publish(self, event.topic, lines[:granted])
+            done = min(acks, granted)
+            acks -= done
+            if done and not self._closing:
+                self.send(_ACK * done, done)
+            if self._closing:
+                return False
+        rest = Publish(event.topic, lines[granted:], acks)
+        if not self._throttled:
+            self._throttled = True
+            factory.throttled(self)
+        self._defer([rest, *events[index:]], bucket.wait(now, len(rest.lines)))
+        return False
 
     def _holdInput(self) -> None:
         """
@@ -463,16 +551,18 @@ class PubSubProtocol(FanOutProtocol):
             self._held = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
-    def _defer(self, rest: list[Event]) -> None:
+    def _defer(self, rest: list[Event], delay: float | None = None) -> None:
         """
-        This turn's budget is spent: stop reading, go on with C{rest} (and
-        what the reader holds) on a later turn.
+        Stop reading, go on with C{rest} (and what the reader holds) on a
+        later turn: the next one when this turn's budget is spent, or in
+        C{delay} seconds when the publish rate was reached.
         """
         self._rest = rest
         self._holdInput()
         if self._resumeCall is None:
-            self._resumeCall = self.factory.clock.callLater(0, self._continue)
-        self.factory.deferred(self)
+            self._resumeCall = self.factory.clock.callLater(delay or 0, self._continue)
+        if delay is None:
+            self.factory.deferred(self)
 
     def _continue(self) -> None:
         """
@@ -480,15 +570,47 @@ class PubSubProtocol(FanOutProtocol):
         budget; once none is left, read from this client again.
         """
         self._resumeCall = None
-        if self._closing or self._replay is not None:
+        if self._closing or self._replay is not None or self._login is not None:
             return
         events, self._rest = self._rest, _NONE
+        if self._throttled:
+            # Held lines are progress: not an idle connection.
+            self.idleTicks = 0
         # Blank lines make no event: then the reader may still hold more.
         self._handle(events or self.reader.next())
-        if self._closing or self._replay is not None or self._resumeCall is not None:
+        if (
+            self._closing
+            or self._replay is not None
+            or self._resumeCall is not None
+            or self._login is not None
+        ):
             return
-        self._held = False
+        self._held = self._throttled = False
         self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def checking(self, login: Any) -> None:
+        """
+        A login is in progress (a L{Deferred}, or the call that starts it
+        once its source address's turn comes): what this client sent after
+        it waits for its answer.
+        """
+        self._login = login
+
+    def checked(self) -> None:
+        """
+        The login in progress was answered: go on with what waited behind
+        it.
+        """
+        self._login = None
+        if self._held and self._resumeCall is None and not self._closing:
+            self._resumeCall = self.factory.clock.callLater(0, self._continue)
+
+    @property
+    def gone(self) -> bool:
+        """
+        Whether the connection is closed (or closing).
+        """
+        return self._gone or self._closing
 
     @property
     def held(self) -> bool:
@@ -530,16 +652,28 @@ class PubSubFactory(FanOutFactory):
     @ivar deliveredLines: Line deliveries so far.
     @ivar droppedLines: Lines dropped for slow consumers (drop-oldest).
     @ivar deferredTurns: Times a client's input was left for a later turn.
+    @ivar throttledPublishes: Times the hub stopped reading from a publisher
+        over the publish rate (C{--publish-rate}).
     @ivar presenceEvents: Joins, leaves and renames so far.
     @ivar presenceNotices: Presence notices sent (each to every subscriber
         of the default topic).
     @ivar errors: C{-ERR} answers so far, by reason (L{ERROR_REASONS}).
     @ivar timer: The clock of the per-turn time budget, in seconds.
     @ivar backplane: The backplane joining this hub to others, or C{None}.
+    @ivar auth: The accounts file (C{--hub-auth}), or C{None}.
+    @ivar verifyLogin: Checks a login's secret: given the accounts, a user
+        name and a secret, a L{Deferred} firing with the user, or L{None}.
+    @ivar filtered: The clients with a subscription whose deliveries are
+        checked one by one (it overlaps a deny).
+    @ivar denied: Refused actions, by user name and action.
+    @ivar loginFailures: Failed logins so far.
     """
 
     protocol = PubSubProtocol
     backplane: IBackplane | None = None
+    auth: AccountsFile | None = None
+    verifyLogin: Callable[..., Deferred[Any]]
+    loginThrottle: BucketTable
     _log = Logger()
 
     def __init__(
@@ -550,6 +684,7 @@ class PubSubFactory(FanOutFactory):
         metrics: IMetrics,
         clock: IReactorTime,
         backplane: IBackplane | None = None,
+        auth: AccountsFile | None = None,
     ) -> None:
         super().__init__(serviceName, limits, metrics, clock)
         self.hubLimits = self.slowLimits = hubLimits
@@ -561,6 +696,7 @@ class PubSubFactory(FanOutFactory):
         self.deliveredLines = 0
         self.droppedLines = 0
         self.deferredTurns = 0
+        self.throttledPublishes = 0
         self.presenceEvents = 0
         self.presenceNotices = 0
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
@@ -581,7 +717,26 @@ class PubSubFactory(FanOutFactory):
         self._heldEvent: tuple[PubSubProtocol, bytes] | None = None
         # /who answers by topic (b"" for everyone), until the next change.
         self._who: dict[bytes, bytes] = {}
+        self.filtered: dict[PubSubProtocol, None] = {}
+        self.denied: dict[tuple[str, str], int] = {}
+        self.loginFailures = 0
+        self._userBuckets: dict[str, LineBucket] = {}
         metrics.addCollector(self._collectHub)
+        if auth is not None:
+            from netdemo.hubauth import (
+                LOGIN_BURST,
+                LOGIN_MAX_WAIT,
+                LOGIN_RATE,
+                LOGIN_SOURCES,
+                LoginVerifier,
+            )
+
+            self.auth = auth
+            self.verifyLogin = LoginVerifier(clock)
+            self.loginThrottle = BucketTable(
+                LOGIN_RATE, LOGIN_BURST, LOGIN_SOURCES, LOGIN_MAX_WAIT
+            )
+            auth.listeners.append(self.applyAccounts)
         # Local lines also go to the backplane; lines of other hubs come
         # back through deliverRemote.
         if backplane is not None:
@@ -600,6 +755,7 @@ class PubSubFactory(FanOutFactory):
                 ("netdemo_pubsub_delivered_lines_total", self.deliveredLines),
                 ("netdemo_pubsub_dropped_lines_total", self.droppedLines),
                 ("netdemo_pubsub_deferred_turns_total", self.deferredTurns),
+                ("netdemo_pubsub_publish_throttled_total", self.throttledPublishes),
                 ("netdemo_pubsub_presence_events_total", self.presenceEvents),
                 ("netdemo_pubsub_presence_notices_total", self.presenceNotices),
             )
@@ -613,6 +769,24 @@ class PubSubFactory(FanOutFactory):
             )
             for reason, count in self.errors.items()
         )
+        if self.auth is not None:
+            samples.append(
+                sampleOf(
+                    "netdemo_pubsub_login_failures_total",
+                    self.loginFailures,
+                    service=service,
+                )
+            )
+            samples.extend(
+                sampleOf(
+                    "netdemo_pubsub_permission_denied_total",
+                    count,
+                    service=service,
+                    user=user,
+                    action=action,
+                )
+                for (user, action), count in self.denied.items()
+            )
         return samples
 
     def startFactory(self) -> None:
@@ -677,6 +851,36 @@ class PubSubFactory(FanOutFactory):
             seconds=self.hubLimits.turnTime,
         )
 
+    def publishBucket(self) -> LineBucket:
+        """
+        A new publisher's bucket (C{--publish-rate}, C{--publish-burst}),
+        full.
+        """
+        limits = self.hubLimits
+        return LineBucket(
+            limits.publishRate, limits.publishBucket, self.clock.seconds()
+        )
+
+    def throttled(self, p: PubSubProtocol) -> None:
+        """
+        Count (and log, at a bounded rate) a publisher whose input waits
+        because it published faster than C{--publish-rate}.
+        """
+        self.throttledPublishes += 1
+        limits = self.hubLimits
+        self._hubLog.emit(
+            "publish-throttled",
+            LogLevel.info,
+            "{service}: {peer} published faster than {rate} lines/s (burst "
+            "{burst}); the hub reads it at that rate",
+            event="publish_throttled",
+            service=self.serviceName,
+            peer=formatAddress(p.peer),
+            identity=p.identity.decode("ascii", "replace"),
+            rate=limits.publishRate,
+            burst=limits.publishBucket,
+        )
+
     def count(self, reason: str, p: PubSubProtocol) -> None:
         """
         Count (and log, at a bounded rate) a command answered C{-ERR}.
@@ -714,13 +918,19 @@ class PubSubFactory(FanOutFactory):
         """
         self.serial += 1
         self.clients[p] = None
-        self.router.subscribe(p, DEFAULT_TOPIC)
+        rights = p.rights
+        if rights is None or rights.subscription(DEFAULT_TOPIC) is not Access.REFUSED:
+            self.router.subscribe(p, DEFAULT_TOPIC)
+        else:
+            p.defaultPending = True
         self._who.clear()
         p.reply(hubwire.greeting(p.identity, self.serial, len(self.clients)))
+        if rights is not None and rights.restricted:
+            p.reply(hubwire.LOGIN_NEEDED)
         limits = self.hubLimits
         if limits.presence:
             self.presence(p, 0, hubwire.joined)
-        if limits.replayOnJoin:
+        if limits.replayOnJoin and not p.defaultPending:
             p.replay(self.history.last(DEFAULT_TOPIC, limits.replayOnJoin), None)
 
     def droppedFor(self, p: FanOutProtocol, units: int, size: int) -> None:
@@ -738,6 +948,7 @@ class PubSubFactory(FanOutFactory):
         del self.clients[p]
         if p.key is not None and self.nicks.get(p.key) is p:
             del self.nicks[p.key]
+        self.filtered.pop(p, None)
         self.router.drop(p)
         self._who.clear()
         if self.hubLimits.presence:
@@ -916,12 +1127,255 @@ class PubSubFactory(FanOutFactory):
         self.history.add(topic, prefix, lines)
         delivered = 0
         # A copy: a subscriber disconnected for being slow leaves the table.
-        for s in list(self.router.subscribers(topic)):
+        subscribers = list(self.router.subscribers(topic))
+        if self.filtered:
+            subscribers = self._permitted(topic, subscribers)
+        for s in subscribers:
             if s is sender and not s.echo:
                 continue
             s.send(data, count)
             delivered += 1
         self.deliveredLines += count * delivered
+
+    def _permitted(
+        self, topic: bytes, subscribers: list[PubSubProtocol]
+    ) -> list[PubSubProtocol]:
+        """
+        C{subscribers} without those whose subscription to C{topic} is
+        filtered and whose rights deny it.  The work is the smaller of the
+        two lists, each check one cached lookup.
+        """
+        filtered = self.filtered
+        if len(filtered) < len(subscribers):
+            denied = {
+                s
+                for s in filtered
+                if s.rights is not None and not s.rights.mayReceive(topic)
+            }
+            if not denied:
+                return subscribers
+            return [s for s in subscribers if s not in denied]
+        return [
+            s
+            for s in subscribers
+            if s not in filtered or s.rights is None or s.rights.mayReceive(topic)
+        ]
+
+    # Accounts (--hub-auth).
+
+    def deny(self, p: PubSubProtocol, action: str, what: bytes, count: int = 1) -> None:
+        """
+        Answer C{count} refused actions of C{p}
+        (C{-ERR permission denied: ACTION WHAT} each), count them by user
+        and action, and log them at a bounded rate.
+        """
+        rights = p.rights
+        user = rights.label if rights is not None else "anonymous"
+        key = (user, action)
+        self.denied[key] = self.denied.get(key, 0) + count
+        self._hubLog.emit(
+            ("permission-denied", action),
+            LogLevel.warn,
+            "{service}: {peer} ({user}) was refused {action} {what}",
+            event="permission_denied",
+            service=self.serviceName,
+            peer=formatAddress(p.peer),
+            user=user,
+            action=action,
+            what=hubwire.escapeControls(what[: hubwire.MAX_TOPIC]).decode(
+                "utf-8", "replace"
+            ),
+        )
+        if not p.gone:
+            text = what if action == "command" else action.encode() + b" " + what
+            line = hubwire.permissionDenied(text) + b"\n"
+            p.send(line * count, count)
+
+    def publishDenied(self, p: PubSubProtocol, event: Publish) -> None:
+        """
+        Refuse the lines of C{event}: each is answered C{-ERR}.
+        """
+        self.deny(p, "publish", event.topic, len(event.lines))
+
+    def applyAccounts(self, accounts: HubAccounts) -> None:
+        """
+        A new version of the accounts file: apply it to every client at
+        once.  A client whose user is gone is closed; the subscriptions no
+        longer allowed are dropped, each with a notice; a nickname no
+        longer allowed is given up.
+        """
+        known = set(accounts.users) | {accounts.anonymous.label}
+        for key in [k for k in self.denied if k[0] not in known]:
+            del self.denied[key]
+        for name in [n for n in self._userBuckets if n not in accounts.users]:
+            del self._userBuckets[name]
+        for p in list(self.clients):
+            if p.user is None:
+                self.grant(p, accounts.anonymous)
+                continue
+            rights = accounts.users.get(p.user)
+            if rights is None:
+                p.closeWith("account-removed", hubwire.err(b"closing: account removed"))
+            else:
+                self.grant(p, rights)
+
+    def grant(self, p: PubSubProtocol, rights: Rights) -> None:
+        """
+        Give C{p} the rights C{rights}: check its subscriptions and nickname
+        again, and subscribe it to the default topic if it waited for that.
+        """
+        p.rights = rights
+        filtered: set[bytes] = set()
+        for pattern in sorted(self.router.patterns(p)):
+            access = rights.subscription(pattern)
+            if access is Access.REFUSED:
+                self.router.unsubscribe(p, pattern)
+                self._who.clear()
+                p.reply(hubwire.subscriptionDropped(pattern))
+            elif access is Access.FILTERED:
+                filtered.add(pattern)
+        default = rights.subscription(DEFAULT_TOPIC)
+        if p.defaultPending and default is not Access.REFUSED:
+            p.defaultPending = False
+            self.router.subscribe(p, DEFAULT_TOPIC)
+            self._who.clear()
+        p.filtered = filtered or None
+        if filtered:
+            self.filtered[p] = None
+        else:
+            self.filtered.pop(p, None)
+        auth = self.auth
+        if (
+            p.key is not None
+            and auth is not None
+            and not auth.current.mayUseNick(rights, p.identity)
+        ):
+            base = rights.name if p.user is not None else p.baseIdentity
+            self.setIdentity(p, base)
+        if self.hubLimits.publishRate and p.user is not None:
+            bucket = self._userBuckets.get(p.user)
+            if bucket is None:
+                bucket = self._userBuckets[p.user] = self.publishBucket()
+            p.bucket = bucket
+
+    def setIdentity(self, p: PubSubProtocol, identity: bytes) -> None:
+        """
+        Show C{p} as C{identity} (its user name, or its address), giving up
+        any nickname, and tell the others.
+        """
+        if p.key is not None and self.nicks.get(p.key) is p:
+            del self.nicks[p.key]
+        p.key = None
+        old = p.identity
+        if old == identity:
+            return
+        p.identity = identity
+        p.prefixes.clear()
+        self._who.clear()
+        if self.hubLimits.presence:
+            self.presence(p, 2, lambda new, count: hubwire.renamed(old, new))
+
+    def cmd_login(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/login USER SECRET}: check a password or token (in a thread, at
+        most a few at once, failed ones from one address slowed down) and
+        answer once it is checked; what the client sent after it waits.
+        """
+        auth = self.auth
+        if auth is None:
+            self.error(p, "usage", hubwire.err(b"login: this hub has no accounts"))
+            return
+        if p.user is not None:
+            self.error(
+                p, "usage", hubwire.err(b"already logged in as " + p.user.encode())
+            )
+            return
+        words = arg.split(None, 1)
+        if len(words) != 2:
+            self.error(p, "usage", hubwire.usage(b"/login USER SECRET"))
+            return
+        name = words[0].decode("utf-8", "replace")
+        secret = words[1].decode("utf-8", "replace")
+        source = getattr(p.peer, "host", None) or "local"
+        wait = self.loginThrottle.reserve(source, self.clock.seconds())
+        if wait is None:
+            self._loginFailed(p, name, "throttled")
+            return
+        if wait:
+            p.checking(
+                self.clock.callLater(wait, self._checkLogin, p, name, secret, source)
+            )
+        else:
+            self._checkLogin(p, name, secret, source)
+
+    def _checkLogin(
+        self, p: PubSubProtocol, name: str, secret: str, source: str
+    ) -> None:
+        """
+        Check a login's secret, off the reactor thread.
+        """
+        auth = self.auth
+        assert auth is not None
+        checked = self.verifyLogin(auth.current.accounts, name, secret)
+        p.checking(checked)
+
+        def answered(user: Any) -> None:
+            if p.gone:
+                return
+            rights = None
+            if user is not None:
+                assert self.auth is not None
+                rights = self.auth.current.users.get(name)
+            if rights is None:
+                self._loginFailed(p, name, "bad-secret")
+            else:
+                self.loginThrottle.refund(source, self.clock.seconds())
+                p.user = name
+                self.grant(p, rights)
+                self.setIdentity(p, rights.name)
+                p.reply(hubwire.ok(b"logged in as " + rights.name))
+                self._log.info(
+                    "{service}: {peer} logged in as {user}",
+                    event="logged_in",
+                    service=self.serviceName,
+                    peer=formatAddress(p.peer),
+                    user=name,
+                )
+            p.checked()
+
+        def failed(failure: Any) -> None:
+            self._log.failure(
+                "{service}: checking a login failed",
+                failure,
+                service=self.serviceName,
+            )
+            if not p.gone:
+                self._loginFailed(p, name, "error")
+                p.checked()
+
+        checked.addCallbacks(answered, failed)
+
+    def _loginFailed(self, p: PubSubProtocol, name: str, why: str) -> None:
+        """
+        Answer a failed login (never saying whether the name or the secret
+        was wrong), count it, and log it at a bounded rate: with the name
+        only if it is a user's (a password typed as a name is not logged).
+        """
+        self.loginFailures += 1
+        auth = self.auth
+        known = auth is not None and name in auth.current.users
+        self._hubLog.emit(
+            "login-failed",
+            LogLevel.warn,
+            "{service}: failed login from {peer} as {user} ({why})",
+            event="login_failed",
+            service=self.serviceName,
+            peer=formatAddress(p.peer),
+            user=name if known else "(not a user)",
+            why=why,
+        )
+        if not p.gone:
+            p.reply(hubwire.LOGIN_FAILED)
 
     # Commands: each answers with exactly one +OK or -ERR line.
 
@@ -929,6 +1383,15 @@ class PubSubFactory(FanOutFactory):
         """
         Run one command of C{p} and answer it.
         """
+        rights = p.rights
+        if (
+            rights is not None
+            and rights.restricted
+            and command.name not in OPEN_COMMANDS
+        ):
+            shown = hubwire.escapeControls(command.word[:64])
+            self.deny(p, "command", shown + b" (log in first)")
+            return
         handler = None
         if command.name.isalpha():
             handler = getattr(self, "cmd_" + command.name.decode("ascii"), None)
@@ -941,8 +1404,15 @@ class PubSubFactory(FanOutFactory):
         """
         C{/nick NAME}: take a nickname.
         """
+        auth = self.auth
         if not isNick(arg):
             self.error(p, "bad-nick", hubwire.BAD_NICK)
+        elif (
+            auth is not None
+            and p.rights is not None
+            and not auth.current.mayUseNick(p.rights, arg)
+        ):
+            self.deny(p, "nick", arg)
         elif isReservedNick(arg):
             self.error(
                 p, "reserved-nick", hubwire.err(b"nick " + arg + b" is reserved")
@@ -963,24 +1433,49 @@ class PubSubFactory(FanOutFactory):
                 hubwire.usage(b"/sub PATTERN (tokens a.b.c, * one token, > rest)"),
             )
             return
+        rights = p.rights
+        access = Access.FULL
+        if rights is not None:
+            access = rights.subscription(arg)
+            if access is Access.REFUSED:
+                self.deny(p, "subscribe", arg)
+                return
         outcome = self.router.subscribe(p, arg)
-        if outcome is Subscribed.ALREADY:
-            p.reply(hubwire.ok(b"already subscribed to " + arg))
-        elif outcome is Subscribed.TOO_MANY:
+        if outcome is Subscribed.TOO_MANY:
             self.error(
                 p,
                 "too-many-subscriptions",
                 hubwire.err(b"too many subscriptions (%d)" % (MAX_SUBSCRIPTIONS,)),
             )
+            return
+        note = b""
+        if access is Access.FILTERED:
+            if p.filtered is None:
+                p.filtered = set()
+            p.filtered.add(arg)
+            self.filtered[p] = None
+            note = b" (filtered: some of its topics are denied)"
+        if arg == DEFAULT_TOPIC:
+            p.defaultPending = False
+        if outcome is Subscribed.ALREADY:
+            p.reply(hubwire.ok(b"already subscribed to " + arg + note))
         else:
             self._who.clear()
-            p.reply(hubwire.ok(b"subscribed to " + arg))
+            p.reply(hubwire.ok(b"subscribed to " + arg + note))
 
     def cmd_unsub(self, p: PubSubProtocol, arg: bytes) -> None:
         """
         C{/unsub PATTERN}: unsubscribe.
         """
         if self.router.unsubscribe(p, arg):
+            filtered = p.filtered
+            if filtered is not None and arg in filtered:
+                filtered.discard(arg)
+                if not filtered:
+                    p.filtered = None
+                    self.filtered.pop(p, None)
+            if arg == DEFAULT_TOPIC:
+                p.defaultPending = False
             self._who.clear()
             p.reply(hubwire.ok(b"unsubscribed from " + arg))
         else:
@@ -998,7 +1493,11 @@ class PubSubFactory(FanOutFactory):
         C{/topics}: the client's subscriptions and the topics with history.
         """
         mine = b" ".join(sorted(self.router.patterns(p))[:MAX_LISTED])
-        known = b" ".join(sorted(self.history.topics())[:MAX_LISTED])
+        rights = p.rights
+        topics = [
+            t for t in self.history.topics() if rights is None or rights.mayReceive(t)
+        ]
+        known = b" ".join(sorted(topics)[:MAX_LISTED])
         p.reply(hubwire.ok(b"topics subscribed: " + mine + b"; with history: " + known))
 
     def cmd_who(self, p: PubSubProtocol, arg: bytes) -> None:
@@ -1042,6 +1541,9 @@ class PubSubFactory(FanOutFactory):
         if words or not isTopic(topic):
             self.error(p, "bad-topic", hubwire.usage(b"/history [N] [TOPIC]"))
             return
+        if p.rights is not None and not p.rights.mayReceive(topic):
+            self.deny(p, "history", topic)
+            return
         entries = self.history.last(topic, count)
         p.replay(entries, hubwire.ok(b"history %d lines" % (len(entries),)))
 
@@ -1072,12 +1574,51 @@ class PubSubFactory(FanOutFactory):
 class HubService(StreamService):
     """
     The hub's listeners: a L{StreamService} whose TCP listeners accept at
-    most L{ACCEPTS_PER_TURN} connections per reactor turn.
+    most L{ACCEPTS_PER_TURN} connections per reactor turn.  With accounts
+    (C{--hub-auth}), the first plain-TCP listener on an address other than
+    loopback is warned of, once: passwords would cross the network in
+    clear text.
     """
+
+    factory: PubSubFactory
+    _warned = False
+    _log = Logger()
 
     def listened(self, port: IListeningPort, description: str) -> None:
         capAccepts(port, ACCEPTS_PER_TURN)
         super().listened(port, description)
+        if self.factory.auth is not None and not self._warned:
+            self._checkPlaintext(port, description)
+
+    def _checkPlaintext(self, port: IListeningPort, description: str) -> None:
+        """
+        Warn once if C{port} is plain TCP on an address other than
+        loopback.
+        """
+        from twisted.internet.address import IPv4Address, IPv6Address
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from netdemo.hubauth import isLoopback
+
+        address = port.getHost()
+        if not isinstance(address, (IPv4Address, IPv6Address)):
+            return
+        wrapped = getattr(port, "factory", None)
+        if description.lstrip().startswith("ssl:") or isinstance(
+            wrapped, TLSMemoryBIOFactory
+        ):
+            return
+        if isLoopback(address.host):
+            return
+        self._warned = True
+        self._log.warn(
+            "{service}: --hub-auth with a plain-TCP listener on {address}: "
+            "passwords and tokens sent with /login cross the network in clear "
+            "text; listen on loopback, or use TLS (docs/security.md)",
+            event="hub_auth_plaintext",
+            service=self.name,
+            address=formatAddress(address),
+        )
 
 
 def buildPubSubService(
@@ -1087,6 +1628,7 @@ def buildPubSubService(
     metrics: IMetrics,
     reactor: IReactorTime,
     backplane: IBackplane | None = None,
+    auth: AccountsFile | None = None,
 ) -> StreamService:
     """
     Build the pub/sub hub: one listener per endpoint description, all
@@ -1098,8 +1640,9 @@ def buildPubSubService(
     @param metrics: Where to report.
     @param reactor: The reactor to listen with and to time with.
     @param backplane: The backplane joining this hub to others, if any.
+    @param auth: The accounts file (C{--hub-auth}), if any.
     """
     factory = PubSubFactory(
-        SERVICE_NAME, limits, hubLimits, metrics, reactor, backplane
+        SERVICE_NAME, limits, hubLimits, metrics, reactor, backplane, auth
     )
     return HubService(SERVICE_NAME, factory, descriptions, reactor)

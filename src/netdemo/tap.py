@@ -170,6 +170,22 @@ byteRate.coerceDoc = (  # type: ignore[attr-defined]
 )
 
 
+def lineRate(value: str) -> float:
+    """
+    Coerce lines a second, above 0: C{100}, C{100/s}, C{0.5}.
+    """
+    try:
+        number = float(_perSecond(value))
+    except ValueError:
+        number = 0.0
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{value!r} is not a number of lines a second above 0 (100/s)")
+    return number
+
+
+lineRate.coerceDoc = "Lines a second such as 100 or 100/s."  # type: ignore[attr-defined]
+
+
 def positiveInt(value: str) -> int:
     """
     Coerce a whole number of at least 1.
@@ -481,6 +497,40 @@ GROUPS: tuple[OptionGroup, ...] = (
                 "waits for later turns.",
                 0.01,
                 positiveFloat,
+            ),
+            Option(
+                "publish-rate",
+                "LINES/S",
+                "Lines a second each client may publish (100, 100/s); past "
+                "it the hub reads the client no faster, so TCP slows it down "
+                "and nothing is lost.",
+                None,
+                lineRate,
+                "no limit",
+            ),
+            Option(
+                "publish-burst",
+                "N",
+                "Lines a client may publish at once before --publish-rate applies.",
+                None,
+                positiveInt,
+                "one second at the rate",
+            ),
+        ),
+    ),
+    OptionGroup(
+        "Hub accounts (docs/security.md)",
+        ("pubsub",),
+        (
+            Option(
+                "hub-auth",
+                "FILE",
+                "TOML file of users (a password hash or a token each) and the "
+                "topics each may publish and subscribe to; clients /login. "
+                "SIGHUP reads it again.",
+                None,
+                str,
+                "",
             ),
         ),
     ),
@@ -912,6 +962,8 @@ class Options(usage.Options):
         #: The options given that have no effect without a service that is
         #: not running, each with the services it needs (L{postOptions}).
         self.withoutEffect: list[tuple[str, tuple[str, ...]]] = []
+        #: The C{--hub-auth} file's accounts, once read (L{postOptions}).
+        self.hubAccounts: Any = None
 
     def parseOptions(self, options: Any = None) -> None:
         """
@@ -1055,6 +1107,9 @@ class Options(usage.Options):
                     f"--multicast: {str(group)!r}: this host has no interface "
                     f"{group.interface!r} (it has {names})"
                 ) from None
+        if self["publish-burst"] is not None and self["publish-rate"] is None:
+            raise usage.UsageError("--publish-burst needs --publish-rate")
+        self._hubAccounts()
         self._backplanePassword()
         self._tlsListeners()
         self.withoutEffect = self._withoutEffect()
@@ -1124,6 +1179,22 @@ class Options(usage.Options):
                 if given:
                     found.append((option.name, group.services))
         return found
+
+    def _hubAccounts(self) -> None:
+        """
+        Read the C{--hub-auth} file, so that a bad one stops the start with
+        one line naming what is wrong.
+        """
+        self.hubAccounts = None
+        path = self["hub-auth"]
+        if path is None:
+            return
+        from netdemo.hubauth import readAccounts
+
+        try:
+            self.hubAccounts = readAccounts(path)
+        except ValueError as e:
+            raise usage.UsageError(f"--hub-auth {path!r}: {e}") from None
 
     def _backplanePassword(self) -> None:
         """
@@ -1223,6 +1294,8 @@ class Options(usage.Options):
             turnLines=self["turn-lines"],
             turnTime=self["turn-time"],
             hideAddresses=bool(self["hide-addresses"]),
+            publishRate=self["publish-rate"] or 0.0,
+            publishBurst=self["publish-burst"] or 0,
         )
 
     def connectionLimits(self) -> ConnectionLimits:
@@ -1317,8 +1390,15 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
                 hubLimits,
             )
             backplane.setServiceParent(top)
+        auth = None
+        if options.hubAccounts is not None:
+            from netdemo.hangup import HangupService
+            from netdemo.hubauth import AccountsFile
+
+            auth = AccountsFile(options["hub-auth"], options.hubAccounts, metrics)
+            HangupService(reactor, auth.reload).setServiceParent(top)
         buildPubSubService(
-            options["pubsub"], limits, hubLimits, metrics, reactor, backplane
+            options["pubsub"], limits, hubLimits, metrics, reactor, backplane, auth
         ).setServiceParent(top)
     if options["broadcast"]:
         from netdemo.broadcast import buildBroadcastService

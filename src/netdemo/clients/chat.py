@@ -30,11 +30,14 @@ from netdemo.clients.common import (
 from netdemo.clients.hubclient import (
     CONNECT_TIMEOUT,
     KEEPALIVE_OPTION,
+    LOGIN_OPTIONS,
     TIMEOUT_OPTION,
     HubConnection,
     HubSession,
     StdinLines,
     isGreeting,
+    logIn,
+    readLogin,
     standardIO,
     text,
 )
@@ -70,16 +73,21 @@ class ChatOptions(TLSClientOptions, GnuOptions):
         "Examples:\n"
         "  netdemo chat 127.0.0.1:8008 --nick alice\n"
         "  echo 'the build is green' | netdemo chat localhost:8008 -n ci\n"
-        "  printf '/history 5\\n' | netdemo chat 127.0.0.1:8008"
+        "  printf '/history 5\\n' | netdemo chat 127.0.0.1:8008\n"
+        "  netdemo chat 127.0.0.1:8008 --user alice --password-file ~/.hubpw"
     )
     optParameters: list[list[Any]] = [
         ["nick", "n", None, "Nickname to take (again after every reconnection)"],
         KEEPALIVE_OPTION,
         TIMEOUT_OPTION,
+        *LOGIN_OPTIONS,
     ]
 
     def parseArgs(self, target: str) -> None:  # type: ignore[override]
         self["host"], self["port"] = parseHostPort(target)
+
+    def postOptions(self) -> None:
+        readLogin(self)
 
 
 @implementer(IPushProducer)
@@ -113,6 +121,7 @@ class Chat:
     def __init__(self, reactor: Any, options: ChatOptions, console: Console) -> None:
         self.reactor = reactor
         self.console = console
+        self.options = options
         self.nick: bytes | None = (
             options["nick"].encode("utf-8") if options["nick"] else None
         )
@@ -171,32 +180,26 @@ class Chat:
 
     def setUp(self, connection: HubConnection, first: bool) -> Deferred[None]:
         """
-        Take the nickname (again), then send what was typed meanwhile.
+        Log in and take the nickname (again), then send what was typed
+        meanwhile.
         """
-        done: Deferred[None] = Deferred()
         connection.transport.registerProducer(  # type: ignore[union-attr]
             _Throttle(self.throttle), True
         )
+        return Deferred.fromCoroutine(self._setUp(connection, first))
 
-        def named(answer: bytes) -> None:
+    async def _setUp(self, connection: HubConnection, first: bool) -> None:
+        """
+        Log in (with C{--user}), take the nickname (with C{--nick}).
+        """
+        await logIn(connection, self.options)
+        if self.nick is not None:
+            answer = self._learnNick(await connection.command(b"/nick " + self.nick))
             if answer.startswith(ERR):
                 if first:
-                    done.errback(
-                        CommandError(f"the hub refused the nickname: {text(answer)}")
-                    )
-                    return
+                    raise CommandError(f"the hub refused the nickname: {text(answer)}")
                 self.console.note(f"nickname: {text(answer)}")
-            self.reactor.callLater(0, self.flush)
-            done.callback(None)
-
-        if self.nick is None:
-            self.reactor.callLater(0, self.flush)
-            done.callback(None)
-        else:
-            connection.command(b"/nick " + self.nick).addCallback(
-                self._learnNick
-            ).addCallbacks(named, done.errback)
-        return done
+        self.reactor.callLater(0, self.flush)
 
     def typed(self, line: bytes) -> None:
         """

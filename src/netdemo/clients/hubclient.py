@@ -46,11 +46,14 @@ from netdemo.hubwire import ERR, LineBuffer, isAnswer
 __all__ = [
     "CONNECT_TIMEOUT",
     "KEEPALIVE_OPTION",
+    "LOGIN_OPTIONS",
     "TIMEOUT_OPTION",
     "HubConnection",
     "HubSession",
     "StdinLines",
     "isGreeting",
+    "logIn",
+    "readLogin",
     "reason",
     "standardIO",
     "text",
@@ -118,6 +121,83 @@ TIMEOUT_OPTION: list[Any] = [
     "that set the session up",
     positive(float, "a number above 0"),
 ]
+
+
+#: C{--user}, C{--password-file} and C{--token-file}, of C{chat}, C{tail}
+#: and C{pub}: a secret is read from a file, never given on the command
+#: line (where C{ps} and the shell's history would show it).
+LOGIN_OPTIONS: list[list[Any]] = [
+    [
+        "user",
+        None,
+        None,
+        "Log in to the hub (one run with --hub-auth) as USER, with the secret "
+        "of --password-file or --token-file",
+    ],
+    ["password-file", None, None, "File whose first line is USER's password"],
+    ["token-file", None, None, "File whose first line is USER's token"],
+]
+
+#: The longest secret read from a file.
+MAX_SECRET = 4096
+
+
+def readLogin(options: Any) -> None:
+    """
+    Check C{--user}, C{--password-file} and C{--token-file}, and read the
+    secret: C{options["login"]} becomes the C{/login} line to send, or
+    L{None}.
+
+    @raise usage.UsageError: One line naming the option that is wrong.
+    """
+    from twisted.python import usage
+
+    user = options["user"]
+    files = [
+        (name, options[name])
+        for name in ("password-file", "token-file")
+        if options[name] is not None
+    ]
+    options["login"] = None
+    if user is None:
+        if files:
+            raise usage.UsageError(f"--{files[0][0]} needs --user")
+        return
+    if not user or any(c.isspace() for c in user):
+        raise usage.UsageError(f"--user {user!r} is not a user name")
+    if len(files) != 1:
+        raise usage.UsageError("--user needs one of --password-file and --token-file")
+    name, path = files[0]
+    try:
+        with open(path, "rb") as f:
+            first = f.read(MAX_SECRET + 2).split(b"\n", 1)[0].rstrip(b"\r")
+    except OSError as e:
+        raise usage.UsageError(
+            f"--{name} {path!r}: cannot read it ({e.strerror or e})"
+        ) from None
+    if not first.strip():
+        raise usage.UsageError(f"--{name} {path!r}: its first line is empty")
+    if len(first) > MAX_SECRET:
+        raise usage.UsageError(
+            f"--{name} {path!r}: its first line is longer than {MAX_SECRET} bytes"
+        )
+    options["login"] = b"/login " + user.encode("utf-8") + b" " + first
+
+
+async def logIn(connection: HubConnection, options: Any) -> None:
+    """
+    Log in as C{--user}, if given (the first command of every connection).
+
+    @raise CommandError: The hub refused the login.
+    """
+    line = options.get("login")
+    if line is None:
+        return
+    answer = await connection.command(line)
+    if answer.startswith(ERR):
+        raise CommandError(
+            f"the hub refused the login as {options['user']}: {text(answer)}"
+        )
 
 
 class HubConnection(Protocol):

@@ -22,8 +22,11 @@ from netdemo.clients.common import (
     why,
 )
 from netdemo.clients.hubclient import (
+    LOGIN_OPTIONS,
     HubConnection,
     StdinLines,
+    logIn,
+    readLogin,
     reason,
     standardIO,
     text,
@@ -53,7 +56,8 @@ class PubOptions(TLSClientOptions, GnuOptions):
         "Examples:\n"
         "  netdemo pub 127.0.0.1:8008 lab.rack1.temp 21.5\n"
         "  netdemo pub localhost:8008 chat 'hello, everyone'\n"
-        "  tail -f app.log | netdemo pub 127.0.0.1:8008 logs.app -"
+        "  tail -f app.log | netdemo pub 127.0.0.1:8008 logs.app -\n"
+        "  netdemo pub 127.0.0.1:8008 lab.rack7.t 21 --user s7 --token-file s7.tok"
     )
     optParameters: list[list[Any]] = [
         [
@@ -63,6 +67,7 @@ class PubOptions(TLSClientOptions, GnuOptions):
             "Seconds to wait for the hub's answer",
             positive(float, "a number above 0"),
         ],
+        *LOGIN_OPTIONS,
     ]
 
     def parseArgs(self, target: str, topic: str, *message: str) -> None:  # type: ignore[override]
@@ -77,6 +82,9 @@ class PubOptions(TLSClientOptions, GnuOptions):
             raise usage.UsageError("the message is empty")
         else:
             self["message"] = joined
+
+    def postOptions(self) -> None:
+        readLogin(self)
 
 
 class Publisher:
@@ -219,6 +227,14 @@ async def runPub(reactor: Any, options: PubOptions, console: Console) -> int:
         await connectProtocol(endpoint, connection)
     except Exception as e:
         raise CommandError(f"cannot connect to {target}: {why(e)}") from None
+    try:
+        await logIn(connection, options)
+    except CommandError as e:
+        connection.abort()
+        await connection.closed
+        raise CommandError(f"{target}: {e}") from None
+    except Exception as e:
+        raise CommandError(f"{target} closed the connection ({why(e)})") from None
     publisher = Publisher(
         reactor, connection, options["topic"].encode("utf-8"), options["timeout"]
     )

@@ -29,10 +29,13 @@ from netdemo.clients.common import (
 )
 from netdemo.clients.hubclient import (
     KEEPALIVE_OPTION,
+    LOGIN_OPTIONS,
     TIMEOUT_OPTION,
     HubConnection,
     HubSession,
     isGreeting,
+    logIn,
+    readLogin,
     text,
 )
 from netdemo.clients.tlsclient import TLSClientOptions
@@ -73,7 +76,8 @@ class TailOptions(TLSClientOptions, GnuOptions):
         "Examples:\n"
         "  netdemo tail 127.0.0.1:8008\n"
         "  netdemo tail localhost:8008 --sub 'lab.>' --sub alerts --history 10\n"
-        "  netdemo tail 127.0.0.1:8008 -s '>' --json | jq .text"
+        "  netdemo tail 127.0.0.1:8008 -s '>' --json | jq .text\n"
+        "  netdemo tail 127.0.0.1:8008 -s 'lab.>' --user al --password-file pw"
     )
     optFlags = [["json", "j", "One JSON object per message"]]
     optParameters: list[list[Any]] = [
@@ -86,6 +90,7 @@ class TailOptions(TLSClientOptions, GnuOptions):
         ],
         KEEPALIVE_OPTION,
         TIMEOUT_OPTION,
+        *LOGIN_OPTIONS,
     ]
 
     def __init__(self) -> None:
@@ -109,6 +114,7 @@ class TailOptions(TLSClientOptions, GnuOptions):
         for pattern in self["subs"]:
             if not pattern or any(c.isspace() for c in pattern):
                 raise usage.UsageError(f"--sub {pattern!r} is not a pattern")
+        readLogin(self)
 
 
 def topicMatches(pattern: str, topic: str) -> bool:
@@ -218,6 +224,7 @@ class Tail:
         Unsubscribe from the default topic unless asked for, subscribe to
         every pattern, replay the history on the first connection.
         """
+        await logIn(connection, self.options)
         wanted = [p.encode("utf-8") for p in self.patterns]
         if DEFAULT_TOPIC not in wanted:
             await connection.command(b"/unsub " + DEFAULT_TOPIC)
