@@ -24,12 +24,12 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemo.accounts import Accounts, Rule, User, hashPassword, loadAccounts
-from netdemo.hangup import HangupService
 from netdemo.hubauth import LOGIN_BURST, AccountsFile, isLoopback
 from netdemo.hubwire import parseDelivery, patternMatches
 from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.pubsub import HubService
+from netdemo.signals import HangupService
 from netdemo.tap import Options
 from tests.pubsubhelpers import FakeClient, FakeHub
 from tests.support import PATIENCE, Daemon, captureEvents, poll, requireTool
@@ -543,33 +543,20 @@ class ReloadTests(SynchronousTestCase):
         self.assertIn("users.x", failed["error"])
 
 
-class FakeSignals:
-    """
-    Stands in for the C{signal} module.
-    """
-
-    SIGHUP = signal.SIGHUP
-    SIG_DFL = signal.SIG_DFL
-
-    def __init__(self, installed: Any) -> None:
-        self.installed = installed
-
-    def getsignal(self, number: int) -> Any:
-        return self.installed
-
-    def signal(self, number: int, handler: Any) -> None:
-        self.installed = handler
-
-
 class HangupTests(SynchronousTestCase):
     """
-    L{HangupService}.
+    L{HangupService}: C{SIGHUP} while it runs, shared through
+    L{netdemo.signals.chainSignal}.
     """
+
+    def setUp(self) -> None:
+        original = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, original)
 
     def test_chained(self) -> None:
         """
-        While running, C{SIGHUP} calls back on the reactor thread, then the
-        handler installed before; stopping puts that one back.
+        While running, C{SIGHUP} calls the handler installed before, then
+        calls back on the reactor thread; stopping puts that one back.
         """
         calls: list[str] = []
 
@@ -581,25 +568,25 @@ class HangupTests(SynchronousTestCase):
         def previous(signum: int, frame: Any) -> None:
             calls.append("previous")
 
-        signals = FakeSignals(previous)
-        service = HangupService(Reactor(), lambda: calls.append("reload"), signals)
+        signal.signal(signal.SIGHUP, previous)
+        service = HangupService(Reactor(), lambda: calls.append("reload"))
         service.startService()
-        signals.installed(signal.SIGHUP, None)
-        self.assertEqual(calls, ["from-thread", "reload", "previous"])
+        signal.raise_signal(signal.SIGHUP)
+        self.assertEqual(calls, ["previous", "from-thread", "reload"])
         service.stopService()
-        self.assertIs(signals.installed, previous)
+        self.assertIs(signal.getsignal(signal.SIGHUP), previous)
 
     def test_defaultNotChained(self) -> None:
         """
         The default action (terminate) is not chained: it is put back when
         the service stops.
         """
-        signals = FakeSignals(signal.SIG_DFL)
-        service = HangupService(None, lambda: None, signals)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        service = HangupService(None, lambda: None)
         service.startService()
-        self.assertTrue(callable(signals.installed))
+        self.assertTrue(callable(signal.getsignal(signal.SIGHUP)))
         service.stopService()
-        self.assertEqual(signals.installed, signal.SIG_DFL)
+        self.assertEqual(signal.getsignal(signal.SIGHUP), signal.SIG_DFL)
 
 
 class FakePort:

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Signal handlers that share a signal: L{chainSignal}.
+Signal handlers that share a signal: L{chainSignal}, and L{HangupService},
+a service that handles C{SIGHUP} while it runs.
 
 C{SIGHUP} has several users in one daemon (the TLS listeners re-read their
 certificates; the hub may re-read its accounts file).  Each installs its
@@ -15,11 +16,13 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["chainSignal"]
+from twisted.application.service import Service
+
+__all__ = ["HangupService", "chainSignal"]
 
 
 def chainSignal(
-    signum: int, callback: Callable[[], None], reactor: Any
+    signum: int, callback: Callable[[], object], reactor: Any
 ) -> Callable[[], None]:
     """
     Call C{callback} in the reactor thread on every C{signum}, after calling
@@ -51,3 +54,27 @@ def chainSignal(
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
 
     return uninstall
+
+
+class HangupService(Service):
+    """
+    Call C{callback} in the reactor thread on every C{SIGHUP} while the
+    service runs (the hub re-reads its accounts file), sharing the signal
+    through L{chainSignal}.  Twisted's reactor and C{twistd -n} leave
+    C{SIGHUP} alone.
+    """
+
+    def __init__(self, reactor: Any, callback: Callable[[], object]) -> None:
+        self.reactor = reactor
+        self.callback = callback
+        self._uninstall: Callable[[], None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._uninstall = chainSignal(signal.SIGHUP, self.callback, self.reactor)
+
+    def stopService(self) -> Any:
+        if self._uninstall is not None:
+            self._uninstall()
+            self._uninstall = None
+        return super().stopService()

@@ -1392,8 +1392,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
             backplane.setServiceParent(top)
         auth = None
         if options.hubAccounts is not None:
-            from netdemo.hangup import HangupService
             from netdemo.hubauth import AccountsFile
+            from netdemo.signals import HangupService
 
             auth = AccountsFile(options["hub-auth"], options.hubAccounts, metrics)
             HangupService(reactor, auth.reload).setServiceParent(top)
