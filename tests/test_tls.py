@@ -108,7 +108,7 @@ class DescriptionTests(SynchronousTestCase):
             error = self.assertRaises(ValueError, parseTLSDescription, description)
             self.assertIn(fragment, str(error))
 
-    @given(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1))
+    @given(st.text(st.characters(exclude_categories=["Cs"]), min_size=1))
     def test_anyPath(self, path: str) -> None:
         """
         Any file name survives being written into a description and read
