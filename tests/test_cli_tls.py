@@ -203,6 +203,21 @@ class RunnerTests(TestCase):
         self.assertIn("(tlsv13 alert certificate required)", str(caught.exception))
         self.assertNotIn("\n", str(caught.exception))
 
+    async def test_tailWithoutCertificate(self) -> None:
+        """
+        C{tail --tls} without a client certificate, to a hub that requires
+        one, fails in one line that says so.
+        """
+        port = await self.hub(clientCA=True)
+        options = parseCommandLine(
+            ["tail", f"127.0.0.1:{port}", "--tls", "--ca", self.pki.ca]
+        )
+        with self.assertRaises(CommandError) as caught:
+            await tail.runTail(reactor, options.subOptions, self.console)
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        self.assertIn("certificate required", message)
+
     async def test_chat(self) -> None:
         """
         C{chat --tls} connects by name, shows the greeting and answers, and

@@ -15,6 +15,8 @@ import tempfile
 import time
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -105,6 +107,15 @@ class DescriptionTests(SynchronousTestCase):
         ]:
             error = self.assertRaises(ValueError, parseTLSDescription, description)
             self.assertIn(fragment, str(error))
+
+    @given(st.text(st.characters(exclude_categories=["Cs"]), min_size=1))
+    def test_anyPath(self, path: str) -> None:
+        """
+        Any file name survives being written into a description and read
+        back, whatever C{:}, C{=} and C{\\} it holds.
+        """
+        added = withClientCA("ssl:1:privateKey=k", path)
+        self.assertEqual(parseTLSDescription(added).clientCA, path)
 
     def test_withClientCA(self) -> None:
         """

@@ -240,9 +240,16 @@ def loadCertificates(listener: TLSListener) -> Any:
     )
     try:
         context = certificateOptions.getContext()
-    except SSL.Error:
+    except SSL.Error as e:
+        reasons = [r[-1] for r in e.args[0] if r[-1]] if e.args else []
+        if any("mismatch" in reason for reason in reasons):
+            raise TLSFileError(
+                f"privateKey {listener.privateKey!r} does not match certKey "
+                f"{certPath!r}"
+            ) from None
         raise TLSFileError(
-            f"privateKey {listener.privateKey!r} does not match certKey {certPath!r}"
+            f"cannot use {certPath!r} and the files with it: "
+            + ("; ".join(reasons) or "OpenSSL refused them")
         ) from None
     # CertificateOptions caches this context: the callback stays.
     context.set_alpn_select_callback(_alpnSelect)

@@ -207,6 +207,7 @@ class HubConnection(Protocol):
     to C{onLine}.
 
     @ivar lost: Whether the connection is closed.
+    @ivar lostReason: Why, once it is.
     @ivar greeting: Fires with the first line the hub sends (its greeting,
         or the reason it refuses the connection); with C{b""} if the
         connection is lost first.
@@ -230,6 +231,7 @@ class HubConnection(Protocol):
         self._pending: deque[Deferred[bytes]] = deque()
         self._keepalive: LoopingCall | None = None
         self.lost = False
+        self.lostReason: Failure | None = None
         self.greeting: Deferred[bytes] = Deferred()
         self.closed: Deferred[None] = Deferred()
 
@@ -308,6 +310,7 @@ class HubConnection(Protocol):
         if reason is None:
             reason = Failure(ConnectionDone())
         self.lost = True
+        self.lostReason = reason
         if self._keepalive is not None and self._keepalive.running:
             self._keepalive.stop()
         pending, self._pending = self._pending, deque()
@@ -496,8 +499,14 @@ class HubSession:
         async def prepare() -> None:
             greeting = await connection.greeting
             if connection.lost:
+                lost = connection.lostReason
                 raise CommandError(
                     f"{self.target} closed the connection without a greeting"
+                    + (
+                        f" ({reason(lost)})"
+                        if lost is not None and not lost.check(ConnectionDone)
+                        else ""
+                    )
                 )
             if greeting.startswith(ERR):
                 raise CommandError(
