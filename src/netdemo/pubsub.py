@@ -46,6 +46,19 @@ are dropped and it is told how many.  The publisher is never paused for a
 slow subscriber.  A history replay is streamed at the pace the client reads
 it: what else is sent to that client waits behind it (and counts against
 C{maxPending}), and its commands are not read meanwhile.
+
+How fast one client may publish (C{--publish-rate}): each connection (each
+user, with accounts) has a token bucket; a read with more lines than it
+allows is published as far as it allows, and the rest waits, with the
+client's transport paused, until the bucket has earned more, so that TCP
+slows the client down.  With rate off a client has no bucket: one attribute
+test per event.
+
+Who may do what (C{--hub-auth}, L{netdemo.hubauth}): each client has the
+rights of its user (or the anonymous ones), each topic's decision cached
+there; publishing costs one cached lookup per event, subscribing is checked
+once, at C{/sub}, and only the clients with a subscription that overlaps a
+deny (L{PubSubFactory.filtered}) are checked at delivery.
 """
 
 from __future__ import annotations
