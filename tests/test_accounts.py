@@ -200,6 +200,32 @@ class FileTests(SynchronousTestCase):
         self.assertNotIn("wonderland", repr(alice))
         self.assertNotIn(self.hash, repr(alice))
 
+    def test_certificates(self) -> None:
+        """
+        A user may be named by TLS client certificate subjects (one or a
+        list), with or without a secret; a subject maps to that user, any
+        other to none.  A subject of two users is an error.
+        """
+        accounts = loadAccounts(
+            '[users.alice]\ncertificate = "CN=alice,O=Lab"\n'
+            '[users.sensor7]\ntoken = "0123456789abcdefg"\n'
+            'certificate = ["CN=sensor7", "CN=sensor7-spare"]\n'
+        )
+        self.assertIs(
+            accounts.forCertificate("CN=alice,O=Lab"), accounts.users["alice"]
+        )
+        self.assertIs(
+            accounts.forCertificate("CN=sensor7-spare"), accounts.users["sensor7"]
+        )
+        self.assertIsNone(accounts.forCertificate("CN=alice"))
+        self.assertIsNone(accounts.login("alice", ""))
+        e = self.assertRaises(
+            ValueError,
+            loadAccounts,
+            '[users.a]\ncertificate = "CN=x"\n[users.b]\ncertificate = "CN=x"\n',
+        )
+        self.assertIn("users.b.certificate: 'CN=x' is users.a's too", str(e))
+
     def test_noAnonymousTable(self) -> None:
         """
         Without C{[anonymous]}, a client that has not logged in may do
@@ -222,6 +248,9 @@ class FileTests(SynchronousTestCase):
                 "users.bob.publish.allow[0]: 'lab..x'",
             ),
             ("[users.bob]\ntoken = 'short'\n", "users.bob.token"),
+            ("[users.bob]\ncertificate = 7\n", "users.bob.certificate"),
+            ("[users.bob]\ncertificate = ['alice']\n", "users.bob.certificate"),
+            ("[anonymous]\ncertificate = 'CN=x'\n", "anonymous: anonymous"),
             ("[users.bob]\npassword = 'plain'\n", "users.bob.password: not a hash"),
             ("[anonymous]\ntoken = '0123456789abcdefg'\n", "anonymous: anonymous"),
             ("[groups.x]\n", "unknown table 'groups'"),

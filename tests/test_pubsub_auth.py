@@ -646,7 +646,7 @@ class OptionTests(SynchronousTestCase):
         """
         for text, message in [
             (None, "cannot read it"),
-            ("[users.x]\n", "users.x: needs a password or a token"),
+            ("[users.x]\n", "users.x: needs a password, a token or a certificate"),
             ("nonsense", "not TOML"),
             ("#" * (1 << 20) + "\n", "larger than 1 MiB"),
         ]:

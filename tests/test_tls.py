@@ -541,11 +541,16 @@ class DaemonTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.pki = tempPKI(self)
 
-    def daemon(self, *args: str, services: tuple[str, ...]) -> Daemon:
+    def daemon(
+        self,
+        *args: str,
+        services: tuple[str, ...],
+        twistdArgs: tuple[str, ...] | list[str] = (),
+    ) -> Daemon:
         arguments = []
         for service in services:
             arguments += [f"--{service}", self.pki.serverDescription()]
-        daemon = Daemon(*arguments, *args)
+        daemon = Daemon(*arguments, *args, twistdArgs=twistdArgs)
         self.addCleanup(daemon.close)
         daemon.waitListening(len(services))
         return daemon
@@ -666,6 +671,49 @@ class DaemonTests(SynchronousTestCase):
             self.assertNotIn(b"+OK", refused, extra)
             self.assertRegex(refused, rb"alert (certificate required|unknown ca)")
         self.assertIn("client certificates required", daemon.log())
+
+    def test_certificateMappedToUser(self) -> None:
+        """
+        With C{--hub-auth} and C{--tls-client-ca}, a client whose verified
+        certificate's subject a user names is logged in as that user at the
+        handshake, with that user's rights; after the file is edited and
+        C{SIGHUP}, a subject no user names stays anonymous.
+        """
+        accounts = os.path.join(self.pki.directory, "accounts.toml")
+        with open(accounts, "w") as f:
+            f.write(
+                '[users.alice]\ncertificate = "CN=alice"\n'
+                'publish = { allow = ["lab.>"] }\n'
+                'subscribe = { allow = ["lab.>"] }\n'
+            )
+        daemon = self.daemon(
+            "--tls-client-ca",
+            self.pki.ca,
+            "--hub-auth",
+            accounts,
+            twistdArgs=["--logger=netdemo.logs.jsonObserver"],
+            services=("pubsub",),
+        )
+        port = daemon.port("pubsub")
+        alice = ("-cert", self.pki.clientCert, "-key", self.pki.clientKey)
+        seen = self.sClient(
+            port, b"/pub lab.x hi\n/pub other.x hi\n/quit\n", b"+OK bye", *alice
+        )
+        self.assertIn(b"+OK logged in as alice by certificate", seen)
+        self.assertIn(
+            b"by certificate\n+OK\n-ERR permission denied: publish other.x\n", seen
+        )
+        [event] = daemon.waitEvent("logged_in")
+        self.assertEqual((event["user"], event["subject"]), ("alice", "CN=alice"))
+        with open(accounts, "w") as f:
+            f.write('[users.bob]\ncertificate = "CN=bob"\n')
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.waitEvent("accounts_reloaded")
+        seen = self.sClient(port, b"/pub lab.x hi\n/quit\n", b"+OK bye", *alice)
+        self.assertNotIn(b"logged in", seen)
+        self.assertIn(b"-ERR permission denied", seen)
+        [unmapped] = daemon.waitEvent("certificate_unmapped")
+        self.assertEqual(unmapped["subject"], "CN=alice")
 
     def test_reloadOnSIGHUP(self) -> None:
         """

@@ -210,6 +210,10 @@ class User:
     @ivar password: A hash from L{hashPassword}, or L{None}.
     @ivar token: A secret compared as it is, or L{None}.
     @ivar nicks: Nicknames it may take besides its name.
+    @ivar certificates: Subjects of TLS client certificates (RFC 4514, as
+        C{openssl x509 -noout -subject -nameopt RFC2253} prints them:
+        C{CN=alice,O=Lab}) that log a connection in as this user when the
+        hub verifies them (C{--tls-client-ca}).
     """
 
     name: str
@@ -218,6 +222,7 @@ class User:
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     nicks: tuple[str, ...] = ()
+    certificates: tuple[str, ...] = ()
 
     def authenticates(self, secret: str) -> bool:
         """
@@ -251,11 +256,21 @@ class Accounts:
     @ivar hasAnonymous: Whether the file has an C{[anonymous]} table.
         Without one, a client that has not logged in may only log in,
         C{/ping} and C{/quit}.
+    @ivar bySubject: Certificate subject -> user name (L{User.certificates}).
     """
 
     users: Mapping[str, User]
     anonymous: User = User(ANONYMOUS)
     hasAnonymous: bool = False
+
+    bySubject: Mapping[str, str] = field(factory=dict, repr=False)
+
+    def forCertificate(self, subject: str) -> User | None:
+        """
+        The user a verified client certificate's subject maps to, if any.
+        """
+        name = self.bySubject.get(subject)
+        return None if name is None else self.users.get(name)
 
     def login(self, name: str, secret: str) -> User | None:
         """
@@ -270,7 +285,7 @@ class Accounts:
         return user if user.authenticates(secret) else None
 
 
-_USER_KEYS = {"password", "token", "publish", "subscribe", "nicks"}
+_USER_KEYS = {"password", "token", "publish", "subscribe", "nicks", "certificate"}
 
 
 def _user(name: str, table: Any, where: str) -> User:
@@ -285,10 +300,24 @@ def _user(name: str, table: Any, where: str) -> User:
     if unknown:
         raise ValueError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     password, token = table.get("password"), table.get("token")
-    if name != ANONYMOUS and password is None and token is None:
-        raise ValueError(f"{where}: needs a password or a token")
-    if name == ANONYMOUS and (password is not None or token is not None):
-        raise ValueError(f"{where}: anonymous clients have no password or token")
+    certificates = table.get("certificate", [])
+    if isinstance(certificates, str):
+        certificates = [certificates]
+    if not isinstance(certificates, list) or not all(
+        isinstance(c, str) and "=" in c and len(c) <= 1024 for c in certificates
+    ):
+        raise ValueError(
+            f"{where}.certificate: a certificate subject such as"
+            ' "CN=alice,O=Lab", or a list of them'
+        )
+    if name != ANONYMOUS and password is None and token is None and not certificates:
+        raise ValueError(f"{where}: needs a password, a token or a certificate")
+    if name == ANONYMOUS and (
+        password is not None or token is not None or certificates
+    ):
+        raise ValueError(
+            f"{where}: anonymous clients have no password, token or certificate"
+        )
     if password is not None:
         if not isinstance(password, str):
             raise ValueError(f"{where}.password: a string made by netdemo passwd")
@@ -307,6 +336,7 @@ def _user(name: str, table: Any, where: str) -> User:
         password,
         token,
         tuple(nicks),
+        tuple(certificates),
     )
 
 
@@ -330,14 +360,21 @@ def loadAccounts(text: bytes | str) -> Accounts:
     if not isinstance(users, dict):
         raise ValueError("users: tables such as [users.alice]")
     parsed = {}
+    subjects: dict[str, str] = {}
     for name, table in users.items():
         if not isNick(name.encode("utf-8")) or name == ANONYMOUS:
             raise ValueError(f"users.{name}: not a user name (a nickname)")
         parsed[name] = _user(name, table, f"users.{name}")
+        for subject in parsed[name].certificates:
+            other = subjects.setdefault(subject, name)
+            if other != name:
+                raise ValueError(
+                    f"users.{name}.certificate: {subject!r} is users.{other}'s too"
+                )
     anonymous = User(ANONYMOUS)
     if ANONYMOUS in document:
         anonymous = _user(ANONYMOUS, document[ANONYMOUS], ANONYMOUS)
-    return Accounts(parsed, anonymous, ANONYMOUS in document)
+    return Accounts(parsed, anonymous, ANONYMOUS in document, subjects)
 
 
 def _b64(data: bytes) -> str:

@@ -70,11 +70,13 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
+    IHandshakeListener,
     IListeningPort,
     IReactorTime,
 )
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
+from zope.interface import implementer
 
 from netdemo import hubwire
 from netdemo.accounts import Access
@@ -210,6 +212,7 @@ class _Replay:
         return b"\n".join(entries[start:end]) + b"\n"
 
 
+@implementer(IHandshakeListener)
 class PubSubProtocol(FanOutProtocol):
     """
     One hub client, as far as I/O goes: it reads events with a
@@ -279,6 +282,21 @@ class PubSubProtocol(FanOutProtocol):
         if factory.auth is not None:
             self.rights = factory.auth.current.anonymous
         factory.joined(self)
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done (Twisted's L{IHandshakeListener}): with
+        C{--hub-auth}, a verified client certificate whose subject a user
+        of the accounts file names logs the connection in as that user.
+        """
+        factory = self.factory
+        if factory.auth is None or self.user is not None or self._gone:
+            return
+        from netdemo.tls import peerSubject
+
+        subject = peerSubject(self.transport)
+        if subject is not None:
+            factory.certificateLogin(self, subject)
 
     # Output.
 
@@ -1367,6 +1385,40 @@ class PubSubFactory(FanOutFactory):
                 p.checked()
 
         checked.addCallbacks(answered, failed)
+
+    def certificateLogin(self, p: PubSubProtocol, subject: str) -> None:
+        """
+        Log C{p} in as the user its verified client certificate's
+        C{subject} maps to (L{netdemo.accounts.User.certificates}); a
+        subject no user names leaves it anonymous, logged at a bounded rate.
+        """
+        auth = self.auth
+        assert auth is not None
+        user = auth.current.accounts.forCertificate(subject)
+        rights = None if user is None else auth.current.users.get(user.name)
+        if user is None or rights is None:
+            self._hubLog.emit(
+                "certificate-unmapped",
+                LogLevel.info,
+                "{service}: {peer}'s certificate {subject} is no user's",
+                event="certificate_unmapped",
+                service=self.serviceName,
+                peer=formatAddress(p.peer),
+                subject=subject,
+            )
+            return
+        p.user = user.name
+        self.grant(p, rights)
+        self.setIdentity(p, rights.name)
+        p.reply(hubwire.ok(b"logged in as " + rights.name + b" by certificate"))
+        self._log.info(
+            "{service}: {peer} logged in as {user} by certificate {subject}",
+            event="logged_in",
+            service=self.serviceName,
+            peer=formatAddress(p.peer),
+            user=user.name,
+            subject=subject,
+        )
 
     def _loginFailed(self, p: PubSubProtocol, name: str, why: str) -> None:
         """
