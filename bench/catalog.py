@@ -218,13 +218,44 @@ def broadcast(name: str) -> ServerSpec:
     raise Unavailable(f"unknown broadcast server {name!r}: skipped")
 
 
+#: The accounts file of C{hub-auth}: clients that have not logged in may
+#: publish and subscribe everywhere but under C{secret.}, so every publish
+#: and every subscription is checked against rules (issue 14: routing with
+#: permissions costs at most 10% of the deliveries).
+HUB_ACCOUNTS = """
+[users.admin]
+token = "bench-token-0123456789"
+publish = { allow = [">"] }
+subscribe = { allow = [">"] }
+
+[anonymous]
+publish = { allow = [">"], deny = ["secret.>"] }
+subscribe = { allow = [">"], deny = ["secret.>"] }
+"""
+
+
+def hubAccounts() -> str:
+    """
+    The path of a file holding L{HUB_ACCOUNTS} (made once per run).
+    """
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="netdemo-bench-auth-")
+    path = Path(directory) / "accounts.toml"
+    path.write_text(HUB_ACCOUNTS)
+    return str(path)
+
+
 def pubsub(name: str) -> ServerSpec:
     """
-    A fan-out server: C{hub} (netdemo), C{tutorial} (the tutorial chat),
+    A fan-out server: C{hub} (netdemo), C{hub-auth} (netdemo with
+    C{--hub-auth}, L{HUB_ACCOUNTS}), C{tutorial} (the tutorial chat),
     C{nats} (C{nats-server} on one core) or C{redis}.
     """
     if name == "hub":
         return netdemo(name, "pubsub", HUB)
+    if name == "hub-auth":
+        return netdemo(name, "pubsub", [*HUB, "--hub-auth", hubAccounts()])
     if name == "tutorial":
         return ours(name, "tutorial_chat.py")
     if name == "nats":

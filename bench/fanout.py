@@ -6,6 +6,9 @@ available; the load generator gets the other cores):
 
   - C{hub}: netdemo's pub/sub hub (C{twistd netdemo --pubsub}), plain lines
     to the default topic;
+  - C{hub-auth}: the same with C{--hub-auth} (every publish and
+    subscription checked against rules; asked for by name, not in the
+    default list);
   - C{tutorial}: the tutorial Twisted chat (C{bench/servers/tutorial_chat.py});
   - C{nats}: C{nats-server} with C{GOMAXPROCS=1}, when installed;
   - C{redis}: C{redis-server} C{PUBLISH}/C{SUBSCRIBE}, when installed.
@@ -244,7 +247,7 @@ def printRatios(results: list[dict[str, Any]]) -> None:
     hubLatency = [r for r in results if r["server"] == "hub" and "p99_ms" in r]
     print("\nhub / reference (deliveries/s; p99 latency):")
     for r in results:
-        if r["server"] == "hub":
+        if r["server"] in ("hub", "hub-auth"):
             continue
         if (
             "deliveries_per_s" in r
@@ -257,6 +260,15 @@ def printRatios(results: list[dict[str, Any]]) -> None:
         if "p99_ms" in r and hubLatency and r["p99_ms"]:
             ratio = hubLatency[0]["p99_ms"] / r["p99_ms"]
             print(f"  vs {r['server']:9} p99 at {r['rate']:.0f}/s: {ratio:5.2f}x")
+
+    auth = [r for r in results if r["server"] == "hub-auth" and "deliveries_per_s" in r]
+    if auth:
+        print("\nhub-auth / hub (deliveries/s; issue 14: at least 0.90x):")
+    for r in auth:
+        n = r["subscribers"]
+        if n in hub and hub[n]["deliveries_per_s"]:
+            ratio = r["deliveries_per_s"] / hub[n]["deliveries_per_s"]
+            print(f"  at {n:5} subscribers: {ratio:5.2f}x")
 
 
 if __name__ == "__main__":

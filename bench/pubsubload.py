@@ -85,6 +85,10 @@ WIRES = {
     "hub": Wire(
         "hub", b"", b"connected)\n", 1, b"", b"connected)\n", lambda p: p + b"\n"
     ),
+    # The hub with --hub-auth: the same lines, checked against rules.
+    "hub-auth": Wire(
+        "hub-auth", b"", b"connected)\n", 1, b"", b"connected)\n", lambda p: p + b"\n"
+    ),
     "tutorial": Wire("tutorial", b"", b"", 1, b"", b"", lambda p: p + b"\r\n"),
     # The byte relays of bench/broadcast.py: netdemo's greets with a line
     # ending "connected)", the tutorial's Spreader with one ending "!".
