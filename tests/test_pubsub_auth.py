@@ -452,6 +452,13 @@ class PublishRateTests(SynchronousTestCase):
         hub.clock.advance(0.5)
         self.assertEqual(len(root.new()), 5)
         self.assertFalse(second.protocol.held)
+        throttled = {
+            user: hub.metrics.value(
+                "netdemo_pubsub_publish_throttled_total", service="pubsub", user=user
+            )
+            for user in ("alice", "anonymous", "root")
+        }
+        self.assertEqual(throttled, {"alice": 1, "anonymous": 0, "root": 0})
 
 
 class ReloadTests(SynchronousTestCase):

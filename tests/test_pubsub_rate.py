@@ -58,7 +58,7 @@ def throttledTotal(fake: FakeHub) -> float:
     The hub's C{netdemo_pubsub_publish_throttled_total}.
     """
     return fake.metrics.value(
-        "netdemo_pubsub_publish_throttled_total", service="pubsub"
+        "netdemo_pubsub_publish_throttled_total", service="pubsub", user="anonymous"
     )
 
 
@@ -446,6 +446,10 @@ class PublishRateDaemonTests(SynchronousTestCase):
         lastAt = next(t for t, n in stamps if n > lines.index(fromFirst[-1]))
         self.assertGreaterEqual(lastAt - firstAt, 8.5)
         self.assertGreaterEqual(
-            daemon.metric("netdemo_pubsub_publish_throttled_total", service="pubsub"),
+            daemon.metric(
+                "netdemo_pubsub_publish_throttled_total",
+                service="pubsub",
+                user="anonymous",
+            ),
             1,
         )

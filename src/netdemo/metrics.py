@@ -108,8 +108,9 @@ CATALOG: dict[str, MetricSpec] = {
     "netdemo_pubsub_publish_throttled_total": MetricSpec(
         "counter",
         "Times the hub stopped reading from a pub/sub publisher that published "
-        "faster than --publish-rate, until its bucket refilled",
-        ("service",),
+        "faster than --publish-rate, until its bucket refilled, by user "
+        "(anonymous for clients not logged in, and without --hub-auth)",
+        ("service", "user"),
     ),
     "netdemo_pubsub_permission_denied_total": MetricSpec(
         "counter",

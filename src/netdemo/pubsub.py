@@ -728,6 +728,9 @@ class PubSubFactory(FanOutFactory):
         self.droppedLines = 0
         self.deferredTurns = 0
         self.throttledPublishes = 0
+        #: Throttled publishers by user (C{anonymous} for clients not
+        #: logged in, and for every client without --hub-auth).
+        self.throttledBy: dict[str, int] = {}
         self.presenceEvents = 0
         self.presenceNotices = 0
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
@@ -786,11 +789,19 @@ class PubSubFactory(FanOutFactory):
                 ("netdemo_pubsub_delivered_lines_total", self.deliveredLines),
                 ("netdemo_pubsub_dropped_lines_total", self.droppedLines),
                 ("netdemo_pubsub_deferred_turns_total", self.deferredTurns),
-                ("netdemo_pubsub_publish_throttled_total", self.throttledPublishes),
                 ("netdemo_pubsub_presence_events_total", self.presenceEvents),
                 ("netdemo_pubsub_presence_notices_total", self.presenceNotices),
             )
         ]
+        samples.extend(
+            sampleOf(
+                "netdemo_pubsub_publish_throttled_total",
+                count,
+                service=service,
+                user=user,
+            )
+            for user, count in (self.throttledBy or {"anonymous": 0}).items()
+        )
         samples.extend(
             sampleOf(
                 "netdemo_pubsub_command_errors_total",
@@ -898,6 +909,9 @@ class PubSubFactory(FanOutFactory):
         because it published faster than C{--publish-rate}.
         """
         self.throttledPublishes += 1
+        rights = p.rights
+        user = rights.label if rights is not None else "anonymous"
+        self.throttledBy[user] = self.throttledBy.get(user, 0) + 1
         limits = self.hubLimits
         self._hubLog.emit(
             "publish-throttled",
@@ -1238,6 +1252,8 @@ class PubSubFactory(FanOutFactory):
         known = set(accounts.users) | {accounts.anonymous.label}
         for key in [k for k in self.denied if k[0] not in known]:
             del self.denied[key]
+        for name in [n for n in self.throttledBy if n not in known]:
+            del self.throttledBy[name]
         for name in [n for n in self._userBuckets if n not in accounts.users]:
             del self._userBuckets[name]
         for p in list(self.clients):
