@@ -443,6 +443,19 @@ class HAProxyDaemonTests(SynchronousTestCase):
         s = _fromAddress("127.0.0.2", self.frontends["echo"])
         s.sendall(b"hello through haproxy")
         self.assertEqual(_readUntil(s, b"haproxy"), b"hello through haproxy")
+        # --max-per-peer 1 counts 127.0.0.2, not haproxy's address: a
+        # second connection of 127.0.0.2 is refused, one of 127.0.0.3 is
+        # served.
+        again = _fromAddress("127.0.0.2", self.frontends["echo"])
+        self.addCleanup(again.close)
+        self.assertEqual(_readUntil(again, b"x"), b"")
+        other = _fromAddress("127.0.0.3", self.frontends["echo"])
+        self.addCleanup(other.close)
+        other.sendall(b"from .3")
+        self.assertEqual(_readUntil(other, b".3"), b"from .3")
+        [refused] = self.daemon.waitEvent("refused")
+        self.assertEqual(refused["reason"], "max-per-peer")
+        self.assertTrue(refused["peer"].startswith("127.0.0.2:"), refused)
         s.close()
         poll(lambda: self.closedPeers("tcp-echo"), "the echo connection's close")
         [peer] = self.closedPeers("tcp-echo")
@@ -482,8 +495,17 @@ class HAProxyDaemonTests(SynchronousTestCase):
         names the real client.
         """
         s = _fromAddress("127.0.0.2", self.frontends["web"])
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertTrue(_readUntil(s, b"ok").startswith(b"HTTP/1.1 200"))
+        # The kept-alive connection counts for 127.0.0.2: its second one is
+        # refused (--max-per-peer 1).
+        again = _fromAddress("127.0.0.2", self.frontends["web"])
+        self.addCleanup(again.close)
+        again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(_readUntil(again, b"ok"), b"")
+        [limited] = self.daemon.waitEvent("refused")
+        self.assertEqual(limited["reason"], "max-per-peer")
+        self.assertTrue(limited["peer"].startswith("127.0.0.2:"), limited)
         s.close()
         host, port = self.daemon.address("http")
         out = subprocess.run(
@@ -504,9 +526,9 @@ class HAProxyDaemonTests(SynchronousTestCase):
             check=False,
         )
         self.assertIn(b"method not allowed", out.stdout)
-        refused = self.daemon.waitEvent("refused")
-        self.assertEqual(refused[0]["reason"], "request-body")
-        self.assertTrue(refused[0]["peer"].startswith("127.0.0.3:"), refused[0])
+        refused = self.daemon.waitEvent("refused", 2)
+        self.assertEqual(refused[1]["reason"], "request-body")
+        self.assertTrue(refused[1]["peer"].startswith("127.0.0.3:"), refused[1])
 
     def test_directClientRefused(self) -> None:
         """
