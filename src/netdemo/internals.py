@@ -59,6 +59,12 @@ say so too).  The touchpoints:
     (C{twistd._SomeApplicationRunner.loggerFactory(config)._getLogObserver()}):
     netdemo hands that same observer back to twistd without Twisted's
     per-port chatter (L{twistdLogObserver});
+  - the attributes C{tcp.Server.__init__} sets on every accepted
+    connection (C{repstr}, C{sessionno}, C{client}, C{hostname},
+    C{logstr} as C{"prefix,sessionno,host"}) and C{FileDescriptor}'s
+    C{_tempDataBuffer}, and the connection class a C{tcp.Port} builds
+    (C{transport}): L{LeanServer}, which keeps fewer objects per idle
+    connection (L{leanTransports});
   - C{udp.MulticastPort.createInternetSocket}, where C{listenMultiple}
     sets both C{SO_REUSEADDR} and C{SO_REUSEPORT}: the multicast responder
     shares its port with C{SO_REUSEADDR} alone
