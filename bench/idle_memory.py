@@ -32,7 +32,9 @@ def addArguments(parser: ArgumentParser) -> None:
     """
     Options of this section.
     """
-    group = serversOption(parser, "memory", "netdemo,tutorial,uvloop", "measure")
+    group = serversOption(
+        parser, "memory", "netdemo,netdemo-reactor,tutorial,uvloop", "measure"
+    )
     group.add_argument(
         "--idle-connections",
         type=int,

@@ -57,7 +57,9 @@ def addArguments(parser: ArgumentParser) -> None:
     """
     Options of this section.
     """
-    serversOption(parser, "echo", "netdemo,tutorial,asyncio,uvloop", "compare")
+    serversOption(
+        parser, "echo", "netdemo,netdemo-reactor,tutorial,asyncio,uvloop", "compare"
+    )
 
 
 def scenarioName(size: int, connections: int) -> str:

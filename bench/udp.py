@@ -49,7 +49,7 @@ from bench.launch import ServerSpec, Unavailable, pinned  # noqa: E402
 QUICK_ARGS = ["--seconds", "2", "--repeat", "1"]
 
 #: Servers measured by default, in this order.
-SERVERS = "tutorial,netdemo,asyncio,uvloop,c"
+SERVERS = "tutorial,netdemo,netdemo-reactor,asyncio,uvloop,c"
 
 #: Seconds of warm-up before each measured run.
 WARMUP = 1.0
@@ -136,12 +136,12 @@ def section(harness: Harness, options: Namespace) -> Section:
         f"{options.seconds:g} s x {options.repeat}; ratios against the tutorial echo"
     )
     print(
-        f"{'server':<10} {'median rt/s':>12} {'ratio':>6} {'best rt/s':>10} "
+        f"{'server':<15} {'median rt/s':>12} {'ratio':>6} {'best rt/s':>10} "
         f"{'ratio':>6} {'CPU us/rt':>9} {'ratio':>6} {'timeouts':>8}"
     )
     for name in names:
         print(
-            f"{name:<10} {medians[name]:>12,.0f} {medians[name] / base:>5.2f}x "
+            f"{name:<15} {medians[name]:>12,.0f} {medians[name] / base:>5.2f}x "
             f"{best[name]:>10,.0f} {best[name] / baseBest:>5.2f}x "
             f"{cost[name]:>9.2f} {baseCost / cost[name] if cost[name] else 0:>5.2f}x "
             f"{timeouts[name]:>8}"

@@ -13,7 +13,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -66,7 +65,7 @@ def connect(
 def assertDrained(
     testCase: SynchronousTestCase,
     clock: Clock,
-    protocol: Protocol,
+    protocol: Echo,
     transport: StringTransport,
     done: Deferred[Any],
     drain: float,
@@ -392,6 +391,46 @@ class PeerTests(SynchronousTestCase):
         A protocol not built for an address and not connected has no peer.
         """
         self.assertIsNone(Echo().peer)
+
+
+class SlotsTests(SynchronousTestCase):
+    """
+    The echo protocol keeps its state in slots (L{SlottedLimitedProtocol}).
+    """
+
+    def test_noInstanceDictionary(self) -> None:
+        """
+        A connected echo protocol has no instance dictionary, and provides
+        what Twisted's transports ask of a protocol.
+        """
+        from twisted.internet.interfaces import (
+            IHalfCloseableProtocol,
+            ILoggingContext,
+            IProtocol,
+        )
+        from zope.interface.verify import verifyObject
+
+        factory, metrics, clock = makeFactory()
+        protocol, transport = connect(factory)
+        self.assertFalse(hasattr(protocol, "__dict__"))
+        for interface in (IProtocol, ILoggingContext, IHalfCloseableProtocol):
+            self.assertTrue(verifyObject(interface, protocol))
+        self.assertEqual(protocol.logPrefix(), "Echo")
+        self.assertEqual(protocol.connected, 1)
+        self.assertIs(protocol.transport, transport)
+        self.assertEqual(
+            (protocol.bytesIn, protocol.idleTicks, protocol.closeReason), (0, 0, None)
+        )
+
+    def test_fresh(self) -> None:
+        """
+        An echo protocol not yet connected has Twisted's C{Protocol}
+        defaults.
+        """
+        protocol = Echo()
+        self.assertEqual((protocol.connected, protocol.transport), (0, None))
+        self.assertEqual((protocol.bytesIn, protocol.written), (0, 0))
+        self.assertEqual(protocol.bytesOut, 0)
 
 
 class LoggingTests(SynchronousTestCase):

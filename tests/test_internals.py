@@ -890,7 +890,9 @@ class LeanServerTests(TestCase):
     string shared by the connections from one host.
     """
 
-    async def accept(self, own: type[tcp.Server] | None = None) -> list[Any]:
+    async def accept(
+        self, own: type[tcp.Server] | None = None, host: str = "127.0.0.1"
+    ) -> list[Any]:
         """
         Two connections accepted by a port that L{leanTransports} was
         applied to (after giving it C{own} connections to build, if given),
@@ -909,7 +911,10 @@ class LeanServerTests(TestCase):
             servers.append(_Keep())
             return servers[-1]
 
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        from twisted.internet.endpoints import TCP6ServerEndpoint
+
+        serverType = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
+        port = await serverType(reactor, 0, interface=host).listen(
             Factory.forProtocol(build)
         )
         self.addCleanup(port.stopListening)
@@ -918,11 +923,7 @@ class LeanServerTests(TestCase):
         self.assertEqual(internals.leanTransports(port), own is None)
         clients = []
         for _ in range(2):
-            endpoint = TCP4ClientEndpoint(
-                reactor,
-                "127.0.0.1",
-                port.getHost().port,
-            )
+            endpoint = TCP4ClientEndpoint(reactor, host, port.getHost().port)
             client = _Keep()
             await connectProtocol(endpoint, client)
             clients.append(client)
@@ -968,8 +969,9 @@ class LeanServerTests(TestCase):
         first, second, client, _ = await self.accept()
         self.assertIs(type(first), internals.LeanServer)
         own = vars(first)
-        for name in ("repstr", "_tempDataBuffer", "sessionno"):
+        for name in ("repstr", "_tempDataBuffer", "sessionno", "client"):
             self.assertNotIn(name, own)
+        self.assertEqual(first.client, ("127.0.0.1", client.transport.getHost().port))
         self.assertEqual(second.sessionno, first.sessionno + 1)
         self.assertEqual(
             repr(first),
@@ -987,6 +989,23 @@ class LeanServerTests(TestCase):
         await waitUntil(lambda: client.received == b"hello lean world")
         with self.assertRaises(AttributeError):
             first.noSuchAttribute  # noqa: B018
+        await self.closeAll()
+
+    async def test_ipv6(self) -> None:
+        """
+        An IPv6 peer's four-item C{client} is kept as Twisted made it (but
+        with the shared host string); C{getPeer} is Twisted's.
+        """
+        first, second, client, _ = await self.accept(host="::1")
+        self.assertIs(type(first), internals.LeanServer)
+        self.assertIn("client", vars(first))
+        self.assertEqual(len(first.client), 4)
+        self.assertIs(first.client[0], second.client[0])
+        peer = first.getPeer()
+        self.assertEqual(
+            (peer.host, peer.port), ("::1", client.transport.getHost().port)
+        )
+        self.assertEqual(first.logstr, f"_Keep,{first.sessionno},::1")
         await self.closeAll()
 
     async def test_othersLeftAlone(self) -> None:

@@ -50,7 +50,7 @@ from netdemo.internals import (
 )
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import IMetrics
-from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
+from netdemo.stream import LimitedFactory, SlottedLimitedProtocol, StreamService
 
 __all__ = ["Echo", "EchoFactory", "buildEchoService"]
 
@@ -67,19 +67,25 @@ SEND_BUFFER = 64 * 1024
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class Echo(LimitedProtocol):
+class Echo(SlottedLimitedProtocol):
     """
     Send back every byte received.
 
+    No instance dictionary (L{SlottedLimitedProtocol}): an idle echo
+    connection is many of the connections a busy server holds.
+
     @ivar _direct: The transport when the direct-send path applies to it
         (plain TCP), otherwise L{None}.
+    @ivar _peer: The peer's address as C{buildProtocol} was given it, until
+        the transport is known to give the same one (L{peer}).
     """
 
-    _direct: Any = None
+    __slots__ = ("_direct", "_peer")
 
-    #: The peer's address as C{buildProtocol} was given it, until the
-    #: transport is known to give the same one (L{peer}).
-    _peer: IAddress | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self._direct: Any = None
+        self._peer: IAddress | None = None
 
     @property
     def peer(self) -> IAddress | None:

@@ -50,9 +50,12 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
+    ILoggingContext,
+    IProtocol,
     IProtocolFactory,
     IReactorTime,
     IStreamServerEndpoint,
+    ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -81,9 +84,11 @@ if TYPE_CHECKING:
 __all__ = [
     "IDLE_SWEEPS",
     "DescriptorReserve",
+    "LimitedConnection",
     "LimitedFactory",
     "LimitedProtocol",
     "ListeningService",
+    "SlottedLimitedProtocol",
     "StreamService",
     "unsentBytes",
 ]
@@ -171,9 +176,13 @@ class DescriptorReserve:
         return lowest >= self._limit - self.reserve
 
 
-class LimitedProtocol(Protocol):
+class LimitedConnection:
     """
-    Base class of the protocols of a L{LimitedFactory}.
+    What every connection of a L{LimitedFactory} does, whatever keeps its
+    state: L{LimitedProtocol} (a Twisted C{Protocol}, with an instance
+    dictionary, for protocols that add state of their own freely) and
+    L{SlottedLimitedProtocol} (no instance dictionary, for the connections
+    that must cost little memory while idle).
 
     Subclasses must call C{Protocol.dataReceived}-style bookkeeping
     themselves, for speed: store C{self.idleTicks = 0} and add to
@@ -187,18 +196,24 @@ class LimitedProtocol(Protocol):
     @ivar closeReason: Why the server closed the connection, if it did.
     """
 
-    factory: LimitedFactory
-    peer: IAddress | None = None
-    local: IAddress | None = None
-    bytesIn = 0
-    written = 0
-    idleTicks = 0
-    sentAtSweep = 0
-    startedAt = 0.0
-    closeReason: str | None = None
+    if not TYPE_CHECKING:
+        # No instance dictionary of its own (mypy takes empty slots to
+        # forbid the attributes its subclasses keep).
+        __slots__ = ()
 
+    factory: LimitedFactory
+    transport: ITransport | None
+    connected: int
+    peer: IAddress | None
+    local: IAddress | None
+    bytesIn: int
+    written: int
+    idleTicks: int
+    sentAtSweep: int
+    startedAt: float
+    closeReason: str | None
     #: Bytes still queued in the transport when the connection closed.
-    _unsentAtClose = 0
+    _unsentAtClose: int
 
     @property
     def bytesOut(self) -> int:
@@ -237,7 +252,7 @@ class LimitedProtocol(Protocol):
         self.idleTicks = 0
         self.bytesIn = 0
         self.sentAtSweep = 0
-        super().makeConnection(transport)
+        super().makeConnection(transport)  # type: ignore[misc]
 
     def closeGracefully(self, reason: str) -> None:
         """
@@ -259,6 +274,106 @@ class LimitedProtocol(Protocol):
         self.factory.connectionClosed(self, reason)
 
 
+class LimitedProtocol(LimitedConnection, Protocol):
+    """
+    A L{LimitedConnection} that is a Twisted C{Protocol}: its state has
+    class-level defaults and it may keep any attribute of its own.
+    """
+
+    factory: LimitedFactory
+    transport: ITransport | None = None
+    peer: IAddress | None = None
+    local: IAddress | None = None
+    bytesIn = 0
+    written = 0
+    idleTicks = 0
+    sentAtSweep = 0
+    startedAt = 0.0
+    closeReason: str | None = None
+    _unsentAtClose = 0
+
+
+@implementer(IProtocol, ILoggingContext)
+class _ProtocolInSlots:
+    """
+    Twisted's C{Protocol} without an instance dictionary: its three
+    attributes in slots, its methods.
+    """
+
+    __slots__ = ("factory", "transport", "connected")
+
+    transport: ITransport | None
+
+    def __init__(self) -> None:
+        self.transport = None
+        self.connected = 0
+
+    def logPrefix(self) -> str:
+        """
+        The class's name, as C{Protocol.logPrefix}.
+        """
+        return self.__class__.__name__
+
+    def makeConnection(self, transport: Any) -> None:
+        """
+        As C{BaseProtocol.makeConnection}: keep the transport, then
+        C{connectionMade}.
+        """
+        self.connected = 1
+        self.transport = transport
+        self.connectionMade()
+
+    def connectionMade(self) -> None:
+        """
+        Nothing, as C{Protocol.connectionMade}.
+        """
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Nothing, as C{Protocol.dataReceived}.
+        """
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """
+        Nothing, as C{Protocol.connectionLost}.
+        """
+
+
+class SlottedLimitedProtocol(LimitedConnection, _ProtocolInSlots):
+    """
+    A L{LimitedConnection} without an instance dictionary: Twisted's
+    C{Protocol} behaviour (it is not a subclass of it) and its state in
+    slots that C{__init__} sets; about 50 bytes less per idle connection
+    than L{LimitedProtocol}.  A subclass declares C{__slots__} for its own
+    attributes and sets them in C{__init__}, or it gets an instance
+    dictionary again.
+    """
+
+    __slots__ = (
+        "peer",
+        "local",
+        "bytesIn",
+        "written",
+        "idleTicks",
+        "sentAtSweep",
+        "startedAt",
+        "closeReason",
+        "_unsentAtClose",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peer = None
+        self.local = None
+        self.bytesIn = 0
+        self.written = 0
+        self.idleTicks = 0
+        self.sentAtSweep = 0
+        self.startedAt = 0.0
+        self.closeReason = None
+        self._unsentAtClose = 0
+
+
 class LimitedFactory(Factory):
     """
     A factory that enforces L{ConnectionLimits} for one service.
@@ -272,7 +387,7 @@ class LimitedFactory(Factory):
     #: No C{Starting ...}/C{Stopping ...} lines: netdemo logs its own.
     noisy = False
 
-    protocol: type[LimitedProtocol]  # type: ignore[assignment]
+    protocol: type[LimitedConnection]  # type: ignore[assignment]
     _log = Logger()
 
     #: The protocol attribute counting the bytes handed to the transport
@@ -295,7 +410,7 @@ class LimitedFactory(Factory):
         self.clock = clock
         # A dictionary (keys only) rather than a set: about 25 bytes less
         # per connection at ten thousand.
-        self.connections: dict[LimitedProtocol, None] = {}
+        self.connections: dict[LimitedConnection, None] = {}
         self.perPeer: dict[str, int] = {}
         #: The local addresses of the connections, each kept once.
         self.localAddresses: dict[IAddress, IAddress] = {}
@@ -437,7 +552,7 @@ class LimitedFactory(Factory):
             reason=reason,
         )
 
-    def buildProtocol(self, addr: IAddress) -> LimitedProtocol | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress) -> LimitedConnection | None:  # type: ignore[override]
         limits = self.limits
         if limits.maxConnections and len(self.connections) >= limits.maxConnections:
             self.refuse("max-connections", addr)
@@ -462,7 +577,7 @@ class LimitedFactory(Factory):
         self.metrics.inc("netdemo_connections_total", service=self.serviceName)
         return p
 
-    def connectionClosed(self, p: LimitedProtocol, reason: Failure | None) -> None:
+    def connectionClosed(self, p: LimitedConnection, reason: Failure | None) -> None:
         """
         Forget a finished connection and log one event about it.
         """
@@ -487,7 +602,7 @@ class LimitedFactory(Factory):
                 d.callback(None)
 
     def _logClosed(
-        self, p: LimitedProtocol, reason: Failure | None, bytesIn: int, bytesOut: int
+        self, p: LimitedConnection, reason: Failure | None, bytesIn: int, bytesOut: int
     ) -> None:
         """
         Log one C{connection_closed} event for C{p}.
