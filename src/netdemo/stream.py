@@ -421,7 +421,7 @@ class LimitedFactory(Factory):
         self._sweeper: LoopingCall | None = None
         #: The connections the sweep in progress has still to visit, and
         #: the call that goes on with it in the next turn.
-        self._toSweep: list[LimitedProtocol] = []
+        self._toSweep: list[LimitedConnection] = []
         self._sweepNext: Any = None
         self._written = attrgetter(self.writtenAttribute)
         self.descriptors = DescriptorReserve(limits.descriptorReserve)
