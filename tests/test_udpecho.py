@@ -22,12 +22,12 @@ from netdemo.datagram import ListenAddress, parseListenAddress
 from netdemo.guard import (
     INITIAL_ALLOWANCE,
     ReflectionGuard,
-    TokenBucket,
     networkOf,
 )
 from netdemo.limits import DatagramLimits
 from netdemo.metrics import MemoryMetrics
 from netdemo.tap import DEFAULTS, Options, makeService
+from netdemo.throttle import TokenBucket
 from netdemo.udpecho import UDPEcho, buildUDPEchoService
 from tests.datagramhelpers import FakeDatagramReactor, FakeDatagramTransport
 from tests.support import (

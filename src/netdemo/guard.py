@@ -65,7 +65,6 @@ __all__ = [
     "INITIAL_SECONDS",
     "REPLY_FLOOR",
     "ReflectionGuard",
-    "TokenBucket",
     "networkOf",
     "replyAllowed",
 ]
@@ -130,34 +129,6 @@ def _classify(host: str, allow: Sequence[Any]) -> tuple[Address | None, str | No
     if allow and not any(address in network for network in allow):
         return address, "not-allowed"
     return address, None
-
-
-class TokenBucket:
-    """
-    A token bucket: C{rate} tokens a second up to C{burst}.
-
-    For budgets off the hot path (probes, log lines); L{ReflectionGuard}
-    keeps its buckets in lists and floats.
-    """
-
-    def __init__(self, rate: float, burst: float, now: float, tokens: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = min(tokens, burst)
-        self.last = now
-
-    def take(self, now: float, amount: float = 1.0) -> bool:
-        """
-        Take C{amount} tokens at C{now}, if there are that many.  A clock
-        that stepped back neither adds nor takes tokens.
-        """
-        if now > self.last:
-            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < amount:
-            return False
-        self.tokens -= amount
-        return True
 
 
 class ReflectionGuard:

@@ -68,7 +68,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 
 from netdemo.datagram import MAX_PACKET_SIZE, AfterReading, DatagramService
-from netdemo.guard import ReflectionGuard, TokenBucket, replyAllowed
+from netdemo.guard import ReflectionGuard, replyAllowed
 from netdemo.internals import listenMulticastSharing
 from netdemo.limits import DatagramLimits
 from netdemo.mcastwire import (
@@ -87,6 +87,7 @@ from netdemo.mcastwire import (
     rttToken,
 )
 from netdemo.metrics import IMetrics, Sample, sampleOf
+from netdemo.throttle import TokenBucket
 
 __all__ = [
     "MulticastGroup",

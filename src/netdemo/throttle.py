@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_pubsub_rate -*-
 """
-Token buckets for the hub: a publisher's lines a second
-(C{--publish-rate}, L{LineBucket}) and the failed logins of one source
-address (L{BucketTable}).
+Token buckets, the one implementation netdemo has: L{TokenBucket} (the
+multicast responder's probe rounds and log lines), a publisher's lines a
+second (C{--publish-rate}, L{LineBucket}) and the failed logins of one
+source address (L{BucketTable}).  The UDP reflection guard keeps its
+per-source buckets in plain lists on its hot path (L{netdemo.guard}).
 
 Nothing here touches a reactor: every call is given the time, so that the
 tests drive it with a fake clock.
@@ -14,7 +16,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 
-__all__ = ["THROTTLE_STEP", "BucketTable", "LineBucket"]
+__all__ = ["THROTTLE_STEP", "BucketTable", "LineBucket", "TokenBucket"]
 
 #: A throttled publisher is read again once it has earned at least this
 #: many seconds' worth of lines (or all it has waiting, if fewer): its lines
@@ -25,10 +27,9 @@ THROTTLE_STEP = 0.1
 _EPSILON = 1e-9
 
 
-class LineBucket:
+class TokenBucket:
     """
-    A token bucket counted in whole lines: C{rate} tokens a second, at most
-    C{burst} of them; it starts full.
+    A token bucket: C{rate} tokens a second, at most C{burst} of them.
 
     @ivar rate: Tokens earned a second.
     @ivar burst: The most tokens it holds.
@@ -38,10 +39,16 @@ class LineBucket:
 
     __slots__ = ("burst", "last", "rate", "tokens")
 
-    def __init__(self, rate: float, burst: int, now: float) -> None:
+    def __init__(
+        self, rate: float, burst: float, now: float, tokens: float | None = None
+    ) -> None:
+        """
+        @param tokens: What it holds at first (at most C{burst}); full by
+            default.
+        """
         self.rate = rate
         self.burst = burst
-        self.tokens = float(burst)
+        self.tokens = float(burst) if tokens is None else min(float(tokens), burst)
         self.last = now
 
     def _refill(self, now: float) -> None:
@@ -54,6 +61,29 @@ class LineBucket:
                 float(self.burst), self.tokens + (now - self.last) * self.rate
             )
         self.last = now
+
+    def take(self, now: float, amount: float = 1.0) -> bool:
+        """
+        Take C{amount} tokens at C{now}, if there are that many.  A clock
+        that stepped back neither adds nor takes tokens.
+        """
+        self._refill(now)
+        if self.tokens < amount:
+            return False
+        self.tokens -= amount
+        return True
+
+
+class LineBucket(TokenBucket):
+    """
+    A L{TokenBucket} counted in whole lines, full at first: a publisher's
+    allowance (C{--publish-rate}, C{--publish-burst}).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        super().__init__(rate, burst, now)
 
     def grant(self, now: float, wanted: int) -> int:
         """
