@@ -17,6 +17,7 @@ from netdemo.dashboard import (
     HEADLINE_SERIES,
     PERCENT,
     SECONDS,
+    TIMESTAMP,
     RateRing,
     SeriesSpec,
     formatBytes,
@@ -25,6 +26,7 @@ from netdemo.dashboard import (
     formatPercent,
     formatRate,
     formatSeconds,
+    formatTimestamp,
     formatValue,
     headlineTotals,
     sparkPath,
@@ -295,3 +297,24 @@ class SparkPathTests(SynchronousTestCase):
         self.assertEqual(
             sparkPath([0.0, 0.0], slots=2, width=1, height=3), "M0.0,3.0L1.0,3.0"
         )
+
+
+class MoreFormatTests(SynchronousTestCase):
+    """
+    Moments and CPU time.
+    """
+
+    def test_timestamp(self) -> None:
+        """
+        A C{..._time_seconds} metric is a moment, shown in UTC.
+        """
+        self.assertEqual(unitOf("process_start_time_seconds"), TIMESTAMP)
+        self.assertEqual(formatValue(1796398811.5, TIMESTAMP), "2026-12-04T15:40:11Z")
+        self.assertEqual(formatTimestamp(float("nan")), "\u2013")
+
+    def test_cpuRate(self) -> None:
+        """
+        Seconds per second (CPU time) is a percentage of one core.
+        """
+        self.assertEqual(formatRate(0.25, SECONDS), "25 %")
+        self.assertEqual(formatRate(None, SECONDS), "\u2013")

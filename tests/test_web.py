@@ -92,7 +92,7 @@ class StatusDocumentTests(SynchronousTestCase):
         self.assertEqual(
             {k: doc[k] for k in ("schema", "version", "time", "started", "uptime")},
             {
-                "schema": 1,
+                "schema": 2,
                 "version": "9.8.7",
                 "time": 1010.5,
                 "started": 1000.0,
@@ -113,6 +113,7 @@ class StatusDocumentTests(SynchronousTestCase):
         self.assertIsNone(doc["services"][0]["metrics"][0]["value"])
         json.dumps(doc, allow_nan=False)
         self.assertIn(">\u2013</td>", renderStatusPage(doc))
+        self.assertEqual(doc["services"][0]["metrics"][0]["text"], "\u2013")
 
     def test_pageEscapes(self) -> None:
         """
@@ -213,10 +214,20 @@ class HTTPServiceTests(TestCase):
         self.assertIn("<code>127.0.0.1:7</code>", page)
         self.assertIn(
             'data-series="netdemo_received_bytes_total{service=&quot;tcp-echo'
-            '&quot;}">42<',
+            '&quot;}">42 B<',
             page,
         )
-        self.assertEqual(re.findall(r"\b(?:src|href)\s*=\s*\"(?!data:)", page), [])
+        # Only the daemon's own script and style sheet, and links to its
+        # other pages.
+        self.assertEqual(
+            sorted(re.findall(r"\b(?:src|href)\s*=\s*\"(?!data:)([^\"]*)\"", page)),
+            [
+                "metrics",
+                "static/dashboard.css",
+                "static/dashboard.js",
+                "status.json",
+            ],
+        )
         self.assertIn('href="data:,"', page)
         self.assertNotIn("url(", page)
         self.assertNotIn("@import", page)
@@ -240,6 +251,45 @@ class HTTPServiceTests(TestCase):
                 ),
                 1,
             )
+
+    async def test_contentSecurityPolicy(self) -> None:
+        """
+        Every response carries a strict Content-Security-Policy: scripts,
+        styles and fetches only from the daemon, no inline script, no
+        framing.
+        """
+        for path in ("/", "/status.json", "/metrics", "/healthz", "/nothing"):
+            response = await self.get(path)
+            (policy,) = response.headers.getRawHeaders(b"content-security-policy")
+            directives = dict(
+                (d.split(" ", 1) + [""])[:2] for d in policy.decode().split("; ")
+            )
+            self.assertEqual(directives["default-src"], "'none'")
+            self.assertEqual(directives["script-src"], "'self'")
+            self.assertEqual(directives["style-src"], "'self'")
+            self.assertEqual(directives["frame-ancestors"], "'none'")
+            self.assertNotIn("unsafe-inline", policy.decode())
+        page = (await self.get("/")).body.decode()
+        self.assertNotIn("<script>", page)
+        self.assertNotIn("<style", page)
+        self.assertNotIn(" style=", page)
+
+    async def test_static(self) -> None:
+        """
+        The page's script and style sheet are served with their types.
+        """
+        script = await self.get("/static/dashboard.js")
+        self.assertEqual(
+            script.headers.getRawHeaders(b"content-type"),
+            [b"text/javascript; charset=utf-8"],
+        )
+        self.assertIn(b"status.json", script.body)
+        style = await self.get("/static/dashboard.css")
+        self.assertEqual(
+            style.headers.getRawHeaders(b"content-type"), [b"text/css; charset=utf-8"]
+        )
+        self.assertIn(b"prefers-color-scheme:dark", style.body)
+        self.assertNotIn(b"url(", style.body)
 
     async def test_healthz(self) -> None:
         """
@@ -328,3 +378,276 @@ class ClockTests(SynchronousTestCase):
         clock.advance(1234)
         resource = StatusResource(MemoryMetrics(), INFO, clock)
         self.assertEqual(resource.document()["uptime"], 234)
+
+
+class DashboardDocumentTests(SynchronousTestCase):
+    """
+    C{/status.json} carries everything the dashboard shows: human names,
+    texts with units, rates, the headline, the history and the panels.
+    """
+
+    def setUp(self) -> None:
+        from netdemo.limits import ConnectionLimits
+        from netdemo.web import StatusResource
+
+        self.clock = Clock()
+        self.clock.advance(2000)
+        self.metrics = _someMetrics()
+        self.resource = StatusResource(
+            self.metrics,
+            ServerInfo("9.8.7", 1000.0, "lab-host", "0123456789ab"),
+            self.clock,
+            limits=ConnectionLimits(maxConnections=500, maxPerPeer=8),
+            sampleInterval=5.0,
+        )
+
+    def test_rows(self) -> None:
+        """
+        Every series has a human name and its value with units; a counter
+        has a rate once two samples were taken; each service says its
+        refusals, C{none} when there are none.
+        """
+        self.resource.sampler.sample()
+        self.metrics.inc("netdemo_connections_total", 10, service="tcp-echo")
+        self.clock.advance(5)
+        self.resource.sampler.sample()
+        doc = self.resource.document()
+        json.dumps(doc, allow_nan=False)
+        echo = {m["name"]: m for m in doc["services"][1]["metrics"]}
+        received = echo["netdemo_received_bytes_total"]
+        self.assertEqual((received["title"], received["text"]), ("received", "42 B"))
+        self.assertEqual(received["rate_text"], "0 B/s")
+        accepted = echo["netdemo_connections_total"]
+        self.assertEqual(accepted["title"], "connections accepted")
+        self.assertEqual((accepted["rate"], accepted["rate_text"]), (2.0, "2/s"))
+        self.assertEqual(doc["services"][1]["refusals"]["text"], "2 max-per-peer")
+        self.assertEqual(doc["services"][0]["refusals"]["text"], "1 slow-consumer")
+        self.assertEqual(
+            doc["services"][0]["metrics"][0]["title"], "refused (slow-consumer)"
+        )
+
+    def test_noRefusals(self) -> None:
+        """
+        A service that refused nothing says so.
+        """
+        metrics = MemoryMetrics()
+        metrics.inc("netdemo_connections_total", service="x")
+        doc = statusDocument(metrics.samples(), INFO, now=1001)
+        self.assertEqual(
+            doc["services"][0]["refusals"],
+            {"total": 0, "by_reason": {}, "text": "none"},
+        )
+        figures = {f["key"]: f for f in doc["headline"]}
+        self.assertEqual(figures["refusals"]["text"], "none")
+
+    def test_header(self) -> None:
+        """
+        The host name, instance id, version, limits and texts of the
+        header.
+        """
+        doc = self.resource.document()
+        self.assertEqual(
+            {k: doc[k] for k in ("hostname", "instance", "version", "uptime_text")},
+            {
+                "hostname": "lab-host",
+                "instance": "0123456789ab",
+                "version": "9.8.7",
+                "uptime_text": "16m 40s",
+            },
+        )
+        self.assertEqual(doc["limits"], {"max_connections": 500, "max_per_peer": 8})
+        page = renderStatusPage(doc)
+        self.assertIn("lab-host", page)
+        self.assertIn("instance 0123456789ab", page)
+
+    def test_headline(self) -> None:
+        """
+        The headline figures, with units: rates once measured, totals,
+        connections against their limit, refusals, CPU, memory and
+        descriptors.
+        """
+        first = {f["key"]: f for f in self.resource.document()["headline"]}
+        self.assertEqual(first["bytesIn"]["text"], "measuring\u2026")
+        self.resource.sampler.sample()
+        self.metrics.addCollector(
+            lambda: [
+                sampleOf(
+                    "netdemo_received_bytes_total", 5 * 103731.2, service="tcp-echo"
+                )
+            ]
+        )
+        self.clock.advance(5)
+        self.resource.sampler.sample()
+        figures = {f["key"]: f for f in self.resource.document()["headline"]}
+        self.assertEqual(
+            [f["key"] for f in self.resource.document()["headline"]],
+            [
+                "connections",
+                "bytesIn",
+                "bytesOut",
+                "linesIn",
+                "linesOut",
+                "datagramsIn",
+                "datagramsOut",
+                "refusals",
+                "cpu",
+                "rss",
+                "fds",
+            ],
+        )
+        self.assertEqual(figures["bytesIn"]["text"], "101.3 KiB/s")
+        self.assertEqual(figures["bytesIn"]["detail"], "506.5 KiB in total")
+        self.assertEqual(figures["connections"]["text"], "0")
+        self.assertEqual(
+            figures["connections"]["detail"], "limit 500 per service, 8 per peer"
+        )
+        self.assertEqual(figures["refusals"]["text"], "3")
+        self.assertRegex(figures["cpu"]["text"], r"^\d+(\.\d)? %$")
+        self.assertRegex(figures["rss"]["text"], r"^\d+\.\d MiB$")
+        self.assertRegex(figures["fds"]["text"], r"^\d[\d,]*$")
+
+    def test_history(self) -> None:
+        """
+        The history holds one point per sample for every headline series,
+        with its graph path and peak; the page draws each as inline SVG.
+        """
+        for i in range(3):
+            self.metrics.inc("netdemo_connections_total", service="tcp-echo")
+            self.metrics.set("netdemo_connections_current", i, service="tcp-echo")
+            self.resource.sampler.sample()
+            self.clock.advance(5)
+        history = self.resource.document()["history"]
+        self.assertEqual(history["interval"], 5.0)
+        self.assertEqual(history["span"], 900.0)
+        self.assertEqual(history["times"], [2000.0, 2005.0, 2010.0])
+        series = {s["key"]: s for s in history["series"]}
+        self.assertEqual(series["connections"]["values"], [0, 1, 2])
+        self.assertEqual(series["connections"]["peak_text"], "2")
+        self.assertEqual(
+            series["connections"]["path"], "M178.0,40.0L179.0,20.0L180.0,0.0"
+        )
+        page = renderStatusPage(self.resource.document())
+        self.assertIn(
+            'd="M178.0,40.0L179.0,20.0L180.0,0.0" data-path="connections"', page
+        )
+        self.assertEqual(page.count("<svg "), len(history["series"]))
+
+    def test_processMetrics(self) -> None:
+        """
+        The top-level C{metrics} hold the process's CPU time, memory and
+        descriptors, with units.
+        """
+        doc = self.resource.document()
+        rows = {m["name"]: m for m in doc["metrics"]}
+        self.assertIn("process_resident_memory_bytes", rows)
+        self.assertEqual(
+            rows["process_resident_memory_bytes"]["title"], "resident memory"
+        )
+        self.assertRegex(rows["process_resident_memory_bytes"]["text"], r"MiB$")
+        self.assertRegex(rows["process_start_time_seconds"]["text"], r"Z$")
+        self.assertEqual(rows["process_open_fds"]["kind"], "gauge")
+        self.assertEqual(rows["process_cpu_seconds_total"]["kind"], "counter")
+
+    def test_multicastPanel(self) -> None:
+        """
+        The multicast peers, one row each, with loss in per cent, jitter
+        and RTT in ms, graded; the per-peer series are not repeated in the
+        service's table.
+        """
+        metrics = MemoryMetrics()
+        labels = {"service": "multicast", "peer": "lab-b/aa"}
+        metrics.inc("netdemo_multicast_peer_received_total", 97, **labels)
+        metrics.inc("netdemo_multicast_peer_lost_total", 3, **labels)
+        metrics.set("netdemo_multicast_peer_jitter_seconds", 0.0, **labels)
+        metrics.set("netdemo_multicast_peer_rtt_seconds", 0.0123, **labels)
+        metrics.set("netdemo_multicast_peers", 1, service="multicast")
+        doc = statusDocument(metrics.samples(), INFO, now=1001)
+        [peer] = doc["panels"]["multicast"]["peers"]
+        self.assertEqual(
+            {k: peer[k] for k in ("peer", "loss_text", "jitter_text", "rtt_text")},
+            {
+                "peer": "lab-b/aa",
+                "loss_text": "3 %",
+                "jitter_text": "0 ms",
+                "rtt_text": "12.3 ms",
+            },
+        )
+        self.assertEqual((peer["loss_grade"], peer["rtt_grade"]), ("warn", "ok"))
+        page = renderStatusPage(doc)
+        self.assertIn('<tr data-peer="lab-b/aa">', page)
+        self.assertIn('class="n grade-warn" data-field="loss_text">3 %<', page)
+        self.assertNotIn("beacons lost (lab-b/aa)", page)
+        self.assertIn(">peers heard<", page)
+
+    def test_backplanePanel(self) -> None:
+        """
+        The backplane's state, queue and drops.
+        """
+        metrics = MemoryMetrics()
+        metrics.set("netdemo_backplane_up", 0, service="backplane")
+        metrics.set("netdemo_backplane_queued_bytes", 2048, service="backplane")
+        metrics.inc(
+            "netdemo_backplane_dropped_total", 4, service="backplane", reason="down"
+        )
+        doc = statusDocument(metrics.samples(), INFO, now=1001)
+        self.assertEqual(
+            doc["panels"]["backplane"],
+            {
+                "state": "down",
+                "queued_bytes": 2048,
+                "queued_text": "2.0 KiB",
+                "dropped": 4,
+                "dropped_text": "4 down",
+            },
+        )
+        self.assertIn(
+            'class="n state-down" data-panel="backplane.state"', renderStatusPage(doc)
+        )
+
+
+class SamplerTests(SynchronousTestCase):
+    """
+    L{netdemo.web.Sampler} fills the history on the reactor's clock.
+    """
+
+    def test_loop(self) -> None:
+        """
+        Started, it samples at once and every interval; stopped, it leaves
+        nothing scheduled; the history keeps at most span / interval
+        points.
+        """
+        from netdemo.web import ProcessMetrics, Sampler
+
+        clock = Clock()
+        metrics = MemoryMetrics()
+        sampler = Sampler(metrics, clock, ProcessMetrics(), interval=5.0, span=60.0)
+        sampler.start()
+        self.assertEqual(len(sampler.ring.times), 1)
+        for _ in range(20):
+            metrics.inc("netdemo_received_bytes_total", 500, service="x")
+            clock.advance(5)
+        self.assertEqual(len(sampler.ring.times), 12)
+        self.assertEqual(sampler.ring.latest("bytesIn"), 100.0)
+        self.assertEqual(
+            sampler.ring.rates['netdemo_received_bytes_total{service="x"}'], 100.0
+        )
+        sampler.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        sampler.stop()
+
+    def test_service(self) -> None:
+        """
+        The HTTP service samples while it runs.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        memory = MemoryReactorClock()
+        service = buildHTTPService(["tcp:0"], MemoryMetrics(), INFO, memory)
+        service.startService()
+        sampler = service.site.resource.sampler
+        self.assertEqual(len(sampler.ring.times), 1)
+        memory.advance(5)
+        self.assertEqual(len(sampler.ring.times), 2)
+        service.stopService()
+        memory.advance(5)
+        self.assertEqual(len(sampler.ring.times), 2)

@@ -21,6 +21,7 @@ Nothing here reads a clock, a socket or a file: C{netdemo.web} feeds it.
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +36,7 @@ __all__ = [
     "SAMPLE_INTERVAL",
     "RateRing",
     "SeriesSpec",
+    "formatTimestamp",
     "formatBytes",
     "formatCount",
     "formatDuration",
@@ -155,6 +157,18 @@ def formatPercent(value: float) -> str:
 
 #: The units a value can be shown in.
 BYTES, SECONDS, COUNT, PERCENT = "bytes", "seconds", "count", "percent"
+#: A moment, in seconds since the epoch.
+TIMESTAMP = "timestamp"
+
+
+def formatTimestamp(value: float) -> str:
+    """
+    A moment in UTC, to the second: C{2026-12-04T15:32:47Z}.
+    """
+    if not math.isfinite(value):
+        return "\u2013"
+    moment = datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def formatValue(value: float | None, unit: str) -> str:
@@ -170,16 +184,20 @@ def formatValue(value: float | None, unit: str) -> str:
         return formatSeconds(value)
     if unit == PERCENT:
         return formatPercent(value)
+    if unit == TIMESTAMP:
+        return formatTimestamp(value)
     return formatCount(value)
 
 
 def formatRate(value: float | None, unit: str) -> str:
     """
     A rate per second: C{101.3 KiB/s}, C{12.5/s}; a percentage (of one
-    CPU) as it is.
+    CPU) as it is; seconds per second (CPU time) as a percentage.
     """
     if unit == PERCENT:
         return formatValue(value, unit)
+    if unit == SECONDS:
+        return formatValue(None if value is None else value * 100, PERCENT)
     text = formatValue(value, unit)
     return text if text == "\u2013" else f"{text}/s"
 
@@ -190,6 +208,8 @@ def unitOf(name: str) -> str:
     """
     if "_bytes" in name:
         return BYTES
+    if name.endswith("_time_seconds"):
+        return TIMESTAMP
     if name.endswith("_seconds") or "_seconds_" in name:
         return SECONDS
     return COUNT
@@ -341,10 +361,17 @@ class RateRing:
         self,
         size: int = int(HISTORY_SPAN / SAMPLE_INTERVAL),
         series: Sequence[SeriesSpec] = HEADLINE_SERIES,
+        interval: float = SAMPLE_INTERVAL,
     ) -> None:
+        """
+        @param size: The most points kept of each series.
+        @param interval: The seconds between points its caller means to
+            keep (only reported).
+        """
         if size < 1:
             raise ValueError(f"size must be at least 1, not {size}")
         self.size = size
+        self.interval = interval
         self.series = tuple(series)
         self.times: deque[float] = deque(maxlen=size)
         self.values: dict[str, deque[float | None]] = {

@@ -1,0 +1,86 @@
+// The netdemo status page, kept up to date from /status.json.  Every text
+// comes formatted from the server (units, human names); this script only
+// puts it in place, and reloads the page when a row appears or goes.
+(function () {
+  "use strict";
+  var period = 2000;
+
+  function each(selector, f) {
+    Array.prototype.forEach.call(document.querySelectorAll(selector), f);
+  }
+  function attr(name, value) {
+    return "[" + name + '="' + CSS.escape(value) + '"]';
+  }
+  function set(selector, text) {
+    var e = document.querySelector(selector);
+    if (!e) { return false; }
+    if (e.textContent !== text) { e.textContent = text; }
+    return true;
+  }
+  function grade(cell, value) {
+    cell.className = cell.className.replace(/\bgrade-\w+/, "grade-" + value);
+  }
+
+  function update(doc) {
+    var missing = false;
+    set("#uptime", doc.uptime_text);
+    set("#requests", doc.requests_text);
+    set("#updated", doc.time_text);
+    document.getElementById("updated").className = "";
+    doc.headline.forEach(function (f) {
+      missing = !set(attr("data-headline", f.key), f.text) || missing;
+      set(attr("data-detail", f.key), f.detail);
+    });
+    doc.history.series.forEach(function (s) {
+      var path = document.querySelector(attr("data-path", s.key));
+      if (path && path.getAttribute("d") !== s.path) { path.setAttribute("d", s.path); }
+      set(attr("data-peak", s.key), s.peak_text);
+    });
+    var rows = doc.metrics.slice();
+    doc.services.forEach(function (svc) {
+      set(attr("data-refusals", svc.name), svc.refusals.text);
+      svc.metrics.forEach(function (m) { rows.push(m); });
+    });
+    rows.forEach(function (m) {
+      if ("peer" in m.labels && m.name.indexOf("netdemo_multicast_peer_") === 0) {
+        return;
+      }
+      missing = !set(attr("data-series", m.series), m.text) || missing;
+      if (m.kind === "counter") { set(attr("data-rate", m.series), m.rate_text); }
+    });
+    var panels = doc.panels;
+    if (panels.multicast) {
+      var shown = document.querySelectorAll("tr[data-peer]").length;
+      if (shown !== panels.multicast.peers.length) { missing = true; }
+      panels.multicast.peers.forEach(function (p) {
+        var row = document.querySelector("tr" + attr("data-peer", p.peer));
+        if (!row) { missing = true; return; }
+        ["received", "lost", "loss_text", "jitter_text", "rtt_text"].forEach(function (k) {
+          var cell = row.querySelector(attr("data-field", k));
+          var text = typeof p[k] === "number" ? p[k].toLocaleString("en-US") : p[k];
+          if (cell && cell.textContent !== text) { cell.textContent = text; }
+        });
+        grade(row.querySelector(attr("data-field", "loss_text")), p.loss_grade);
+        grade(row.querySelector(attr("data-field", "rtt_text")), p.rtt_grade);
+      });
+    }
+    if (panels.backplane) {
+      ["state", "queued_text", "dropped_text"].forEach(function (k) {
+        set(attr("data-panel", "backplane." + k), panels.backplane[k]);
+      });
+      each(attr("data-panel", "backplane.state"), function (cell) {
+        cell.className = "n state-" + panels.backplane.state;
+      });
+    }
+    if (missing) { location.reload(); }
+  }
+
+  function poll() {
+    fetch("status.json", {cache: "no-store"})
+      .then(function (r) { return r.json(); })
+      .then(update)
+      .catch(function () { document.getElementById("updated").className = "stale"; })
+      .finally(function () { setTimeout(poll, period); });
+  }
+  setTimeout(poll, period);
+})();
