@@ -3,26 +3,34 @@ The status page in a real headless browser (Debian's C{chromium}, driven
 with Selenium and C{chromedriver}): its live numbers follow real traffic to
 a real C{twistd netdemo}.  The screenshot it takes is the one
 C{docs/operations.md} shows: run it with C{NETDEMO_SCREENSHOT=docs} to
-replace C{docs/images/status-page.png} (other runs keep it in a temporary
-directory).
+replace C{docs/images/status-page.png} and C{status-page-dark.png} (other
+runs keep them in a temporary directory).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import socket
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from netdemo.dashboard import formatBytes
 from tests.support import Daemon, poll, requireTool
 
 SCREENSHOT = (
     Path(__file__).resolve().parent.parent / "docs" / "images" / "status-page.png"
 )
+DARK_SCREENSHOT = SCREENSHOT.with_name("status-page-dark.png")
+
+#: A figure with a unit: C{51.8 MiB}, C{101.3 KiB/s}.
+UNIT = r"^[\d.,]+ (B|KiB|MiB|GiB)(/s)?$"
 
 #: Seconds any one step may take, at most (the machine is shared).
 STEP = 60.0
@@ -104,10 +112,14 @@ class StatusPageBrowserTests(SynchronousTestCase):
     def test_liveNumbers(self) -> None:
         """
         Loaded in Chromium, the page shows the echo service and its
-        listener; while traffic flows the received-bytes counter climbs to
-        what was sent, its rate and the open connection count become
-        non-zero, and the page's own request counter goes up as it
-        refreshes itself.  Nothing is loaded from anywhere but the daemon.
+        listener; while traffic flows the received-bytes figure climbs to
+        what was sent, with its unit, its rate and the open connection
+        count become non-zero, the received-bytes graph is drawn and
+        changes, and the page's own request counter goes up as it
+        refreshes itself.  Its style sheet and script (the only assets,
+        from the daemon itself, under its Content-Security-Policy) apply;
+        in dark mode its colours follow.  Nothing is loaded from anywhere
+        but the daemon.
         """
         echo, http = _startDaemon(self)
         driver = self.browser()
@@ -125,15 +137,37 @@ class StatusPageBrowserTests(SynchronousTestCase):
             )
             return value
 
+        def path(key: str) -> str:
+            value: str = driver.execute_script(
+                "var e = document.querySelector('[data-path=\"' + arguments[0]"
+                " + '\"]'); return e ? e.getAttribute('d') : null;",
+                key,
+            )
+            return value
+
+        def count(selector: str) -> int:
+            return int(text(selector).replace(",", ""))
+
+        self.assertEqual(
+            driver.execute_script(
+                "return getComputedStyle(document.querySelector('.cards')).display"
+            ),
+            "grid",
+            "the style sheet applies",
+        )
         received = "[data-series='netdemo_received_bytes_total{service=\"tcp-echo\"}']"
-        rate = "[data-rate='netdemo_received_bytes_total{service=\"tcp-echo\"}']"
+        rate = "[data-headline='bytesIn']"
         # The card counts every service's connections, the page's own too.
         opened = "[data-series='netdemo_connections_current{service=\"tcp-echo\"}']"
-        self.assertEqual(text(received), "0")
-        first = int(text("#requests"))
+        self.assertEqual(text(received), "0 B")
+        for key in ("connections", "bytesIn", "cpu", "rss", "fds", "refusals"):
+            self.assertIsNotNone(text(f"[data-headline='{key}']"), key)
+        self.assertRegex(text("[data-headline='rss']"), UNIT)
+        first = count("#requests")
         self.waitFor(
-            lambda: int(text("#requests")) > first + 1, "the page to refresh itself"
+            lambda: count("#requests") > first + 1, "the page to refresh itself"
         )
+        before = path("bytesIn")
 
         host, port = echo.rsplit(":", 1)
         client = socket.create_connection((host, int(port)), timeout=STEP)
@@ -152,25 +186,49 @@ class StatusPageBrowserTests(SynchronousTestCase):
         self.waitFor(
             lambda: (
                 text(opened) == "1"
-                and int(text("#open")) >= 2
-                and text(rate) not in ("\u2013", "0.0")
-                and float(text(rate)) > 0
+                and count("[data-headline='connections']") >= 2
+                and re.fullmatch(r"[\d.]+ (B|KiB|MiB)/s", text(rate))
+                and text(rate) != "0 B/s"
             ),
             "a non-zero byte rate and one open connection",
             during=traffic,
         )
         self.assertGreater(sent, 0)
-        if os.environ.get("NETDEMO_SCREENSHOT") == "docs":
-            screenshot = SCREENSHOT
-        else:
-            # Keep the tree clean on ordinary runs.
-            screenshot = Path(tempfile.mkdtemp()) / SCREENSHOT.name
-            self.addCleanup(shutil.rmtree, screenshot.parent)
-        self.assertTrue(driver.save_screenshot(str(screenshot)))
-        self.assertEqual(screenshot.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
-        final = sent
         self.waitFor(
-            lambda: text(received) == str(final), f"received bytes to reach {final}"
+            lambda: (
+                path("bytesIn") not in ("", before)
+                and re.search(r"L[\d.]+,(?!40\.0)", path("bytesIn"))
+            ),
+            "the received-bytes graph to rise",
+            during=traffic,
+        )
+        self.assertRegex(text("[data-peak='bytesIn']"), UNIT)
+        light = self.screenshot(driver, SCREENSHOT)
+        background = driver.execute_script(
+            "return getComputedStyle(document.body).backgroundColor"
+        )
+        driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        self.assertNotEqual(
+            driver.execute_script(
+                "return getComputedStyle(document.body).backgroundColor"
+            ),
+            background,
+            "the page follows prefers-color-scheme",
+        )
+        dark = self.screenshot(driver, DARK_SCREENSHOT)
+        self.assertNotEqual(light, dark)
+        final = sent
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            base + "status.json", timeout=STEP
+        ) as response:
+            document = json.load(response)
+        self.assertEqual(document["schema"], 2)
+        self.waitFor(
+            lambda: text(received) == formatBytes(final),
+            f"received bytes to reach {formatBytes(final)}",
         )
         resources = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name);"
@@ -178,3 +236,21 @@ class StatusPageBrowserTests(SynchronousTestCase):
         self.assertTrue(resources, "the page fetched status.json")
         for url in resources:
             self.assertTrue(url.startswith(base), url)
+        self.assertIn(base + "static/dashboard.js", resources)
+
+    def screenshot(self, driver: Any, path: Path) -> bytes:
+        """
+        Save a screenshot of the whole page to C{path} if
+        C{NETDEMO_SCREENSHOT=docs}, else to a temporary directory; return
+        it.
+        """
+        if os.environ.get("NETDEMO_SCREENSHOT") != "docs":
+            # Keep the tree clean on ordinary runs.
+            path = Path(tempfile.mkdtemp()) / path.name
+            self.addCleanup(shutil.rmtree, path.parent)
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1100, min(max(900, height + 40), 3000))
+        self.assertTrue(driver.save_screenshot(str(path)))
+        data = path.read_bytes()
+        self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
+        return data
