@@ -481,19 +481,7 @@ class DashboardDocumentTests(SynchronousTestCase):
         figures = {f["key"]: f for f in self.resource.document()["headline"]}
         self.assertEqual(
             [f["key"] for f in self.resource.document()["headline"]],
-            [
-                "connections",
-                "bytesIn",
-                "bytesOut",
-                "linesIn",
-                "linesOut",
-                "datagramsIn",
-                "datagramsOut",
-                "refusals",
-                "cpu",
-                "rss",
-                "fds",
-            ],
+            ["connections", "bytesIn", "bytesOut", "refusals", "cpu", "rss", "fds"],
         )
         self.assertEqual(figures["bytesIn"]["text"], "101.3 KiB/s")
         self.assertEqual(figures["bytesIn"]["detail"], "506.5 KiB in total")
@@ -505,6 +493,21 @@ class DashboardDocumentTests(SynchronousTestCase):
         self.assertRegex(figures["cpu"]["text"], r"^\d+(\.\d)? %$")
         self.assertRegex(figures["rss"]["text"], r"^\d+\.\d MiB$")
         self.assertRegex(figures["fds"]["text"], r"^\d[\d,]*$")
+
+    def test_headlineServices(self) -> None:
+        """
+        Hub lines and datagrams are headline figures only while a hub or a
+        UDP service reports them.
+        """
+        metrics = MemoryMetrics()
+        metrics.inc("netdemo_pubsub_published_lines_total", 5, service="hub")
+        metrics.inc("netdemo_datagrams_received_total", 7, service="udp-echo")
+        doc = statusDocument(metrics.samples(), INFO, now=1001)
+        figures = {f["key"]: f for f in doc["headline"]}
+        self.assertEqual(figures["linesIn"]["detail"], "5 in total")
+        self.assertEqual(figures["linesOut"]["detail"], "0 in total")
+        self.assertEqual(figures["datagramsIn"]["detail"], "7 in total")
+        self.assertEqual(figures["datagramsIn"]["text"], "measuring\u2026")
 
     def test_history(self) -> None:
         """
@@ -526,11 +529,17 @@ class DashboardDocumentTests(SynchronousTestCase):
         self.assertEqual(
             series["connections"]["path"], "M178.0,40.0L179.0,20.0L180.0,0.0"
         )
-        page = renderStatusPage(self.resource.document())
+        doc = self.resource.document()
+        page = renderStatusPage(doc)
         self.assertIn(
             'd="M178.0,40.0L179.0,20.0L180.0,0.0" data-path="connections"', page
         )
-        self.assertEqual(page.count("<svg "), len(history["series"]))
+        # A graph on each headline card that has a history.
+        drawn = [f["key"] for f in doc["headline"] if f["key"] in series]
+        self.assertEqual(
+            drawn, ["connections", "bytesIn", "bytesOut", "refusals", "cpu"]
+        )
+        self.assertEqual(page.count("<svg "), len(drawn))
 
     def test_processMetrics(self) -> None:
         """

@@ -53,7 +53,7 @@ import math
 import os
 import resource
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from importlib.resources import files
 from typing import Any
 
@@ -302,14 +302,26 @@ def _backplane(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+#: The headline figures shown only while a service reports the metric.
+_SHOWN_WITH = {
+    "linesIn": "netdemo_pubsub_published_lines_total",
+    "linesOut": "netdemo_pubsub_published_lines_total",
+    "datagramsIn": "netdemo_datagrams_received_total",
+    "datagramsOut": "netdemo_datagrams_received_total",
+}
+
+
 def _headline(
     totals: Mapping[str, float],
     ring: RateRing | None,
     process: Mapping[str, float],
     limits: ConnectionLimits | None,
+    reported: Container[str],
 ) -> list[dict[str, Any]]:
     """
     The headline figures: value, its text with units, and a detail line.
+    Hub lines and datagrams are left out when no service reports them (no
+    hub, no UDP service), where their zero would say nothing.
     """
 
     def latest(key: str) -> float | None:
@@ -342,6 +354,8 @@ def _headline(
         ("datagramsIn", "datagrams received", COUNT),
         ("datagramsOut", "datagrams sent", COUNT),
     ):
+        if _SHOWN_WITH.get(key, LISTENER_METRIC) not in reported:
+            continue
         total = totals.get(key, 0.0)
         add(
             key,
@@ -508,7 +522,13 @@ def statusDocument(
             "max_connections": limits.maxConnections,
             "max_per_peer": limits.maxPerPeer,
         },
-        "headline": _headline(headlineTotals(samples), ring, process, limits),
+        "headline": _headline(
+            headlineTotals(samples),
+            ring,
+            process,
+            limits,
+            {s.name for s in samples} | {LISTENER_METRIC},
+        ),
         "history": _history(ring, now),
         "panels": panels,
         "services": [services[name] for name in sorted(services)],
