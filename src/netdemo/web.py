@@ -2,18 +2,26 @@
 """
 The HTTP status service: C{--http DESC}.
 
-Four pages, all computed at request time from L{IMetrics.samples} (nothing
+The pages, all computed at request time from L{IMetrics.samples} (nothing
 on the services' hot paths):
 
-  - C{/}: an HTML status page with no external assets.  It is complete
-    without JavaScript; with it, it polls C{/status.json} every two seconds
-    and updates the numbers and the per-second rates in place;
-  - C{/status.json}: the same data for programs (schema in
-    C{docs/operations.md});
+  - C{/}: an HTML dashboard with no external assets: headline figures with
+    units and graphs of the last 15 minutes, multicast peers, the
+    backplane, and every service's series under human names (the
+    formatting is L{netdemo.dashboard}'s).  It is complete without
+    JavaScript; with it (C{/static/dashboard.js}), it polls
+    C{/status.json} every two seconds and puts the new texts in place;
+  - C{/status.json}: everything the page shows, for programs (schema in
+    C{docs/operations.md}, L{STATUS_SCHEMA});
   - C{/healthz}: C{ok} while the reactor answers;
   - C{/metrics}: the Prometheus exposition format (or OpenMetrics, by
     C{Accept}), written by C{prometheus_client} from a custom collector that
-    translates the samples: no second set of counters.
+    translates the samples: no second set of counters;
+  - C{/static/dashboard.js} and C{/static/dashboard.css}, package data.
+
+Rates and graphs come from a L{Sampler}: every L{SAMPLE_INTERVAL} seconds
+it reads the samples once into a bounded L{RateRing}.  Every response
+carries a strict Content-Security-Policy (L{CONTENT_SECURITY_POLICY}).
 
 Services describe themselves to this page only through the metrics: every
 series with a C{service} label belongs to that service, and the
