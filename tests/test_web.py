@@ -291,6 +291,16 @@ class HTTPServiceTests(TestCase):
         self.assertIn(b"prefers-color-scheme:dark", style.body)
         self.assertNotIn(b"url(", style.body)
 
+    async def test_ownConnection(self) -> None:
+        """
+        The connection asking is among the connections listed.
+        """
+        doc = json.loads((await self.get("/status.json")).body)
+        self.assertIn(
+            ("http", "127.0.0.1"),
+            [(c["service"], c["peer"].rsplit(":", 1)[0]) for c in doc["connections"]],
+        )
+
     async def test_healthz(self) -> None:
         """
         C{/healthz} answers C{ok}.
@@ -660,3 +670,122 @@ class SamplerTests(SynchronousTestCase):
         service.stopService()
         memory.advance(5)
         self.assertEqual(len(sampler.ring.times), 2)
+
+
+class _Connection:
+    """
+    A connection as L{topConnections} sees it.
+    """
+
+    transport = None
+
+    def __init__(self, peer: str, bytesIn: int, written: int, startedAt: float):
+        from twisted.internet.address import IPv4Address
+
+        self.peer = IPv4Address("TCP", peer, 4000)
+        self.bytesIn = bytesIn
+        self.written = written
+        self.startedAt = startedAt
+
+
+class _Factory:
+    """
+    A stream service's factory as L{topConnections} sees it.
+    """
+
+    writtenAttribute = "written"
+
+    def __init__(self, name: str, *connections: _Connection) -> None:
+        self.serviceName = name
+        self.connections = dict.fromkeys(connections)
+
+
+class TopConnectionsTests(SynchronousTestCase):
+    """
+    L{netdemo.web.topConnections} lists the busiest connections.
+    """
+
+    def test_top(self) -> None:
+        """
+        The connections with the most bytes in and out over every service,
+        most first, at most C{count}, with their age and bytes in units.
+        """
+        from netdemo.web import topConnections
+
+        echo = _Factory(
+            "tcp-echo",
+            _Connection("10.0.0.1", 100, 100, 990.0),
+            _Connection("10.0.0.2", 5000, 0, 900.0),
+            _Connection("10.0.0.3", 1, 1, 999.0),
+        )
+        hub = _Factory("hub", _Connection("10.0.0.4", 2048, 2048, 0.0))
+        rows = topConnections([echo, hub], now=1000.0, count=3)  # type: ignore[list-item]
+        self.assertEqual(
+            [(r["service"], r["peer"]) for r in rows],
+            [
+                ("tcp-echo", "10.0.0.2:4000"),
+                ("hub", "10.0.0.4:4000"),
+                ("tcp-echo", "10.0.0.1:4000"),
+            ],
+        )
+        self.assertEqual(
+            {
+                k: rows[1][k]
+                for k in ("age_text", "bytes_in_text", "bytes_out_text", "pending_text")
+            },
+            {
+                "age_text": "16m 40s",
+                "bytes_in_text": "2.0 KiB",
+                "bytes_out_text": "2.0 KiB",
+                "pending_text": "0 B",
+            },
+        )
+        self.assertEqual(topConnections([], now=1.0), [])
+
+    def test_page(self) -> None:
+        """
+        The page lists them in a table.
+        """
+        doc = statusDocument(
+            [],
+            INFO,
+            now=1001,
+            connections=[
+                {
+                    "service": "tcp-echo",
+                    "peer": "10.0.0.2:4000",
+                    "age_text": "1 s",
+                    "bytes_in_text": "<5 B>",
+                    "bytes_out_text": "0 B",
+                    "pending_text": "0 B",
+                }
+            ],
+        )
+        page = renderStatusPage(doc)
+        self.assertIn(
+            "<tr><td>tcp-echo</td><td>10.0.0.2:4000</td><td>1 s</td>"
+            '<td class="n">&lt;5 B&gt;</td>',
+            page,
+        )
+
+    def test_siblings(self) -> None:
+        """
+        Started next to other stream services, the HTTP service lists
+        their connections and its own.
+        """
+        from twisted.application.service import MultiService
+        from twisted.internet.testing import MemoryReactorClock
+
+        from netdemo.echo import buildEchoService
+        from netdemo.limits import ConnectionLimits
+
+        memory = MemoryReactorClock()
+        metrics = MemoryMetrics()
+        top = MultiService()
+        echo = buildEchoService(["tcp:0"], ConnectionLimits(), metrics, memory)
+        echo.setServiceParent(top)
+        http = buildHTTPService(["tcp:0"], metrics, INFO, memory)
+        http.setServiceParent(top)
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.assertEqual(http.site.resource.sources, [http.factory, echo.factory])

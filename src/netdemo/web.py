@@ -55,6 +55,7 @@ What a client can make the service do is bounded:
 
 from __future__ import annotations
 
+import heapq
 import html
 import json
 import math
@@ -63,6 +64,7 @@ import resource
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping
 from importlib.resources import files
+from operator import attrgetter
 from typing import Any
 
 from attrs import frozen
@@ -96,8 +98,14 @@ from netdemo.dashboard import (
     title,
     unitOf,
 )
-from netdemo.internals import WatchedHTTPChannel, directTransport, sendIfIdle
+from netdemo.internals import (
+    WatchedHTTPChannel,
+    directTransport,
+    sendIfIdle,
+    unsentBytes,
+)
 from netdemo.limits import ConnectionLimits, HTTPLimits
+from netdemo.logs import formatAddress
 from netdemo.metrics import CATALOG, IMetrics, MetricSpec, Sample
 from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
 
@@ -443,6 +451,50 @@ def _history(ring: RateRing | None, now: float) -> dict[str, Any]:
     }
 
 
+#: The connections the page lists: the ones with the most traffic.
+TOP_CONNECTIONS = 10
+
+
+def topConnections(
+    factories: Iterable[LimitedFactory], now: float, count: int = TOP_CONNECTIONS
+) -> list[dict[str, Any]]:
+    """
+    The C{count} open connections with the most traffic (bytes received
+    plus bytes written) over the services of C{factories}, most first: one
+    pass over each service's connections (C{heapq.nlargest}, O(n log
+    count)), then the transports of the C{count} chosen only.
+    """
+    best: list[tuple[int, LimitedProtocol, LimitedFactory, int]] = []
+    for factory in factories:
+        written = attrgetter(factory.writtenAttribute)
+
+        def traffic(p: LimitedProtocol, written: Any = written) -> int:
+            return int(p.bytesIn + written(p))
+
+        for p in heapq.nlargest(count, factory.connections, key=traffic):
+            best.append((traffic(p), p, factory, int(written(p))))
+    best.sort(key=lambda entry: -entry[0])
+    rows = []
+    for _, p, factory, handed in best[:count]:
+        pending = unsentBytes(p.transport)
+        age = max(0.0, now - p.startedAt)
+        rows.append(
+            {
+                "service": factory.serviceName,
+                "peer": formatAddress(p.peer),
+                "age": age,
+                "age_text": formatDuration(age),
+                "bytes_in": p.bytesIn,
+                "bytes_in_text": formatBytes(p.bytesIn),
+                "bytes_out": handed - pending,
+                "bytes_out_text": formatBytes(handed - pending),
+                "pending": pending,
+                "pending_text": formatBytes(pending),
+            }
+        )
+    return rows
+
+
 #: The graphs' SVG view box.
 GRAPH_WIDTH, GRAPH_HEIGHT = 180.0, 40.0
 
@@ -456,6 +508,7 @@ def statusDocument(
     ring: RateRing | None = None,
     process: Mapping[str, float] | None = None,
     limits: ConnectionLimits | None = None,
+    connections: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """
     The C{/status.json} document (schema in C{docs/operations.md}):
@@ -467,6 +520,7 @@ def statusDocument(
         counter series; without it, no rates.
     @param process: The C{process_*} values (L{ProcessMetrics.values}).
     @param limits: The stream services' connection limits.
+    @param connections: The L{topConnections}.
     """
     process = process or {}
     rates = ring.rates if ring is not None else {}
@@ -539,6 +593,7 @@ def statusDocument(
         ),
         "history": _history(ring, now),
         "panels": panels,
+        "connections": connections or [],
         "services": [services[name] for name in sorted(services)],
         "metrics": other,
     }
@@ -805,11 +860,51 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
             f'data-panel="backplane.dropped_text">{e(b["dropped_text"])}</td></tr>'
             "</table></section>"
         )
+    parts.append(_connectionsPanel(doc["connections"]))
     for service in doc["services"]:
         parts.append(_serviceSection(service))
     parts.append(_serviceSection({"name": "process", "metrics": doc["metrics"]}))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+#: The columns of the connections table: field and heading.
+CONNECTION_COLUMNS = (
+    ("service", "service"),
+    ("peer", "peer"),
+    ("age_text", "age"),
+    ("bytes_in_text", "received"),
+    ("bytes_out_text", "sent"),
+    ("pending_text", "pending"),
+)
+
+
+def _connectionsPanel(connections: Iterable[Mapping[str, Any]]) -> str:
+    """
+    The connections with the most traffic.
+    """
+    e = html.escape
+    numeric = ' class="n"'
+    head = "".join(
+        f"<th{numeric if i > 2 else ''}>{e(h)}</th>"
+        for i, (_, h) in enumerate(CONNECTION_COLUMNS)
+    )
+    rows = [
+        '<section id="panel-connections">'
+        f"<h2>connections, most traffic first (top {TOP_CONNECTIONS})</h2>",
+        f"<table><thead><tr>{head}</tr></thead><tbody data-connections>",
+    ]
+    for c in connections:
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td{numeric if i > 2 else ''}>{e(str(c[k]))}</td>"
+                for i, (k, _) in enumerate(CONNECTION_COLUMNS)
+            )
+            + "</tr>"
+        )
+    rows.append("</tbody></table></section>")
+    return "".join(rows)
 
 
 def _peersPanel(peers: Iterable[Mapping[str, Any]]) -> str:
@@ -1026,11 +1121,25 @@ class StatusResource(Resource):
         self.registry.register(self.process)
         self.cache = RenderCache(clock, renderInterval, self._rendered)
         self.sampler = Sampler(metrics, clock, self.process, sampleInterval)
+        #: The stream services whose connections the page lists.
+        self.sources: list[LimitedFactory] = []
+        self._connections: tuple[float, list[dict[str, Any]]] | None = None
 
     def _rendered(self, key: str) -> None:
         self.metrics.inc(
             "netdemo_http_renders_total", service=self.serviceName, path=key
         )
+
+    def connections(self) -> list[dict[str, Any]]:
+        """
+        The L{topConnections}: looked for at most once every render
+        interval, for the page and C{/status.json} both.
+        """
+        now = self.clock.seconds()
+        cached = self._connections
+        if cached is None or not 0 <= now - cached[0] < self.cache.interval:
+            cached = self._connections = (now, topConnections(self.sources, now))
+        return cached[1]
 
     def document(self) -> dict[str, Any]:
         """
@@ -1043,6 +1152,7 @@ class StatusResource(Resource):
             ring=self.sampler.ring,
             process=self.process.values(),
             limits=self.limits,
+            connections=self.connections(),
         )
 
     def render(self, request: Request) -> bytes:
@@ -1409,7 +1519,17 @@ class HTTPService(StreamService):
 
     def startService(self) -> None:
         super().startService()
-        self.site.resource.sampler.start()
+        resource = self.site.resource
+        # The stream services run next to this one (and this one): their
+        # connections are listed on the page.
+        siblings = list(self.parent) if self.parent is not None else []
+        resource.sources = [self.factory] + [
+            service.factory
+            for service in siblings
+            if service is not self
+            and isinstance(getattr(service, "factory", None), LimitedFactory)
+        ]
+        resource.sampler.start()
 
     def stopService(self) -> Deferred[None]:
         self.site.resource.sampler.stop()

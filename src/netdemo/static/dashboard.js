@@ -48,6 +48,23 @@
       missing = !set(attr("data-series", m.series), m.text) || missing;
       if (m.kind === "counter") { set(attr("data-rate", m.series), m.rate_text); }
     });
+    var body = document.querySelector("[data-connections]");
+    if (body) {
+      var columns = ["service", "peer", "age_text", "bytes_in_text", "bytes_out_text",
+                     "pending_text"];
+      var rows = document.createDocumentFragment();
+      doc.connections.forEach(function (c) {
+        var tr = document.createElement("tr");
+        columns.forEach(function (k, i) {
+          var td = document.createElement("td");
+          if (i > 2) { td.className = "n"; }
+          td.textContent = c[k];
+          tr.appendChild(td);
+        });
+        rows.appendChild(tr);
+      });
+      body.replaceChildren(rows);
+    }
     var panels = doc.panels;
     if (panels.multicast) {
       var shown = document.querySelectorAll("tr[data-peer]").length;
