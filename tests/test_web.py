@@ -580,8 +580,15 @@ class DashboardDocumentTests(SynchronousTestCase):
         metrics.set("netdemo_multicast_peer_jitter_seconds", 0.0, **labels)
         metrics.set("netdemo_multicast_peer_rtt_seconds", 0.0123, **labels)
         metrics.set("netdemo_multicast_peers", 1, service="multicast")
+        metrics.set(
+            "netdemo_multicast_peer_last_heard_timestamp_seconds", 998.5, **labels
+        )
+        metrics.set("netdemo_multicast_peer_info", 1, address="192.0.2.7", **labels)
         doc = statusDocument(metrics.samples(), INFO, now=1001)
         [peer] = doc["panels"]["multicast"]["peers"]
+        self.assertEqual(
+            (peer["address_text"], peer["last_heard_text"]), ("192.0.2.7", "2 s ago")
+        )
         self.assertEqual(
             {k: peer[k] for k in ("peer", "loss_text", "jitter_text", "rtt_text")},
             {
@@ -596,7 +603,55 @@ class DashboardDocumentTests(SynchronousTestCase):
         self.assertIn('<tr data-peer="lab-b/aa">', page)
         self.assertIn('class="n grade-warn" data-field="loss_text">3 %<', page)
         self.assertNotIn("beacons lost (lab-b/aa)", page)
+        self.assertIn('<td data-field="address_text">192.0.2.7</td>', page)
         self.assertIn(">peers heard<", page)
+
+    def test_udpPeerPanel(self) -> None:
+        """
+        Each C{--udp-peer} target: probes sent, lost, loss in per cent and
+        RTT min / avg / max in ms; C{not measured} before an answer.
+        """
+        metrics = MemoryMetrics()
+        for outcome, count in (("sent", 200), ("received", 190), ("lost", 10)):
+            metrics.inc(
+                "netdemo_udp_peer_probes_total",
+                count,
+                service="udp-peer",
+                peer="192.0.2.1:7",
+                outcome=outcome,
+            )
+        for stat, value in (("min", 0.001), ("avg", 0.0021), ("max", 0.25)):
+            metrics.set(
+                "netdemo_udp_peer_rtt_seconds",
+                value,
+                service="udp-peer",
+                peer="192.0.2.1:7",
+                stat=stat,
+            )
+        metrics.inc(
+            "netdemo_udp_peer_probes_total",
+            3,
+            service="udp-peer",
+            peer="192.0.2.2:7",
+            outcome="sent",
+        )
+        doc = statusDocument(metrics.samples(), INFO, now=1001)
+        first, second = doc["panels"]["udp_peers"]
+        self.assertEqual(
+            {k: first[k] for k in ("peer", "sent_text", "loss_text", "rtt_text")},
+            {
+                "peer": "192.0.2.1:7",
+                "sent_text": "200",
+                "loss_text": "5 %",
+                "rtt_text": "1.00 ms / 2.10 ms / 250 ms",
+            },
+        )
+        self.assertEqual((first["loss_grade"], first["rtt_grade"]), ("bad", "ok"))
+        self.assertEqual(second["rtt_text"], "not measured")
+        self.assertIn(
+            '<tr data-udp-peer="192.0.2.1:7"><td>192.0.2.1:7</td>',
+            renderStatusPage(doc),
+        )
 
     def test_backplanePanel(self) -> None:
         """

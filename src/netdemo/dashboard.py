@@ -208,7 +208,7 @@ def unitOf(name: str) -> str:
     """
     if "_bytes" in name:
         return BYTES
-    if name.endswith("_time_seconds"):
+    if name.endswith(("_time_seconds", "_timestamp_seconds")):
         return TIMESTAMP
     if name.endswith("_seconds") or "_seconds_" in name:
         return SECONDS
@@ -253,6 +253,8 @@ TITLES: dict[str, str] = {
     "netdemo_multicast_peer_rtt_seconds": "round-trip time",
     "netdemo_multicast_peer_rtt_probes_total": "round-trip probes sent",
     "netdemo_multicast_peer_rtt_answers_total": "round-trip probes answered",
+    "netdemo_multicast_peer_info": "peer address",
+    "netdemo_multicast_peer_last_heard_timestamp_seconds": "last heard",
     "netdemo_udp_peer_probes_total": "probes",
     "netdemo_udp_peer_rtt_seconds": "round-trip time",
     "process_cpu_seconds_total": "CPU time",

@@ -229,7 +229,7 @@ def _grade(value: float | None, warn: float, bad: float) -> str:
     return "warn" if value >= warn else "ok"
 
 
-def _peerPanel(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _peerPanel(rows: Iterable[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
     """
     The multicast peers, one entry each, from the per-peer series.
     """
@@ -239,10 +239,15 @@ def _peerPanel(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if label is None or not row["name"].startswith("netdemo_multicast_peer_"):
             continue
         field = row["name"][len("netdemo_multicast_peer_") :]
-        peers.setdefault(label, {"peer": label})[field] = row["value"]
+        entry = peers.setdefault(label, {"peer": label})
+        entry[field] = row["value"]
+        if field == "info":
+            entry["address"] = row["labels"].get("address")
     result = []
     for label in sorted(peers):
         peer = peers[label]
+        heard = peer.get("last_heard_timestamp_seconds")
+        ago = max(0.0, now - heard) if heard is not None else None
         received = peer.get("received_total") or 0
         lost = peer.get("lost_total") or 0
         heard = received + lost
@@ -252,6 +257,12 @@ def _peerPanel(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         result.append(
             {
                 "peer": label,
+                "address": peer.get("address"),
+                "address_text": peer.get("address") or "\u2013",
+                "last_heard": heard,
+                "last_heard_text": f"{formatDuration(ago)} ago"
+                if ago is not None
+                else "\u2013",
                 "received": received,
                 "lost": lost,
                 "loss_percent": loss,
@@ -266,6 +277,50 @@ def _peerPanel(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "rtt_grade": _grade(rtt, RTT_WARN, RTT_BAD),
             }
         )
+    return result
+
+
+def _udpPeerPanel(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """
+    The C{--udp-peer} targets, one entry each: probes by outcome, loss and
+    round-trip times.
+    """
+    peers: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        peer = row["labels"].get("peer")
+        if peer is None:
+            continue
+        if row["name"] == "netdemo_udp_peer_probes_total":
+            entry = peers.setdefault(peer, {"peer": peer, "probes": {}, "rtt": {}})
+            entry["probes"][row["labels"].get("outcome", "?")] = row["value"] or 0
+        elif row["name"] == "netdemo_udp_peer_rtt_seconds":
+            entry = peers.setdefault(peer, {"peer": peer, "probes": {}, "rtt": {}})
+            entry["rtt"][row["labels"].get("stat", "?")] = row["value"]
+    result = []
+    for name in sorted(peers):
+        entry = peers[name]
+        probes, rtt = entry["probes"], entry["rtt"]
+        sent = probes.get("sent", 0)
+        lost = probes.get("lost", 0)
+        judged = probes.get("received", 0) + lost
+        loss = 100.0 * lost / judged if judged else None
+        entry.update(
+            {
+                "sent_text": formatCount(sent),
+                "lost_text": formatCount(lost),
+                "loss_percent": loss,
+                "loss_text": formatPercent(loss) if loss is not None else "\u2013",
+                "loss_grade": _grade(loss, LOSS_WARN, LOSS_BAD),
+                "rtt_text": " / ".join(
+                    formatValue(rtt.get(stat), SECONDS)
+                    for stat in ("min", "avg", "max")
+                )
+                if rtt
+                else "not measured",
+                "rtt_grade": _grade(rtt.get("avg"), RTT_WARN, RTT_BAD),
+            }
+        )
+        result.append(entry)
     return result
 
 
@@ -557,7 +612,14 @@ def statusDocument(
         entry["refusals"] = _refusals(entry["metrics"])
     panels: dict[str, Any] = {}
     if "multicast" in services:
-        panels["multicast"] = {"peers": _peerPanel(services["multicast"]["metrics"])}
+        panels["multicast"] = {
+            "peers": _peerPanel(services["multicast"]["metrics"], now)
+        }
+    udpPeers = _udpPeerPanel(
+        row for entry in services.values() for row in entry["metrics"]
+    )
+    if udpPeers:
+        panels["udp_peers"] = udpPeers
     if "backplane" in services:
         panels["backplane"] = _backplane(services["backplane"]["metrics"])
     requests = sum(
@@ -848,6 +910,8 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
     panels = doc["panels"]
     if "multicast" in panels:
         parts.append(_peersPanel(panels["multicast"]["peers"]))
+    if "udp_peers" in panels:
+        parts.append(_udpPeersPanel(panels["udp_peers"]))
     if "backplane" in panels:
         b = panels["backplane"]
         parts.append(
@@ -907,6 +971,32 @@ def _connectionsPanel(connections: Iterable[Mapping[str, Any]]) -> str:
     return "".join(rows)
 
 
+def _udpPeersPanel(peers: Iterable[Mapping[str, Any]]) -> str:
+    """
+    The C{--udp-peer} targets table.
+    """
+    e = html.escape
+    rows = [
+        '<section id="panel-udp-peers"><h2>UDP peers</h2>',
+        '<table><tr><th>peer</th><th class="n">probes sent</th>'
+        '<th class="n">lost</th><th class="n">loss</th>'
+        '<th class="n">RTT min / avg / max</th></tr>',
+    ]
+    for peer in peers:
+        key = e(peer["peer"], quote=True)
+        rows.append(
+            f'<tr data-udp-peer="{key}"><td>{e(peer["peer"])}</td>'
+            f'<td class="n" data-field="sent_text">{e(peer["sent_text"])}</td>'
+            f'<td class="n" data-field="lost_text">{e(peer["lost_text"])}</td>'
+            f'<td class="n grade-{e(peer["loss_grade"])}" data-field="loss_text">'
+            f"{e(peer['loss_text'])}</td>"
+            f'<td class="n grade-{e(peer["rtt_grade"])}" data-field="rtt_text">'
+            f"{e(peer['rtt_text'])}</td></tr>"
+        )
+    rows.append("</table></section>")
+    return "".join(rows)
+
+
 def _peersPanel(peers: Iterable[Mapping[str, Any]]) -> str:
     """
     The multicast peers table.
@@ -914,7 +1004,8 @@ def _peersPanel(peers: Iterable[Mapping[str, Any]]) -> str:
     e = html.escape
     rows = [
         '<section id="panel-multicast"><h2>multicast peers</h2>',
-        '<table class="peers"><tr><th>peer</th><th class="n">beacons</th>'
+        '<table class="peers"><tr><th>peer</th><th>address</th>'
+        '<th class="n">last heard</th><th class="n">beacons</th>'
         '<th class="n">lost</th><th class="n">loss</th><th class="n">jitter</th>'
         '<th class="n">RTT</th></tr>',
     ]
@@ -924,6 +1015,9 @@ def _peersPanel(peers: Iterable[Mapping[str, Any]]) -> str:
         key = e(peer["peer"], quote=True)
         rows.append(
             f'<tr data-peer="{key}"><td>{e(peer["peer"])}</td>'
+            f'<td data-field="address_text">{e(peer["address_text"])}</td>'
+            f'<td class="n" data-field="last_heard_text">'
+            f"{e(peer['last_heard_text'])}</td>"
             f'<td class="n" data-field="received">{formatCount(peer["received"])}</td>'
             f'<td class="n" data-field="lost">{formatCount(peer["lost"])}</td>'
             f'<td class="n grade-{e(peer["loss_grade"])}" data-field="loss_text">'
@@ -933,7 +1027,7 @@ def _peersPanel(peers: Iterable[Mapping[str, Any]]) -> str:
             f"{e(peer['rtt_text'])}</td></tr>"
         )
     if not count:
-        rows.append('<tr><td colspan="6">no peers heard</td></tr>')
+        rows.append('<tr><td colspan="8">no peers heard</td></tr>')
     rows.append("</table></section>")
     return "".join(rows)
 

@@ -21,6 +21,19 @@
     cell.className = cell.className.replace(/\bgrade-\w+/, "grade-" + value);
   }
 
+  // Put the texts of one panel row in place, and its grades.
+  function fill(row, p, keys) {
+    keys.forEach(function (k) {
+      var cell = row.querySelector(attr("data-field", k));
+      var text = typeof p[k] === "number" ? p[k].toLocaleString("en-US") : p[k];
+      if (cell && cell.textContent !== text) { cell.textContent = text; }
+    });
+    var loss = row.querySelector(attr("data-field", "loss_text"));
+    var rtt = row.querySelector(attr("data-field", "rtt_text"));
+    if (loss) { grade(loss, p.loss_grade); }
+    if (rtt) { grade(rtt, p.rtt_grade); }
+  }
+
   function update(doc) {
     var missing = false;
     set("#uptime", doc.uptime_text);
@@ -72,15 +85,15 @@
       panels.multicast.peers.forEach(function (p) {
         var row = document.querySelector("tr" + attr("data-peer", p.peer));
         if (!row) { missing = true; return; }
-        ["received", "lost", "loss_text", "jitter_text", "rtt_text"].forEach(function (k) {
-          var cell = row.querySelector(attr("data-field", k));
-          var text = typeof p[k] === "number" ? p[k].toLocaleString("en-US") : p[k];
-          if (cell && cell.textContent !== text) { cell.textContent = text; }
-        });
-        grade(row.querySelector(attr("data-field", "loss_text")), p.loss_grade);
-        grade(row.querySelector(attr("data-field", "rtt_text")), p.rtt_grade);
+        fill(row, p, ["address_text", "last_heard_text", "received", "lost",
+                      "loss_text", "jitter_text", "rtt_text"]);
       });
     }
+    (panels.udp_peers || []).forEach(function (p) {
+      var row = document.querySelector("tr" + attr("data-udp-peer", p.peer));
+      if (!row) { missing = true; return; }
+      fill(row, p, ["sent_text", "lost_text", "loss_text", "rtt_text"]);
+    });
     if (panels.backplane) {
       ["state", "queued_text", "dropped_text"].forEach(function (k) {
         set(attr("data-panel", "backplane." + k), panels.backplane[k]);
