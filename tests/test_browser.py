@@ -203,7 +203,7 @@ class StatusPageBrowserTests(SynchronousTestCase):
             during=traffic,
         )
         self.assertRegex(text("[data-peak='bytesIn']"), UNIT)
-        light = self.screenshot(driver, SCREENSHOT)
+        light = self.screenshot(driver, Path("light.png"))
         background = driver.execute_script(
             "return getComputedStyle(document.body).backgroundColor"
         )
@@ -218,7 +218,7 @@ class StatusPageBrowserTests(SynchronousTestCase):
             background,
             "the page follows prefers-color-scheme",
         )
-        dark = self.screenshot(driver, DARK_SCREENSHOT)
+        dark = self.screenshot(driver, Path("dark.png"))
         self.assertNotEqual(light, dark)
         final = sent
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
@@ -238,13 +238,136 @@ class StatusPageBrowserTests(SynchronousTestCase):
             self.assertTrue(url.startswith(base), url)
         self.assertIn(base + "static/dashboard.js", resources)
 
+    def test_dashboard(self) -> None:
+        """
+        With traffic flowing from echo, the hub, UDP echo, and a second
+        instance on the multicast group, the page shows hub lines and
+        datagrams per second with their graphs rising, the busiest
+        connections (echo's and the hub's), and the other instance in the
+        multicast peers table with its address, loss and jitter.  Its
+        screenshots, light and dark, are the ones C{docs/operations.md}
+        shows.
+        """
+        from tests.test_datagram_flood import heldPort
+
+        _, port = heldPort(self)
+        group = f"239.255.80.115:{port},interface=127.0.0.1"
+        daemon = Daemon(
+            "--tcp=tcp:0:interface=127.0.0.1",
+            "--pubsub=tcp:0:interface=127.0.0.1",
+            "--udp=127.0.0.1:0",
+            f"--multicast={group}",
+            "--announce-interval=0.3",
+            "--http=tcp:0:interface=127.0.0.1",
+        )
+        self.addCleanup(daemon.close)
+        daemon.waitListening(5, STEP)
+        other = Daemon(f"--multicast={group}", "--announce-interval=0.3")
+        self.addCleanup(other.close)
+        other.waitListening(1, STEP)
+        driver = self.browser()
+        driver.get(f"http://{daemon.addresses('http')[0]}/")
+
+        def text(selector: str) -> str | None:
+            value: str | None = driver.execute_script(
+                "var e = document.querySelector(arguments[0]);"
+                "return e ? e.textContent : null;",
+                selector,
+            )
+            return value
+
+        echo = socket.create_connection(daemon.address("tcp-echo"), timeout=STEP)
+        self.addCleanup(echo.close)
+        publisher = socket.create_connection(daemon.address("pubsub"), timeout=STEP)
+        self.addCleanup(publisher.close)
+        reader = socket.create_connection(daemon.address("pubsub"), timeout=STEP)
+        self.addCleanup(reader.close)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(udp.close)
+        udpEcho = daemon.address("udp-echo")
+        for sock in (reader, udp, publisher):
+            sock.setblocking(False)
+        rounds = 0
+
+        def traffic() -> None:
+            nonlocal rounds
+            if rounds >= 3000:
+                return
+            rounds += 1
+            echo.sendall(b"y" * 2000)
+            echo.recv(2000, socket.MSG_WAITALL)
+            publisher.sendall(b"reading %d\n" % rounds)
+            udp.sendto(b"ping %d" % rounds, udpEcho)
+            for sock in (reader, udp, publisher):
+                try:
+                    while sock.recv(65536):
+                        pass
+                except BlockingIOError:
+                    pass
+
+        def moving(key: str) -> bool:
+            shown = text(f"[data-headline='{key}']") or ""
+            path = driver.execute_script(
+                "var e = document.querySelector('[data-path=\"' + arguments[0]"
+                " + '\"]'); return e ? e.getAttribute('d') : '';",
+                key,
+            )
+            return bool(
+                re.fullmatch(r"[\d.,]+/s", shown)
+                and shown != "0/s"
+                and re.search(r"L[\d.]+,(?!40\.0)", path)
+            )
+
+        self.waitFor(
+            lambda: moving("linesIn") and moving("linesOut") and moving("datagramsIn"),
+            "hub lines and datagrams per second, graphed",
+            during=traffic,
+        )
+        self.waitFor(
+            lambda: (
+                driver.execute_script(
+                    "return document.querySelectorAll('#panel-multicast tr[data-peer]')"
+                    ".length"
+                )
+                == 1
+            ),
+            "the other instance in the multicast peers table",
+            during=traffic,
+        )
+        peer = driver.find_element("css selector", "#panel-multicast tr[data-peer]")
+        cells = [c.text for c in peer.find_elements("css selector", "td")]
+        self.assertEqual(cells[1], "127.0.0.1")
+        self.assertRegex(cells[2], r"^\d+ s ago$")
+        self.assertRegex(cells[5], r"^[\d.]+ %$")
+        self.assertRegex(cells[6], r"^[\d.]+ (µs|ms|s)$")
+        self.waitFor(
+            lambda: (
+                {"tcp-echo", "pubsub"}
+                <= set(
+                    driver.execute_script(
+                        "return Array.from(document.querySelectorAll("
+                        "'[data-connections] tr td:first-child'))"
+                        ".map(e => e.textContent)"
+                    )
+                )
+            ),
+            "echo and hub connections in the connections table",
+            during=traffic,
+        )
+        self.screenshot(driver, SCREENSHOT)
+        driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        self.screenshot(driver, DARK_SCREENSHOT)
+
     def screenshot(self, driver: Any, path: Path) -> bytes:
         """
         Save a screenshot of the whole page to C{path} if
-        C{NETDEMO_SCREENSHOT=docs}, else to a temporary directory; return
-        it.
+        C{NETDEMO_SCREENSHOT=docs} and C{path} is absolute, else to a
+        temporary directory; return it.
         """
-        if os.environ.get("NETDEMO_SCREENSHOT") != "docs":
+        if os.environ.get("NETDEMO_SCREENSHOT") != "docs" or not path.is_absolute():
             # Keep the tree clean on ordinary runs.
             path = Path(tempfile.mkdtemp()) / path.name
             self.addCleanup(shutil.rmtree, path.parent)
