@@ -1,8 +1,8 @@
 """
 The status page in a real headless browser (Debian's C{chromium}, driven
 with Selenium and C{chromedriver}): its live numbers follow real traffic to
-a real C{twistd netdemo}.  The screenshot it takes is the one
-C{docs/operations.md} shows: run it with C{NETDEMO_SCREENSHOT=docs} to
+a real C{twistd netdemo}.  The screenshots C{test_dashboard} takes are the
+ones C{docs/operations.md} shows: run it with C{NETDEMO_SCREENSHOT=docs} to
 replace C{docs/images/status-page.png} and C{status-page-dark.png} (other
 runs keep them in a temporary directory).
 """
@@ -115,8 +115,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
         listener; while traffic flows the received-bytes figure climbs to
         what was sent, with its unit, its rate and the open connection
         count become non-zero, the received-bytes graph is drawn and
-        changes, and the page's own request counter goes up as it
-        refreshes itself.  Its style sheet and script (the only assets,
+        changes, and the page is kept up to date by its event stream
+        (C{/status/events}).  Its style sheet and script (the only assets,
         from the daemon itself, under its Content-Security-Policy) apply;
         in dark mode its colours follow.  Nothing is loaded from anywhere
         but the daemon.
@@ -163,10 +163,16 @@ class StatusPageBrowserTests(SynchronousTestCase):
         for key in ("connections", "bytesIn", "cpu", "rss", "fds", "refusals"):
             self.assertIsNotNone(text(f"[data-headline='{key}']"), key)
         self.assertRegex(text("[data-headline='rss']"), UNIT)
-        first = count("#requests")
+        first = text("#updated")
         self.waitFor(
-            lambda: count("#requests") > first + 1, "the page to refresh itself"
+            lambda: (
+                text("#updated") != first
+                and driver.execute_script("return document.body.dataset.live")
+                == "events"
+            ),
+            "the page to be updated by its event stream",
         )
+        self.assertGreaterEqual(count("#requests"), 3)
         before = path("bytesIn")
 
         host, port = echo.rsplit(":", 1)
@@ -237,6 +243,37 @@ class StatusPageBrowserTests(SynchronousTestCase):
         for url in resources:
             self.assertTrue(url.startswith(base), url)
         self.assertIn(base + "static/dashboard.js", resources)
+
+    def test_pollingFallback(self) -> None:
+        """
+        When the daemon has as many event streams open as it allows, the
+        page it refuses one (C{503}) polls C{/status.json} instead, and
+        stays up to date.
+        """
+        from netdemo.web import MAX_EVENT_STREAMS
+
+        _, http = _startDaemon(self)
+        host, port = http.rsplit(":", 1)
+        for _ in range(MAX_EVENT_STREAMS):
+            stream = socket.create_connection((host, int(port)), timeout=STEP)
+            self.addCleanup(stream.close)
+            stream.sendall(b"GET /status/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertTrue(stream.recv(100).startswith(b"HTTP/1.1 200 "))
+        driver = self.browser()
+        driver.get(f"http://{http}/")
+
+        def state() -> tuple[str, str]:
+            live, updated = driver.execute_script(
+                "return [document.body.dataset.live || '',"
+                " document.getElementById('updated').textContent];"
+            )
+            return str(live), str(updated)
+
+        first = state()[1]
+        self.waitFor(
+            lambda: state()[0] == "polling" and state()[1] != first,
+            "the page to poll once its event stream is refused",
+        )
 
     def test_dashboard(self) -> None:
         """

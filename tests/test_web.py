@@ -301,6 +301,80 @@ class HTTPServiceTests(TestCase):
             [(c["service"], c["peer"].rsplit(":", 1)[0]) for c in doc["connections"]],
         )
 
+    async def events(self) -> tuple[Any, Any]:
+        """
+        Open C{/status/events}; return the response and a protocol that
+        collects its body (C{.data}) and fires C{.first} at its first
+        event.
+        """
+        from twisted.internet.defer import Deferred
+        from twisted.internet.protocol import Protocol
+
+        class Collect(Protocol):
+            def __init__(self) -> None:
+                self.data = b""
+                self.first: Deferred[None] = Deferred()
+                self.lost: Deferred[None] = Deferred()
+
+            def dataReceived(self, data: bytes) -> None:
+                self.data += data
+                event = self.data.partition(b"event: status")[2]
+                if b"\n\n" in event and not self.first.called:
+                    self.first.callback(None)
+
+            def connectionLost(self, reason: Any = None) -> None:
+                self.lost.callback(None)
+
+        response: Any = await self.agent.request(
+            b"GET", (self.base + "/status/events").encode("ascii")
+        )
+        collect = Collect()
+        response.deliverBody(collect)
+        return response, collect
+
+    async def test_events(self) -> None:
+        """
+        C{/status/events} is a stream of C{status} events, each the
+        C{/status.json} document on one line, under the same
+        Content-Security-Policy; stopping the service ends it.
+        """
+        response, collect = await self.events()
+        self.assertEqual(
+            response.headers.getRawHeaders(b"content-type"), [b"text/event-stream"]
+        )
+        self.assertTrue(response.headers.getRawHeaders(b"content-security-policy"))
+        await collect.first
+        self.assertTrue(collect.data.startswith(b"retry: 2000\n\nevent: status\n"))
+        line = collect.data.split(b"\n")[3]
+        self.assertTrue(line.startswith(b"data: {"))
+        doc = json.loads(line[len(b"data: ") :])
+        self.assertEqual(doc["schema"], 2)
+        self.assertIn("tcp-echo", [s["name"] for s in doc["services"]])
+        await self.service.stopService()
+        await collect.lost
+        self.service.running = False
+
+    async def test_eventStreamLimit(self) -> None:
+        """
+        Over the limit of event streams, a client gets C{503} and the
+        refusal is counted.
+        """
+        self.service.site.resource.events.limit = 1
+        _, collect = await self.events()
+        await collect.first
+        refused = await self.get("/status/events")
+        self.assertEqual(refused.code, 503)
+        self.assertEqual(refused.headers.getRawHeaders(b"retry-after"), [b"30"])
+        self.assertEqual(
+            self.metrics.value(
+                "netdemo_refused_total", service="http", reason="event-streams"
+            ),
+            1,
+        )
+        await self.service.stopService()
+        await collect.lost
+        self.service.running = False
+
     async def test_healthz(self) -> None:
         """
         C{/healthz} answers C{ok}.
@@ -844,3 +918,148 @@ class TopConnectionsTests(SynchronousTestCase):
         top.startService()
         self.addCleanup(top.stopService)
         self.assertEqual(http.site.resource.sources, [http.factory, echo.factory])
+
+
+class _StreamChannel:
+    """
+    What L{EventStreams} uses of a request's channel.
+    """
+
+    def __init__(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        self.transport = StringTransport()
+        self.aborted = False
+        self.transport.abortConnection = self.abort  # type: ignore[method-assign]
+        self.watcher = type(
+            "Watcher", (), {"written": 0, "streamed": 0, "peer": None}
+        )()
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _StreamRequest:
+    """
+    What L{EventStreams} uses of a request.
+    """
+
+    def __init__(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        self.channel: Any = _StreamChannel()
+        self.headers: dict[bytes, bytes] = {}
+        self.body = b""
+        self.finished = Deferred[None]()
+        self.done = False
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        self.headers[name] = value
+
+    def write(self, data: bytes) -> None:
+        self.body += data
+
+    def notifyFinish(self) -> Any:
+        return self.finished
+
+    def finish(self) -> None:
+        self.done = True
+        self.finished.callback(None)
+
+
+class EventStreamsTests(SynchronousTestCase):
+    """
+    L{netdemo.web.EventStreams}: C{/status/events} on a clock.
+    """
+
+    def setUp(self) -> None:
+        from netdemo.web import EventStreams
+
+        self.clock = Clock()
+        self.renders = 0
+        self.refused: list[str] = []
+
+        def render() -> bytes:
+            self.renders += 1
+            return b"event: status\ndata: {}\n\n"
+
+        self.streams = EventStreams(
+            self.clock,
+            render,
+            lambda reason, watcher: self.refused.append(reason),
+            interval=2.0,
+            limit=2,
+        )
+
+    def test_events(self) -> None:
+        """
+        A stream starts with its retry time and an event, then gets one
+        event every interval, rendered once for all streams, with a
+        heartbeat comment every fifth; its bytes are counted on the
+        connection as they are written.
+        """
+        a, b = _StreamRequest(), _StreamRequest()
+        self.assertTrue(self.streams.add(a))  # type: ignore[arg-type]
+        self.assertTrue(self.streams.add(b))  # type: ignore[arg-type]
+        self.assertEqual(a.headers[b"content-type"], b"text/event-stream")
+        self.assertEqual(a.body, b"retry: 2000\n\nevent: status\ndata: {}\n\n")
+        self.renders = 0
+        self.clock.advance(2.0)
+        self.assertEqual(self.renders, 1)
+        self.assertEqual(a.body.count(b"event: status"), 2)
+        self.assertEqual(b.body.count(b"event: status"), 2)
+        self.clock.pump([2.0] * 4)
+        self.assertEqual(a.body.count(b"event: status"), 6)
+        self.assertEqual(a.body.count(b": heartbeat\n\n"), 1)
+        self.assertEqual(a.channel.watcher.written, len(a.body))
+        self.assertEqual(a.channel.watcher.streamed, len(a.body))
+
+    def test_limit(self) -> None:
+        """
+        At most C{limit} streams; a closed one makes room; the timer stops
+        once none is left.
+        """
+        a, b, c = _StreamRequest(), _StreamRequest(), _StreamRequest()
+        self.assertTrue(self.streams.add(a))  # type: ignore[arg-type]
+        self.assertTrue(self.streams.add(b))  # type: ignore[arg-type]
+        self.assertFalse(self.streams.add(c))  # type: ignore[arg-type]
+        self.assertEqual(c.body, b"")
+        a.finished.errback(Exception("client gone"))
+        self.assertTrue(self.streams.add(c))  # type: ignore[arg-type]
+        b.finish()
+        c.finish()
+        self.clock.advance(2.0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_slowConsumer(self) -> None:
+        """
+        A stream whose client leaves too much unsent is closed and counted;
+        the others go on.
+        """
+        from netdemo import web
+
+        a, b = _StreamRequest(), _StreamRequest()
+        self.streams.add(a)  # type: ignore[arg-type]
+        self.streams.add(b)  # type: ignore[arg-type]
+        slow = a.channel.transport
+        self.patch(
+            web,
+            "unsentBytes",
+            lambda t: web.EVENT_STREAM_BACKLOG + 1 if t is slow else 0,
+        )
+        self.clock.advance(2.0)
+        self.assertTrue(a.channel.aborted)
+        self.assertFalse(b.channel.aborted)
+        self.assertEqual(self.refused, ["slow-consumer"])
+        self.assertEqual(b.body.count(b"event: status"), 2)
+        self.assertEqual(list(self.streams.clients), [b])
+
+    def test_stop(self) -> None:
+        """
+        Stopping ends every stream and the timer.
+        """
+        a = _StreamRequest()
+        self.streams.add(a)  # type: ignore[arg-type]
+        self.streams.stop()
+        self.assertTrue(a.done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -76,7 +76,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from netdemo.dashboard import (
     BYTES,
@@ -137,6 +137,7 @@ STATUS_SCHEMA = 2
 PATHS = (
     "/",
     "/status.json",
+    "/status/events",
     "/healthz",
     "/metrics",
     "/static/dashboard.js",
@@ -1184,6 +1185,124 @@ class Sampler:
             self._loop = None
 
 
+#: Seconds between two events of C{/status/events} (the page's former poll
+#: period).
+EVENT_INTERVAL = 2.0
+
+#: Event streams (C{/status/events}) open at once per HTTP service; one more
+#: is answered C{503} and counted as C{event-streams}.
+MAX_EVENT_STREAMS = 16
+
+#: Bytes an event stream may leave unsent (its client not reading) when the
+#: next event is due; more, and it is closed, counted as C{slow-consumer}.
+EVENT_STREAM_BACKLOG = 256 * 1024
+
+#: Every this many events, the stream also carries a comment line, a
+#: heartbeat for proxies that look for one.
+HEARTBEAT_EVERY = 5
+
+#: The answer when L{MAX_EVENT_STREAMS} are open.
+TOO_MANY_STREAMS = b"too many event streams; poll /status.json\n"
+
+
+class EventStreams:
+    """
+    The C{/status/events} clients: Server-Sent Events, one C{status} event
+    (the C{/status.json} document, on one line) every L{EVENT_INTERVAL}
+    seconds to all of them.
+
+    The event is rendered once for all clients, through the render cache;
+    the timer runs only while a client is connected.  At most C{limit}
+    streams are open; a client whose backlog exceeds L{EVENT_STREAM_BACKLOG}
+    when an event is due is closed (it reconnects on its own, as every
+    C{EventSource} does).  Each stream is an HTTP connection of the service,
+    under its connection limits; the bytes written are counted as they go,
+    so the idle sweep sees a stream that receives events as busy.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        render: Callable[[], bytes],
+        refuse: Callable[[str, Any], None],
+        interval: float = EVENT_INTERVAL,
+        limit: int = MAX_EVENT_STREAMS,
+    ) -> None:
+        self.clock = clock
+        self.render = render
+        self.refuse = refuse
+        self.interval = interval
+        self.limit = limit
+        self.clients: dict[Request, None] = {}
+        self.sent = 0
+        self._loop: LoopingCall | None = None
+
+    def add(self, request: Request) -> bool:
+        """
+        Start a stream on C{request}; L{False} if the streams are at their
+        limit.
+        """
+        if len(self.clients) >= self.limit:
+            return False
+        request.setHeader(b"content-type", b"text/event-stream")
+        request.setHeader(b"x-accel-buffering", b"no")
+        self.clients[request] = None
+        request.notifyFinish().addBoth(lambda _: self.clients.pop(request, None))
+        self._write(request, b"retry: %d\n\n" % (int(self.interval * 1000),))
+        self._write(request, self.render())
+        if self._loop is None:
+            self._loop = LoopingCall(self._tick)
+            self._loop.clock = self.clock
+            self._loop.start(self.interval, now=False)
+        return True
+
+    def _write(self, request: Request, data: bytes) -> None:
+        request.write(data)
+        watcher = getattr(request.channel, "watcher", None)
+        if watcher is not None:
+            watcher.written += len(data)
+            watcher.streamed += len(data)
+
+    def _tick(self) -> None:
+        """
+        One event to every client; stop the timer when none is left.
+        """
+        if not self.clients:
+            self.stop()
+            return
+        self.sent += 1
+        event = self.render()
+        if self.sent % HEARTBEAT_EVERY == 0:
+            event = b": heartbeat\n\n" + event
+        for request in list(self.clients):
+            channel: Any = request.channel
+            transport: Any = channel.transport if channel is not None else None
+            if transport is None:
+                self.clients.pop(request, None)
+                continue
+            if unsentBytes(directTransport(transport) or transport) > (
+                EVENT_STREAM_BACKLOG
+            ):
+                self.clients.pop(request, None)
+                self.refuse("slow-consumer", getattr(channel, "watcher", None))
+                transport.abortConnection()
+                continue
+            self._write(request, event)
+
+    def stop(self) -> None:
+        """
+        End every stream (the service stops) and the timer.
+        """
+        if self._loop is not None:
+            if self._loop.running:
+                self._loop.stop()
+            self._loop = None
+        for request in list(self.clients):
+            self.clients.pop(request, None)
+            if request.channel is not None:
+                request.finish()
+
+
 class StatusResource(Resource):
     """
     The root of the HTTP service: dispatches the pages, counts every
@@ -1217,12 +1336,31 @@ class StatusResource(Resource):
         self.sampler = Sampler(metrics, clock, self.process, sampleInterval)
         #: The stream services whose connections the page lists.
         self.sources: list[LimitedFactory] = []
+        #: Where a refusal is counted and logged (the service's factory).
+        self.refuse: Callable[[str, Any], None] = self._countRefusal
+        self.events = EventStreams(
+            clock,
+            lambda: self.cache.get("/status/events", self._event),
+            lambda reason, watcher: self.refuse(reason, getattr(watcher, "peer", None)),
+        )
         self._connections: tuple[float, list[dict[str, Any]]] | None = None
 
     def _rendered(self, key: str) -> None:
         self.metrics.inc(
             "netdemo_http_renders_total", service=self.serviceName, path=key
         )
+
+    def _countRefusal(self, reason: str, peer: Any) -> None:
+        self.metrics.inc(
+            "netdemo_refused_total", service=self.serviceName, reason=reason
+        )
+
+    def _event(self) -> bytes:
+        """
+        One C{status} event: the document on one line.
+        """
+        data = json.dumps(self.document(), separators=(",", ":"), allow_nan=False)
+        return b"event: status\ndata: " + data.encode("utf-8") + b"\n\n"
 
     def connections(self) -> list[dict[str, Any]]:
         """
@@ -1279,6 +1417,17 @@ class StatusResource(Resource):
                     + b"\n"
                 ),
             )
+        if path == "/status/events":
+            if request.method == b"HEAD":
+                request.setHeader(b"content-type", b"text/event-stream")
+                return b""
+            if self.events.add(request):
+                return NOT_DONE_YET  # type: ignore[return-value]
+            self.refuse("event-streams", request.getClientAddress())
+            request.setResponseCode(503)
+            request.setHeader(b"retry-after", b"30")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return TOO_MANY_STREAMS
         if path == "/healthz":
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"ok\n"
@@ -1445,6 +1594,9 @@ class HTTPConnection(LimitedProtocol):
 
     factory: StatusFactory
     channel: Any = None
+    #: Bytes of the current response written as they went (an event
+    #: stream), already in C{written}.
+    streamed = 0
     _timer: Any = None
     _idle = False
     _refused = False
@@ -1512,7 +1664,8 @@ class HTTPConnection(LimitedProtocol):
         """
         A response is finished: count it; wait for the next request.
         """
-        self.written += request.sentLength
+        self.written += request.sentLength - self.streamed
+        self.streamed = 0
         self._idle = True
         self._arm(self.factory.httpLimits.keepAliveTimeout, self._keepAliveEnded)
 
@@ -1623,10 +1776,12 @@ class HTTPService(StreamService):
             if service is not self
             and isinstance(getattr(service, "factory", None), LimitedFactory)
         ]
+        resource.refuse = self.factory.refuse
         resource.sampler.start()
 
     def stopService(self) -> Deferred[None]:
         self.site.resource.sampler.stop()
+        self.site.resource.events.stop()
         return super().stopService()
 
     @property

@@ -105,12 +105,35 @@
     if (missing) { location.reload(); }
   }
 
+  function stale() { document.getElementById("updated").className = "stale"; }
+
+  // Polling, where the event stream is refused or not available.
   function poll() {
     fetch("status.json", {cache: "no-store"})
       .then(function (r) { return r.json(); })
       .then(update)
-      .catch(function () { document.getElementById("updated").className = "stale"; })
+      .catch(stale)
       .finally(function () { setTimeout(poll, period); });
   }
-  setTimeout(poll, period);
+
+  // Server-Sent Events: one "status" event (the /status.json document)
+  // every two seconds; the browser reconnects by itself after a drop.  A
+  // stream the server refuses (503: too many open) closes for good: then
+  // poll.
+  function listen() {
+    var events = new EventSource("status/events");
+    events.addEventListener("status", function (e) {
+      document.body.setAttribute("data-live", "events");
+      update(JSON.parse(e.data));
+    });
+    events.onerror = function () {
+      stale();
+      if (events.readyState === EventSource.CLOSED) {
+        document.body.setAttribute("data-live", "polling");
+        setTimeout(poll, period);
+      }
+    };
+  }
+
+  if (window.EventSource) { listen(); } else { setTimeout(poll, period); }
 })();
