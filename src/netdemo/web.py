@@ -9,14 +9,19 @@ on the services' hot paths):
     units and graphs of the last 15 minutes, multicast peers, the
     backplane, and every service's series under human names (the
     formatting is L{netdemo.dashboard}'s).  It is complete without
-    JavaScript; with it (C{/static/dashboard.js}), it polls
-    C{/status.json} every two seconds and puts the new texts in place;
+    JavaScript; with it (C{/static/dashboard.js}), it follows
+    C{/status/events} (or polls C{/status.json} every two seconds when
+    refused) and puts the new texts in place;
   - C{/status.json}: everything the page shows, for programs (schema in
     C{docs/operations.md}, L{STATUS_SCHEMA});
   - C{/healthz}: C{ok} while the reactor answers;
   - C{/metrics}: the Prometheus exposition format (or OpenMetrics, by
     C{Accept}), written by C{prometheus_client} from a custom collector that
     translates the samples: no second set of counters;
+  - C{/status/events}: the C{/status.json} document as Server-Sent Events
+    every L{EVENT_INTERVAL} seconds (L{EventStreams}: at most
+    L{MAX_EVENT_STREAMS}, slow readers closed), which the page listens to
+    instead of polling;
   - C{/static/dashboard.js} and C{/static/dashboard.css}, package data.
 
 Rates and graphs come from a L{Sampler}: every L{SAMPLE_INTERVAL} seconds
