@@ -727,6 +727,46 @@ class DashboardDocumentTests(SynchronousTestCase):
             renderStatusPage(doc),
         )
 
+    def test_collapsedZeros(self) -> None:
+        """
+        A metric whose series (by reason) are all zero is one line on the
+        page, C{commands refused: none}; once one is not zero, every series
+        is a row again.
+        """
+        metrics = MemoryMetrics()
+        for reason in ("bad-nick", "bad-topic", "usage"):
+            metrics.inc(
+                "netdemo_pubsub_command_errors_total", 0, service="hub", reason=reason
+            )
+        metrics.inc("netdemo_connections_total", 0, service="hub")
+        doc = statusDocument(metrics.samples(), INFO, now=1001)
+        [hub] = doc["services"]
+        self.assertEqual(
+            hub["collapsed"],
+            [
+                {
+                    "name": "netdemo_pubsub_command_errors_total",
+                    "title": "commands refused",
+                    "text": "none",
+                }
+            ],
+        )
+        self.assertEqual(
+            [(m["name"], m["shown"]) for m in hub["metrics"]],
+            [("netdemo_connections_total", True)]
+            + [("netdemo_pubsub_command_errors_total", False)] * 3,
+        )
+        page = renderStatusPage(doc)
+        self.assertIn('<tr><td>commands refused</td><td class="n">none</td>', page)
+        self.assertNotIn("commands refused (usage)", page)
+        self.assertIn(">connections accepted<", page)
+        metrics.inc(
+            "netdemo_pubsub_command_errors_total", service="hub", reason="usage"
+        )
+        doc = statusDocument(metrics.samples(), INFO, now=1002)
+        self.assertEqual(doc["services"][0]["collapsed"], [])
+        self.assertIn("commands refused (usage)", renderStatusPage(doc))
+
     def test_backplanePanel(self) -> None:
         """
         The backplane's state, queue and drops.

@@ -35,6 +35,7 @@ __all__ = [
     "HISTORY_SPAN",
     "SAMPLE_INTERVAL",
     "RateRing",
+    "TITLES",
     "SeriesSpec",
     "formatTimestamp",
     "formatBytes",

@@ -90,6 +90,7 @@ from netdemo.dashboard import (
     PERCENT,
     SAMPLE_INTERVAL,
     SECONDS,
+    TITLES,
     RateRing,
     formatBytes,
     formatCount,
@@ -284,6 +285,29 @@ def _peerPanel(rows: Iterable[Mapping[str, Any]], now: float) -> list[dict[str, 
             }
         )
     return result
+
+
+def _collapse(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """
+    Mark the rows the page leaves out: a metric with several series (by
+    reason, by path) that are all zero is one line, C{TITLE: none}, on the
+    page, whose zeros are not news.  Every row gets C{shown}.
+
+    @return: The collapsed metrics: C{name}, C{title}, C{text}.
+    """
+    byName: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        byName.setdefault(row["name"], []).append(row)
+        row["shown"] = True
+    collapsed = []
+    for name, group in byName.items():
+        if len(group) > 1 and all(row["value"] == 0 for row in group):
+            for row in group:
+                row["shown"] = False
+            collapsed.append(
+                {"name": name, "title": TITLES.get(name, name), "text": "none"}
+            )
+    return collapsed
 
 
 def _udpPeerPanel(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -616,6 +640,7 @@ def statusDocument(
         other.append(_row(name, name, {}, process[name], _kind(catalog, name), rates))
     for entry in services.values():
         entry["refusals"] = _refusals(entry["metrics"])
+        entry["collapsed"] = _collapse(entry["metrics"])
     panels: dict[str, Any] = {}
     if "multicast" in services:
         panels["multicast"] = {
@@ -1063,7 +1088,14 @@ def _serviceSection(service: Mapping[str, Any]) -> str:
         '<table><tr><th>what</th><th class="n">value</th>'
         '<th class="n">per second</th></tr>'
     )
+    for c in service.get("collapsed", ()):
+        parts.append(
+            f'<tr><td>{e(c["title"])}</td><td class="n">{e(c["text"])}</td>'
+            '<td class="n"></td></tr>'
+        )
     for m in service["metrics"]:
+        if not m.get("shown", True):
+            continue
         if "peer" in m["labels"] and m["name"].startswith("netdemo_multicast_peer_"):
             continue
         series = e(m["series"], quote=True)

@@ -55,6 +55,7 @@
       svc.metrics.forEach(function (m) { rows.push(m); });
     });
     rows.forEach(function (m) {
+      if (m.shown === false) { return; }
       if ("peer" in m.labels && m.name.indexOf("netdemo_multicast_peer_") === 0) {
         return;
       }
