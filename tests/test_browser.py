@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,23 @@ CHROMIUM_FLAGS = [
     "--window-size=1100,900",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 ]
+
+
+def run(driver: Any, script: str, *args: Any) -> Any:
+    """
+    C{driver.execute_script}, tried again (for at most L{STEP} seconds)
+    while the page is being loaded.
+    """
+    from selenium.common.exceptions import JavascriptException, TimeoutException
+
+    deadline = time.monotonic() + STEP
+    while True:
+        try:
+            return driver.execute_script(script, *args)
+        except (JavascriptException, TimeoutException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _startDaemon(testCase: SynchronousTestCase) -> tuple[str, str]:
@@ -126,11 +144,14 @@ class StatusPageBrowserTests(SynchronousTestCase):
         base = f"http://{http}/"
         driver.get(base)
         self.assertEqual(driver.title, "netdemo status")
-        section = driver.find_element("id", "service-tcp-echo")
-        self.assertIn(f"listening on {echo}", section.text)
+        self.assertIn(
+            f"listening on {echo}",
+            run(driver, "return document.getElementById('service-tcp-echo').innerText"),
+        )
 
         def text(selector: str) -> str:
-            value: str = driver.execute_script(
+            value: str = run(
+                driver,
                 "var e = document.querySelector(arguments[0]);"
                 "return e ? e.textContent : null;",
                 selector,
@@ -138,7 +159,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
             return value
 
         def path(key: str) -> str:
-            value: str = driver.execute_script(
+            value: str = run(
+                driver,
                 "var e = document.querySelector('[data-path=\"' + arguments[0]"
                 " + '\"]'); return e ? e.getAttribute('d') : null;",
                 key,
@@ -149,8 +171,9 @@ class StatusPageBrowserTests(SynchronousTestCase):
             return int(text(selector).replace(",", ""))
 
         self.assertEqual(
-            driver.execute_script(
-                "return getComputedStyle(document.querySelector('.cards')).display"
+            run(
+                driver,
+                "return getComputedStyle(document.querySelector('.cards')).display",
             ),
             "grid",
             "the style sheet applies",
@@ -167,8 +190,7 @@ class StatusPageBrowserTests(SynchronousTestCase):
         self.waitFor(
             lambda: (
                 text("#updated") != first
-                and driver.execute_script("return document.body.dataset.live")
-                == "events"
+                and run(driver, "return document.body?.dataset.live") == "events"
             ),
             "the page to be updated by its event stream",
         )
@@ -210,17 +232,15 @@ class StatusPageBrowserTests(SynchronousTestCase):
         )
         self.assertRegex(text("[data-peak='bytesIn']"), UNIT)
         light = self.screenshot(driver, Path("light.png"))
-        background = driver.execute_script(
-            "return getComputedStyle(document.body).backgroundColor"
+        background = run(
+            driver, "return getComputedStyle(document.body).backgroundColor"
         )
         driver.execute_cdp_cmd(
             "Emulation.setEmulatedMedia",
             {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
         )
         self.assertNotEqual(
-            driver.execute_script(
-                "return getComputedStyle(document.body).backgroundColor"
-            ),
+            run(driver, "return getComputedStyle(document.body).backgroundColor"),
             background,
             "the page follows prefers-color-scheme",
         )
@@ -236,8 +256,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
             lambda: text(received) == formatBytes(final),
             f"received bytes to reach {formatBytes(final)}",
         )
-        resources = driver.execute_script(
-            "return performance.getEntriesByType('resource').map(e => e.name);"
+        resources = run(
+            driver, "return performance.getEntriesByType('resource').map(e => e.name);"
         )
         self.assertTrue(resources, "the page fetched status.json")
         for url in resources:
@@ -263,9 +283,10 @@ class StatusPageBrowserTests(SynchronousTestCase):
         driver.get(f"http://{http}/")
 
         def state() -> tuple[str, str]:
-            live, updated = driver.execute_script(
-                "return [document.body.dataset.live || '',"
-                " document.getElementById('updated').textContent];"
+            live, updated = run(
+                driver,
+                "return [document.body?.dataset.live || '',"
+                " document.getElementById('updated').textContent];",
             )
             return str(live), str(updated)
 
@@ -306,7 +327,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
         driver.get(f"http://{daemon.addresses('http')[0]}/")
 
         def text(selector: str) -> str | None:
-            value: str | None = driver.execute_script(
+            value: str | None = run(
+                driver,
                 "var e = document.querySelector(arguments[0]);"
                 "return e ? e.textContent : null;",
                 selector,
@@ -344,7 +366,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
 
         def moving(key: str) -> bool:
             shown = text(f"[data-headline='{key}']") or ""
-            path = driver.execute_script(
+            path = run(
+                driver,
                 "var e = document.querySelector('[data-path=\"' + arguments[0]"
                 " + '\"]'); return e ? e.getAttribute('d') : '';",
                 key,
@@ -362,17 +385,21 @@ class StatusPageBrowserTests(SynchronousTestCase):
         )
         self.waitFor(
             lambda: (
-                driver.execute_script(
+                run(
+                    driver,
                     "return document.querySelectorAll('#panel-multicast tr[data-peer]')"
-                    ".length"
+                    ".length",
                 )
                 == 1
             ),
             "the other instance in the multicast peers table",
             during=traffic,
         )
-        peer = driver.find_element("css selector", "#panel-multicast tr[data-peer]")
-        cells = [c.text for c in peer.find_elements("css selector", "td")]
+        cells = run(
+            driver,
+            "return Array.from(document.querySelectorAll("
+            "'#panel-multicast tr[data-peer] td')).map(e => e.textContent)",
+        )
         self.assertEqual(cells[1], "127.0.0.1")
         self.assertRegex(cells[2], r"^\d+ s ago$")
         self.assertRegex(cells[5], r"^[\d.]+ %$")
@@ -381,10 +408,11 @@ class StatusPageBrowserTests(SynchronousTestCase):
             lambda: (
                 {"tcp-echo", "pubsub"}
                 <= set(
-                    driver.execute_script(
+                    run(
+                        driver,
                         "return Array.from(document.querySelectorAll("
                         "'[data-connections] tr td:first-child'))"
-                        ".map(e => e.textContent)"
+                        ".map(e => e.textContent)",
                     )
                 )
             ),
@@ -395,10 +423,11 @@ class StatusPageBrowserTests(SynchronousTestCase):
         # tables scroll inside their sections).
         driver.set_window_size(390, 844)
         self.waitFor(
-            lambda: driver.execute_script(
+            lambda: run(
+                driver,
                 "return document.documentElement.scrollWidth"
                 " <= document.documentElement.clientWidth"
-                " && window.innerWidth <= 400"
+                " && window.innerWidth <= 400",
             ),
             "the page to fit a phone's width",
         )
@@ -419,7 +448,7 @@ class StatusPageBrowserTests(SynchronousTestCase):
             # Keep the tree clean on ordinary runs.
             path = Path(tempfile.mkdtemp()) / path.name
             self.addCleanup(shutil.rmtree, path.parent)
-        height = driver.execute_script("return document.body.scrollHeight")
+        height = run(driver, "return document.body.scrollHeight")
         driver.set_window_size(1100, min(max(900, height + 40), 3000))
         self.assertTrue(driver.save_screenshot(str(path)))
         data = path.read_bytes()

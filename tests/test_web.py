@@ -497,17 +497,25 @@ class DashboardDocumentTests(SynchronousTestCase):
         self.resource.sampler.sample()
         doc = self.resource.document()
         json.dumps(doc, allow_nan=False)
-        echo = {m["name"]: m for m in doc["services"][1]["metrics"]}
+        services = {s["name"]: s for s in doc["services"]}
+        self.assertEqual(list(services), ["http", "hub", "tcp-echo"])
+        echo = {m["name"]: m for m in services["tcp-echo"]["metrics"]}
         received = echo["netdemo_received_bytes_total"]
         self.assertEqual((received["title"], received["text"]), ("received", "42 B"))
         self.assertEqual(received["rate_text"], "0 B/s")
         accepted = echo["netdemo_connections_total"]
         self.assertEqual(accepted["title"], "connections accepted")
         self.assertEqual((accepted["rate"], accepted["rate_text"]), (2.0, "2/s"))
-        self.assertEqual(doc["services"][1]["refusals"]["text"], "2 max-per-peer")
-        self.assertEqual(doc["services"][0]["refusals"]["text"], "1 slow-consumer")
+        self.assertEqual(services["tcp-echo"]["refusals"]["text"], "2 max-per-peer")
+        self.assertEqual(services["hub"]["refusals"]["text"], "1 slow-consumer")
         self.assertEqual(
-            doc["services"][0]["metrics"][0]["title"], "refused (slow-consumer)"
+            services["hub"]["metrics"][0]["title"], "refused (slow-consumer)"
+        )
+        # The page's own requests and renders are there from the start, all
+        # zero: one line each.
+        self.assertEqual(
+            [c["title"] for c in services["http"]["collapsed"]],
+            ["renders", "requests"],
         )
 
     def test_noRefusals(self) -> None:

@@ -1370,6 +1370,15 @@ class StatusResource(Resource):
         self.registry.register(SamplesCollector(metrics, info))
         self.registry.register(self.process)
         self.cache = RenderCache(clock, renderInterval, self._rendered)
+        # Every series the page's own requests make exists from the start,
+        # so that the page it serves does not find a new one (and reload
+        # itself) at its first event.
+        for path in PATHS:
+            metrics.inc(
+                "netdemo_http_requests_total", 0, service=serviceName, path=path
+            )
+        for path in ("/", "/status.json", "/status/events"):
+            metrics.inc("netdemo_http_renders_total", 0, service=serviceName, path=path)
         self.sampler = Sampler(metrics, clock, self.process, sampleInterval)
         #: The stream services whose connections the page lists.
         self.sources: list[LimitedFactory] = []

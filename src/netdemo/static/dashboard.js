@@ -1,6 +1,6 @@
 // The netdemo status page, kept up to date from /status.json.  Every text
 // comes formatted from the server (units, human names); this script only
-// puts it in place, and reloads the page when a row appears or goes.
+// puts it in place, and takes the page's new body when a row appears or goes.
 (function () {
   "use strict";
   var period = 2000;
@@ -103,7 +103,25 @@
         cell.className = "n state-" + panels.backplane.state;
       });
     }
-    if (missing) { location.reload(); }
+    if (missing) { refresh(); }
+  }
+
+  // A row appeared or went: take the page's new body from the server, in
+  // place (no navigation; the event stream stays open).
+  var refreshing = false;
+  function refresh() {
+    if (refreshing) { return; }
+    refreshing = true;
+    var live = document.body.getAttribute("data-live");
+    fetch("./", {cache: "no-store"})
+      .then(function (r) { return r.text(); })
+      .then(function (text) {
+        var fresh = new DOMParser().parseFromString(text, "text/html").body;
+        if (live) { fresh.setAttribute("data-live", live); }
+        document.body.replaceWith(fresh);
+      })
+      .catch(stale)
+      .finally(function () { refreshing = false; });
   }
 
   function stale() { document.getElementById("updated").className = "stale"; }
