@@ -136,7 +136,8 @@ RENDER_INTERVAL = 0.5
 
 #: The version of the C{/status.json} layout (C{docs/operations.md}),
 #: bumped on every change of it: 2 added the formatted texts, rates,
-#: headline, history, panels and process metrics.
+#: headline, history, panels, connections, collapsed rows and the process
+#: metrics.
 STATUS_SCHEMA = 2
 
 #: The paths counted by name; anything else is counted as C{other}.
