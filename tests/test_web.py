@@ -632,6 +632,11 @@ class DashboardDocumentTests(SynchronousTestCase):
             drawn, ["connections", "bytesIn", "bytesOut", "refusals", "cpu"]
         )
         self.assertEqual(page.count("<svg "), len(drawn))
+        # Made again only after a sample.
+        first = self.resource.history()
+        self.assertIs(self.resource.history(), first)
+        self.resource.sampler.sample()
+        self.assertEqual(len(self.resource.history()["times"]), 4)
 
     def test_processMetrics(self) -> None:
         """

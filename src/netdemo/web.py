@@ -504,9 +504,10 @@ def _headline(
     return figures
 
 
-def _history(ring: RateRing | None, now: float) -> dict[str, Any]:
+def historyOf(ring: RateRing | None) -> dict[str, Any]:
     """
-    The headline series over the last minutes, with their graphs.
+    The headline series over the last minutes, with their graphs: the
+    C{history} of L{statusDocument}.
     """
     if ring is None:
         return {"interval": None, "span": 0, "times": [], "series": []}
@@ -595,6 +596,7 @@ def statusDocument(
     process: Mapping[str, float] | None = None,
     limits: ConnectionLimits | None = None,
     connections: list[dict[str, Any]] | None = None,
+    history: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
     The C{/status.json} document (schema in C{docs/operations.md}):
@@ -607,6 +609,7 @@ def statusDocument(
     @param process: The C{process_*} values (L{ProcessMetrics.values}).
     @param limits: The stream services' connection limits.
     @param connections: The L{topConnections}.
+    @param history: The C{history} part, if already made from C{ring}.
     """
     process = process or {}
     rates = ring.rates if ring is not None else {}
@@ -685,7 +688,7 @@ def statusDocument(
             limits,
             {s.name for s in samples} | {LISTENER_METRIC},
         ),
-        "history": _history(ring, now),
+        "history": history if history is not None else historyOf(ring),
         "panels": panels,
         "connections": connections or [],
         "services": [services[name] for name in sorted(services)],
@@ -1391,6 +1394,7 @@ class StatusResource(Resource):
             lambda reason, watcher: self.refuse(reason, getattr(watcher, "peer", None)),
         )
         self._connections: tuple[float, list[dict[str, Any]]] | None = None
+        self._history: tuple[Any, dict[str, Any]] | None = None
 
     def _rendered(self, key: str) -> None:
         self.metrics.inc(
@@ -1420,6 +1424,17 @@ class StatusResource(Resource):
             cached = self._connections = (now, topConnections(self.sources, now))
         return cached[1]
 
+    def history(self) -> dict[str, Any]:
+        """
+        The C{history} of the document: made again only after a sample.
+        """
+        times = self.sampler.ring.times
+        key = (len(times), times[-1] if times else None)
+        cached = self._history
+        if cached is None or cached[0] != key:
+            cached = self._history = (key, historyOf(self.sampler.ring))
+        return cached[1]
+
     def document(self) -> dict[str, Any]:
         """
         The current L{statusDocument}.
@@ -1432,6 +1447,7 @@ class StatusResource(Resource):
             process=self.process.values(),
             limits=self.limits,
             connections=self.connections(),
+            history=self.history(),
         )
 
     def render(self, request: Request) -> bytes:
@@ -1458,9 +1474,9 @@ class StatusResource(Resource):
             return self.cache.get(
                 path,
                 lambda: (
-                    json.dumps(self.document(), indent=1, allow_nan=False).encode(
-                        "utf-8"
-                    )
+                    json.dumps(
+                        self.document(), separators=(",", ":"), allow_nan=False
+                    ).encode("utf-8")
                     + b"\n"
                 ),
             )
