@@ -269,6 +269,10 @@ class HTTPServiceTests(TestCase):
             self.assertEqual(directives["style-src"], "'self'")
             self.assertEqual(directives["frame-ancestors"], "'none'")
             self.assertNotIn("unsafe-inline", policy.decode())
+        from netdemo.web import NOT_ALLOWED, TIMED_OUT, TOO_LARGE
+
+        for refusal in (TOO_LARGE, NOT_ALLOWED, TIMED_OUT):
+            self.assertIn(b"\r\ncontent-security-policy: default-src 'none'", refusal)
         page = (await self.get("/")).body.decode()
         self.assertNotIn("<script>", page)
         self.assertNotIn("<style", page)

@@ -1616,6 +1616,7 @@ def _response(status: bytes, body: bytes, *headers: bytes) -> bytes:
         b"content-type: text/plain; charset=utf-8",
         b"content-length: %d" % (len(body),),
         b"cache-control: no-store",
+        b"content-security-policy: " + CSP_HEADER,
         b"connection: close",
         *headers,
     ]
