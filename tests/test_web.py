@@ -801,6 +801,8 @@ class DashboardDocumentTests(SynchronousTestCase):
                 "state": "down",
                 "queued_bytes": 2048,
                 "queued_text": "2.0 KiB",
+                "gaps": 0,
+                "gaps_text": "none",
                 "dropped": 4,
                 "dropped_text": "4 down",
             },

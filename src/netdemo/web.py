@@ -382,10 +382,13 @@ def _backplane(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """
     up = None
     queued = 0.0
+    gaps = 0.0
     drops: dict[str, float] = {}
     for row in rows:
         if row["name"] == "netdemo_backplane_up":
             up = row["value"]
+        elif row["name"] == "netdemo_backplane_gaps_total":
+            gaps = row["value"] or 0.0
         elif row["name"] == "netdemo_backplane_queued_bytes":
             queued = row["value"] or 0.0
         elif row["name"] == "netdemo_backplane_dropped_total":
@@ -395,6 +398,8 @@ def _backplane(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "state": "unknown" if up is None else ("up" if up else "down"),
         "queued_bytes": queued,
         "queued_text": formatBytes(queued),
+        "gaps": gaps,
+        "gaps_text": "none" if not gaps else formatCount(gaps),
         "dropped": dropped,
         "dropped_text": "none"
         if not dropped
@@ -955,6 +960,8 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
             f'data-panel="backplane.state">{e(b["state"])}</td></tr>'
             f'<tr><td>waiting for Redis</td><td class="n" '
             f'data-panel="backplane.queued_text">{e(b["queued_text"])}</td></tr>'
+            f'<tr><td>messages lost between hubs</td><td class="n" '
+            f'data-panel="backplane.gaps_text">{e(b["gaps_text"])}</td></tr>'
             f'<tr><td>lines dropped</td><td class="n" '
             f'data-panel="backplane.dropped_text">{e(b["dropped_text"])}</td></tr>'
             "</table></section>"

@@ -96,7 +96,7 @@
       fill(row, p, ["sent_text", "lost_text", "loss_text", "rtt_text"]);
     });
     if (panels.backplane) {
-      ["state", "queued_text", "dropped_text"].forEach(function (k) {
+      ["state", "queued_text", "gaps_text", "dropped_text"].forEach(function (k) {
         set(attr("data-panel", "backplane." + k), panels.backplane[k]);
       });
       each(attr("data-panel", "backplane.state"), function (cell) {
