@@ -1122,3 +1122,25 @@ class EventStreamsTests(SynchronousTestCase):
         self.streams.stop()
         self.assertTrue(a.done)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class PackageDataTests(SynchronousTestCase):
+    """
+    The page's script and style sheet are package data.
+    """
+
+    def test_wheel(self) -> None:
+        """
+        The wheel holds C{netdemo/static/dashboard.js} and
+        C{dashboard.css}, the same bytes as the service serves.
+        """
+        import zipfile
+
+        from netdemo.web import STATIC
+        from tests.support import checkoutWheel
+
+        with zipfile.ZipFile(checkoutWheel()) as wheel:
+            for name in ("dashboard.js", "dashboard.css"):
+                self.assertEqual(
+                    wheel.read(f"netdemo/static/{name}"), STATIC[f"/static/{name}"][1]
+                )
