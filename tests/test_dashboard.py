@@ -263,6 +263,45 @@ class RateRingTests(SynchronousTestCase):
         ring.record(4.0, {}, {"a": 8})
         self.assertEqual(ring.rates, {"a": 2.0})
 
+    @given(
+        st.integers(min_value=1, max_value=20),
+        st.lists(
+            st.tuples(
+                st.floats(min_value=-1, max_value=100, allow_nan=False),
+                st.floats(min_value=0, max_value=1e12, allow_nan=False),
+            ),
+            max_size=60,
+        ),
+    )
+    def test_anySequence(self, size: int, steps: list[tuple[float, float]]) -> None:
+        """
+        Whatever the clock and the totals do (time going back, totals
+        going down), the ring holds at most C{size} points per series, one
+        per time, and no rate is negative or infinite.
+        """
+        ring = RateRing(size=size)
+        now = 0.0
+        for elapsed, total in steps:
+            now += elapsed
+            ring.record(now, {"bytesIn": total, "connections": total}, {"x": total})
+        self.assertLessEqual(len(ring.times), size)
+        for points in ring.values.values():
+            self.assertEqual(len(points), len(ring.times))
+        for point in ring.values["bytesIn"]:
+            self.assertTrue(point is None or 0 <= point < float("inf"), point)
+        for rate in ring.rates.values():
+            self.assertTrue(0 <= rate < float("inf"), rate)
+
+    def test_tinyInterval(self) -> None:
+        """
+        An interval so short that the rate overflows gives no rate.
+        """
+        ring = RateRing(size=3)
+        ring.record(0.0, {"bytesIn": 0.0}, {"x": 0.0})
+        ring.record(5e-324, {"bytesIn": 1e12}, {"x": 1e12})
+        self.assertEqual(ring.latest("bytesIn"), None)
+        self.assertEqual(ring.rates, {})
+
     def test_series(self) -> None:
         """
         Custom series; a size below one is refused.

@@ -414,6 +414,8 @@ class RateRing:
                     point = None
                 else:
                     point = (current - before) / elapsed * spec.scale
+                    if not math.isfinite(point):
+                        point = None
             self.values[spec.key].append(point)
         self.times.append(now)
         self._previous = (now, dict(totals))
@@ -423,7 +425,9 @@ class RateRing:
                 for key, value in counters.items():
                     before = self._previousSeries.get(key)
                     if before is not None and value >= before:
-                        rates[key] = (value - before) / elapsed
+                        rate = (value - before) / elapsed
+                        if math.isfinite(rate):
+                            rates[key] = rate
             self.rates = rates
             self._previousSeries = dict(counters)
 
