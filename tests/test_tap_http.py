@@ -84,6 +84,32 @@ class MakeServiceTests(SynchronousTestCase):
             [service.name for service in top], ["tcp-echo", "http", "sd_notify"]
         )
 
+    def test_serverInfo(self) -> None:
+        """
+        The status page names the host and the instance id that the
+        multicast beacons carry, and knows the connection limits.
+        """
+        import socket
+
+        options = Options()
+        options.parseOptions(
+            [
+                "--multicast",
+                "239.255.80.116:7001,interface=127.0.0.1",
+                "--http",
+                "tcp:0",
+                "--max-connections",
+                "77",
+            ]
+        )
+        top = makeService(options, MemoryReactorClock())
+        resource = top.getServiceNamed("http").site.resource
+        [responder] = top.getServiceNamed("multicast").responders
+        self.assertEqual(resource.info.hostname, socket.gethostname())
+        self.assertEqual(len(resource.info.instance), 12)
+        self.assertEqual(resource.info.instance, responder.instance)
+        self.assertEqual(resource.limits.maxConnections, 77)
+
     def test_summary(self) -> None:
         """
         The STATUS line names every bound listener by service.

@@ -239,6 +239,17 @@ CATALOG: dict[str, MetricSpec] = {
         "Answers received to round-trip probes of one multicast peer",
         ("service", "peer"),
     ),
+    "netdemo_multicast_peer_info": MetricSpec(
+        "gauge",
+        "1 for each multicast peer in the table, with the address it sends from",
+        ("service", "peer", "address"),
+    ),
+    "netdemo_multicast_peer_last_heard_timestamp_seconds": MetricSpec(
+        "gauge",
+        "When a beacon of one multicast peer was last received, in seconds "
+        "since the epoch",
+        ("service", "peer"),
+    ),
     "netdemo_udp_peer_probes_total": MetricSpec(
         "counter",
         "Connected-UDP probes by outcome (sent, received, lost, duplicate, "

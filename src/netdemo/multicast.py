@@ -151,6 +151,7 @@ _PEER_SERIES = (
     ("netdemo_multicast_peer_rtt_probes_total", "rttProbes"),
     ("netdemo_multicast_peer_rtt_answers_total", "rttAnswers"),
     ("netdemo_multicast_peer_rtt_seconds", "rtt"),
+    ("netdemo_multicast_peer_last_heard_timestamp_seconds", "lastHeard"),
 )
 
 
@@ -807,6 +808,15 @@ class MulticastResponder(DatagramProtocol):
                 value = getattr(peer, attribute)
                 if value is not None:
                     samples.append(sampleOf(metric, value, service=service, peer=name))
+            samples.append(
+                sampleOf(
+                    "netdemo_multicast_peer_info",
+                    1,
+                    service=service,
+                    peer=name,
+                    address=peer.address,
+                )
+            )
         return samples
 
 

@@ -1407,6 +1407,12 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
             options["broadcast"], limits, options.broadcastLimits(), metrics, reactor
         ).setServiceParent(top)
     datagramLimits = options.datagramLimits()
+    # This run's id: in the multicast beacons and on the status page.
+    instance = ""
+    if options["multicast"] or options["http"]:
+        from netdemo.multicast import newInstanceId
+
+        instance = newInstanceId()
     if options["udp"]:
         from netdemo.udpecho import buildUDPEchoService
 
@@ -1434,10 +1440,18 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
             services + ["multicast"],
             metrics,
             reactor,
+            instance=instance,
             maxPeers=options["multicast-max-peers"],
         ).setServiceParent(top)
     if options["http"]:
-        info = ServerInfo(version=__version__, startedAt=reactor.seconds())
+        import socket
+
+        info = ServerInfo(
+            version=__version__,
+            startedAt=reactor.seconds(),
+            hostname=socket.gethostname(),
+            instance=instance,
+        )
         buildHTTPService(
             options["http"], metrics, info, reactor, limits, options.httpLimits()
         ).setServiceParent(top)
