@@ -113,7 +113,12 @@ from netdemo.internals import (
 from netdemo.limits import ConnectionLimits, HTTPLimits
 from netdemo.logs import formatAddress
 from netdemo.metrics import CATALOG, IMetrics, MetricSpec, Sample
-from netdemo.stream import LimitedFactory, LimitedProtocol, StreamService
+from netdemo.stream import (
+    LimitedConnection,
+    LimitedFactory,
+    LimitedProtocol,
+    StreamService,
+)
 
 __all__ = [
     "RENDER_INTERVAL",
@@ -556,11 +561,11 @@ def topConnections(
     pass over each service's connections (C{heapq.nlargest}, O(n log
     count)), then the transports of the C{count} chosen only.
     """
-    best: list[tuple[int, LimitedProtocol, LimitedFactory, int]] = []
+    best: list[tuple[int, LimitedConnection, LimitedFactory, int]] = []
     for factory in factories:
         written = attrgetter(factory.writtenAttribute)
 
-        def traffic(p: LimitedProtocol, written: Any = written) -> int:
+        def traffic(p: LimitedConnection, written: Any = written) -> int:
             return int(p.bytesIn + written(p))
 
         for p in heapq.nlargest(count, factory.connections, key=traffic):
