@@ -242,7 +242,7 @@ class SequenceTests(SynchronousTestCase):
                 if lines:
                     # Numbers of a topic only grow.
                     self.assertGreater(first, lines[-1][0])
-                lines.extend(zip(seqs, batch))
+                lines.extend(zip(seqs, batch, strict=True))
                 continue
             got, gap = history.since(topic, value)
             numbered = dict(lines)
