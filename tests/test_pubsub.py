@@ -395,12 +395,12 @@ class ProtocolTests(SynchronousTestCase):
             b.new(),
             [
                 b"+OK seq on, epoch " + epoch,
-                b"* gap: history starts at seq 3",
+                b"* gap: history of chat starts at seq 3",
                 b"#3 " + p + b"3",
                 b"#4 " + p + b"4",
                 b"#5 " + p + b"5",
                 b"+OK history 3 lines since 1, last seq 5, epoch " + epoch,
-                b"* gap: history starts at seq 1",
+                b"* gap: history of t.none starts at seq 1",
                 b"+OK history 0 lines since 9, last seq 0, epoch " + epoch,
             ],
         )
@@ -429,7 +429,7 @@ class ProtocolTests(SynchronousTestCase):
                 usage,
                 usage,
                 b"+OK history 0 lines, last seq 0",
-                b"* gap: history starts at seq 1",
+                b"* gap: history of chat starts at seq 1",
                 b"+OK history 0 lines since %s, last seq 0, epoch %s"
                 % (b"9" * 18, hub.factory.history.epoch.encode()),
             ],

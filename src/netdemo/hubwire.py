@@ -486,12 +486,12 @@ def sequencedBlock(first: int, prefix: bytes, lines: Sequence[bytes]) -> bytes:
     )
 
 
-def gap(first: int) -> bytes:
+def gap(topic: bytes, first: int) -> bytes:
     """
-    The notice that a history replay does not reach back to the position
-    asked for: its first line is numbered C{first}.
+    The notice that a replay of C{topic}'s history does not reach back to
+    the position asked for: its first line is numbered C{first}.
     """
-    return b"* gap: history starts at seq %d" % (first,)
+    return b"* gap: history of %s starts at seq %d" % (topic, first)
 
 
 def historyAnswer(

@@ -1679,7 +1679,7 @@ class PubSubFactory(FanOutFactory):
         if p.sequenced:
             entries = hubwire.sequenced(first, entries)
         if gap:
-            entries = [hubwire.gap(first), *entries]
+            entries = [hubwire.gap(topic, first), *entries]
         answer = hubwire.historyAnswer(
             len(entries) - gap, last, seq, history.epoch.encode("ascii")
         )
