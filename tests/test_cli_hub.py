@@ -573,6 +573,21 @@ class HeldTests(SynchronousTestCase):
         self.assertEqual([x["text"] for x in got], [str(x) for x in expected])
         self.assertEqual([x["history"] for x in got], [x <= last for x in expected])
 
+    def test_unnumberedBeforeResume(self) -> None:
+        """
+        Lines that came before C{/seq on} took effect are in the resume's
+        replay (or its gap): dropped after a resume, printed otherwise.
+        """
+        for unnumbered, expected in [(False, [b"<a> x"]), (True, [b"<a> w", b"<a> x"])]:
+            console = memoryConsole()
+            tail = Tail(MemoryReactorClock(), parse("tail", "h:1", "--json"), console)
+            tail.held = []
+            tail.hubLine(b"<a> w")
+            tail.hubLine(b"#1 <a> x")
+            tail.release(unnumbered)
+            texts = [json.loads(x)["text"] for x in output(console).splitlines()]
+            self.assertEqual(texts, [x[4:].decode() for x in expected])
+
 
 class Runners(TestCase):
     """

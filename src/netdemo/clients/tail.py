@@ -361,13 +361,16 @@ class Tail:
         else:
             self.write(line + b"\n")
 
-    def release(self) -> None:
+    def release(self, unnumbered: bool = True) -> None:
         """
-        Print what was held while resuming, in sequence order per topic.
+        Print what was held while resuming, in sequence order per topic;
+        the lines without a number too, unless told not to.
         """
         held, self.held = self.held, None
         if not held:
             return
+        if not unnumbered:
+            held = [entry for entry in held if entry[0].seq is not None]
         # Topic by topic, in the order they came first; each topic's lines
         # in the order of their numbers.
         order: dict[bytes, int] = {}
@@ -437,15 +440,19 @@ class Tail:
         unless asked for, subscribe to every pattern, then resume or (on
         the first connection) replay the history.
         """
-        await logIn(connection, self.options)
-        resuming = False
+        # Until it is known whether a resume or a replay follows, and then
+        # until it is done (the replays and the live lines may overlap),
+        # deliveries are held, and printed in order.
         if self.sequenced:
-            resuming = await self._numbered(connection, first)
-        replaying = first and bool(self.options["history"]) and not resuming
-        if resuming or replaying and self.sequenced:
-            # The replays and the live lines may overlap: printed in order.
             self.held = []
         try:
+            await logIn(connection, self.options)
+            resuming = False
+            if self.sequenced:
+                resuming = await self._numbered(connection, first)
+            replaying = first and bool(self.options["history"]) and not resuming
+            if not (resuming or replaying and self.sequenced):
+                self.release()
             wanted = [p.encode("utf-8") for p in self.patterns]
             if DEFAULT_TOPIC not in wanted:
                 await connection.command(b"/unsub " + DEFAULT_TOPIC)
@@ -459,6 +466,9 @@ class Tail:
                     self.console.note(f"subscription: {text(answer)}")
             if resuming:
                 await self._resume(connection, first)
+                # What came before /seq on took effect was published before
+                # the resume's /history since: in its replay, or its gap.
+                self.release(unnumbered=False)
             elif replaying:
                 await self._replay(connection)
         finally:
