@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from netdemo.history import History
+from netdemo.history import MAX_HISTORY_BYTES, History
 
 
 def kept(history: History) -> dict[bytes, list[bytes]]:
@@ -199,6 +199,7 @@ class SequenceTests(SynchronousTestCase):
         st.integers(0, 4),
         st.integers(1, 3),
         st.integers(0, 2),
+        st.sampled_from([12, 40, MAX_HISTORY_BYTES]),
         st.lists(
             st.one_of(
                 st.tuples(
@@ -220,15 +221,20 @@ class SequenceTests(SynchronousTestCase):
         keep: int,
         maxTopics: int,
         extraCounters: int,
+        maxBytes: int,
         steps: list[tuple[str, bytes, int]],
     ) -> None:
         """
         Over interleavings of publishing, resuming and forgetting (small
-        bounds), a numbered line is never given twice, and a resume either
-        gives exactly the lines after its position or says there is a gap.
+        bounds of lines, topics, bytes and counters), a numbered line is
+        never given twice, and a resume either gives exactly the lines after
+        its position or says there is a gap.
         """
         history = History(
-            keep, maxTopics=maxTopics, maxCounters=maxTopics + extraCounters
+            keep,
+            maxTopics=maxTopics,
+            maxBytes=maxBytes,
+            maxCounters=maxTopics + extraCounters,
         )
         published: dict[bytes, list[tuple[int, bytes]]] = {}
         serial = 0
