@@ -313,7 +313,7 @@ class ProtocolTests(SynchronousTestCase):
         hub = FakeHub(HubLimits(history=3))
         self.addCleanup(hub.stop)
         a, b, c = hub.connect(), hub.connect(), hub.connect()
-        c.send(b"/sub t.x\n")
+        c.send(b"/sub t.x\n/sub t.y\n")
         a.new(), b.new(), c.new()
         epoch = hub.factory.history.epoch.encode()
         b.send(b"/seq on\n/sub t.x\n")
@@ -321,7 +321,7 @@ class ProtocolTests(SynchronousTestCase):
             b.new(), [b"+OK seq on, epoch " + epoch, b"+OK subscribed to t.x"]
         )
         a.send(b"one\n")
-        a.send(b"two\nthree\n/pub t.x four\n")
+        a.send(b"two\nthree\n/pub t.x four\n/pub t.y only c\n")
         p = b"<127.0.0.1:40001> "
         self.assertEqual(
             b.new(),
@@ -333,7 +333,14 @@ class ProtocolTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(
-            c.new(), [p + b"one", p + b"two", p + b"three", b"[t.x] " + p + b"four"]
+            c.new(),
+            [
+                p + b"one",
+                p + b"two",
+                p + b"three",
+                b"[t.x] " + p + b"four",
+                b"[t.y] " + p + b"only c",
+            ],
         )
         b.send(b"/history 2\n/seq off\n/seq maybe\n")
         a.send(b"five\n")

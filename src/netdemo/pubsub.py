@@ -1184,7 +1184,8 @@ class PubSubFactory(FanOutFactory):
         subscribers = list(self.router.subscribers(topic))
         if self.filtered:
             subscribers = self._permitted(topic, subscribers)
-        if not self.sequenced:
+        sequenced = self.sequenced
+        if not sequenced or sequenced.isdisjoint(subscribers):
             for s in subscribers:
                 if s is sender and not s.echo:
                     continue
