@@ -1709,7 +1709,9 @@ class PubSubFactory(FanOutFactory):
             return
         p.sequenced = value == b"on"
         if p.sequenced:
-            self.sequenced.add(p)
+            if p in self.clients:
+                # Not one that left (the rest of its last read).
+                self.sequenced.add(p)
             epoch = self.history.epoch.encode("ascii")
             p.reply(hubwire.ok(b"seq on, epoch " + epoch))
         else:
