@@ -16,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -56,6 +59,16 @@ from netdemo.limits import ConnectionLimits, HubLimits
 from tests.pubsubhelpers import LineSocket, LoopbackHub
 from tests.support import PATIENCE, Daemon, assertOneLineError, poll, waitUntil
 from tests.test_cli import NETDEMO, netdemo
+
+
+def resumePath(testCase: Any) -> str:
+    """
+    A path for a C{--resume} file in a temporary directory removed after
+    the test.
+    """
+    directory = tempfile.mkdtemp(prefix="netdemo-tail-")
+    testCase.addCleanup(shutil.rmtree, directory, True)
+    return os.path.join(directory, "positions.json")
 
 
 def memoryConsole() -> Console:
@@ -452,7 +465,7 @@ class OptionTests(SynchronousTestCase):
         C{--resume FILE}: a missing file is an empty one; a file that is
         not a resume file (or too large) is a usage error naming it.
         """
-        path = self.mktemp()
+        path = resumePath(self)
         options = parse("tail", "h:1", "--resume", path)
         self.assertEqual((options["epoch"], options["positions"]), (None, {}))
         writeResume(path, "abc", {"t.x": 4})
@@ -802,7 +815,7 @@ class RunnerTests(Runners):
         next run prints what was published in between, then follows; a
         restarted hub (another epoch) is told and read from its start.
         """
-        path = self.mktemp()
+        path = resumePath(self)
         running = self.launch("tail", self.hub.target, "--sub", "r.x", "--resume", path)
         await self.connected()
         for text in ["a", "b"]:
