@@ -851,6 +851,24 @@ class RunnerTests(Runners):
         self.assertEqual(output(self.console).count(b"\n"), 1)
         self.assertEqual(readResume(path), (other.factory.history.epoch, {"r.x": 1}))
 
+    async def test_tailHubWithoutSeq(self) -> None:
+        """
+        A hub that does not number lines (no C{/seq}): C{--json} goes on
+        with C{"seq": null} and a notice; C{--since} fails in one line.
+        """
+        self.patch(self.hub.factory, "cmd_seq", None)
+        message = await self.fails("tail", self.hub.target, "--since", "0")
+        self.assertIn("the hub does not number its lines", message)
+        running = self.launch("tail", self.hub.target, "--sub", "n.x", "--json")
+        await self.connected()
+        await self.launch("pub", self.hub.target, "n.x", "plain")
+        await waitUntil(lambda: b"plain" in output(self.console), "the line")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        [record] = map(json.loads, output(self.console).splitlines())
+        self.assertEqual((record["text"], record["seq"]), ("plain", None))
+        self.assertIn("(no sequence numbers)", notes(self.console))
+
     async def test_tailOutputGone(self) -> None:
         """
         When the output can no longer be written to, tail ends quietly.
