@@ -16,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -43,12 +46,29 @@ from netdemo.clients.chat import MAX_QUEUED_LINES, Chat
 from netdemo.clients.common import CommandError, Console
 from netdemo.clients.hubclient import HubConnection, HubSession
 from netdemo.clients.pub import PUB_WINDOW, Publisher
-from netdemo.clients.tail import asJSON, topicMatches
+from netdemo.clients.tail import (
+    MAX_RESUME_BYTES,
+    Tail,
+    asJSON,
+    readResume,
+    topicMatches,
+    writeResume,
+)
 from netdemo.hubwire import parseDelivery
 from netdemo.limits import ConnectionLimits, HubLimits
 from tests.pubsubhelpers import LineSocket, LoopbackHub
 from tests.support import PATIENCE, Daemon, assertOneLineError, poll, waitUntil
 from tests.test_cli import NETDEMO, netdemo
+
+
+def resumePath(testCase: Any) -> str:
+    """
+    A path for a C{--resume} file in a temporary directory removed after
+    the test.
+    """
+    directory = tempfile.mkdtemp(prefix="netdemo-tail-")
+    testCase.addCleanup(shutil.rmtree, directory, True)
+    return os.path.join(directory, "positions.json")
 
 
 def memoryConsole() -> Console:
@@ -431,11 +451,40 @@ class OptionTests(SynchronousTestCase):
             (["tail", "h:1", "--sub", "a b"], "'a b'"),
             (["chat"], "arguments"),
             (["tail", "h:1", "--bogus"], "bogus"),
+            (["tail", "h:1", "--since", "x"], "'x'"),
+            (["tail", "h:1", "--since", "9" * 19], "'" + "9" * 19 + "'"),
+            (["tail", "h:1", "--since", "1", "--history", "2"], "--since"),
         ]:
             with self.assertRaises(UsageError) as caught:
                 parse(*args)
             self.assertIn(text, str(caught.exception), args)
             self.assertNotIn("\n", str(caught.exception), args)
+
+    def test_resumeFile(self) -> None:
+        """
+        C{--resume FILE}: a missing file is an empty one; a file that is
+        not a resume file (or too large) is a usage error naming it.
+        """
+        path = resumePath(self)
+        options = parse("tail", "h:1", "--resume", path)
+        self.assertEqual((options["epoch"], options["positions"]), (None, {}))
+        writeResume(path, "abc", {"t.x": 4})
+        options = parse("tail", "h:1", "--resume", path)
+        self.assertEqual((options["epoch"], options["positions"]), ("abc", {"t.x": 4}))
+        for content in [
+            b"not json",
+            b"[]",
+            b'{"epoch": "e", "topics": {"t": -1}}',
+            b'{"epoch": "e", "topics": {"bad topic": 1}}',
+            b'{"epoch": "e e", "topics": {}}',
+            b'{"epoch": "e", "topics": {"t": true}}',
+            b'{"epoch": "e", "topics": {}, "x": "' + b"y" * MAX_RESUME_BYTES + b'"}',
+        ]:
+            with open(path, "wb") as f:
+                f.write(content)
+            with self.assertRaises(UsageError) as caught:
+                parse("tail", "h:1", "--resume", path)
+            self.assertIn(repr(path), str(caught.exception), content[:40])
 
     def test_help(self) -> None:
         """
@@ -472,8 +521,12 @@ class OutputTests(SynchronousTestCase):
                 "text": "caf\u00e9 \ufffd",
                 "received": "2026-01-02T03:04:05.000006Z",
                 "history": True,
+                "seq": None,
             },
         )
+        numbered = parseDelivery(b"#12 [t] <bob> x")
+        assert numbered is not None
+        self.assertEqual(json.loads(asJSON(numbered, stamp, False))["seq"], 12)
 
     def test_patterns(self) -> None:
         """
@@ -483,6 +536,70 @@ class OutputTests(SynchronousTestCase):
         self.assertFalse(topicMatches("lab.>", "lab"))
         self.assertTrue(topicMatches("lab.*.t", "lab.x.t"))
         self.assertFalse(topicMatches("lab.*", "lab.x.t"))
+
+
+class HeldTests(SynchronousTestCase):
+    """
+    How C{tail} prints what it held while resuming: the replay and live
+    lines overlap and arrive in any order of the two streams.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.integers(0, 6),
+        st.integers(0, 6),
+        st.integers(0, 6),
+        st.randoms(use_true_random=False),
+    )
+    def test_noDuplicateNoGap(
+        self, position: int, kept: int, live: int, random: Any
+    ) -> None:
+        """
+        The replay (position+1..S) and the live lines published since the
+        subscription (some of them also in the replay, then the newer)
+        come out once each, in order; later live lines too.
+        """
+        options = parse("tail", "h:1", "--since", str(position), "--json")
+        console = memoryConsole()
+        tail = Tail(MemoryReactorClock(), options, console)
+        last = position + kept
+        replay = list(range(position + 1, last + 1))
+        # Live lines published after the subscription: the newest of the
+        # replay and later ones, in order; merged with the replay in any
+        # interleaving of the two.
+        liveSeqs = list(range(max(position + 1, last - live + 1), last + live + 1))
+        streams = [replay, liveSeqs]
+        tail.held = []
+        tail.historyLast["t"] = last
+        while any(streams):
+            stream = random.choice([x for x in streams if x])
+            tail.hubLine(b"#%d [t] <a> %d" % (stream[0], stream[0]))
+            stream.pop(0)
+        tail.release()
+        if last > position:
+            # Again: a duplicate.
+            tail.hubLine(b"#%d [t] <a> %d" % (last, last))
+        tail.hubLine(b"#%d [t] <a> %d" % (last + live + 1, last + live + 1))
+        got = [json.loads(x) for x in output(console).splitlines()]
+        expected = list(range(position + 1, last + live + 2))
+        self.assertEqual([x["seq"] for x in got], expected)
+        self.assertEqual([x["text"] for x in got], [str(x) for x in expected])
+        self.assertEqual([x["history"] for x in got], [x <= last for x in expected])
+
+    def test_unnumberedBeforeResume(self) -> None:
+        """
+        Lines that came before C{/seq on} took effect are in the resume's
+        replay (or its gap): dropped after a resume, printed otherwise.
+        """
+        for unnumbered, expected in [(False, [b"<a> x"]), (True, [b"<a> w", b"<a> x"])]:
+            console = memoryConsole()
+            tail = Tail(MemoryReactorClock(), parse("tail", "h:1", "--json"), console)
+            tail.held = []
+            tail.hubLine(b"<a> w")
+            tail.hubLine(b"#1 <a> x")
+            tail.release(unnumbered)
+            texts = [json.loads(x)["text"] for x in output(console).splitlines()]
+            self.assertEqual(texts, [x[4:].decode() for x in expected])
 
 
 class Runners(TestCase):
@@ -641,6 +758,116 @@ class RunnerTests(Runners):
         for line, text in zip(lines, [b"old 2", b"old 3", b"new"], strict=True):
             self.assertRegex(line, rb"^\[h\.x\] <127\.0\.0\.1:\d+> " + text + b"$")
         self.assertIn("3 messages (2 from history)", notes(self.console))
+
+    async def test_tailSince(self) -> None:
+        """
+        C{tail --since SEQ --json} prints the lines numbered after SEQ of
+        every matching topic, marked as history, then follows; each with its
+        number.
+        """
+        for i in range(1, 6):
+            await self.launch("pub", self.hub.target, "s.x", f"old {i}")
+        await self.launch("pub", self.hub.target, "s.y", "other")
+        running = self.launch(
+            "tail", self.hub.target, "--sub", "s.*", "--since", "3", "--json"
+        )
+        await self.connected()
+        await waitUntil(lambda: output(self.console).count(b"\n") == 3, "history")
+        self.assertEqual(await self.launch("pub", self.hub.target, "s.x", "new"), 0)
+        await waitUntil(lambda: b"new" in output(self.console), "the new line")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        got = [json.loads(x) for x in output(self.console).splitlines()]
+        self.assertEqual(
+            [(x["topic"], x["seq"], x["text"], x["history"]) for x in got],
+            [
+                ("s.x", 4, "old 4", True),
+                ("s.x", 5, "old 5", True),
+                ("s.y", 1, "other", True),
+                ("s.x", 6, "new", False),
+            ],
+        )
+        self.assertIn("4 messages (3 from history)", notes(self.console))
+        # s.y never reached 3: its position is not one the hub gave.
+        self.assertIn("hub: * gap: history of s.y starts at seq 1", notes(self.console))
+
+    async def test_tailSinceGap(self) -> None:
+        """
+        When the hub's history no longer reaches back, tail says so and
+        prints what it kept (without numbers, as the hub sends lines).
+        """
+        hub = await self.startHub(hubLimits=HubLimits(history=2))
+        for i in range(1, 6):
+            await self.launch("pub", hub.target, "g.x", f"old {i}")
+        running = self.launch("tail", hub.target, "--sub", "g.x", "--since", "1")
+        await self.connected()
+        await waitUntil(lambda: output(self.console).count(b"\n") == 2, "history")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        lines = output(self.console).splitlines()
+        for line, text in zip(lines, [b"old 4", b"old 5"], strict=True):
+            self.assertRegex(line, rb"^\[g\.x\] <127\.0\.0\.1:\d+> " + text + b"$")
+        self.assertIn("hub: * gap: history of g.x starts at seq 4", notes(self.console))
+
+    async def test_tailResume(self) -> None:
+        """
+        C{tail --resume FILE} remembers the last number seen per topic; the
+        next run prints what was published in between, then follows; a
+        restarted hub (another epoch) is told and read from its start.
+        """
+        path = resumePath(self)
+        running = self.launch("tail", self.hub.target, "--sub", "r.x", "--resume", path)
+        await self.connected()
+        for text in ["a", "b"]:
+            await self.launch("pub", self.hub.target, "r.x", text)
+        await waitUntil(lambda: output(self.console).count(b"\n") == 2, "2 lines")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        epoch = self.hub.factory.history.epoch
+        self.assertEqual(readResume(path), (epoch, {"r.x": 2}))
+        for text in ["c", "d"]:
+            await self.launch("pub", self.hub.target, "r.x", text)
+        self.patchInterrupts()
+        running = self.launch("tail", self.hub.target, "--sub", "r.x", "--resume", path)
+        await self.connected()
+        await waitUntil(lambda: output(self.console).count(b"\n") == 2, "c, d")
+        await self.launch("pub", self.hub.target, "r.x", "e")
+        await waitUntil(lambda: output(self.console).count(b"\n") == 3, "e")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        texts = [x.rsplit(b" ", 1)[1] for x in output(self.console).splitlines()]
+        self.assertEqual(texts, [b"c", b"d", b"e"])
+        self.assertEqual(readResume(path), (epoch, {"r.x": 5}))
+        # Another hub (a restart): another epoch.
+        other = await self.startHub()
+        await self.launch("pub", other.target, "r.x", "fresh")
+        self.patchInterrupts()
+        running = self.launch("tail", other.target, "--sub", "r.x", "--resume", path)
+        await self.connected()
+        await waitUntil(lambda: b"fresh" in output(self.console), "fresh")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        self.assertIn("the hub restarted", notes(self.console))
+        self.assertEqual(output(self.console).count(b"\n"), 1)
+        self.assertEqual(readResume(path), (other.factory.history.epoch, {"r.x": 1}))
+
+    async def test_tailHubWithoutSeq(self) -> None:
+        """
+        A hub that does not number lines (no C{/seq}): C{--json} goes on
+        with C{"seq": null} and a notice; C{--since} fails in one line.
+        """
+        self.patch(self.hub.factory, "cmd_seq", None)
+        message = await self.fails("tail", self.hub.target, "--since", "0")
+        self.assertIn("the hub does not number its lines", message)
+        running = self.launch("tail", self.hub.target, "--sub", "n.x", "--json")
+        await self.connected()
+        await self.launch("pub", self.hub.target, "n.x", "plain")
+        await waitUntil(lambda: b"plain" in output(self.console), "the line")
+        self.interrupted.callback(None)
+        self.assertEqual(await running, 0)
+        [record] = map(json.loads, output(self.console).splitlines())
+        self.assertEqual((record["text"], record["seq"]), ("plain", None))
+        self.assertIn("(no sequence numbers)", notes(self.console))
 
     async def test_tailOutputGone(self) -> None:
         """

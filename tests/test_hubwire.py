@@ -34,6 +34,8 @@ from netdemo.hubwire import (
     linePrefix,
     parseDelivery,
     patternMatches,
+    sequenced,
+    sequencedBlock,
     splitSender,
     textLines,
 )
@@ -487,7 +489,31 @@ class ClientGrammarTests(SynchronousTestCase):
             (topical.topic, topical.identity, topical.text),
             (b"lab.rack1", b"[::1]:4000", b"21.5 \xff"),
         )
+        self.assertIsNone(plain.seq)
         for other in [b"* alice joined (2 connected)", b"+OK pong", b"-ERR x", b""]:
+            self.assertIsNone(parseDelivery(other))
+
+    def test_sequenced(self) -> None:
+        """
+        Numbered deliveries (C{/seq on}) are C{#SEQ} and a space before the
+        line; what C{sequencedBlock} and C{sequenced} write reads back.
+        """
+        block = sequencedBlock(41, b"[t.x] <al> ", [b"a", b"#2 b"])
+        self.assertEqual(block, b"#41 [t.x] <al> a\n#42 [t.x] <al> #2 b\n")
+        self.assertEqual(
+            sequenced(7, [b"<al> x", b"[t] <b> y"]), [b"#7 <al> x", b"#8 [t] <b> y"]
+        )
+        parsed = [parseDelivery(line) for line in block.splitlines()]
+        self.assertEqual(
+            [(d.seq, d.topic, d.text) for d in parsed if d is not None],
+            [(41, b"t.x", b"a"), (42, b"t.x", b"#2 b")],
+        )
+        for other in [
+            b"#x <al> a",
+            b"#1<al> a",
+            b"# 1 <al> a",
+            b"#" + b"9" * 19 + b" <a> b",
+        ]:
             self.assertIsNone(parseDelivery(other))
 
     def test_answersAndCommands(self) -> None:

@@ -284,13 +284,13 @@ class ProtocolTests(SynchronousTestCase):
                 p + b"2",
                 p + b"3",
                 p + b"4",
-                b"+OK history 3 lines",
+                b"+OK history 3 lines, last seq 4",
                 p + b"3",
                 p + b"4",
-                b"+OK history 2 lines",
+                b"+OK history 2 lines, last seq 4",
                 b"[t.x] " + p + b"five",
-                b"+OK history 1 lines",
-                b"+OK history 0 lines",
+                b"+OK history 1 lines, last seq 1",
+                b"+OK history 0 lines, last seq 0",
             ],
         )
 
@@ -302,7 +302,145 @@ class ProtocolTests(SynchronousTestCase):
         self.addCleanup(hub.stop)
         a = hub.connect()
         a.send(b"1\n/history\n")
-        self.assertEqual(a.new()[-1], b"+OK history 0 lines")
+        self.assertEqual(a.new()[-1], b"+OK history 0 lines, last seq 1")
+
+    def test_seq(self) -> None:
+        """
+        C{/seq on} makes a client get each line with its topic's sequence
+        number (C{#SEQ LINE}), counted per topic from 1 and per batch;
+        other clients get the lines as before; C{/seq off} ends it.
+        """
+        hub = FakeHub(HubLimits(history=3))
+        self.addCleanup(hub.stop)
+        a, b, c = hub.connect(), hub.connect(), hub.connect()
+        c.send(b"/sub t.x\n/sub t.y\n")
+        a.new(), b.new(), c.new()
+        epoch = hub.factory.history.epoch.encode()
+        b.send(b"/seq on\n/sub t.x\n")
+        self.assertEqual(
+            b.new(), [b"+OK seq on, epoch " + epoch, b"+OK subscribed to t.x"]
+        )
+        a.send(b"one\n")
+        a.send(b"two\nthree\n/pub t.x four\n/pub t.y only c\n")
+        p = b"<127.0.0.1:40001> "
+        self.assertEqual(
+            b.new(),
+            [
+                b"#1 " + p + b"one",
+                b"#2 " + p + b"two",
+                b"#3 " + p + b"three",
+                b"#1 [t.x] " + p + b"four",
+            ],
+        )
+        self.assertEqual(
+            c.new(),
+            [
+                p + b"one",
+                p + b"two",
+                p + b"three",
+                b"[t.x] " + p + b"four",
+                b"[t.y] " + p + b"only c",
+            ],
+        )
+        b.send(b"/history 2\n/seq off\n/seq maybe\n")
+        a.send(b"five\n")
+        self.assertEqual(
+            b.new(),
+            [
+                b"#2 " + p + b"two",
+                b"#3 " + p + b"three",
+                b"+OK history 2 lines, last seq 3",
+                b"+OK seq off",
+                b"-ERR usage: /seq on|off",
+                p + b"five",
+            ],
+        )
+        self.assertNotIn(b.protocol, hub.factory.sequenced)
+
+    def test_seqEcho(self) -> None:
+        """
+        A sender with C{/echo on} and C{/seq on} gets its own lines
+        numbered; a client with C{/seq on} that leaves is forgotten.
+        """
+        hub = FakeHub(HubLimits(history=3))
+        self.addCleanup(hub.stop)
+        a = hub.connect()
+        a.send(b"/echo on\n/seq on\n")
+        a.new()
+        a.send(b"x\n")
+        self.assertEqual(a.new(), [b"#1 <127.0.0.1:40001> x"])
+        a.send(b"/quit\n")
+        self.assertEqual(hub.factory.sequenced, set())
+
+    def test_historySince(self) -> None:
+        """
+        C{/history since SEQ [TOPIC]} replays the lines numbered after SEQ
+        and names the last number and the epoch; when history no longer
+        reaches back to SEQ + 1 a gap notice comes first.
+        """
+        hub = FakeHub(HubLimits(history=3))
+        self.addCleanup(hub.stop)
+        a, b = hub.connect(), hub.connect()
+        a.send(b"1\n2\n3\n4\n5\n/pub t.x six\n")
+        b.new()
+        epoch = hub.factory.history.epoch.encode()
+        p = b"<127.0.0.1:40001> "
+        b.send(b"/history since 3\n/history since 5\n/history since 0 t.x\n")
+        self.assertEqual(
+            b.new(),
+            [
+                p + b"4",
+                p + b"5",
+                b"+OK history 2 lines since 3, last seq 5, epoch " + epoch,
+                b"+OK history 0 lines since 5, last seq 5, epoch " + epoch,
+                b"[t.x] " + p + b"six",
+                b"+OK history 1 lines since 0, last seq 1, epoch " + epoch,
+            ],
+        )
+        b.send(b"/seq on\n/history since 1\n/history since 9 t.none\n")
+        self.assertEqual(
+            b.new(),
+            [
+                b"+OK seq on, epoch " + epoch,
+                b"* gap: history of chat starts at seq 3",
+                b"#3 " + p + b"3",
+                b"#4 " + p + b"4",
+                b"#5 " + p + b"5",
+                b"+OK history 3 lines since 1, last seq 5, epoch " + epoch,
+                b"* gap: history of t.none starts at seq 1",
+                b"+OK history 0 lines since 9, last seq 0, epoch " + epoch,
+            ],
+        )
+
+    def test_historySinceUsage(self) -> None:
+        """
+        A sequence number of more than 18 digits, or extra words, are usage
+        errors; C{since} not followed by a number is a topic.
+        """
+        hub = FakeHub(HubLimits(history=3))
+        self.addCleanup(hub.stop)
+        a = hub.connect()
+        a.new()
+        a.send(
+            b"/history since " + b"9" * 19 + b"\n"
+            b"/history since 1 t.x extra\n"
+            b"/history since 1 bad..topic\n"
+            b"/history since\n"
+            b"/history since " + b"9" * 18 + b"\n"
+        )
+        usage = b"-ERR usage: /history since SEQ [TOPIC]"
+        self.assertEqual(
+            a.new(),
+            [
+                usage,
+                usage,
+                usage,
+                b"+OK history 0 lines, last seq 0",
+                b"* gap: history of chat starts at seq 1",
+                b"+OK history 0 lines since %s, last seq 0, epoch %s"
+                % (b"9" * 18, hub.factory.history.epoch.encode()),
+            ],
+        )
 
     def test_replayOnJoin(self) -> None:
         """

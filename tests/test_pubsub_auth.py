@@ -402,8 +402,18 @@ class RightsTests(SynchronousTestCase):
             [
                 b"-ERR permission denied: history lab.secret.k",
                 b"[lab.a] <root> yes",
-                b"+OK history 1 lines",
+                b"+OK history 1 lines, last seq 1",
                 b"+OK topics subscribed: chat; with history: lab.a",
+            ],
+        )
+        epoch = hub.factory.history.epoch.encode()
+        a.send(b"/history since 0 lab.secret.k\n/history since 0 lab.a\n")
+        self.assertEqual(
+            a.new(),
+            [
+                b"-ERR permission denied: history lab.secret.k",
+                b"[lab.a] <root> yes",
+                b"+OK history 1 lines since 0, last seq 1, epoch " + epoch,
             ],
         )
 

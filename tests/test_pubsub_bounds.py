@@ -366,9 +366,9 @@ class HistoryStreamTests(SynchronousTestCase):
         self.assertEqual(len(lines), 405)
         self.assertEqual(
             [line for line in lines if line.startswith(b"+OK")],
-            [b"+OK history 100 lines"] * 4 + [b"+OK pong"],
+            [b"+OK history 100 lines, last seq 100"] * 4 + [b"+OK pong"],
         )
-        self.assertEqual(lines[100], b"+OK history 100 lines")
+        self.assertEqual(lines[100], b"+OK history 100 lines, last seq 100")
         self.assertEqual(lines[-1], b"+OK pong")
         self.assertGreater(reader.protocol.written, 1 << 20)
 
@@ -390,7 +390,7 @@ class HistoryStreamTests(SynchronousTestCase):
         self.assertEqual(
             lines[-3:],
             [
-                b"+OK history 100 lines",
+                b"+OK history 100 lines, last seq 100",
                 b"<127.0.0.1:40003> during 1",
                 b"<127.0.0.1:40003> during 2",
             ],
@@ -440,7 +440,7 @@ class HistoryStreamTests(SynchronousTestCase):
         readAll(reader)
         lines = reader.new()
         self.assertFalse(reader.closed)
-        self.assertEqual(lines[-4], b"+OK history 100 lines")
+        self.assertEqual(lines[-4], b"+OK history 100 lines, last seq 100")
         self.assertEqual(lines[-3], b"* dropped 3 lines (slow consumer)")
         self.assertEqual([line[18:19] for line in lines[-2:]], [b"3", b"4"])
 
@@ -496,10 +496,10 @@ class ArgumentTests(SynchronousTestCase):
             [
                 b"<127.0.0.1:40001> one",
                 b"<127.0.0.1:40001> two",
-                b"+OK history 2 lines",
+                b"+OK history 2 lines, last seq 2",
                 b"<127.0.0.1:40001> two",
-                b"+OK history 1 lines",
-                b"+OK history 0 lines",
+                b"+OK history 1 lines, last seq 2",
+                b"+OK history 0 lines, last seq 2",
             ],
         )
 

@@ -6,7 +6,9 @@ checks every client's output against a simple model.
 
 from __future__ import annotations
 
-from hypothesis import settings
+import re
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -15,6 +17,7 @@ from hypothesis.stateful import (
     invariant,
     rule,
 )
+from twisted.trial.unittest import SynchronousTestCase
 
 from netdemo.hubwire import DEFAULT_TOPIC, patternMatches
 from netdemo.limits import HubLimits
@@ -190,3 +193,89 @@ HubMachine.TestCase.settings = settings(
     max_examples=80, stateful_step_count=40, deadline=None
 )
 TestHubModel = HubMachine.TestCase
+
+
+class ResumeModelTests(SynchronousTestCase):
+    """
+    A subscriber that leaves and comes back with C{/history since}, over
+    interleavings of publishing, leaving and resuming.
+    """
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.integers(0, 4),
+        st.lists(
+            st.one_of(
+                st.tuples(
+                    st.just("pub"), st.sampled_from([b"a", b"b"]), st.integers(1, 5)
+                ),
+                st.tuples(st.just("leave"), st.just(b""), st.just(0)),
+                st.tuples(st.just("resume"), st.just(b""), st.just(0)),
+            ),
+            max_size=30,
+        ),
+    )
+    def test_noDuplicateNoSilentGap(
+        self, keep: int, steps: list[tuple[str, bytes, int]]
+    ) -> None:
+        """
+        Every line numbered on a topic reaches the subscriber exactly once,
+        live or by a resume, unless the resume said there was a gap that
+        covers it; numbers on a topic only grow.
+        """
+        hub = FakeHub(HubLimits(history=keep))
+        self.addCleanup(hub.stop)
+        publisher = hub.connect()
+        published: dict[bytes, int] = {b"a": 0, b"b": 0}
+        seen: dict[bytes, list[int]] = {b"a": [], b"b": []}
+        excused: dict[bytes, set[int]] = {b"a": set(), b"b": set()}
+        subscriber: FakeClient | None = None
+        serial = 0
+
+        def connect() -> FakeClient:
+            client = hub.connect()
+            client.send(b"/seq on\n/sub a\n/sub b\n")
+            client.new()
+            return client
+
+        def read(client: FakeClient) -> None:
+            for line in client.new():
+                match = re.match(rb"#(\d+) \[(\w+)\] ", line)
+                gap = re.match(rb"\* gap: history of (\w+) starts at seq (\d+)", line)
+                if match is not None:
+                    seen[match[2]].append(int(match[1]))
+                elif gap is not None:
+                    topic, first = gap[1], int(gap[2])
+                    last = seen[topic][-1] if seen[topic] else 0
+                    excused[topic].update(range(last + 1, first))
+
+        subscriber = connect()
+        for kind, topic, count in steps:
+            if kind == "pub":
+                lines = b"".join(
+                    b"/pub %s %d\n" % (topic, serial + i) for i in range(count)
+                )
+                serial += count
+                publisher.send(lines)
+                published[topic] += count
+                if subscriber is not None:
+                    read(subscriber)
+            elif kind == "leave" and subscriber is not None:
+                subscriber.send(b"/quit\n")
+                read(subscriber)
+                subscriber = None
+            elif kind == "resume" and subscriber is None:
+                subscriber = connect()
+                for t in (b"a", b"b"):
+                    last = seen[t][-1] if seen[t] else 0
+                    subscriber.send(b"/history since %d %s\n" % (last, t))
+                read(subscriber)
+        for t in (b"a", b"b"):
+            numbers = seen[t]
+            self.assertEqual(numbers, sorted(set(numbers)), t)
+            expected = set(range(1, published[t] + 1))
+            if subscriber is None:
+                # Not connected at the end: what came after it left is
+                # for its next resume.
+                expected = {n for n in expected if n <= (numbers[-1] if numbers else 0)}
+            self.assertEqual(expected - set(numbers) - excused[t], set(), t)

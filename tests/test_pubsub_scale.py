@@ -337,7 +337,8 @@ class HistoryTests(SynchronousTestCase):
         reader.collect(b"+OK pong", 1)
         self.assertFalse(reader.closed)
         self.assertEqual(
-            reader.matching(b"+OK"), [b"+OK history 100 lines"] * 6 + [b"+OK pong"]
+            reader.matching(b"+OK"),
+            [b"+OK history 100 lines, last seq 100"] * 6 + [b"+OK pong"],
         )
         self.assertEqual(len(reader.matching(b"[t")), 600)
         self.assertEqual(
@@ -357,7 +358,9 @@ class HistoryTests(SynchronousTestCase):
         client = LineSocket(daemon.port("pubsub"))
         self.addCleanup(client.close)
         client.send(b"one\n/history " + b"7" * 5000 + b"\n")
-        self.assertEqual(client.collect(b"+OK history", 1), [b"+OK history 1 lines"])
+        self.assertEqual(
+            client.collect(b"+OK history", 1), [b"+OK history 1 lines, last seq 1"]
+        )
         self.assertNotIn("Traceback", daemon.log())
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "LOGIN_FAILED",
     "LOGIN_NEEDED",
     "MAX_COUNT_DIGITS",
+    "MAX_SEQ_DIGITS",
     "MAX_TOPIC",
     "OK",
     "PUBLISHED",
@@ -55,8 +56,10 @@ __all__ = [
     "err",
     "escapeControls",
     "escapeLines",
+    "gap",
     "greeting",
     "hasControls",
+    "historyAnswer",
     "isAnswer",
     "isCommand",
     "isDotted",
@@ -79,6 +82,8 @@ __all__ = [
     "presenceSummary",
     "refused",
     "renamed",
+    "sequenced",
+    "sequencedBlock",
     "splitSender",
     "subscriptionDropped",
     "textLines",
@@ -115,8 +120,11 @@ _IDENTITY = re.compile(_IDENTITY_CHARS + rb"\Z")
 _SENDER = re.compile(rb"<(%s)> ?" % _IDENTITY_CHARS)
 
 # A delivery as clients see it: "<identity> text" or "[topic] <identity> text".
+# With /seq on, "#SEQ " before either.
 _DELIVERY = re.compile(
-    rb"\A(?:\[(?P<topic>[^\]\s]+)\] )?<(?P<identity>[^>\s]+)> (?P<text>.*)\Z", re.S
+    rb"\A(?:#(?P<seq>[0-9]{1,18}) )?"
+    rb"(?:\[(?P<topic>[^\]\s]+)\] )?<(?P<identity>[^>\s]+)> (?P<text>.*)\Z",
+    re.S,
 )
 
 #: The C0 controls that are escaped in relayed text (all but tab, and DEL),
@@ -452,6 +460,56 @@ def parseCount(word: bytes, maxDigits: int = MAX_COUNT_DIGITS) -> int | None:
     if len(word) > maxDigits:
         return -1
     return int(word)
+
+
+#: The most digits a sequence number given by a client is read with
+#: (more is a usage error): a topic would need 10**18 lines.
+MAX_SEQ_DIGITS = 18
+
+
+def sequenced(first: int, entries: Sequence[bytes]) -> list[bytes]:
+    """
+    Delivered lines (without their ends) numbered from C{first}, each as
+    C{#SEQ LINE}: what a client with C{/seq on} gets.
+    """
+    return [b"#%d %s" % pair for pair in enumerate(entries, first)]
+
+
+def sequencedBlock(first: int, prefix: bytes, lines: Sequence[bytes]) -> bytes:
+    """
+    A batch of lines published on one topic, each after C{prefix} and
+    numbered from C{first} (C{#SEQ PREFIX LINE}), with their ends: one
+    write's worth, shared by every client with C{/seq on}.
+    """
+    return b"".join(
+        [b"#%d %s%s\n" % (seq, prefix, line) for seq, line in enumerate(lines, first)]
+    )
+
+
+def gap(topic: bytes, first: int) -> bytes:
+    """
+    The notice that a replay of C{topic}'s history does not reach back to
+    the position asked for: its first line is numbered C{first}.
+    """
+    return b"* gap: history of %s starts at seq %d" % (topic, first)
+
+
+def historyAnswer(
+    count: int, last: int, since: int | None = None, epoch: bytes = b""
+) -> bytes:
+    """
+    The answer after a replay: C{+OK history K lines, last seq S}, or
+    after C{/history since SEQ}
+    C{+OK history K lines since SEQ, last seq S, epoch E}.
+    """
+    if since is None:
+        return b"+OK history %d lines, last seq %d" % (count, last)
+    return b"+OK history %d lines since %d, last seq %d, epoch %s" % (
+        count,
+        since,
+        last,
+        epoch,
+    )
 
 
 def refused(reason: str) -> bytes:
@@ -841,11 +899,14 @@ class Delivery:
     @ivar topic: The topic it was published to.
     @ivar identity: Its sender: a nickname or C{host:port}.
     @ivar text: The text, byte for byte as the hub relayed it.
+    @ivar seq: Its sequence number on its topic (with C{/seq on}), or
+        L{None}.
     """
 
     topic: bytes
     identity: bytes
     text: bytes
+    seq: int | None = None
 
 
 def parseDelivery(line: bytes) -> Delivery | None:
@@ -856,7 +917,13 @@ def parseDelivery(line: bytes) -> Delivery | None:
     match = _DELIVERY.match(line)
     if match is None:
         return None
-    return Delivery(match["topic"] or DEFAULT_TOPIC, match["identity"], match["text"])
+    seq = match["seq"]
+    return Delivery(
+        match["topic"] or DEFAULT_TOPIC,
+        match["identity"],
+        match["text"],
+        None if seq is None else int(seq),
+    )
 
 
 def isAnswer(line: bytes) -> bool:

@@ -224,6 +224,8 @@ class PubSubProtocol(FanOutProtocol):
         a nickname.
     @ivar key: The key of its nickname (L{nickKey}), if it has one.
     @ivar echo: Whether the client gets its own lines back.
+    @ivar sequenced: Whether the client gets each line with its topic's
+        sequence number (C{/seq on}).
     @ivar reader: The partial line, and what the complete ones mean.
     @ivar prefixes: Topic -> what precedes this client's lines there (a
         cache kept by the hub).
@@ -235,6 +237,7 @@ class PubSubProtocol(FanOutProtocol):
     identity = b"-"
     key: bytes | None = None
     echo = False
+    sequenced = False
     # A history replay in progress, and what waits behind it.
     _replay: _Replay | None = None
     _behind: deque[tuple[bytes, int]] | None = None
@@ -723,6 +726,9 @@ class PubSubFactory(FanOutFactory):
         self.nicks: dict[bytes, PubSubProtocol] = {}
         self.router: Router[PubSubProtocol] = Router()
         self.history = History(hubLimits.history)
+        # The clients with /seq on: while there is none, a publish costs
+        # nothing more than before sequence numbers.
+        self.sequenced: set[PubSubProtocol] = set()
         self.publishedLines = 0
         self.deliveredLines = 0
         self.droppedLines = 0
@@ -994,6 +1000,7 @@ class PubSubFactory(FanOutFactory):
         if p.key is not None and self.nicks.get(p.key) is p:
             del self.nicks[p.key]
         self.filtered.pop(p, None)
+        self.sequenced.discard(p)
         self.router.drop(p)
         self._who.clear()
         if self.hubLimits.presence:
@@ -1162,24 +1169,40 @@ class PubSubFactory(FanOutFactory):
     ) -> None:
         """
         Write lines, each after C{prefix}, to the subscribers of C{topic} (but
-        C{sender}, unless it asked for its echo), and remember them.
+        C{sender}, unless it asked for its echo), and remember them.  The
+        clients with C{/seq on} get the lines numbered: formatted once for
+        all of them, when the first one is met.
         """
         count = len(lines)
         if count == 1:
             data = prefix + lines[0] + b"\n"
         else:
             data = prefix + (b"\n" + prefix).join(lines) + b"\n"
-        self.history.add(topic, prefix, lines)
+        first = self.history.add(topic, prefix, lines)
         delivered = 0
         # A copy: a subscriber disconnected for being slow leaves the table.
         subscribers = list(self.router.subscribers(topic))
         if self.filtered:
             subscribers = self._permitted(topic, subscribers)
-        for s in subscribers:
-            if s is sender and not s.echo:
-                continue
-            s.send(data, count)
-            delivered += 1
+        sequenced = self.sequenced
+        if not sequenced or sequenced.isdisjoint(subscribers):
+            for s in subscribers:
+                if s is sender and not s.echo:
+                    continue
+                s.send(data, count)
+                delivered += 1
+        else:
+            numbered = None
+            for s in subscribers:
+                if s is sender and not s.echo:
+                    continue
+                if s.sequenced:
+                    if numbered is None:
+                        numbered = hubwire.sequencedBlock(first, prefix, lines)
+                    s.send(numbered, count)
+                else:
+                    s.send(data, count)
+                delivered += 1
         self.deliveredLines += count * delivered
 
     def _permitted(
@@ -1605,9 +1628,13 @@ class PubSubFactory(FanOutFactory):
     def cmd_history(self, p: PubSubProtocol, arg: bytes) -> None:
         """
         C{/history [N] [TOPIC]}: replay the last N lines of a topic, at the
-        pace the client reads them.
+        pace the client reads them; C{/history since SEQ [TOPIC]}: the
+        lines after SEQ.
         """
         words = arg.split()
+        if len(words) > 1 and words[0].lower() == b"since" and words[1].isdigit():
+            self._historySince(p, words[1:])
+            return
         count = self.hubLimits.history
         topic = DEFAULT_TOPIC
         if words:
@@ -1625,8 +1652,39 @@ class PubSubFactory(FanOutFactory):
         if p.rights is not None and not p.rights.mayReceive(topic):
             self.deny(p, "history", topic)
             return
-        entries = self.history.last(topic, count)
-        p.replay(entries, hubwire.ok(b"history %d lines" % (len(entries),)))
+        history = self.history
+        entries = history.last(topic, count)
+        last = history.lastSeq(topic)
+        if p.sequenced:
+            entries = hubwire.sequenced(last - len(entries) + 1, entries)
+        p.replay(entries, hubwire.historyAnswer(len(entries), last))
+
+    def _historySince(self, p: PubSubProtocol, words: list[bytes]) -> None:
+        """
+        C{/history since SEQ [TOPIC]}: replay the lines of a topic numbered
+        after SEQ; first a gap notice if history no longer reaches back to
+        SEQ + 1 (or SEQ is ahead of the topic's numbering).
+        """
+        seq = parseCount(words[0], hubwire.MAX_SEQ_DIGITS)
+        topic = words[1] if len(words) > 1 else DEFAULT_TOPIC
+        if seq is None or seq < 0 or len(words) > 2 or not isTopic(topic):
+            self.error(p, "usage", hubwire.usage(b"/history since SEQ [TOPIC]"))
+            return
+        if p.rights is not None and not p.rights.mayReceive(topic):
+            self.deny(p, "history", topic)
+            return
+        history = self.history
+        entries, gap = history.since(topic, seq)
+        last = history.lastSeq(topic)
+        first = last - len(entries) + 1
+        if p.sequenced:
+            entries = hubwire.sequenced(first, entries)
+        if gap:
+            entries = [hubwire.gap(topic, first), *entries]
+        answer = hubwire.historyAnswer(
+            len(entries) - gap, last, seq, history.epoch.encode("ascii")
+        )
+        p.replay(entries, answer)
 
     def cmd_echo(self, p: PubSubProtocol, arg: bytes) -> None:
         """
@@ -1638,6 +1696,27 @@ class PubSubFactory(FanOutFactory):
             return
         p.echo = value == b"on"
         p.reply(hubwire.ok(b"echo " + value))
+
+    def cmd_seq(self, p: PubSubProtocol, arg: bytes) -> None:
+        """
+        C{/seq on|off}: whether to get each delivered line with its topic's
+        sequence number (C{#SEQ LINE}); the answer to C{on} names the
+        epoch.
+        """
+        value = arg.lower()
+        if value not in (b"on", b"off"):
+            self.error(p, "usage", hubwire.usage(b"/seq on|off"))
+            return
+        p.sequenced = value == b"on"
+        if p.sequenced:
+            if p in self.clients:
+                # Not one that left (the rest of its last read).
+                self.sequenced.add(p)
+            epoch = self.history.epoch.encode("ascii")
+            p.reply(hubwire.ok(b"seq on, epoch " + epoch))
+        else:
+            self.sequenced.discard(p)
+            p.reply(hubwire.ok(b"seq off"))
 
     def cmd_ping(self, p: PubSubProtocol, arg: bytes) -> None:
         """
