@@ -41,8 +41,10 @@ on a loopback address (C{127.0.0.1}, C{localhost}, C{[::1]}) any of its
 ports counts, so an example that uses C{[::1]} while the daemon listens on
 127.0.0.1 only runs, and fails.  A command that
 matches no rule fails L{ExampleRulesTests.test_everyCommandMatchesARule}.
-Each excluded example is a skipped test of L{ExcludedExamplesTests} whose
-reason names its rule, so pytest's C{-ra} summary lists them by rule.
+An excluded example is not run, and is not reported as a skipped test
+either: L{ExcludedExamplesTests} checks what can be checked without running
+it (its rule gives a reason, and C{bash -n} parses it), and
+C{python -m tests.test_examples} lists every example with its rule.
 
 How they run: L{DefaultDaemonExamplesTests}
 ===========================================
@@ -89,7 +91,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from unittest import SkipTest
 
 from attrs import frozen
 from twisted.trial.unittest import SynchronousTestCase
@@ -791,9 +792,29 @@ class ExampleRulesTests(SynchronousTestCase):
 
 class ExcludedExamplesTests(SynchronousTestCase):
     """
-    The examples no rule runs against make run's daemon, each a skipped test
-    whose reason names its rule.
+    The examples no rule runs against make run's daemon: each is checked
+    without running it (its rule says why it is not run, and it parses as
+    shell), one test each.
     """
+
+    def check(self, example: Example, rule: Rule) -> None:
+        """
+        C{example}'s rule gives a reason, and C{bash -n} parses it.
+        """
+        self.assertFalse(rule.runs)
+        self.assertTrue(rule.reason.strip(), f"rule {rule.name} gives no reason")
+        parsed = subprocess.run(
+            ["bash", "-n", "-c", example.command],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        self.assertEqual(
+            parsed.returncode,
+            0,
+            f"{example.where}: not shell ({parsed.stderr.strip()})",
+        )
 
 
 class DefaultDaemonExamplesTests(SynchronousTestCase):
@@ -984,7 +1005,7 @@ class DefaultDaemonExamplesTests(SynchronousTestCase):
 def _addTests() -> None:
     """
     One test per example: a run of L{DefaultDaemonExamplesTests}, or a
-    skip of L{ExcludedExamplesTests} naming its rule.
+    check of L{ExcludedExamplesTests} that does not run it.
     """
     for example in EXAMPLES:
         rule = classify(example)
@@ -1001,11 +1022,18 @@ def _addTests() -> None:
             setattr(DefaultDaemonExamplesTests, _testName(example), run)
         else:
 
-            def skip(self: ExcludedExamplesTests, rule: Rule = rule) -> None:
-                raise SkipTest(f"not run: {rule.reason} (rule {rule.name})")
+            def parse(
+                self: ExcludedExamplesTests,
+                example: Example = example,
+                rule: Rule = rule,
+            ) -> None:
+                self.check(example, rule)
 
-            skip.__doc__ = f"{example.where}: {example.command}"
-            setattr(ExcludedExamplesTests, _testName(example), skip)
+            parse.__doc__ = (
+                f"{example.where}: not run ({rule.reason}; rule {rule.name}), "
+                f"parses as shell: {example.command}"
+            )
+            setattr(ExcludedExamplesTests, _testName(example), parse)
 
 
 _addTests()
