@@ -175,6 +175,19 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual(service.refusals, [])
         self.assertEqual(p.factory.waiting, set())
 
+    def test_largeFirstRead(self) -> None:
+        """
+        A header and more than L{MAX_HEADER} bytes after it in one read (a
+        client that sent at once): every byte after the header reaches the
+        service.
+        """
+        payload = bytes(range(256)) * 40
+        for header in [v1("203.0.113.9", 1), v2("198.51.100.7", 2)]:
+            p, transport, service, _ = self.connect()
+            p.dataReceived(header + payload)
+            self.assertEqual(service.built[0].received, payload)
+            self.assertFalse(transport.disconnecting)
+
     def test_healthCheck(self) -> None:
         """
         A version 2 C{LOCAL} header and a version 1 C{UNKNOWN} one keep the

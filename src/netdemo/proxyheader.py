@@ -122,7 +122,10 @@ class ProxyHeaderProtocol(Protocol):
 
     def __init__(self, proxy: IAddress) -> None:
         self.proxy = proxy
-        self._buffer = b""
+        # The first bytes, until they tell the version; then the parser
+        # keeps what it needs, and only the count of bytes is kept here.
+        self._head = b""
+        self._received = 0
         self._parser: Any = None
         self._timer: Any = None
         self._done = False
@@ -133,26 +136,25 @@ class ProxyHeaderProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._done:
             return
-        buffer = self._buffer + data
-        if len(buffer) > MAX_HEADER:
-            buffer = buffer[: MAX_HEADER + 1]
-        self._buffer = buffer
+        self._received += len(data)
         try:
-            if self._parser is None:
-                self._parser = proxyHeaderParser(buffer)
-                if self._parser is None:
-                    # Not enough bytes yet to tell the version.
+            parser = self._parser
+            if parser is None:
+                head = self._head + data
+                parser = proxyHeaderParser(head)
+                if parser is None:
+                    # Not enough bytes yet to tell the version (under 16).
+                    self._head = head
                     return
-                info, rest = self._parser.feed(buffer)
-            else:
-                info, rest = self._parser.feed(data)
+                self._parser, self._head, data = parser, b"", head
+            info, rest = parser.feed(data)
         except Exception:
             # Twisted's parsers raise InvalidProxyHeader and its kin; any
             # other error from a malformed header is the same refusal.
             self._refuse("proxy-header")
             return
         if info is None:
-            if len(buffer) > MAX_HEADER:
+            if self._received > MAX_HEADER:
                 self._refuse("proxy-header")
             return
         if info.source is None or isinstance(info.source, UNIXAddress):
@@ -179,7 +181,7 @@ class ProxyHeaderProtocol(Protocol):
 
     def _finish(self) -> None:
         self._done = True
-        self._buffer = b""
+        self._head = b""
         self._parser = None
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
