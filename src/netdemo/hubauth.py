@@ -19,7 +19,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.logger import Logger
 
-from netdemo.accounts import Access, Accounts, User, loadAccounts
+from netdemo.accounts import Access, Accounts, Rule, User, loadAccounts
 from netdemo.hubwire import nickKey
 from netdemo.metrics import IMetrics, sampleOf
 
@@ -60,6 +60,20 @@ LOGIN_SOURCES = 10000
 LOGIN_THREADS = 2
 
 
+def _permitted(cache: dict[bytes, bool], rule: Rule, topic: bytes) -> bool:
+    """
+    Whether C{rule} permits C{topic}, from C{cache} (at most L{MAX_CACHED}
+    topics, emptied when full) or computed and kept there.
+    """
+    allowed = cache.get(topic)
+    if allowed is None:
+        allowed = rule.permits(topic)
+        if len(cache) >= MAX_CACHED:
+            cache.clear()
+        cache[topic] = allowed
+    return allowed
+
+
 class Rights:
     """
     What one user (or the anonymous clients) may do, with the decision for
@@ -88,27 +102,13 @@ class Rights:
         """
         Whether it may publish to C{topic}.
         """
-        cache = self._publish
-        allowed = cache.get(topic)
-        if allowed is None:
-            allowed = self.user.publish.permits(topic)
-            if len(cache) >= MAX_CACHED:
-                cache.clear()
-            cache[topic] = allowed
-        return allowed
+        return _permitted(self._publish, self.user.publish, topic)
 
     def mayReceive(self, topic: bytes) -> bool:
         """
         Whether a line on C{topic} may be delivered to it.
         """
-        cache = self._receive
-        allowed = cache.get(topic)
-        if allowed is None:
-            allowed = self.user.subscribe.permits(topic)
-            if len(cache) >= MAX_CACHED:
-                cache.clear()
-            cache[topic] = allowed
-        return allowed
+        return _permitted(self._receive, self.user.subscribe, topic)
 
     def subscription(self, pattern: bytes) -> Access:
         """

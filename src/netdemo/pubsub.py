@@ -1400,17 +1400,7 @@ class PubSubFactory(FanOutFactory):
                 self._loginFailed(p, name, "bad-secret")
             else:
                 self.loginThrottle.refund(source, self.clock.seconds())
-                p.user = name
-                self.grant(p, rights)
-                self.setIdentity(p, rights.name)
-                p.reply(hubwire.ok(b"logged in as " + rights.name))
-                self._log.info(
-                    "{service}: {peer} logged in as {user}",
-                    event="logged_in",
-                    service=self.serviceName,
-                    peer=formatAddress(p.peer),
-                    user=name,
-                )
+                self._loggedIn(p, name, rights)
             p.checked()
 
         def failed(failure: Any) -> None:
@@ -1446,17 +1436,30 @@ class PubSubFactory(FanOutFactory):
                 subject=subject,
             )
             return
-        p.user = user.name
+        self._loggedIn(p, user.name, rights, subject)
+
+    def _loggedIn(
+        self, p: PubSubProtocol, name: str, rights: Rights, subject: str | None = None
+    ) -> None:
+        """
+        C{p} proved it is user C{name} (by a secret, or by the certificate
+        whose C{subject} is given): give it the user's rights and identity,
+        tell it, log it.
+        """
+        p.user = name
         self.grant(p, rights)
         self.setIdentity(p, rights.name)
-        p.reply(hubwire.ok(b"logged in as " + rights.name + b" by certificate"))
+        how: dict[str, str] = {} if subject is None else {"subject": subject}
+        byCertificate = b"" if subject is None else b" by certificate"
+        p.reply(hubwire.ok(b"logged in as " + rights.name + byCertificate))
         self._log.info(
-            "{service}: {peer} logged in as {user} by certificate {subject}",
+            "{service}: {peer} logged in as {user}"
+            + ("" if subject is None else " by certificate {subject}"),
             event="logged_in",
             service=self.serviceName,
             peer=formatAddress(p.peer),
-            user=user.name,
-            subject=subject,
+            user=name,
+            **how,
         )
 
     def _loginFailed(self, p: PubSubProtocol, name: str, why: str) -> None:
