@@ -7,6 +7,7 @@ behind Debian's C{haproxy} and C{curl --haproxy-protocol}.
 from __future__ import annotations
 
 import ipaddress
+import resource
 import socket
 import struct
 import subprocess
@@ -28,6 +29,7 @@ from netdemo.metrics import MemoryMetrics
 from netdemo.proxyheader import (
     HEADER_TIMEOUT,
     MAX_HEADER,
+    MAX_WAITING,
     ProxyHeaderFactory,
     wantsProxyHeader,
 )
@@ -643,3 +645,58 @@ class HAProxyTLSDaemonTests(SynchronousTestCase):
         s.close()
         [closed] = daemon.waitEvent("connection_closed")
         self.assertTrue(closed["peer"].startswith("127.0.0.2:"), closed)
+
+
+class WaitingFloodDaemonTests(SynchronousTestCase):
+    """
+    The worst sender against a real daemon's C{haproxy:} listener: more
+    connections than may wait for a header, each sending a few bytes of one
+    and then nothing.
+    """
+
+    def test_flood(self) -> None:
+        """
+        Past L{MAX_WAITING} waiting connections, new ones are closed at once
+        and counted as C{proxy-waiting}; the waiting ones are closed at the
+        header deadline, counted as C{proxy-timeout}; then a client with a
+        header is served as itself.
+        """
+        flood = MAX_WAITING + 100
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 3 * flood:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 3 * flood), hard))
+        daemon = Daemon(
+            "--pubsub",
+            "haproxy:tcp:0:interface=127.0.0.1:backlog=4096",
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            "--max-per-peer",
+            "0",
+        )
+        self.addCleanup(daemon.close)
+        daemon.waitListening(2)
+        address = daemon.address("pubsub")
+        clients = []
+        for _ in range(flood):
+            c = socket.create_connection(address, timeout=PATIENCE)
+            self.addCleanup(c.close)
+            c.sendall(b"PROX")
+            clients.append(c)
+
+        def refused(reason: str) -> float:
+            return daemon.statusValue(
+                "netdemo_refused_total", service="pubsub", reason=reason
+            )
+
+        poll(lambda: refused("proxy-waiting") >= flood - MAX_WAITING, "refusals")
+        poll(
+            lambda: refused("proxy-timeout") >= MAX_WAITING,
+            "the header deadline",
+            timeout=HEADER_TIMEOUT + PATIENCE,
+        )
+        for c in clients:
+            self.assertEqual(_readUntil(c, b"\n"), b"")
+        s = socket.create_connection(address, timeout=PATIENCE)
+        self.addCleanup(s.close)
+        s.sendall(v1("203.0.113.9", 4711))
+        self.assertIn(b"you are 203.0.113.9:4711", _readUntil(s, b"\n"))
