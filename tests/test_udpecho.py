@@ -7,6 +7,7 @@ C{nc -u} and a connected client to 127.0.0.2.
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
 import socket
 import subprocess
@@ -811,15 +812,23 @@ class LoopbackTests(SynchronousTestCase):
         root, so the test can bind one).
         """
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", 1019))
-            except PermissionError:
-                self.skipTest("binding a port below 1024 needs root")
+            # Any free port below 1024: a fixed one may be taken by another
+            # run of the suite on the same machine.
+            for port in random.sample(range(600, 1024), 50):
+                try:
+                    s.bind(("127.0.0.1", port))
+                except PermissionError:
+                    self.skipTest("binding a port below 1024 needs root")
+                except OSError:
+                    continue
+                break
+            else:
+                self.fail("no free UDP port below 1024 in 50 tries")
             s.settimeout(1.0)
             s.sendto(b"loop", splitAddress(self.ipv4))
             with self.assertRaises(TimeoutError):
                 s.recvfrom(100)
-        self.daemon.waitFor(r"127\.0\.0\.1:1019 \(source-port\)")
+        self.daemon.waitFor(rf"127\.0\.0\.1:{port} \(source-port\)")
 
 
 class BusyPortTests(SynchronousTestCase):
