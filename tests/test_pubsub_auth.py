@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,7 +25,14 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from netdemo.accounts import Accounts, Rule, User, hashPassword, loadAccounts
-from netdemo.hubauth import LOGIN_BURST, AccountsFile, isLoopback
+from netdemo.hubauth import (
+    LOGIN_BURST,
+    LOGIN_QUEUE,
+    AccountsFile,
+    LoginBusy,
+    LoginVerifier,
+    isLoopback,
+)
 from netdemo.hubwire import parseDelivery, patternMatches
 from netdemo.limits import ConnectionLimits, HubLimits
 from netdemo.metrics import MemoryMetrics
@@ -98,7 +106,7 @@ class AuthHub(FakeHub):
             self.auth,
             metrics,
         )
-        self.factory.verifyLogin = lambda accounts, name, secret: succeed(
+        self.factory.verifyLogin = lambda accounts, name, secret, wanted: succeed(
             accounts.login(name, secret)
         )
         testCase.addCleanup(self.stop)
@@ -309,7 +317,9 @@ class LoginTests(SynchronousTestCase):
         hub = AuthHub(self)
         pending: list[Deferred[Any]] = []
 
-        def verify(accounts: Accounts, name: str, secret: str) -> Deferred[Any]:
+        def verify(
+            accounts: Accounts, name: str, secret: str, wanted: Any
+        ) -> Deferred[Any]:
             d: Deferred[Any] = Deferred()
             pending.append(d)
             d.addCallback(lambda _: accounts.login(name, secret))
@@ -360,6 +370,138 @@ class LoginTests(SynchronousTestCase):
         self.assertEqual(len(timers(hub)), 1)
         a.transport.loseConnection()
         self.assertEqual(timers(hub), [])
+
+
+class FakePool:
+    """
+    A thread pool that runs nothing until told: each call waits in
+    L{calls} for L{finish}.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, Any, tuple[Any, ...]]] = []
+
+    def callInThreadWithCallback(self, onResult: Any, f: Any, *args: Any) -> None:
+        self.calls.append((onResult, f, args))
+
+    def finish(self) -> None:
+        """
+        Run the oldest call and report its result, as a thread would.
+        """
+        onResult, f, args = self.calls.pop(0)
+        onResult(True, f(*args))
+
+
+class FakeThreadReactor:
+    """
+    Just what L{LoginVerifier} uses of a reactor.
+    """
+
+    def __init__(self) -> None:
+        self.pool = FakePool()
+
+    def getThreadPool(self) -> FakePool:
+        return self.pool
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        f(*args)
+
+
+class LoginVerifierTests(SynchronousTestCase):
+    """
+    L{LoginVerifier}: a few secrets checked at once, a bounded queue of
+    logins waiting, and no check for a client that went away.
+    """
+
+    def test_queueBounded(self) -> None:
+        """
+        With every thread busy and the queue full, one more login fails at
+        once with L{LoginBusy}, unchecked; a finished check lets the next
+        waiting one start.
+        """
+        reactor = FakeThreadReactor()
+        verify = LoginVerifier(reactor, concurrency=2, queue=3)
+        accounts = loadAccounts(ACCOUNTS)
+        results: list[Any] = []
+        for _ in range(5):
+            verify(accounts, "alice", ALICE).addCallback(results.append)
+        self.assertEqual((len(reactor.pool.calls), verify.waiting), (2, 3))
+        busy = verify(accounts, "alice", ALICE)
+        self.failureResultOf(busy, LoginBusy)
+        self.assertEqual((len(reactor.pool.calls), verify.waiting), (2, 3))
+        reactor.pool.finish()
+        self.assertEqual([user.name for user in results], ["alice"])
+        self.assertEqual((len(reactor.pool.calls), verify.waiting), (2, 2))
+        while reactor.pool.calls:
+            reactor.pool.finish()
+        self.assertEqual(len(results), 5)
+        self.assertEqual(verify.waiting, 0)
+
+    def test_unwantedNotChecked(self) -> None:
+        """
+        A login whose answer is no longer wanted when its turn comes (its
+        client went away) takes no thread and answers L{None}.
+        """
+        reactor = FakeThreadReactor()
+        verify = LoginVerifier(reactor, concurrency=1, queue=8)
+        accounts = loadAccounts(ACCOUNTS)
+        first = verify(accounts, "alice", ALICE)
+        gone = [False]
+        second = verify(accounts, "alice", ALICE, lambda: not gone[0])
+        gone[0] = True
+        reactor.pool.finish()
+        self.assertEqual(self.successResultOf(first).name, "alice")
+        self.assertIsNone(self.successResultOf(second))
+        self.assertEqual(reactor.pool.calls, [])
+
+    def test_hubAnswersBusy(self) -> None:
+        """
+        The hub answers a login that found the queue full with C{-ERR login
+        busy, try again}, counts it as a failed login, and gives its
+        address's turn back: a later attempt is checked at once.
+        """
+        hub = AuthHub(self)
+        reactor = FakeThreadReactor()
+        hub.factory.verifyLogin = LoginVerifier(reactor, concurrency=1, queue=0)
+        a, b = hub.connect(), hub.connect()
+        a.new()
+        b.new()
+        a.send(f"/login alice {ALICE}\n".encode())
+        b.send(f"/login root {ROOT}\n/ping\n".encode())
+        self.assertEqual(a.new(), [])
+        self.assertEqual(b.new(), [b"-ERR login busy, try again", b"+OK pong"])
+        self.assertEqual(hub.factory.loginFailures, 1)
+        reactor.pool.finish()
+        hub.clock.advance(0)
+        self.assertEqual(a.new(), [b"+OK logged in as alice"])
+        # The busy answer gave its token back: LOGIN_BURST failures are
+        # checked at once, then the next one waits for its turn.
+        for _ in range(LOGIN_BURST):
+            b.send(b"/login root nope\n")
+            reactor.pool.finish()
+            hub.clock.advance(0)
+        self.assertEqual(b.new(), [b"-ERR login failed"] * LOGIN_BURST)
+        b.send(b"/login root nope\n")
+        self.assertEqual(reactor.pool.calls, [])
+        hub.clock.advance(1.0)
+        self.assertEqual(len(reactor.pool.calls), 1)
+
+    def test_goneClientNotChecked(self) -> None:
+        """
+        A client that goes away while its login waits for a thread costs
+        no check.
+        """
+        hub = AuthHub(self)
+        reactor = FakeThreadReactor()
+        hub.factory.verifyLogin = LoginVerifier(reactor, concurrency=1, queue=8)
+        a, b = hub.connect(), hub.connect()
+        a.send(f"/login alice {ALICE}\n".encode())
+        b.send(f"/login root {ROOT}\n".encode())
+        b.transport.loseConnection()
+        reactor.pool.finish()
+        hub.clock.advance(0)
+        self.assertEqual(reactor.pool.calls, [])
+        self.assertEqual(a.new()[-1], b"+OK logged in as alice")
 
 
 class RightsTests(SynchronousTestCase):
@@ -744,7 +886,7 @@ class NoDeliveryCrossesAPermissionTests(SynchronousTestCase):
             AccountsFile("/nonexistent", accounts, MemoryMetrics()),
         )
         try:
-            hub.factory.verifyLogin = lambda a, n, s: succeed(a.login(n, s))
+            hub.factory.verifyLogin = lambda a, n, s, w: succeed(a.login(n, s))
             clients = []
             for name in names:
                 client = hub.connect()
@@ -993,3 +1135,74 @@ class NetcatDaemonTests(SynchronousTestCase):
         self.assertNotIn(ALICE, log)
         self.assertNotIn(BOB, log)
         self.assertTrue(re.search(r"failed login from 127\.0\.0\.1:\d+ as alice", log))
+
+
+class LoginFloodDaemonTests(SynchronousTestCase):
+    """
+    A real C{twistd netdemo --hub-auth FILE} flooded with logins from many
+    source addresses at once, as an attacker with many addresses would:
+    each costs a real scrypt hash, so only a bounded queue of them is
+    checked and the rest are answered at once.
+    """
+
+    def test_floodFromManyAddresses(self) -> None:
+        """
+        400 clients, each from its own loopback address (so that the
+        per-address slowing of failed logins does not apply), send one
+        wrong login at once: every one is answered; most are told the hub
+        is busy without a check (at most L{LOGIN_QUEUE} wait for the two
+        threads); all count as failed logins; then a good login works.
+        """
+        path = accountsFile(self, ACCOUNTS)
+        daemon = Daemon(
+            "--pubsub",
+            "tcp:0:interface=127.0.0.1",
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            "--no-presence",
+            "--hub-auth",
+            path,
+        )
+        self.addCleanup(daemon.close)
+        daemon.waitListening(2)
+        port = daemon.port("pubsub")
+        count = 400
+        clients: list[socket.socket] = []
+        for i in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.addCleanup(s.close)
+            s.settimeout(PATIENCE)
+            s.bind((f"127.0.{1 + i // 250}.{1 + i % 250}", 0))
+            s.connect(("127.0.0.1", port))
+            clients.append(s)
+        buffers = [b""] * count
+
+        def readUntil(i: int, what: bytes) -> bytes:
+            while what not in buffers[i]:
+                data = clients[i].recv(4096)
+                if not data:
+                    raise AssertionError(f"client {i} closed: {buffers[i]!r}")
+                buffers[i] += data
+            line, _, buffers[i] = buffers[i].partition(what)
+            return line
+
+        for i in range(count):
+            readUntil(i, b"/login USER SECRET\n")
+        for s in clients:
+            s.sendall(b"/login nobody wrong-secret\n")
+        answers = [readUntil(i, b"\n") for i in range(count)]
+        busy = answers.count(b"-ERR login busy, try again")
+        failed = answers.count(b"-ERR login failed")
+        self.assertEqual(busy + failed, count, answers)
+        # All 400 arrive within a few hash times; far fewer than that can
+        # have been checked, so most were refused unchecked.
+        self.assertGreater(busy, count // 2)
+        self.assertGreaterEqual(failed, LOGIN_QUEUE)
+        reaches(daemon, count, "netdemo_pubsub_login_failures_total", service="pubsub")
+        with socket.create_connection(("127.0.0.1", port), PATIENCE) as good:
+            good.sendall(f"/login alice {ALICE}\n".encode())
+            seen = b""
+            while b"+OK logged in as alice" not in seen:
+                data = good.recv(4096)
+                self.assertTrue(data, seen)
+                seen += data

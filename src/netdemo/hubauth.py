@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail
 from twisted.logger import Logger
 
 from netdemo.accounts import Access, Accounts, Rule, User, loadAccounts
@@ -26,11 +26,13 @@ from netdemo.metrics import IMetrics, sampleOf
 __all__ = [
     "LOGIN_BURST",
     "LOGIN_MAX_WAIT",
+    "LOGIN_QUEUE",
     "LOGIN_RATE",
     "LOGIN_SOURCES",
     "LOGIN_THREADS",
     "AccountsFile",
     "HubAccounts",
+    "LoginBusy",
     "LoginVerifier",
     "Rights",
     "isLoopback",
@@ -58,6 +60,11 @@ LOGIN_SOURCES = 10000
 #: scrypt hash costs about 16 MiB and tens of milliseconds); the others
 #: wait their turn.
 LOGIN_THREADS = 2
+
+#: Logins that may wait for one of those threads at once; one more fails
+#: at once, unchecked (L{LoginBusy}), so that a flood of logins from many
+#: addresses delays a good login by at most this many checks.
+LOGIN_QUEUE = 64
 
 
 def _permitted(cache: dict[bytes, bool], rule: Rule, topic: bytes) -> bool:
@@ -241,31 +248,65 @@ class AccountsFile:
         return True
 
 
+class LoginBusy(Exception):
+    """
+    Too many logins wait to be checked (L{LOGIN_QUEUE}): this one was not.
+    """
+
+
 class LoginVerifier:
     """
     Checks a secret against the accounts in a thread of the reactor's pool,
     at most L{LOGIN_THREADS} at once: an scrypt hash costs tens of
-    milliseconds, which the reactor thread must not spend.
+    milliseconds, which the reactor thread must not spend.  At most
+    L{LOGIN_QUEUE} logins wait for their turn; a login whose client went
+    away while it waited is not checked.
     """
 
-    def __init__(self, reactor: Any, concurrency: int = LOGIN_THREADS) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        concurrency: int = LOGIN_THREADS,
+        queue: int = LOGIN_QUEUE,
+    ) -> None:
         self.reactor = reactor
+        self.queue = queue
         self._semaphore = DeferredSemaphore(concurrency)
 
-    def __call__(self, accounts: Accounts, name: str, secret: str) -> Deferred[Any]:
+    @property
+    def waiting(self) -> int:
         """
-        The user C{name} if C{secret} is theirs, else L{None}.
+        How many logins wait for a thread.
+        """
+        return len(self._semaphore.waiting)
+
+    def __call__(
+        self,
+        accounts: Accounts,
+        name: str,
+        secret: str,
+        wanted: Callable[[], bool] = lambda: True,
+    ) -> Deferred[Any]:
+        """
+        The user C{name} if C{secret} is theirs, else L{None} (also when
+        C{wanted} says, once its turn comes, that the answer is no longer
+        wanted); fails with L{LoginBusy} when L{LOGIN_QUEUE} logins wait.
         """
         from twisted.internet.threads import deferToThreadPool
 
+        semaphore = self._semaphore
+        if not semaphore.tokens and len(semaphore.waiting) >= self.queue:
+            return fail(LoginBusy())
         reactor = self.reactor
 
-        def check() -> Deferred[User | None]:
+        def check() -> Deferred[User | None] | None:
+            if not wanted():
+                return None
             return deferToThreadPool(
                 reactor, reactor.getThreadPool(), accounts.login, name, secret
             )
 
-        return self._semaphore.run(check)
+        return semaphore.run(check)
 
 
 def isLoopback(host: str) -> bool:

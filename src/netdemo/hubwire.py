@@ -32,6 +32,7 @@ __all__ = [
     "ERR",
     "LINE_TIMED_OUT",
     "LINE_TOO_LONG",
+    "LOGIN_BUSY",
     "LOGIN_FAILED",
     "LOGIN_NEEDED",
     "MAX_COUNT_DIGITS",
@@ -416,6 +417,10 @@ LINE_TIMED_OUT = b"-ERR line not completed in time, closing"
 #: The answer to a failed C{/login}: whether the name or the secret was
 #: wrong is not said.
 LOGIN_FAILED = b"-ERR login failed"
+
+#: The answer to a C{/login} that was not checked because too many logins
+#: wait to be (it may be tried again).
+LOGIN_BUSY = b"-ERR login busy, try again"
 
 #: What a client that has not logged in is told after the greeting when it
 #: may do nothing else (C{--hub-auth} without C{[anonymous]}).

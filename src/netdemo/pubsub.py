@@ -1386,7 +1386,9 @@ class PubSubFactory(FanOutFactory):
         """
         auth = self.auth
         assert auth is not None
-        checked = self.verifyLogin(auth.current.accounts, name, secret)
+        checked = self.verifyLogin(
+            auth.current.accounts, name, secret, lambda: not p.gone
+        )
         p.checking(checked)
 
         def answered(user: Any) -> None:
@@ -1404,13 +1406,21 @@ class PubSubFactory(FanOutFactory):
             p.checked()
 
         def failed(failure: Any) -> None:
-            self._log.failure(
-                "{service}: checking a login failed",
-                failure,
-                service=self.serviceName,
-            )
+            from netdemo.hubauth import LoginBusy
+
+            if failure.check(LoginBusy):
+                # Not the client's failure: its address keeps its turn.
+                self.loginThrottle.refund(source, self.clock.seconds())
+                why = "busy"
+            else:
+                self._log.failure(
+                    "{service}: checking a login failed",
+                    failure,
+                    service=self.serviceName,
+                )
+                why = "error"
             if not p.gone:
-                self._loginFailed(p, name, "error")
+                self._loginFailed(p, name, why)
                 p.checked()
 
         checked.addCallbacks(answered, failed)
@@ -1482,7 +1492,7 @@ class PubSubFactory(FanOutFactory):
             why=why,
         )
         if not p.gone:
-            p.reply(hubwire.LOGIN_FAILED)
+            p.reply(hubwire.LOGIN_BUSY if why == "busy" else hubwire.LOGIN_FAILED)
 
     # Commands: each answers with exactly one +OK or -ERR line.
 
