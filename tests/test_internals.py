@@ -991,6 +991,34 @@ class LeanServerTests(TestCase):
             first.noSuchAttribute  # noqa: B018
         await self.closeAll()
 
+    async def test_noFallback(self) -> None:
+        """
+        L{internals.LeanServer} has no C{__getattr__}: every attribute lookup
+        on a connection (the reactor makes several per event) is the
+        interpreter's own, as on C{tcp.Server}.  What it does not keep is
+        computed by class attributes that a value stored on the connection
+        overrides: the write list is made once and then found on the
+        connection, and a C{client} stored later (as a PROXY header's
+        hand-over does) is the one read.
+        """
+        self.assertFalse(hasattr(internals.LeanServer, "__getattr__"))
+        self.assertIs(
+            type(internals.LeanServer).__getattribute__,
+            type(tcp.Server).__getattribute__,
+        )
+        first, second, client, _ = await self.accept()
+        pending = first._tempDataBuffer
+        self.assertEqual(pending, [])
+        self.assertIs(vars(first)["_tempDataBuffer"], pending)
+        self.assertIs(first._tempDataBuffer, pending)
+        first.client = ("203.0.113.9", 4711)
+        self.assertEqual(first.getPeer().host, "203.0.113.9")
+        self.assertEqual(first.getPeer().port, 4711)
+        self.assertEqual(second.client[0], "127.0.0.1")
+        with self.assertRaises(AttributeError):
+            first.noSuchAttribute  # noqa: B018
+        await self.closeAll()
+
     async def test_ipv6(self) -> None:
         """
         An IPv6 peer's four-item C{client} is kept as Twisted made it (but

@@ -75,8 +75,8 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar, overload
 
 from twisted.internet import abstract, tcp, udp
 from twisted.internet.epollreactor import EPollReactor
@@ -109,6 +109,8 @@ __all__ = [
     "unsentBytes",
     "writeNow",
 ]
+
+_T = TypeVar("_T")
 
 #: The first descriptor systemd passes (C{SD_LISTEN_FDS_START}, sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
@@ -174,6 +176,69 @@ def limitWriteBuffer(transport: Any, size: int | None) -> None:
             transport.bufferSize = size
 
 
+class _Derived(Generic[_T]):
+    """
+    A class attribute that C{compute(instance)} gives for an instance that
+    has no value of its own: a non-data descriptor, so that a value stored
+    on the instance (by Twisted, or by C{compute} itself) is found first,
+    by the interpreter's ordinary attribute lookup, with no Python call.
+    """
+
+    __slots__ = ("_compute",)
+
+    def __init__(self, compute: Callable[[Any], _T]) -> None:
+        self._compute = compute
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _Derived[_T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+
+    def __get__(
+        self, instance: object | None, owner: type | None = None
+    ) -> _T | _Derived[_T]:
+        if instance is None:
+            return self
+        return self._compute(instance)
+
+
+def _firstWriteList(transport: Any) -> list[bytes]:
+    """
+    A L{LeanServer}'s C{_tempDataBuffer} at its first use: made now and
+    stored on the connection, where later lookups find it.
+    """
+    pending: list[bytes] = []
+    transport._tempDataBuffer = pending
+    return pending
+
+
+def _sessionNumber(transport: Any) -> int:
+    """
+    A L{LeanServer}'s C{sessionno}, read back from its C{logstr}
+    (C{"<protocol's prefix>,<sessionno>,<host>"}; the host, an IPv6
+    address too, holds no comma).
+    """
+    return int(transport.logstr.rsplit(",", 2)[1])
+
+
+def _ipv4Client(transport: Any) -> tuple[Any, int]:
+    """
+    An IPv4 L{LeanServer}'s C{client}: its host and port (an IPv6 one keeps
+    its own four-item C{client}, which is found first).
+    """
+    return (transport.hostname, transport._peerPort)
+
+
+def _represent(transport: Any) -> str:
+    """
+    A L{LeanServer}'s C{repstr}, as C{tcp.Server} formats it.
+    """
+    server = transport.server
+    port = server._realPortNumber if server is not None else None
+    return f"<{transport.protocol.__class__.__name__} #{transport.sessionno} on {port}>"
+
+
 class LeanServer(tcp.Server):
     """
     Twisted's TCP server connection, keeping five objects fewer for as
@@ -196,6 +261,12 @@ class LeanServer(tcp.Server):
         C{hostname} and the port when asked (by C{getPeer}) rather than
         kept as a tuple; an IPv6 peer's four-item C{client} is kept.
 
+    Each of those four is a class attribute computed from the connection
+    when it has no value of its own (L{_Derived}): looking up any other
+    attribute costs what it costs on C{tcp.Server} (a C{__getattr__}
+    fallback would put a Python-level hook on every attribute lookup of the
+    connection, the reactor's included).
+
     Everything else is C{tcp.Server}'s; L{leanTransports} makes a listening
     port build these.
     """
@@ -205,6 +276,11 @@ class LeanServer(tcp.Server):
 
     #: Host -> the one string of it that connections share.
     _hosts: dict[Any, Any] = {}
+
+    _tempDataBuffer = _Derived(_firstWriteList)
+    sessionno = _Derived(_sessionNumber)
+    client = _Derived(_ipv4Client)
+    repstr = _Derived(_represent)
 
     def __init__(
         self,
@@ -233,32 +309,6 @@ class LeanServer(tcp.Server):
         if len(client) == 2:
             self._peerPort = client[1]
             del self.client
-
-    def __getattr__(self, name: str) -> Any:
-        """
-        Called only for an attribute that is not there: make the write list
-        at its first use.
-        """
-        if name == "_tempDataBuffer":
-            pending: list[bytes] = []
-            self._tempDataBuffer = pending
-            return pending
-        if name == "client":
-            return (self.hostname, self._peerPort)
-        if name == "sessionno":
-            # logstr is "<protocol's prefix>,<sessionno>,<host>"; the host
-            # (an IPv6 address too) holds no comma.
-            return int(self.logstr.rsplit(",", 2)[1])
-        raise AttributeError(
-            f"{type(self).__name__!r} object has no attribute {name!r}"
-        )
-
-    def __repr__(self) -> str:
-        try:
-            return self.repstr
-        except AttributeError:
-            port = self.server._realPortNumber if self.server is not None else None
-            return f"<{self.protocol.__class__.__name__} #{self.sessionno} on {port}>"
 
 
 def leanTransports(port: object) -> bool:
