@@ -31,7 +31,9 @@ say so too).  The touchpoints:
     the options are parsed rather than when listening fails;
   - the epoll reactor's dispatch loop (C{EPollReactor._poller},
     C{_selectables}, C{_doReadOrWrite}, and C{doIteration}, which Twisted
-    binds to its own C{doPoll} in the class body) and the log context stack
+    binds to its own C{doPoll} in the class body; for a readable-only
+    event, what C{_doReadOrWrite} does, with C{_disconnectSelectable} and
+    C{posixbase._NO_FILEDESC}) and the log context stack
     (C{ContextTracker.contexts}): L{LogContextCachingEPollReactor}, the
     reactor C{twistd --reactor=netdemo} installs (L{netdemo.reactor});
   - the reactor's writers (C{getWriters}) as the set of transports holding
@@ -76,6 +78,7 @@ say so too).  The touchpoints:
 from __future__ import annotations
 
 import errno
+import select
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, overload
@@ -83,7 +86,7 @@ from typing import Any, Generic, TypeVar, overload
 from twisted.internet import abstract, main, tcp, udp
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import IHalfCloseableDescriptor
-from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.posixbase import _NO_FILEDESC, PosixReactorBase
 from twisted.protocols import basic
 from twisted.python import context, log
 from twisted.python.systemd import ListenFDs
@@ -113,6 +116,10 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+#: An epoll event that is a read and nothing else (no hang-up, no error, no
+#: write), which the netdemo reactor handles without C{_doReadOrWrite}.
+_READABLE = select.EPOLLIN
 
 #: The first descriptor systemd passes (C{SD_LISTEN_FDS_START}, sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
@@ -565,6 +572,12 @@ class LogContextCachingEPollReactor(EPollReactor):
     ten thousand contexts, and a connection that wakes up gets its context
     built again.
 
+    An event that is a read and nothing else (C{EPOLLIN} alone: by far the
+    most common) is handled in the loop itself, as C{_doReadOrWrite} would
+    handle it (the descriptor checked, C{doRead}, an exception logged and
+    the selectable disconnected, a returned reason disconnecting it); every
+    other event goes to C{_doReadOrWrite}.
+
     The behaviour is the epoll reactor's: every error is still logged with
     the selectable's prefix (C{system}), a failing C{logPrefix} is reported
     as Twisted reports it, and when the reactor does not run at the bottom of
@@ -684,7 +697,26 @@ class LogContextCachingEPollReactor(EPollReactor):
                 pushed = self._logContextFor(fd, selectable)
             push(pushed)
             try:
-                dispatch(selectable, fd, event)
+                if event == _READABLE:
+                    # The common event, readable and nothing else: what
+                    # _doReadOrWrite does for it, without the call.
+                    why: Any = None
+                    inRead = False
+                    try:
+                        if selectable.fileno() == -1:
+                            why = _NO_FILEDESC
+                        else:
+                            why = selectable.doRead()
+                            inRead = True
+                    except BaseException as e:
+                        # As Twisted: logged (with the pushed context's
+                        # prefix), then the selectable is disconnected.
+                        why = e
+                        log.err()
+                    if why:
+                        self._disconnectSelectable(selectable, why, inRead)
+                else:
+                    dispatch(selectable, fd, event)
             except KeyboardInterrupt:
                 raise
             except BaseException:
