@@ -14,7 +14,9 @@ say so too).  The touchpoints:
 
   - the write buffer of a stream transport (C{FileDescriptor.dataBuffer},
     C{offset}, C{_tempDataLen}): how many bytes are still unsent, for byte
-    accounting, idle detection and the direct-send path;
+    accounting, idle detection and the direct-send path
+    (L{netdemo.echo.Echo.dataReceived} writes L{writeNow} out in place, to
+    save a call per read: the one reader of these outside this module);
   - the socket of a plain TCP transport (C{tcp.Connection.socket}): the
     direct-send path of echo and the hub hands a reply to the kernel at
     once when nothing is queued, saving two C{epoll_ctl} calls and a reactor
