@@ -16,6 +16,7 @@ Usage::
 
     python bench/callgrind.py [--udp] [--servers netdemo,netdemo-reactor,...]
         [--conns 50] [--size 64] [--short 2] [--long 6] [--top 15]
+        [--netdemo-args "--udp 127.0.0.1:0 ..."]
 
 Needs C{valgrind} (its C{callgrind_control} and C{callgrind_annotate}) and
 C{make -C bench}.  A server runs 20-50 times slower under callgrind: the
@@ -125,6 +126,13 @@ def measure(name: str, options: argparse.Namespace) -> dict[str, object]:
     for old in RESULTS.glob(f"{output.name}*"):
         old.unlink()
     spec = catalog.udpEcho(name) if options.udp else catalog.tcpEcho(name)
+    if options.netdemo_args and name in ("netdemo", catalog.NETDEMO_REACTOR):
+        spec = catalog.netdemo(
+            name,
+            "udp-echo" if options.udp else "tcp-echo",
+            options.netdemo_args.split(),
+            reactor="netdemo" if name == catalog.NETDEMO_REACTOR else None,
+        )
     server = start(
         underCallgrind(spec, output), RESULTS / f"{kind}-{name}.log", None, 180.0
     )
@@ -182,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", type=float, default=2.0, help="seconds")
     parser.add_argument("--long", type=float, default=6.0, help="seconds")
     parser.add_argument("--top", type=int, default=15, help="functions listed")
+    parser.add_argument(
+        "--netdemo-args",
+        default="",
+        help="netdemo's service options instead of make bench's "
+        '(e.g. "--udp 127.0.0.1:0 ...")',
+    )
     options = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed: nothing measured")
