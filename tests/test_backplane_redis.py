@@ -91,9 +91,10 @@ class BackplaneHub(Daemon):
         poll(lambda: self.count(text) >= times, f"{text!r} logged {times} times")
 
 
-class RedisTests(SynchronousTestCase):
+class RedisCase(SynchronousTestCase):
     """
-    Hubs joined through a real Redis.
+    Tests of hubs joined through a real Redis: its server, its hubs, their
+    clients, C{redis-cli}.
     """
 
     def setUp(self) -> None:
@@ -167,6 +168,12 @@ class RedisTests(SynchronousTestCase):
             timeout=PATIENCE,
             check=True,
         ).stdout
+
+
+class RedisTests(RedisCase):
+    """
+    Hubs joined through a real Redis.
+    """
 
     def test_twoHubsExactlyOnceInOrder(self) -> None:
         """
