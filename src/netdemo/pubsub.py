@@ -1679,11 +1679,33 @@ class PubSubFactory(FanOutFactory):
         """
         C{/topics}: the client's subscriptions and the topics with history.
         """
+        backplane: Any = self.backplane
+        if isinstance(self.history, SharedHistory) and backplane is not None:
+            # Also the topics that only Redis has (one bounded HSCAN step).
+            d = backplane.topics(MAX_LISTED)
+            if d is not None:
+                p.checking(d)
+
+                def answer(found: Any) -> None:
+                    if not p.gone:
+                        self._topics(p, found if isinstance(found, list) else [])
+                        p.checked()
+
+                d.addBoth(answer)
+                return
+        self._topics(p, [])
+
+    def _topics(self, p: PubSubProtocol, shared: list[bytes]) -> None:
+        """
+        Answer C{/topics}, with the topics of the shared history too.
+        """
         mine = b" ".join(sorted(self.router.patterns(p))[:MAX_LISTED])
         rights = p.rights
-        topics = [
-            t for t in self.history.topics() if rights is None or rights.mayReceive(t)
-        ]
+        topics = {
+            t
+            for t in (*self.history.topics(), *shared)
+            if rights is None or rights.mayReceive(t)
+        }
         known = b" ".join(sorted(topics)[:MAX_LISTED])
         p.reply(hubwire.ok(b"topics subscribed: " + mine + b"; with history: " + known))
 
