@@ -188,8 +188,9 @@ Receiver = Callable[[bytes, bytes, list[bytes]], None]
 #: Takes lines numbered by Redis: topic, identity, lines, the first number
 #: (0: not numbered, delivered on this hub only), the epoch, the local
 #: client that published them (or L{None}), and whether they come with the
-#: script's answer (C{True}) or through the subscription.
-OrderedReceiver = Callable[[bytes, bytes, list[bytes], int, bytes, object, bool], None]
+#: script's answer (C{True}) or through the subscription; answers whether
+#: it delivered them.
+OrderedReceiver = Callable[[bytes, bytes, list[bytes], int, bytes, object, bool], bool]
 
 
 @frozen
@@ -586,6 +587,13 @@ class _Backplane(Service):
         # This node's numbered messages not yet back from the subscription:
         # their number -> the local client that published them.
         self._origins: dict[int, object] = {}
+        # The highest number of this node's numbered messages that came
+        # back through the subscription: Redis ran their scripts.
+        self._echoed = 0
+        # This node's numbered messages delivered at the script's answer:
+        # when they come back, they are dropped unread.
+        self._skipEcho: dict[int, object] = {}
+        self._ownNumbered = b"%s %s " % (HEADER_NUMBERED, self.node)
         # The shared history's epoch, as last learnt from Redis, and the one
         # to store when Redis has none.
         self.epoch = b""
@@ -725,6 +733,17 @@ class _Backplane(Service):
         if len(payload) > self.maxMessage:
             self.messageTooLarge(channel, len(payload))
             return
+        if self._skipEcho and payload.startswith(self._ownNumbered):
+            # This node's own batch, back: if it was delivered already, its
+            # number says so, without reading its lines.
+            start = len(self._ownNumbered)
+            number = payload[start : payload.find(b" ", start)]
+            if number.isdigit():
+                seq = int(number)
+                self._echoed = max(self._echoed, seq)
+                if seq in self._skipEcho:
+                    del self._skipEcho[seq]
+                    return
         message = decodeMessage(payload)
         topic = channel[len(self.channelStart) :]
         if (
@@ -738,6 +757,7 @@ class _Backplane(Service):
         if node is not None:
             if node == self.node:
                 if message.first and self._ordered is not None:
+                    self._echoed = max(self._echoed, message.seq)
                     self._noteEpoch(message.epoch)
                     origin = self._origins.pop(message.seq, None)
                     self._ordered(
@@ -1237,20 +1257,16 @@ class RedisBackplane(_Backplane):
         self.sentLines += count
         self.streamLines += count
         self._noteEpoch(epoch)
-        origins = self._origins
-        origins[batch.seq] = batch.origin
-        if len(origins) > MAX_ORIGINS:
-            del origins[next(iter(origins))]
-        if self._ordered is not None:
-            self._ordered(
-                batch.topic,
-                batch.identity,
-                batch.lines,
-                first,
-                epoch,
-                batch.origin,
-                True,
-            )
+        if self._ordered is not None and self._ordered(
+            batch.topic, batch.identity, batch.lines, first, epoch, batch.origin, True
+        ):
+            done = self._skipEcho
+        else:
+            # Delivered when it comes back through the subscription.
+            done = self._origins
+        done[batch.seq] = batch.origin
+        if len(done) > MAX_ORIGINS:
+            del done[next(iter(done))]
 
     def _notPublished(self, failure: Failure, item: _Item, size: int) -> None:
         self.inFlight -= 1
@@ -1293,6 +1309,11 @@ class RedisBackplane(_Backplane):
         lines are still delivered on this hub (not numbered, marked).
         """
         lines = _itemLines(item)
+        if type(item) is _Batch and item.seq <= self._echoed:
+            # Its answer was lost, but the subscription brought it back:
+            # Redis numbered it and this hub delivered it so.
+            self.sentLines += lines
+            return
         self.dropped[reason] += lines
         if type(item) is _Batch and self._ordered is not None:
             self.localLines += lines

@@ -392,7 +392,8 @@ class SharedHistory:
     ) -> tuple[list[bytes], int, bool]:
         """
         The kept lines after number C{seq}, numbered if asked; the number
-        of the first of them; whether there is a gap.
+        of the first of them; whether there is a gap (lines numbered after
+        C{seq} that are not kept here, before or between those given).
         """
         kept = list(self._lines.get(topic, ()))
         last = self.lastSeq(topic)
@@ -406,7 +407,16 @@ class SharedHistory:
                 if number and number <= seq:
                     start = index + 1
             chosen = kept[start:]
+            # Numbers this hub never delivered (its subscription was down)
+            # leave holes: a gap too, never a silent skip.
+            expected = seq + 1
             gap = False
+            for number, _ in chosen:
+                if number:
+                    if number != expected:
+                        gap = True
+                        break
+                    expected += 1
         start = next((n for n, _ in chosen if n), last + 1)
         if numbers:
             return numbered(chosen), start, gap

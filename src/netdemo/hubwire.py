@@ -60,6 +60,7 @@ __all__ = [
     "epochChanged",
     "epochGone",
     "gap",
+    "missed",
     "greeting",
     "hasControls",
     "historyAnswer",
@@ -503,6 +504,21 @@ def gap(topic: bytes, first: int) -> bytes:
     the position asked for: its first line is numbered C{first}.
     """
     return b"* gap: history of %s starts at seq %d" % (topic, first)
+
+
+def missed(topic: bytes, start: int, end: int) -> bytes:
+    """
+    The notice that the lines of C{topic} numbered C{start} to C{end} were
+    not delivered live by this hub (shared history: its subscription to
+    Redis was down); C{/history since} gives them.
+    """
+    return b"* gap: seq %d to %d of %s not delivered, see /history since %d %s" % (
+        start,
+        end,
+        topic,
+        start - 1,
+        topic,
+    )
 
 
 def epochGone(epoch: bytes) -> bytes:

@@ -1184,7 +1184,7 @@ class PubSubFactory(FanOutFactory):
         epoch: bytes,
         origin: object,
         answered: bool,
-    ) -> None:
+    ) -> bool:
         """
         Deliver lines numbered by Redis from C{first} (shared history), in
         the order of their numbers (L{SharedHistory.accept}); lines of this
@@ -1192,14 +1192,21 @@ class PubSubFactory(FanOutFactory):
 
         @param origin: The local client that published them, or L{None}.
         @param answered: Whether they come with the script's answer.
+        @return: Whether they were delivered (else they were already, or
+            wait for their turn).
         """
         history = self.history
         assert isinstance(history, SharedHistory)
-        if first and (
-            epoch.decode("ascii") != history.epoch
-            or not history.accept(topic, first, len(lines), answered)
-        ):
-            return
+        if first:
+            if epoch.decode("ascii") != history.epoch:
+                return False
+            gaps = history.gaps
+            if not history.accept(topic, first, len(lines), answered):
+                return False
+            if history.gaps != gaps and self.sequenced:
+                # Numbers never delivered here (lost while the subscription
+                # was down): clients with /seq on are told, not left to guess.
+                self._missed(topic, first - (history.gaps - gaps), first - 1)
         # The publisher (a client of this hub, of any kind) unless it is
         # gone or renamed since.
         sender: Any = origin
@@ -1208,6 +1215,17 @@ class PubSubFactory(FanOutFactory):
         else:
             prefix = linePrefix(topic, identity)
         self._fanOut(sender, topic, prefix, lines, first)
+        return True
+
+    def _missed(self, topic: bytes, start: int, end: int) -> None:
+        """
+        Tell the subscribers of C{topic} with C{/seq on} that the lines
+        numbered C{start} to C{end} were not delivered here.
+        """
+        notice = hubwire.missed(topic, start, end) + b"\n"
+        for s in list(self.router.subscribers(topic)):
+            if s.sequenced:
+                s.send(notice, 1)
 
     def epochSeen(self, epoch: bytes) -> None:
         """
