@@ -467,6 +467,8 @@ class RedisTests(RedisCase):
             client.collect(RELAYED, 1, settle=0.5), [b"<ops> members only"]
         )
         self.assertEqual(bad.count("refused us"), 1, bad.log())
+        # This user may not run scripts: no shared history, said once.
+        self.assertEqual(good.count("refused the shared history's scripts"), 1)
         self.assertNotIn("s3cret", good.log() + bad.log())
         self.assertNotIn("wrong", bad.log())
 

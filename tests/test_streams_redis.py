@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from tests.pubsubhelpers import LineSocket
+from tests.support import poll
 from tests.test_backplane_redis import DOWN, UP, BackplaneHub, RedisCase
 
 #: What numbered deliveries start with.
@@ -181,16 +182,19 @@ class StreamsTests(RedisCase):
     def test_redisDown(self) -> None:
         """
         While Redis is down, a hub's clients still get each other's lines,
-        marked local (C{#- }), and its history keeps them marked; once Redis
-        is back, numbering goes on where it was, and no line is delivered
-        twice.
+        marked local (C{#- }), and its history keeps them marked;
+        C{/status.json} shows the shared history down and counts the local
+        lines; once Redis is back, numbering goes on where it was, and no
+        line is delivered twice.
         """
         directory = self.directory / "aof"
         directory.mkdir()
         redis = self.redis("--appendonly", "yes", "--dir", str(directory))
-        a, b = self.hubs(redis, 2)
+        a, b = self.hubs(redis, 2, "--http", "tcp:0:interface=127.0.0.1")
         for hub in (a, b):
             hub.waitCount(UP)
+        historyUp = ("netdemo_backplane_history_up", {"service": "backplane"})
+        self.assertEqual(a.statusValue(historyUp[0], **historyUp[1]), 1)
         sender, local, remote = self.numbered(a), self.numbered(a), self.numbered(b)
         sender.send(b"up 1\n")
         expected = [b"#1 <%s> up 1" % sender.identity]
@@ -204,6 +208,15 @@ class StreamsTests(RedisCase):
         self.assertEqual(local.collect(NUMBERED, 2)[1:], [marked])
         replay, answer = self.history(self.numbered(a), b"/history 10")
         self.assertEqual(replay, [*expected, marked])
+        # The status document is cached for a moment.
+        poll(
+            lambda: a.statusValue(historyUp[0], **historyUp[1]) == 0,
+            "the shared history shown down",
+        )
+        self.assertEqual(
+            a.statusValue("netdemo_backplane_local_lines_total", service="backplane"),
+            1,
+        )
         redis.start(redis.port)
         for hub in (a, b):
             hub.waitCount(UP, 2)
@@ -213,3 +226,23 @@ class StreamsTests(RedisCase):
             local.collect(NUMBERED, 3, settle=0.5), [*expected, marked, after]
         )
         self.assertEqual(remote.collect(NUMBERED, 2, settle=0.5), [*expected, after])
+
+    def test_trimmed(self) -> None:
+        """
+        The stream keeps about C{--history} lines: C{/history} gives the
+        last ones, and a resume from before them starts with a gap notice.
+        """
+        redis = self.redis()
+        (hub,) = self.hubs(redis, 1, "--history", "5")
+        hub.waitCount(UP)
+        sender = self.numbered(hub)
+        sender.send(b"/echo on\n" + b"".join(b"n %d\n" % i for i in range(12)))
+        sent = sender.collect(NUMBERED, 12)
+        replay, answer = self.history(sender, b"/history")
+        self.assertEqual(replay, sent[7:])
+        self.assertIn(b"5 lines, last seq 12", answer)
+        replay, answer = self.history(sender, b"/history since 2")
+        self.assertEqual(replay, [b"* gap: history of chat starts at seq 8", *sent[7:]])
+        length = self.redisCli(redis.port, "XLEN", f"{self.prefix}:stream:chat")
+        # Only the lines a stream keeps are added (of one batch, its last 5).
+        self.assertEqual(int(length), 5)

@@ -1144,6 +1144,9 @@ class RedisBackplane(_Backplane):
         origin: object = None,
     ) -> bool:
         if not self.sequencing():
+            if self.streams and self.publisher is None:
+                # Redis down: delivered on this hub only, not numbered.
+                self.localLines += len(lines)
             self._publishPlain(topic, identity, lines)
             return False
         count = len(lines)
