@@ -610,3 +610,45 @@ class StreamLimitTests(SynchronousTestCase):
             "the stalled WebSocket to be cut",
             STEP,
         )
+
+    def test_eventStreamBurst(self) -> None:
+        """
+        An event stream whose client reads is not cut by a burst larger
+        than C{--max-pending} (six publishers' 60 KiB at once, which the
+        hub fans out in one reactor turn): its events go to the socket at
+        once, as a TCP subscriber's lines do, and only what the kernel
+        does not take counts as pending.
+        """
+        stream = EventReader(self.http, "/hub/events?sub=burst")
+        self.addCleanup(stream.close)
+        stream.waitFor(lambda e: "subscribed to burst" in e.get("data", ""))
+        publishers = [HubClient(self.daemon.address("pubsub")) for _ in range(6)]
+        for publisher in publishers:
+            self.addCleanup(publisher.close)
+            publisher.line()
+        data = b"".join(b"/pub burst %d %s\n" % (i, b"y" * 990) for i in range(60))
+        start = threading.Event()
+
+        def send(publisher: HubClient) -> None:
+            start.wait(STEP)
+            publisher.send(data)
+
+        threads = [threading.Thread(target=send, args=(p,)) for p in publishers]
+        for thread in threads:
+            thread.start()
+        start.set()
+        for thread in threads:
+            thread.join(STEP)
+        received: list[dict[str, str]] = []
+
+        def allReceived() -> bool:
+            received.extend(stream.waitFor(lambda e: True))
+            return sum("id" in e for e in received) == 360
+
+        poll(allReceived, "every line of the burst", STEP)
+        self.assertEqual(
+            self.daemon.statusValue(
+                "netdemo_refused_total", service="pubsub", reason="slow-consumer"
+            ),
+            0,
+        )

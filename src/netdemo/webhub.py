@@ -360,7 +360,7 @@ class HubTransport:
         self.watcher = getattr(channel, "watcher", None)
         self.encode = encode
         self.wire = wire
-        self._direct = directTransport(self.tcp) if wire is not None else None
+        self._direct = directTransport(self.tcp)
         #: The socket, for the hub's send-buffer bound (as for TCP).
         self.socket = getattr(self.tcp, "socket", None)
 
@@ -379,11 +379,24 @@ class HubTransport:
         """
         direct = self._direct
         if self.wire is None:
-            self.request.write(out)
+            request = self.request
+            if direct is None or not request.startedWriting:
+                request.write(out)
+                self._count(out)
+                return
+            # Past the head, an event goes to the socket at once, as a TCP
+            # subscriber's line does (Request.write would queue it for the
+            # next turn, so a burst would pause the stream sooner).
+            if request.chunked:
+                out = b"%x\r\n%s\r\n" % (len(out), out)
+            writeNow(direct, out)
         elif direct is not None:
             writeNow(direct, out)
         else:
             self.tcp.write(out)
+        self._count(out)
+
+    def _count(self, out: bytes) -> None:
         watcher = self.watcher
         if watcher is not None:
             watcher.written += len(out)
