@@ -18,6 +18,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.python.systemd import ListenFDs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -1109,3 +1110,89 @@ class LeanServerTests(TestCase):
         self.assertIs(type(first), Own)
         self.assertIn("repstr", vars(first))
         await self.closeAll()
+
+
+class WebSocketMessageBoundTests(SynchronousTestCase):
+    """
+    L{internals.boundWebSocketMessages} against Twisted's own WebSocket
+    wire protocol (C{twisted.web._websocket_impl._WebSocketWireProtocol}).
+    """
+
+    def wire(self, limit: int) -> tuple[Any, list[Any], list[str]]:
+        from twisted.web._websocket_impl import _WebSocketWireProtocol
+        from wsproto import ConnectionType
+        from wsproto.connection import Connection
+
+        received: list[Any] = []
+        tooBig: list[str] = []
+
+        class Receiver:
+            def negotiationStarted(self, transport: Any) -> None:
+                pass
+
+            def negotiationFinished(self) -> None:
+                pass
+
+            def textMessageReceived(self, message: str) -> None:
+                received.append(message)
+
+            def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+                received.append(bytes(data))
+
+            def pongReceived(self, payload: bytes) -> None:
+                pass
+
+            def connectionLost(self, reason: Failure) -> None:
+                pass
+
+        server = Connection(ConnectionType.SERVER)
+        wire = _WebSocketWireProtocol(server, lambda c, t: None, Receiver())
+        self.assertTrue(hasattr(wire, "_textBuffer"))
+        self.assertTrue(hasattr(wire, "_bytesBuffer"))
+        internals.boundWebSocketMessages(wire, limit, lambda: tooBig.append("x"))
+        wire.makeConnection(StringTransport())
+        return wire, received, tooBig
+
+    def frames(self, *parts: tuple[int, bytes, bool]) -> bytes:
+        """
+        Masked client frames: (opcode, payload, final) each.
+        """
+        out = b""
+        for opcode, payload, final in parts:
+            mask = b"\x01\x02\x03\x04"
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            size = len(payload)
+            head = bytes(((0x80 if final else 0) | opcode,))
+            if size < 126:
+                head += bytes((0x80 | size,))
+            else:
+                head += b"\xfe" + size.to_bytes(2, "big")
+            out += head + mask + masked
+        return out
+
+    def test_withinLimit(self) -> None:
+        """
+        Messages up to the limit, whole or in fragments, text or binary,
+        arrive as they were sent.
+        """
+        wire, received, tooBig = self.wire(10)
+        wire.dataReceived(self.frames((1, b"0123456789", True)))
+        wire.dataReceived(self.frames((2, b"01234", False), (0, b"56789", True)))
+        self.assertEqual(received, ["0123456789", b"0123456789"])
+        self.assertEqual(tooBig, [])
+
+    def test_overLimit(self) -> None:
+        """
+        A message over the limit, in one frame or in fragments (each within
+        it), calls C{tooBig} once and is not kept; the next message is read.
+        """
+        wire, received, tooBig = self.wire(10)
+        wire.dataReceived(self.frames((1, b"x" * 11, True)))
+        self.assertEqual(tooBig, ["x"])
+        wire.dataReceived(
+            self.frames((1, b"x" * 8, False), (0, b"x" * 8, False), (0, b"x", True))
+        )
+        self.assertEqual(tooBig, ["x", "x"])
+        self.assertEqual(received, ["", ""])
+        wire.dataReceived(self.frames((1, b"ok", True)))
+        self.assertEqual(received, ["", "", "ok"])

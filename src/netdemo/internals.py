@@ -58,6 +58,11 @@ say so too).  The touchpoints:
     read by its C{doRead}): Twisted grows it by 20 every time a batch
     fills, without a bound, so that a storm of connections makes one turn
     accept hundreds of them (L{capAccepts});
+  - the message buffers of C{twisted.web.websocket}'s wire protocol
+    (C{_WebSocketWireProtocol._textBuffer} and C{_bytesBuffer}, each with
+    C{add} and C{done}), which grow without a bound while a message's
+    fragments arrive: L{boundWebSocketMessages} replaces them with bounded
+    ones (Twisted has no limit on incoming messages);
   - the log observer C{twistd} builds from its options when neither
     C{--logger} nor the application names one
     (C{twistd._SomeApplicationRunner.loggerFactory(config)._getLogObserver()}):
@@ -104,6 +109,7 @@ __all__ = [
     "WatchedHTTPChannel",
     "adoptDatagramPortAs",
     "backloggedTransports",
+    "boundWebSocketMessages",
     "twistdLogObserver",
     "capAccepts",
     "directTransport",
@@ -950,3 +956,50 @@ def twistdLogObserver(config: Any) -> Any:
     )
 
     return _SomeApplicationRunner.loggerFactory(config)._getLogObserver()
+
+
+class _BoundedMessage:
+    """
+    A message being reassembled by Twisted's WebSocket wire protocol (its
+    private C{Buffer}: C{add} each fragment, C{done} when it is complete),
+    at most C{limit} characters or bytes: past it, C{tooBig} is called once
+    and the rest of the message is dropped.
+    """
+
+    __slots__ = ("data", "limit", "over", "tooBig")
+
+    def __init__(self, empty: Any, limit: int, tooBig: Any) -> None:
+        self.data = empty
+        self.limit = limit
+        self.tooBig = tooBig
+        self.over = False
+
+    def add(self, new: Any) -> None:
+        if self.over:
+            return
+        if len(self.data) + len(new) > self.limit:
+            self.over = True
+            self.data = self.data[0:0]
+            self.tooBig()
+            return
+        self.data += new
+
+    def done(self) -> Any:
+        result = self.data
+        self.data = result[0:0]
+        self.over = False
+        return result
+
+
+def boundWebSocketMessages(wire: Any, limit: int, tooBig: Any) -> None:
+    """
+    Bound the messages C{wire} (the C{WebSocketTransport} that
+    C{twisted.web.websocket} hands to a protocol's C{negotiationStarted})
+    reassembles to C{limit} characters (text) or bytes (binary): the
+    fragments of a longer message are dropped as they come and C{tooBig()}
+    is called once per such message, which should close the connection (a
+    message that went over the limit is still delivered, empty, if the peer
+    completes it before the close).
+    """
+    wire._textBuffer = _BoundedMessage("", limit, tooBig)
+    wire._bytesBuffer = _BoundedMessage(b"", limit, tooBig)
