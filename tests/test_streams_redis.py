@@ -9,11 +9,14 @@ blocking sockets with C{/seq on}.
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 
 from tests.pubsubhelpers import LineSocket
 from tests.support import poll
 from tests.test_backplane_redis import DOWN, UP, BackplaneHub, RedisCase
+from tests.test_cli_hub import Running
 
 #: What numbered deliveries start with.
 NUMBERED = b"#"
@@ -246,3 +249,45 @@ class StreamsTests(RedisCase):
         length = self.redisCli(redis.port, "XLEN", f"{self.prefix}:stream:chat")
         # Only the lines a stream keeps are added (of one batch, its last 5).
         self.assertEqual(int(length), 5)
+
+    def test_tailResumesOnAnotherHub(self) -> None:
+        """
+        C{netdemo tail --resume FILE --json} on hub B, stopped after 400
+        lines and started again with the same FILE on hub C, prints exactly
+        the lines after the 400th, those published meanwhile (from the
+        shared history) and then live ones, each once, in order.
+        """
+        redis = self.redis()
+        a, b, c = self.hubs(redis, 3, "--history", "1000")
+        for hub in (a, b, c):
+            hub.waitCount(UP)
+        path = str(self.directory / "tail.pos")
+        first = Running(
+            "tail", f"127.0.0.1:{b.port('pubsub')}", "--json", "--resume", path
+        )
+        self.addCleanup(first.kill)
+        first.waitFor("stderr", "connected to")
+        publishers = [self.client(hub) for hub in (a, b, c)]
+        for i in range(40):
+            publishers[i % 3].send(b"".join(b"x %d.%d\n" % (i, j) for j in range(10)))
+        first.waitFor("stdout", '"seq": 400[,}]')
+        self.assertEqual(first.finish(signal.SIGINT), 0, first.text("stderr"))
+        printed = [json.loads(line) for line in first.out["stdout"]]
+        self.assertEqual([p["seq"] for p in printed], list(range(1, 401)))
+        for i in range(40, 60):
+            publishers[i % 3].send(b"".join(b"x %d.%d\n" % (i, j) for j in range(10)))
+        watcher = self.numbered(a)
+        watcher.send(b"/history since 599\n")
+        watcher.waitFor(b"last seq 600")
+        second = Running(
+            "tail", f"127.0.0.1:{c.port('pubsub')}", "--json", "--resume", path
+        )
+        self.addCleanup(second.kill)
+        second.waitFor("stdout", '"seq": 600[,}]')
+        publishers[0].send(b"live\n")
+        second.waitFor("stdout", '"seq": 601[,}]')
+        self.assertEqual(second.finish(signal.SIGINT), 0, second.text("stderr"))
+        resumed = [json.loads(line) for line in second.out["stdout"]]
+        self.assertEqual([r["seq"] for r in resumed], list(range(401, 602)))
+        self.assertEqual(resumed[-1]["text"], "live")
+        self.assertTrue(all(r["history"] for r in resumed[:200]))
