@@ -594,6 +594,7 @@ class _Backplane(Service):
         # when they come back, they are dropped unread.
         self._skipEcho: dict[int, object] = {}
         self._ownNumbered = b"%s %s " % (HEADER_NUMBERED, self.node)
+        self._ownPlain = b"%s %s " % (HEADER, self.node)
         # The shared history's epoch, as last learnt from Redis, and the one
         # to store when Redis has none.
         self.epoch = b""
@@ -732,6 +733,9 @@ class _Backplane(Service):
         """
         if len(payload) > self.maxMessage:
             self.messageTooLarge(channel, len(payload))
+            return
+        if payload.startswith(self._ownPlain):
+            # This node's own plain message, back: dropped unread.
             return
         if self._skipEcho and payload.startswith(self._ownNumbered):
             # This node's own batch, back: if it was delivered already, its
