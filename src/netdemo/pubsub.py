@@ -1872,6 +1872,7 @@ class PubSubFactory(FanOutFactory):
             or self._historyLocal
         ):
             return False
+        requested = history.epoch
         d = backplane.read(topic, since, count)
         if d is None:
             return False
@@ -1879,6 +1880,15 @@ class PubSubFactory(FanOutFactory):
 
         def answered(answer: Any) -> None:
             if p.gone:
+                return
+            if (
+                since is not None
+                and answer.epoch
+                and answer.epoch.decode("ascii") != requested
+            ):
+                # Redis lost the history meanwhile: SEQ was of the old epoch.
+                gone = b"%d@%s" % (since, requested.encode("ascii"))
+                self._localHistory(p, [b"since", gone, topic], again=True)
                 return
             entries = history.fromRedis(topic, answer.entries, p.sequenced)
             first = answer.entries[0].seq if answer.entries else answer.last + 1
@@ -1911,21 +1921,36 @@ class PubSubFactory(FanOutFactory):
             )
             if p.gone:
                 return
-            self._historyLocal = True
-            try:
-                if goneEpoch or since is None:
-                    words = [b"%d" % count, topic]
-                    if goneEpoch:
-                        words = [b"since", b"%d@%s" % (asked, goneEpoch), topic]
-                    self.cmd_history(p, b" ".join(words))
-                else:
-                    self._historySince(p, [b"%d" % since, topic])
-            finally:
-                self._historyLocal = False
-            p.checked()
+            if goneEpoch:
+                words = [b"since", b"%d@%s" % (asked, goneEpoch), topic]
+            elif since is None:
+                words = [b"%d" % count, topic]
+            else:
+                words = [b"since", b"%d" % since, topic]
+            self._localHistory(p, words)
 
         d.addCallbacks(answered, failed)
         return True
+
+    def _localHistory(
+        self, p: PubSubProtocol, words: list[bytes], again: bool = False
+    ) -> None:
+        """
+        Answer a C{/history} command (its words) that waited for a read of
+        the shared history from what this hub keeps, or, C{again}, from
+        Redis once more (the epoch changed meanwhile: the position is gone,
+        everything kept is read); then go on with what C{p} sent after it.
+        """
+        if again:
+            p.checked()
+            self.cmd_history(p, b" ".join(words))
+            return
+        self._historyLocal = True
+        try:
+            self.cmd_history(p, b" ".join(words))
+        finally:
+            self._historyLocal = False
+        p.checked()
 
     def cmd_echo(self, p: PubSubProtocol, arg: bytes) -> None:
         """
