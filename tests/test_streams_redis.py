@@ -234,6 +234,7 @@ class StreamsTests(RedisCase):
         """
         The stream keeps about C{--history} lines: C{/history} gives the
         last ones, and a resume from before them starts with a gap notice.
+        A message naming another epoch changes nothing.
         """
         redis = self.redis()
         (hub,) = self.hubs(redis, 1, "--history", "5")
@@ -249,6 +250,15 @@ class StreamsTests(RedisCase):
         length = self.redisCli(redis.port, "XLEN", f"{self.prefix}:stream:chat")
         # Only the lines a stream keeps are added (of one batch, its last 5).
         self.assertEqual(int(length), 5)
+        # A numbered message naming another epoch, from anyone who may
+        # PUBLISH: Redis is asked, and says otherwise; the message is dropped.
+        forged = "netdemo/2 n1 1 mallory 13 0f0f0f0f0f0f0f0f\nforged"
+        self.redisCli(redis.port, "PUBLISH", f"{self.prefix}.chat", forged)
+        sender.send(b"after\n")
+        self.assertEqual(sender.waitFor(b"after"), b"#13 <%s> after" % sender.identity)
+        self.assertEqual(sender.matching(b"#13"), [b"#13 <%s> after" % sender.identity])
+        self.assertNotIn(b"forged", b"\n".join(sender.receive()))
+        self.assertEqual(hub.count("epoch changed"), 0, hub.log())
 
     def test_tailResumesOnAnotherHub(self) -> None:
         """
