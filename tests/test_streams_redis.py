@@ -301,3 +301,48 @@ class StreamsTests(RedisCase):
         self.assertEqual([r["seq"] for r in resumed], list(range(401, 602)))
         self.assertEqual(resumed[-1]["text"], "live")
         self.assertTrue(all(r["history"] for r in resumed[:200]))
+
+    def test_aclForSharedHistory(self) -> None:
+        """
+        With a Redis whose only user for the hubs is the one
+        C{docs/scaling.md} gives for the shared history (its channels, its
+        keys, the script commands), two hubs number and share history: no
+        refusal is logged, a line published on A is numbered on B and in
+        B's C{/history}.
+        """
+        redis = self.redis(
+            "--user",
+            "hub",
+            "on",
+            ">s3cret",
+            "resetchannels",
+            "&acl2.*",
+            "resetkeys",
+            "~acl2:*",
+            "-@all",
+            # As docs/scaling.md gives them.
+            *("+publish", "+psubscribe", "+ping", "+evalsha", "+eval"),
+            *("+script|load", "+hincrby", "+hget", "+hset", "+hsetnx"),
+            *("+hscan", "+xadd", "+xrevrange", "+del"),
+            "--user",
+            "default",
+            "off",
+        )
+        url = f"redis://hub:s3cret@127.0.0.1:{redis.port}?prefix=acl2"
+        a, b = BackplaneHub(url), BackplaneHub(url)
+        for hub in (a, b):
+            self.addCleanup(hub.close)
+            hub.waitCount(UP)
+        sender, receiver = self.client(a), self.numbered(b)
+        receiver.send(b"/sub acl.t\n")
+        receiver.waitFor(b"+OK subscribed")
+        sender.send(b"/pub acl.t ok\n")
+        line = b"#1 [acl.t] <%s> ok" % sender.identity
+        self.assertEqual(receiver.waitFor(b"ok"), line)
+        replay, _ = self.history(receiver, b"/history since 0 acl.t")
+        self.assertEqual(replay, [line])
+        receiver.send(b"/topics\n")
+        self.assertIn(b"acl.t", receiver.waitFor(b"+OK topics"))
+        for hub in (a, b):
+            self.assertNotIn("refused", hub.log())
+            self.assertNotIn("failed", hub.log())
