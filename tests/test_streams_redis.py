@@ -126,10 +126,11 @@ class StreamsTests(RedisCase):
     def test_restarts(self) -> None:
         """
         A hub started after lines were published serves the whole history
-        at once; Redis restarted with its append-only file keeps it (same
-        epoch, same numbers); Redis restarted empty (or C{FLUSHALL}) makes a
-        resume answer that its epoch is gone and clients with C{/seq on}
-        told that the epoch changed, never a replay of other lines.
+        at once (and replays it on join); Redis restarted with its
+        append-only file keeps it (same epoch, same numbers); Redis
+        restarted empty (or C{FLUSHALL}) makes a resume answer that its
+        epoch is gone and clients with C{/seq on} told that the epoch
+        changed, never a replay of other lines.
         """
         directory = self.directory / "aof"
         directory.mkdir()
@@ -141,9 +142,14 @@ class StreamsTests(RedisCase):
         sender.send(b"".join(b"old %d\n" % i for i in range(30)))
         first = sender.collect(NUMBERED, 30)
         self.assertEqual(numbers(first), list(range(1, 31)))
-        (b,) = self.hubs(redis, 1, "--history", "50")
+        (b,) = self.hubs(redis, 1, "--history", "50", "--replay-on-join", "3")
         b.waitCount(UP)
         late = self.numbered(b)
+        # Its replay on join comes from Redis too.
+        self.assertEqual(
+            late.matching(b"<"),
+            [b"<%s> old %d" % (sender.identity, i) for i in (27, 28, 29)],
+        )
         replay, answer = self.history(late, b"/history 50")
         self.assertEqual(replay, first)
         self.assertIn(b"last seq 30", answer)

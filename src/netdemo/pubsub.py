@@ -625,10 +625,13 @@ class PubSubProtocol(FanOutProtocol):
     def checking(self, login: Any) -> None:
         """
         A login is in progress (a L{Deferred}, or the call that starts it
-        once its source address's turn comes): what this client sent after
-        it waits for its answer.
+        once its source address's turn comes), or a read of the shared
+        history: what this client sent after it waits for its answer.
         """
         self._login = login
+        if isinstance(login, Deferred) and not login.called and self.connected:
+            # Also when it begins outside a read (a replay on join).
+            self._holdInput()
 
     def checked(self) -> None:
         """
@@ -993,7 +996,36 @@ class PubSubFactory(FanOutFactory):
         if limits.presence:
             self.presence(p, 0, hubwire.joined)
         if limits.replayOnJoin and not p.defaultPending:
-            p.replay(self.history.last(DEFAULT_TOPIC, limits.replayOnJoin), None)
+            self._replayOnJoin(p, limits.replayOnJoin)
+
+    def _replayOnJoin(self, p: PubSubProtocol, count: int) -> None:
+        """
+        Replay the default topic's last C{count} lines to a new client: with
+        a shared history, as Redis has them (what the client sends meanwhile
+        waits), else, or if Redis cannot be read, as this hub kept them.
+        """
+        history = self.history
+        backplane: Any = self.backplane
+        d = None
+        if isinstance(history, SharedHistory) and backplane is not None:
+            d = backplane.read(DEFAULT_TOPIC, None, min(count, history.keep))
+        if d is None:
+            p.replay(history.last(DEFAULT_TOPIC, count), None)
+            return
+        p.checking(d)
+
+        def answered(answer: Any) -> None:
+            if not p.gone:
+                assert isinstance(history, SharedHistory)
+                p.replay(history.fromRedis(DEFAULT_TOPIC, answer.entries, False), None)
+                p.checked()
+
+        def failed(failure: Any) -> None:
+            if not p.gone:
+                p.replay(history.last(DEFAULT_TOPIC, count), None)
+                p.checked()
+
+        d.addCallbacks(answered, failed)
 
     def droppedFor(self, p: FanOutProtocol, units: int, size: int) -> None:
         """
