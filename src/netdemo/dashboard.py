@@ -226,6 +226,8 @@ TITLES: dict[str, str] = {
     "netdemo_listener_info": "listener",
     "netdemo_http_requests_total": "requests",
     "netdemo_http_renders_total": "renders",
+    "netdemo_http_hub_bad_messages_total": "hub messages refused",
+    "netdemo_http_hub_resumes_total": "hub event streams resumed",
     "netdemo_pubsub_published_lines_total": "lines published",
     "netdemo_pubsub_delivered_lines_total": "lines delivered",
     "netdemo_pubsub_dropped_lines_total": "lines dropped for slow subscribers",

@@ -105,10 +105,16 @@ class HTTPLimits:
         Trickling bytes does not extend it.
     @ivar keepAliveTimeout: Seconds a connection may wait for its next
         request after a response.
+    @ivar hubStreams: Hub WebSockets and event streams open at once
+        (C{/hub/ws}, C{/hub/events}).
+    @ivar origins: The origins whose pages may open them, besides the
+        page's own (C{--http-origin}).
     """
 
     headerTimeout: float = field(default=10.0, validator=_positive)
     keepAliveTimeout: float = field(default=60.0, validator=_positive)
+    hubStreams: int = field(default=1000, validator=_nonNegative)
+    origins: tuple[str, ...] = ()
 
 
 @frozen

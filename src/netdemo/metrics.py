@@ -88,6 +88,17 @@ CATALOG: dict[str, MetricSpec] = {
         "requests in between are served the cached result",
         ("service", "path"),
     ),
+    "netdemo_http_hub_bad_messages_total": MetricSpec(
+        "counter",
+        "WebSocket messages to the hub refused: too-big (the connection is "
+        "closed), lines (more than one line), json (not a valid object)",
+        ("service", "reason"),
+    ),
+    "netdemo_http_hub_resumes_total": MetricSpec(
+        "counter",
+        "Hub event streams resumed with a Last-Event-ID (replayed from history)",
+        ("service",),
+    ),
     "netdemo_pubsub_published_lines_total": MetricSpec(
         "counter", "Lines published to the pub/sub hub", ("service",)
     ),

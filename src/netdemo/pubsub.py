@@ -1027,6 +1027,22 @@ class PubSubFactory(FanOutFactory):
 
         d.addCallbacks(answered, failed)
 
+    def attach(self, transport: Any, peer: Any) -> PubSubProtocol:
+        """
+        Make a hub client of a connection another service accepted (a
+        WebSocket or an event stream of the HTTP service, through
+        L{netdemo.hubgate.IHubGate}): a member like any other, but under
+        that service's connection limits, not the hub's listeners'.
+        """
+        p = self.protocol()
+        p.factory = self
+        p.peer = peer
+        p.startedAt = self.clock.seconds()
+        self.connections[p] = None
+        self.metrics.inc("netdemo_connections_total", service=self.serviceName)
+        p.makeConnection(transport)
+        return p
+
     def droppedFor(self, p: FanOutProtocol, units: int, size: int) -> None:
         """
         Count the lines dropped for a slow subscriber (drop-oldest).

@@ -740,6 +740,23 @@ GROUPS: tuple[OptionGroup, ...] = (
                 10.0,
                 positiveFloat,
             ),
+            Option(
+                "http-origin",
+                "ORIGIN",
+                "Also let pages from ORIGIN (scheme://host[:port]) open the "
+                "hub's /hub/ws and /hub/events (the page's own origin always "
+                "may; others get 403). Repeatable.",
+                [],
+                shown="",
+            ),
+            Option(
+                "http-hub-streams",
+                "N",
+                "Hub WebSockets and event streams (/hub/ws, /hub/events) open "
+                "at once; one more is answered 503.",
+                1000,
+                nonNegativeInt,
+            ),
         ),
     ),
 )
@@ -952,6 +969,7 @@ class Options(usage.Options):
             "udp-peer",
             "multicast",
             "broadcast",
+            "http-origin",
         ]
     )
 
@@ -962,6 +980,7 @@ class Options(usage.Options):
         self["pubsub"] = []
         self["udp"] = []
         self["udp-allow"] = []
+        self["http-origin"] = []
         self["udp-peer"] = []
         self["multicast"] = []
         self["broadcast"] = []
@@ -1045,6 +1064,20 @@ class Options(usage.Options):
         service is given: tcp:8080 on 127.0.0.1]
         """
         self["http"].append(streamDescription("http", description))
+
+    def opt_http_origin(self, value: str) -> None:
+        """
+        Also let pages from this origin open the hub's WebSocket and event
+        streams. Repeatable
+        """
+        origin = value.strip().lower().rstrip("/")
+        scheme, sep, host = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not host or "/" in host:
+            raise usage.UsageError(
+                f"--http-origin: {value!r} is not an origin "
+                "(scheme://host[:port], e.g. https://example.org)"
+            )
+        self["http-origin"].append(origin)
 
     def opt_udp(self, value: str) -> None:
         """
@@ -1321,7 +1354,11 @@ class Options(usage.Options):
         """
         The HTTP service's limits the options ask for.
         """
-        return HTTPLimits(headerTimeout=self["http-header-timeout"])
+        return HTTPLimits(
+            headerTimeout=self["http-header-timeout"],
+            hubStreams=self["http-hub-streams"],
+            origins=tuple(self["http-origin"]),
+        )
 
 
 def _parsed(option: str, value: str, parse: Callable[[str], Any]) -> Any:
@@ -1379,6 +1416,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
             options=[name for name, _ in options.withoutEffect],
         )
     limits = options.connectionLimits()
+    hub = None
     if options["tcp"]:
         buildEchoService(options["tcp"], limits, metrics, reactor).setServiceParent(top)
     if options["pubsub"]:
@@ -1404,9 +1442,14 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
 
             auth = AccountsFile(options["hub-auth"], options.hubAccounts, metrics)
             HangupService(reactor, auth.reload).setServiceParent(top)
-        buildPubSubService(
+        hubService = buildPubSubService(
             options["pubsub"], limits, hubLimits, metrics, reactor, backplane, auth
-        ).setServiceParent(top)
+        )
+        hubService.setServiceParent(top)
+        from netdemo.hubgate import HubGate
+
+        # The HTTP service serves the hub to browsers through this gate.
+        hub = HubGate(hubService.factory)
     if options["broadcast"]:
         from netdemo.broadcast import buildBroadcastService
 
@@ -1460,7 +1503,13 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
             instance=instance,
         )
         buildHTTPService(
-            options["http"], metrics, info, reactor, limits, options.httpLimits()
+            options["http"],
+            metrics,
+            info,
+            reactor,
+            limits,
+            options.httpLimits(),
+            hub=hub,
         ).setServiceParent(top)
     # Last, so that it starts once every listener above is bound.
     NotifyService(

@@ -154,6 +154,11 @@ PATHS = (
     "/metrics",
     "/static/dashboard.js",
     "/static/dashboard.css",
+    "/hub",
+    "/hub/ws",
+    "/hub/events",
+    "/static/hub.js",
+    "/static/hub.css",
 )
 
 LISTENER_METRIC = "netdemo_listener_info"
@@ -890,6 +895,8 @@ STATIC: dict[str, tuple[bytes, bytes]] = {
         _asset("dashboard.js"),
     ),
     "/static/dashboard.css": (b"text/css; charset=utf-8", _asset("dashboard.css")),
+    "/static/hub.js": (b"text/javascript; charset=utf-8", _asset("hub.js")),
+    "/static/hub.css": (b"text/css; charset=utf-8", _asset("hub.css")),
 }
 
 
@@ -1407,6 +1414,8 @@ class StatusResource(Resource):
         )
         self._connections: tuple[float, list[dict[str, Any]]] | None = None
         self._history: tuple[Any, dict[str, Any]] | None = None
+        #: The hub's paths (L{netdemo.webhub.HubWeb}), when there is a hub.
+        self.hub: Any = None
 
     def _rendered(self, key: str) -> None:
         self.metrics.inc(
@@ -1513,6 +1522,9 @@ class StatusResource(Resource):
             return self.cache.get(
                 f"{path} {contentType}", lambda: encoder(self.registry)
             )
+        if self.hub is not None and (path == "/hub" or path.startswith("/hub/")):
+            answer: bytes = self.hub.render(request, path)
+            return answer
         static = STATIC.get(path)
         if static is not None:
             request.setHeader(b"content-type", static[0])
@@ -1853,11 +1865,15 @@ class HTTPService(StreamService):
             and isinstance(getattr(service, "factory", None), LimitedFactory)
         ]
         resource.refuse = self.factory.refuse
+        if resource.hub is not None:
+            resource.hub.refuse = self.factory.refuse
         resource.sampler.start()
 
     def stopService(self) -> Deferred[None]:
         self.site.resource.sampler.stop()
         self.site.resource.events.stop()
+        if self.site.resource.hub is not None:
+            self.site.resource.hub.stop()
         return super().stopService()
 
     @property
@@ -1875,6 +1891,7 @@ def buildHTTPService(
     reactor: Any,
     limits: ConnectionLimits | None = None,
     httpLimits: HTTPLimits | None = None,
+    hub: Any = None,
 ) -> HTTPService:
     """
     Build the HTTP status service.
@@ -1886,10 +1903,27 @@ def buildHTTPService(
     @param reactor: The reactor to listen with; its C{seconds} is the
         clock of the page.
     @param limits: The connection limits, as for every stream service.
-    @param httpLimits: The header deadline and keep-alive timeout.
+    @param httpLimits: The header deadline and keep-alive timeout, the hub
+        streams' limit and origins.
+    @param hub: The hub (an L{netdemo.hubgate.IHubGate}) to serve at
+        C{/hub}, if any.
     """
+    httpLimits = httpLimits or HTTPLimits()
+    resource = StatusResource(metrics, info, reactor, limits=limits)
+    if hub is not None:
+        from netdemo.webhub import HubWeb
+
+        resource.hub = HubWeb(
+            hub,
+            metrics,
+            reactor,
+            httpLimits.origins,
+            httpLimits.hubStreams,
+            SERVICE_NAME,
+            _asset("hub.html"),
+        )
     site = QuietSite(
-        StatusResource(metrics, info, reactor, limits=limits),
+        resource,
         parsePOSTFormSubmission=False,
         # The connection's own timers (HTTPConnection) replace Twisted's
         # idle timeout, which every byte resets.
@@ -1899,7 +1933,7 @@ def buildHTTPService(
     factory = StatusFactory(
         SERVICE_NAME,
         limits or ConnectionLimits(),
-        httpLimits or HTTPLimits(),
+        httpLimits,
         metrics,
         reactor,
         site,

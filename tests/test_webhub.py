@@ -1,0 +1,654 @@
+"""
+The hub over WebSocket (C{/hub/ws}) and Server-Sent Events
+(C{/hub/events}) on a real C{twistd netdemo}, driven by a maintained
+WebSocket client library (C{websocket-client}, not the server's own code)
+and plain sockets; and the frame and event encoders without I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from functools import partial
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from netdemo.webhub import (
+    MAX_ID_BYTES,
+    EventStream,
+    JSONFrames,
+    TextFrames,
+    _Events,
+    messageLimit,
+    parseEventId,
+    textFrame,
+)
+from tests.support import Daemon, poll
+
+#: Seconds any one step may take, at most (the machine is shared).
+STEP = 30.0
+
+
+def wsConnect(http: str, path: str = "/hub/ws", **kwargs: Any) -> Any:
+    """
+    A C{websocket-client} connection to the daemon's C{path}.
+    """
+    import websocket
+
+    return websocket.create_connection(f"ws://{http}{path}", timeout=STEP, **kwargs)
+
+
+def recvUntil(ws: Any, predicate: Any, limit: int = 200) -> list[str]:
+    """
+    Messages received until one satisfies C{predicate} (it included).
+    """
+    seen = []
+    for _ in range(limit):
+        message = ws.recv()
+        seen.append(message)
+        if predicate(message):
+            return seen
+    raise AssertionError(f"nothing matched in {seen!r}")
+
+
+def closeCode(ws: Any) -> int:
+    """
+    The status code of the close frame the server sends next (messages
+    before it are skipped).
+    """
+    for _ in range(100):
+        opcode, frame = ws.recv_data_frame(True)
+        if opcode == 0x8:
+            return int.from_bytes(frame.data[:2], "big")
+    raise AssertionError("no close frame")
+
+
+class HubClient:
+    """
+    A plain TCP hub client, as C{nc} is.
+    """
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, timeout=STEP)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        return self.file.readline().rstrip(b"\n")
+
+    def until(self, predicate: Any) -> list[bytes]:
+        seen = []
+        for _ in range(200):
+            line = self.line()
+            seen.append(line)
+            if predicate(line):
+                return seen
+        raise AssertionError(f"nothing matched in {seen!r}")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+class EncoderTests(SynchronousTestCase):
+    """
+    What the hub writes, as frames and events.
+    """
+
+    def test_textFrameLengths(self) -> None:
+        """
+        A text frame's length takes 7 bits below 126 bytes, 16 bits below
+        64 KiB, 64 bits above; the payload follows unchanged.
+        """
+        for size, header in ((0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)):
+            frame = textFrame(b"x" * size)
+            self.assertEqual(len(frame), header + size)
+            self.assertEqual(frame[0], 0x81)
+        self.assertEqual(textFrame(b"hi"), b"\x81\x02hi")
+        self.assertEqual(textFrame(b"x" * 200)[1:4], b"\x7e\x00\xc8")
+
+    def test_textFramesOncePerBlock(self) -> None:
+        """
+        Each line is one frame; the same block (a fan-out writes one object
+        to every subscriber) is encoded once; invalid UTF-8 is replaced (a
+        text frame must be UTF-8).
+        """
+        frames = TextFrames()
+        block = b"<a> one\n<a> two\n"
+        out = frames(block)
+        self.assertEqual(out, textFrame(b"<a> one") + textFrame(b"<a> two"))
+        self.assertIs(frames(block), out)
+        self.assertEqual(frames(b"<a> \xff\n"), textFrame("<a> \ufffd".encode()))
+
+    def test_jsonObjects(self) -> None:
+        """
+        Deliveries become C{{topic, from, seq, time, text}}, answers
+        C{{ok, text}}, notices C{{notice}}.
+        """
+        clock = Clock()
+        clock.advance(12.5)
+        frames = JSONFrames(clock.seconds)
+        out = frames(b"#7 [lab.x] <ann> hello\n+OK pong\n-ERR no\n* hi\n<bob> x\n")
+        import websocket
+
+        objects = []
+        rest = out
+        while rest:
+            size = rest[1]
+            objects.append(json.loads(rest[2 : 2 + size]))
+            rest = rest[2 + size :]
+        self.assertEqual(
+            objects,
+            [
+                {
+                    "topic": "lab.x",
+                    "from": "ann",
+                    "seq": 7,
+                    "time": 12.5,
+                    "text": "hello",
+                },
+                {"ok": True, "text": "pong"},
+                {"ok": False, "text": "no"},
+                {"notice": "hi"},
+                {
+                    "topic": "chat",
+                    "from": "bob",
+                    "seq": None,
+                    "time": 12.5,
+                    "text": "x",
+                },
+            ],
+        )
+        self.assertTrue(websocket)
+
+    def test_eventIds(self) -> None:
+        """
+        An event's id is the epoch and each topic's position, the most
+        recent last; at most 32 topics, and 2 KiB; L{parseEventId} reads it
+        back; a gap notice becomes a C{gap} event.
+        """
+        stream = EventStream(_Events(Clock().seconds), "e1", {})
+        out = stream(b"#3 [a] <x> one\n#9 [b] <x> two\n#4 [a] <x> three\n")
+        ids = [line for line in out.split(b"\n") if line.startswith(b"id: ")]
+        self.assertEqual(ids, [b"id: e1 a=3", b"id: e1 a=3 b=9", b"id: e1 b=9 a=4"])
+        self.assertEqual(parseEventId(b"e1 b=9 a=4"), ("e1", {b"b": 9, b"a": 4}))
+        self.assertEqual(parseEventId(b"e1 bad!=3 c=x d=2"), ("e1", {b"d": 2}))
+        many = b"".join(b"#1 [t%d] <x> l\n" % i for i in range(40))
+        out = stream(many)
+        last = [line for line in out.split(b"\n") if line.startswith(b"id: ")][-1]
+        self.assertEqual(len(parseEventId(last[4:])[1]), 32)
+        long = b"".join(
+            b"#1 [%s] <x> l\n" % (b"t" * 200 + b"%d" % i) for i in range(20)
+        )
+        out = stream(long)
+        last = [line for line in out.split(b"\n") if line.startswith(b"id: ")][-1]
+        self.assertLessEqual(len(last) - 4, MAX_ID_BYTES)
+        gap = stream(b"* gap: history of a starts at seq 5\n")
+        self.assertEqual(gap, b'event: gap\ndata: {"topic":"a","first":5}\n\n')
+
+
+class WebSocketHubTests(SynchronousTestCase):
+    """
+    C{/hub/ws} on a real daemon: a WebSocket client is a hub client like
+    any other.
+    """
+
+    daemon: Daemon
+    http: str
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.daemon = Daemon(
+            "--pubsub=tcp:0:interface=127.0.0.1",
+            "--http=tcp:0:interface=127.0.0.1",
+            "--http-origin=https://example.org",
+            "--max-line=1000",
+        )
+        cls.daemon.waitListening(2, STEP)
+        host, port = cls.daemon.address("http")
+        cls.http = f"{host}:{port}"
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.daemon.close()
+
+    def ws(self, path: str = "/hub/ws", **kwargs: Any) -> Any:
+        ws = wsConnect(self.http, path, **kwargs)
+        self.addCleanup(ws.close)
+        return ws
+
+    def tcp(self) -> HubClient:
+        client = HubClient(self.daemon.address("pubsub"))
+        self.addCleanup(client.close)
+        client.line()
+        return client
+
+    def test_textMode(self) -> None:
+        """
+        In text mode each message is one hub line both ways: the greeting,
+        commands and their answers, publications between a WebSocket and a
+        TCP client on two topics, each delivered once and never echoed to
+        its sender; a message with several lines is refused, answered and
+        counted.
+        """
+        ws = self.ws()
+        self.assertRegex(ws.recv(), r"^\* welcome to netdemo pubsub, you are ")
+        ws.send("/nick webby")
+        self.assertEqual(ws.recv(), "+OK nick webby")
+        ws.send("/sub lab.>")
+        self.assertEqual(ws.recv(), "+OK subscribed to lab.>")
+        ws.send("/ping")
+        self.assertEqual(ws.recv(), "+OK pong")
+        nc = self.tcp()
+        nc.send(b"/nick tcpy\n/sub lab.x\n")
+        nc.until(lambda line: line.startswith(b"+OK subscribed"))
+        nc.send(b"from tcp\n/pub lab.x tcp lab\n")
+        got = recvUntil(ws, lambda m: "tcp lab" in m)
+        self.assertIn("<tcpy> from tcp", got)
+        self.assertIn("[lab.x] <tcpy> tcp lab", got)
+        ws.send("from ws")
+        ws.send("/pub lab.x ws lab\n")
+        lines = nc.until(lambda line: b"ws lab" in line)
+        self.assertIn(b"<webby> from ws", lines)
+        self.assertIn(b"[lab.x] <webby> ws lab", lines)
+        recvUntil(ws, lambda m: m == "+OK")
+        ws.send("/who")
+        who = recvUntil(ws, lambda m: m.startswith("+OK who"))[-1]
+        self.assertIn("webby", who)
+        self.assertIn("tcpy", who)
+        ws.send("/history 5")
+        replay = recvUntil(ws, lambda m: m.startswith("+OK history"))
+        self.assertIn("<webby> from ws", replay)
+        before = self.daemon.statusValue(
+            "netdemo_http_hub_bad_messages_total", service="http", reason="lines"
+        )
+        ws.send("one\ntwo")
+        self.assertEqual(ws.recv(), "-ERR bad message: one line per message")
+        poll(
+            lambda: (
+                self.daemon.statusValue(
+                    "netdemo_http_hub_bad_messages_total",
+                    service="http",
+                    reason="lines",
+                )
+                == before + 1
+            ),
+            "the bad message to be counted",
+            STEP,
+        )
+        ws.send("/quit")
+        self.assertEqual(recvUntil(ws, lambda m: m == "+OK bye")[-1], "+OK bye")
+
+    def test_jsonMode(self) -> None:
+        """
+        With C{?format=json}, deliveries carry topic, sender, sequence
+        number, time and text; the client publishes with C{{topic, text}}
+        and gives commands with C{{command, arg}}; a message that is no such
+        object is refused with an answer.
+        """
+        ws = self.ws("/hub/ws?format=json")
+        self.assertIn("notice", json.loads(ws.recv()))
+        self.assertRegex(json.loads(ws.recv())["text"], "^seq on, epoch [0-9a-f]+$")
+        ws.send(json.dumps({"command": "sub", "arg": "jlab.*"}))
+        self.assertEqual(
+            json.loads(ws.recv()), {"ok": True, "text": "subscribed to jlab.*"}
+        )
+        nc = self.tcp()
+        nc.send(b"/sub jlab.x\n")
+        nc.until(lambda line: line.startswith(b"+OK subscribed"))
+        nc.send(b"/pub jlab.x caf\xc3\xa9\n")
+        got = [json.loads(m) for m in recvUntil(ws, lambda m: "caf" in m)]
+        delivery = got[-1]
+        self.assertEqual(delivery["topic"], "jlab.x")
+        self.assertEqual(delivery["text"], "café")
+        self.assertIsInstance(delivery["seq"], int)
+        self.assertIsInstance(delivery["time"], float)
+        self.assertRegex(delivery["from"], r"^127\.0\.0\.1:\d+$")
+        ws.send(json.dumps({"topic": "jlab.x", "text": "/not a command"}))
+        self.assertEqual(json.loads(ws.recv()), {"ok": True, "text": ""})
+        self.assertTrue(
+            nc.until(lambda line: b"not a command" in line)[-1].endswith(
+                b"> /not a command"
+            )
+        )
+        for bad in ("[1]", "{", json.dumps({"command": "s u b"})):
+            ws.send(bad)
+            answer = json.loads(ws.recv())
+            self.assertEqual(answer["ok"], False, bad)
+            self.assertIn("bad message", answer["text"])
+        ws.send(json.dumps({"command": "nosuch"}))
+        self.assertEqual(json.loads(ws.recv())["ok"], False)
+
+    def test_messageLimit(self) -> None:
+        """
+        An incoming message longer than L{messageLimit} closes the WebSocket
+        with 1009 (message too big), counted; a message of exactly the
+        limit is read (and, over the hub's line limit, refused by the hub
+        as a TCP line would be).
+        """
+        limit = messageLimit(1000)
+        ws = self.ws()
+        ws.recv()
+        ws.send("x" * limit)
+        self.assertRegex(ws.recv(), "^-ERR line longer than 1000 bytes, closing")
+        ws = self.ws()
+        ws.recv()
+        ws.send("x" * (limit + 1))
+        self.assertEqual(closeCode(ws), 1009)
+        poll(
+            lambda: (
+                self.daemon.statusValue(
+                    "netdemo_http_hub_bad_messages_total",
+                    service="http",
+                    reason="too-big",
+                )
+                >= 1
+            ),
+            "the message to be counted",
+            STEP,
+        )
+
+    def test_origin(self) -> None:
+        """
+        A WebSocket or event stream from a page of another origin is
+        refused with 403 and counted; the page's own origin and the origins
+        given with C{--http-origin} are accepted.
+        """
+        import websocket
+
+        before = self.daemon.statusValue(
+            "netdemo_refused_total", service="http", reason="origin"
+        )
+        with self.assertRaises(websocket.WebSocketBadStatusException) as caught:
+            wsConnect(self.http, origin="http://evil.example")
+        self.assertEqual(caught.exception.status_code, 403)
+        request = urllib.request.Request(
+            f"http://{self.http}/hub/events?sub=chat",
+            headers={"Origin": "http://evil.example"},
+        )
+        with self.assertRaises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=STEP)
+        self.assertEqual(refused.exception.code, 403)
+        refused.exception.close()
+        poll(
+            lambda: (
+                self.daemon.statusValue(
+                    "netdemo_refused_total", service="http", reason="origin"
+                )
+                == before + 2
+            ),
+            "both refusals to be counted",
+            STEP,
+        )
+        for origin in (f"http://{self.http}", "https://example.org"):
+            ws = self.ws(origin=origin)
+            self.assertRegex(ws.recv(), r"^\* welcome")
+
+    def test_eventStream(self) -> None:
+        """
+        C{/hub/events} sends each delivery on the subscribed topics as an
+        event whose id carries the epoch and the topic's position; with
+        C{Last-Event-ID} a new stream is replayed what was published in
+        between, from the hub's history, then goes on live.
+        """
+        nc = self.tcp()
+        stream = EventReader(self.http, "/hub/events?sub=sse.>")
+        self.addCleanup(stream.close)
+        stream.waitFor(lambda e: "subscribed to sse.>" in e.get("data", ""))
+        nc.send(b"/pub sse.a one\n/pub sse.b two\n/pub other x\n")
+        events = stream.waitFor(lambda e: '"two"' in e.get("data", ""))
+        deliveries = [e for e in events if "id" in e]
+        self.assertEqual(
+            [json.loads(e["data"])["text"] for e in deliveries], ["one", "two"]
+        )
+        lastId = deliveries[-1]["id"]
+        self.assertRegex(lastId, r"^[0-9a-f]{16} sse\.a=\d+ sse\.b=\d+$")
+        stream.close()
+        nc.send(b"/pub sse.a three\n/pub sse.b four\n")
+        nc.until(lambda line: line == b"+OK")
+        nc.until(lambda line: line == b"+OK")
+        resumed = EventReader(self.http, "/hub/events?sub=sse.>", lastId)
+        self.addCleanup(resumed.close)
+        events = resumed.waitFor(lambda e: '"four"' in e.get("data", ""))
+        texts = [json.loads(e["data"])["text"] for e in events if "id" in e]
+        self.assertEqual(texts, ["three", "four"])
+        nc.send(b"/pub sse.a five\n")
+        events = resumed.waitFor(lambda e: '"five"' in e.get("data", ""))
+        b = _position(lastId, "sse.b") + 1
+        a = _position(lastId, "sse.a") + 2
+        self.assertTrue(events[-1]["id"].endswith(f" sse.b={b} sse.a={a}"))
+
+
+def _position(eventId: str, topic: str) -> int:
+    return parseEventId(eventId.encode())[1][topic.encode()]
+
+
+class EventReader:
+    """
+    A plain HTTP client of an event stream (C{http.client}), reading its
+    events in a thread.
+    """
+
+    def __init__(self, address: str, path: str, lastId: str | None = None) -> None:
+        from http.client import HTTPConnection
+
+        host, port = address.rsplit(":", 1)
+        self.connection = HTTPConnection(host, int(port), timeout=STEP)
+        headers = {} if lastId is None else {"Last-Event-ID": lastId}
+        self.connection.request("GET", path, headers=headers)
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+        self.events: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        event: dict[str, str] = {}
+        try:
+            while True:
+                line = self.response.readline()
+                if not line:
+                    break
+                text = line.decode().rstrip("\n")
+                if not text:
+                    if event:
+                        with self.lock:
+                            self.events.append(event)
+                    event = {}
+                    continue
+                name, _, value = text.partition(": ")
+                if name in ("id", "data", "event"):
+                    event[name] = value
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def waitFor(self, predicate: Any) -> list[dict[str, str]]:
+        """
+        The events received so far (forgotten from here), once one matches.
+        """
+
+        def found() -> bool:
+            with self.lock:
+                return any(predicate(e) for e in self.events)
+
+        poll(found, "an event", STEP)
+        with self.lock:
+            events, self.events = self.events, []
+        return events
+
+    def close(self) -> None:
+        sock = self.connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(STEP)
+        self.connection.close()
+
+
+class StreamLimitTests(SynchronousTestCase):
+    """
+    The bounds of C{/hub/ws} and C{/hub/events}: how many may be open, and
+    the slow-consumer policy.
+    """
+
+    def setUp(self) -> None:
+        self.daemon = Daemon(
+            "--pubsub=tcp:0:interface=127.0.0.1",
+            "--http=tcp:0:interface=127.0.0.1",
+            "--http-hub-streams=2",
+            "--max-pending=64KiB",
+        )
+        self.addCleanup(self.daemon.close)
+        self.daemon.waitListening(2, STEP)
+        host, port = self.daemon.address("http")
+        self.http = f"{host}:{port}"
+
+    def test_streamLimit(self) -> None:
+        """
+        Past C{--http-hub-streams} WebSockets and event streams together,
+        one more is answered 503 and counted as C{hub-streams}; once one
+        closes, a new one is served.
+        """
+        import websocket
+
+        first = wsConnect(self.http)
+        self.addCleanup(first.close)
+        first.recv()
+        events = EventReader(self.http, "/hub/events?sub=a")
+        self.addCleanup(events.close)
+        self.assertEqual(events.status, 200)
+        events.waitFor(lambda e: "subscribed to a" in e.get("data", ""))
+        with self.assertRaises(websocket.WebSocketBadStatusException) as caught:
+            wsConnect(self.http)
+        self.assertEqual(caught.exception.status_code, 503)
+        refused = EventReader(self.http, "/hub/events?sub=a")
+        self.addCleanup(refused.close)
+        self.assertEqual(refused.status, 503)
+        poll(
+            lambda: (
+                self.daemon.statusValue(
+                    "netdemo_refused_total", service="http", reason="hub-streams"
+                )
+                == 2
+            ),
+            "both refusals to be counted",
+            STEP,
+        )
+        first.close()
+        poll(
+            lambda: (
+                self.daemon.statusValue("netdemo_connections_current", service="pubsub")
+                == 1
+            ),
+            "the WebSocket's hub client to leave",
+            STEP,
+        )
+        again = wsConnect(self.http)
+        self.addCleanup(again.close)
+        self.assertRegex(again.recv(), r"^\* welcome")
+
+    def test_pausedReaderCut(self) -> None:
+        """
+        A WebSocket client that stops reading is disconnected by the hub's
+        slow-consumer policy (C{--max-pending}) once what it was sent while
+        paused passes the limit, counted as a TCP subscriber's would be;
+        another WebSocket client gets every line.
+        """
+        stalled = wsConnect(
+            self.http, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
+        )
+        self.addCleanup(stalled.close)
+        stalled.recv()
+        reader = wsConnect(self.http)
+        self.addCleanup(reader.close)
+        reader.recv()
+        publisher = HubClient(self.daemon.address("pubsub"))
+        self.addCleanup(publisher.close)
+        count = 3000
+        line = b"x" * 1000
+        received: list[str] = []
+
+        def read() -> None:
+            while True:
+                message = reader.recv()
+                if message.startswith("<"):
+                    received.append(message)
+                    if len(received) == count:
+                        return
+
+        def caughtUp(start: int) -> bool:
+            return len(received) >= start
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        # Paced by the reader: it is never far behind, so only the stalled
+        # client falls behind by more than the kernel's buffers hold.
+        for start in range(0, count, 50):
+            publisher.send(
+                b"".join(b"%d %s\n" % (i, line) for i in range(start, start + 50))
+            )
+            poll(partial(caughtUp, start), "the reader to catch up", STEP)
+        thread.join(STEP)
+        self.assertEqual(len(received), count)
+        self.assertEqual([int(m.split(" ")[1]) for m in received], list(range(count)))
+        poll(
+            lambda: (
+                self.daemon.statusValue(
+                    "netdemo_refused_total", service="pubsub", reason="slow-consumer"
+                )
+                == 1
+            ),
+            "the stalled WebSocket to be cut",
+            STEP,
+        )
+
+    def test_eventStreamBurst(self) -> None:
+        """
+        An event stream whose client reads is not cut by a burst larger
+        than C{--max-pending} (six publishers' 60 KiB at once, which the
+        hub fans out in one reactor turn): its events go to the socket at
+        once, as a TCP subscriber's lines do, and only what the kernel
+        does not take counts as pending.
+        """
+        stream = EventReader(self.http, "/hub/events?sub=burst")
+        self.addCleanup(stream.close)
+        stream.waitFor(lambda e: "subscribed to burst" in e.get("data", ""))
+        publishers = [HubClient(self.daemon.address("pubsub")) for _ in range(6)]
+        for publisher in publishers:
+            self.addCleanup(publisher.close)
+            publisher.line()
+        data = b"".join(b"/pub burst %d %s\n" % (i, b"y" * 990) for i in range(60))
+        start = threading.Event()
+
+        def send(publisher: HubClient) -> None:
+            start.wait(STEP)
+            publisher.send(data)
+
+        threads = [threading.Thread(target=send, args=(p,)) for p in publishers]
+        for thread in threads:
+            thread.start()
+        start.set()
+        for thread in threads:
+            thread.join(STEP)
+        received: list[dict[str, str]] = []
+
+        def allReceived() -> bool:
+            received.extend(stream.waitFor(lambda e: True))
+            return sum("id" in e for e in received) == 360
+
+        poll(allReceived, "every line of the burst", STEP)
+        self.assertEqual(
+            self.daemon.statusValue(
+                "netdemo_refused_total", service="pubsub", reason="slow-consumer"
+            ),
+            0,
+        )
