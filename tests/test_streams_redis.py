@@ -240,7 +240,8 @@ class StreamsTests(RedisCase):
         """
         The stream keeps about C{--history} lines: C{/history} gives the
         last ones, and a resume from before them starts with a gap notice.
-        A message naming another epoch changes nothing.
+        A message naming another epoch changes nothing.  A Redis that lost
+        the scripts gets them again.
         """
         redis = self.redis()
         (hub,) = self.hubs(redis, 1, "--history", "5")
@@ -265,6 +266,13 @@ class StreamsTests(RedisCase):
         self.assertEqual(sender.matching(b"#13"), [b"#13 <%s> after" % sender.identity])
         self.assertNotIn(b"forged", b"\n".join(sender.receive()))
         self.assertEqual(hub.count("epoch changed"), 0, hub.log())
+        # Redis forgot the scripts (SCRIPT FLUSH, a restart): EVAL instead.
+        self.redisCli(redis.port, "SCRIPT", "FLUSH")
+        replay, _ = self.history(sender, b"/history since 12")
+        self.assertEqual(replay, [b"#13 <%s> after" % sender.identity])
+        sender.send(b"again\n")
+        self.assertEqual(sender.waitFor(b"again"), b"#14 <%s> again" % sender.identity)
+        self.assertNotIn("failed", hub.log())
 
     def test_tailResumesOnAnotherHub(self) -> None:
         """
