@@ -1562,7 +1562,8 @@ class RedisBackplane(_Backplane):
                 return
             try:
                 value = parse(result)
-            except ValueError as e:
+            except Exception as e:
+                # Whatever Redis answered, the reader gets an answer.
                 out.errback(Failure(e))
             else:
                 out.callback(value)

@@ -1025,7 +1025,7 @@ class PubSubFactory(FanOutFactory):
                 p.replay(history.last(DEFAULT_TOPIC, count), None)
                 p.checked()
 
-        d.addCallbacks(answered, failed)
+        d.addCallback(answered).addErrback(failed)
 
     def attach(self, transport: Any, peer: Any) -> PubSubProtocol:
         """
@@ -1977,7 +1977,8 @@ class PubSubFactory(FanOutFactory):
                 words = [b"since", b"%d" % since, topic]
             self._localHistory(p, words)
 
-        d.addCallbacks(answered, failed)
+        # A failure of answered too: the client must get an answer.
+        d.addCallback(answered).addErrback(failed)
         return True
 
     def _localHistory(
