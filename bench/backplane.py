@@ -123,23 +123,35 @@ def latency(
     return result
 
 
+def redisCommand(port: int, *args: bytes) -> Any:
+    """
+    Send one command to the Redis on C{port}; its reply.
+    """
+    import hiredis
+
+    reader = hiredis.Reader()
+    command = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a), a) for a in args
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(command)
+        reply = reader.gets()
+        while reply is False:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("Redis closed the connection")
+            reader.feed(chunk)
+            reply = reader.gets()
+    return reply
+
+
 def commandStats(port: int) -> dict[str, tuple[int, float]]:
     """
     Redis's C{INFO commandstats} on C{port}: command -> (calls, usec).
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"INFO commandstats\r\n")
-        data = b""
-        while not data.endswith(b"\r\n") or data.count(b"\r\n") < 2:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            header, _, body = data.partition(b"\r\n")
-            if header.startswith(b"$") and len(body) >= int(header[1:]) + 2:
-                break
+    text = redisCommand(port, b"INFO", b"commandstats").decode("ascii", "replace")
     stats: dict[str, tuple[int, float]] = {}
-    for line in data.decode("ascii", "replace").splitlines():
+    for line in text.splitlines():
         if line.startswith("cmdstat_"):
             name, _, fields = line[len("cmdstat_") :].partition(":")
             values = dict(f.split("=", 1) for f in fields.split(","))
@@ -149,18 +161,21 @@ def commandStats(port: int) -> dict[str, tuple[int, float]]:
 
 def scriptCost(port: int) -> dict[str, float]:
     """
-    What the shared history's script cost Redis per line: all of it
-    (C{evalsha}) and its C{XADD}s (one per line).
+    What the shared history's script cost Redis per line published: all of
+    it (C{evalsha}) and its C{XADD}s (one per line the stream keeps: the
+    last C{--history} of a batch).
     """
     stats = commandStats(port)
-    lines, xadd = stats.get("xadd", (0, 0.0))
-    _, script = stats.get("evalsha", (0, 0.0))
+    lines = int(redisCommand(port, b"HGET", PREFIX.encode() + b":meta", b"seq:chat"))
+    calls, script = stats.get("evalsha", (0, 0.0))
+    stored, xadd = stats.get("xadd", (0, 0.0))
     if not lines:
         return {}
     return {
         "script_us_per_line": script / lines,
         "xadd_us_per_line": xadd / lines,
-        "script_calls": float(stats.get("evalsha", (0, 0.0))[0]),
+        "xadd_us_per_stored_line": xadd / max(stored, 1),
+        "script_calls": float(calls),
         "lines": float(lines),
     }
 
@@ -235,6 +250,7 @@ def describe(r: dict[str, Any]) -> str:
             text += (
                 f"; Redis per line: script {r['script_us_per_line']:.3f} us, "
                 f"XADD {r['xadd_us_per_line']:.3f} us "
+                f"({r['xadd_us_per_stored_line']:.3f} us per line stored) "
                 f"({r['lines'] / max(r['script_calls'], 1):.0f} lines per call)"
             )
         return text

@@ -292,6 +292,7 @@ class ModelBackplane:
 
     def attachOrdered(self, receiver: Any, epochSeen: Any) -> None:
         self.ordered = receiver
+        self.epochSeen = epochSeen
         epochSeen(self.redis.epoch)
 
     def publish(
@@ -308,6 +309,8 @@ class ModelBackplane:
             return None
         stream = self.redis.stream
         entries = [e for e in stream if after is None or e.seq > after]
+        # As the real backplane, the epoch is noted before the answer.
+        self.epochSeen(self.redis.epoch)
         return succeed(ReadAnswer(self.redis.epoch, len(stream), entries[-count:]))
 
     def topics(self, count: int) -> Any:
@@ -491,3 +494,39 @@ class ModelTests(SynchronousTestCase):
             self.assertEqual(
                 set(roaming.printed) | redis.unanswered, expected | redis.unanswered
             )
+
+
+class EpochRaceTests(SynchronousTestCase):
+    """
+    A resume whose read finds that Redis lost the history meanwhile.
+    """
+
+    def test_epochChangedDuringRead(self) -> None:
+        """
+        C{/history since SEQ@EPOCH} checked against the epoch the hub knew,
+        answered by Redis in a new epoch: the position is gone (notice,
+        then everything kept), never the new epoch's lines after SEQ.
+        """
+        redis = ModelRedis()
+        backplane = ModelBackplane(redis)
+        hub = FakeHub(HubLimits(history=10), backplane=backplane)
+        self.addCleanup(hub.stop)
+        client = hub.connect()
+        client.send(b"/seq on\n")
+        client.new()
+        # Redis lost everything; its new epoch has 3 lines already.
+        redis.epoch = b"e2"
+        redis.stream = [Entry(i, b"x", b"new %d" % i) for i in (1, 2, 3)]
+        client.send(b"/history since 1@e1\n/ping\n")
+        self.assertEqual(
+            client.new(),
+            [
+                b"* epoch changed to e2",
+                b"* gap: epoch e1 is gone",
+                b"#1 <x> new 1",
+                b"#2 <x> new 2",
+                b"#3 <x> new 3",
+                b"+OK history 3 lines since 1, last seq 3, epoch e2",
+                b"+OK pong",
+            ],
+        )

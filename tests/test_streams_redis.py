@@ -9,11 +9,14 @@ blocking sockets with C{/seq on}.
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 
 from tests.pubsubhelpers import LineSocket
 from tests.support import poll
 from tests.test_backplane_redis import DOWN, UP, BackplaneHub, RedisCase
+from tests.test_cli_hub import Running
 
 #: What numbered deliveries start with.
 NUMBERED = b"#"
@@ -123,10 +126,11 @@ class StreamsTests(RedisCase):
     def test_restarts(self) -> None:
         """
         A hub started after lines were published serves the whole history
-        at once; Redis restarted with its append-only file keeps it (same
-        epoch, same numbers); Redis restarted empty (or C{FLUSHALL}) makes a
-        resume answer that its epoch is gone and clients with C{/seq on}
-        told that the epoch changed, never a replay of other lines.
+        at once (and replays it on join); Redis restarted with its
+        append-only file keeps it (same epoch, same numbers); Redis
+        restarted empty (or C{FLUSHALL}) makes a resume answer that its
+        epoch is gone and clients with C{/seq on} told that the epoch
+        changed, never a replay of other lines.
         """
         directory = self.directory / "aof"
         directory.mkdir()
@@ -138,9 +142,14 @@ class StreamsTests(RedisCase):
         sender.send(b"".join(b"old %d\n" % i for i in range(30)))
         first = sender.collect(NUMBERED, 30)
         self.assertEqual(numbers(first), list(range(1, 31)))
-        (b,) = self.hubs(redis, 1, "--history", "50")
+        (b,) = self.hubs(redis, 1, "--history", "50", "--replay-on-join", "3")
         b.waitCount(UP)
         late = self.numbered(b)
+        # Its replay on join comes from Redis too.
+        self.assertEqual(
+            late.matching(b"<"),
+            [b"<%s> old %d" % (sender.identity, i) for i in (27, 28, 29)],
+        )
         replay, answer = self.history(late, b"/history 50")
         self.assertEqual(replay, first)
         self.assertIn(b"last seq 30", answer)
@@ -231,6 +240,8 @@ class StreamsTests(RedisCase):
         """
         The stream keeps about C{--history} lines: C{/history} gives the
         last ones, and a resume from before them starts with a gap notice.
+        A message naming another epoch changes nothing.  A Redis that lost
+        the scripts gets them again.
         """
         redis = self.redis()
         (hub,) = self.hubs(redis, 1, "--history", "5")
@@ -246,3 +257,106 @@ class StreamsTests(RedisCase):
         length = self.redisCli(redis.port, "XLEN", f"{self.prefix}:stream:chat")
         # Only the lines a stream keeps are added (of one batch, its last 5).
         self.assertEqual(int(length), 5)
+        # A numbered message naming another epoch, from anyone who may
+        # PUBLISH: Redis is asked, and says otherwise; the message is dropped.
+        forged = "netdemo/2 n1 1 mallory 13 0f0f0f0f0f0f0f0f\nforged"
+        self.redisCli(redis.port, "PUBLISH", f"{self.prefix}.chat", forged)
+        sender.send(b"after\n")
+        self.assertEqual(sender.waitFor(b"after"), b"#13 <%s> after" % sender.identity)
+        self.assertEqual(sender.matching(b"#13"), [b"#13 <%s> after" % sender.identity])
+        self.assertNotIn(b"forged", b"\n".join(sender.receive()))
+        self.assertEqual(hub.count("epoch changed"), 0, hub.log())
+        # Redis forgot the scripts (SCRIPT FLUSH, a restart): EVAL instead.
+        self.redisCli(redis.port, "SCRIPT", "FLUSH")
+        replay, _ = self.history(sender, b"/history since 12")
+        self.assertEqual(replay, [b"#13 <%s> after" % sender.identity])
+        sender.send(b"again\n")
+        self.assertEqual(sender.waitFor(b"again"), b"#14 <%s> again" % sender.identity)
+        self.assertNotIn("failed", hub.log())
+
+    def test_tailResumesOnAnotherHub(self) -> None:
+        """
+        C{netdemo tail --resume FILE --json} on hub B, stopped after 400
+        lines and started again with the same FILE on hub C, prints exactly
+        the lines after the 400th, those published meanwhile (from the
+        shared history) and then live ones, each once, in order.
+        """
+        redis = self.redis()
+        a, b, c = self.hubs(redis, 3, "--history", "1000")
+        for hub in (a, b, c):
+            hub.waitCount(UP)
+        path = str(self.directory / "tail.pos")
+        first = Running(
+            "tail", f"127.0.0.1:{b.port('pubsub')}", "--json", "--resume", path
+        )
+        self.addCleanup(first.kill)
+        first.waitFor("stderr", "connected to")
+        publishers = [self.client(hub) for hub in (a, b, c)]
+        for i in range(40):
+            publishers[i % 3].send(b"".join(b"x %d.%d\n" % (i, j) for j in range(10)))
+        first.waitFor("stdout", '"seq": 400[,}]')
+        self.assertEqual(first.finish(signal.SIGINT), 0, first.text("stderr"))
+        printed = [json.loads(line) for line in first.out["stdout"]]
+        self.assertEqual([p["seq"] for p in printed], list(range(1, 401)))
+        for i in range(40, 60):
+            publishers[i % 3].send(b"".join(b"x %d.%d\n" % (i, j) for j in range(10)))
+        watcher = self.numbered(a)
+        watcher.send(b"/history since 599\n")
+        watcher.waitFor(b"last seq 600")
+        second = Running(
+            "tail", f"127.0.0.1:{c.port('pubsub')}", "--json", "--resume", path
+        )
+        self.addCleanup(second.kill)
+        second.waitFor("stdout", '"seq": 600[,}]')
+        publishers[0].send(b"live\n")
+        second.waitFor("stdout", '"seq": 601[,}]')
+        self.assertEqual(second.finish(signal.SIGINT), 0, second.text("stderr"))
+        resumed = [json.loads(line) for line in second.out["stdout"]]
+        self.assertEqual([r["seq"] for r in resumed], list(range(401, 602)))
+        self.assertEqual(resumed[-1]["text"], "live")
+        self.assertTrue(all(r["history"] for r in resumed[:200]))
+
+    def test_aclForSharedHistory(self) -> None:
+        """
+        With a Redis whose only user for the hubs is the one
+        C{docs/scaling.md} gives for the shared history (its channels, its
+        keys, the script commands), two hubs number and share history: no
+        refusal is logged, a line published on A is numbered on B and in
+        B's C{/history}.
+        """
+        redis = self.redis(
+            "--user",
+            "hub",
+            "on",
+            ">s3cret",
+            "resetchannels",
+            "&acl2.*",
+            "resetkeys",
+            "~acl2:*",
+            "-@all",
+            # As docs/scaling.md gives them.
+            *("+publish", "+psubscribe", "+ping", "+evalsha", "+eval"),
+            *("+script|load", "+hincrby", "+hget", "+hset", "+hsetnx"),
+            *("+hscan", "+xadd", "+xrevrange", "+del"),
+            "--user",
+            "default",
+            "off",
+        )
+        url = f"redis://hub:s3cret@127.0.0.1:{redis.port}?prefix=acl2"
+        a, b = BackplaneHub(url), BackplaneHub(url)
+        for hub in (a, b):
+            self.addCleanup(hub.close)
+            hub.waitCount(UP)
+        sender, receiver = self.client(a), self.numbered(b)
+        receiver.send(b"/sub acl.t\n")
+        receiver.waitFor(b"+OK subscribed")
+        sender.send(b"/pub acl.t ok\n")
+        line = b"#1 [acl.t] <%s> ok" % sender.identity
+        self.assertEqual(receiver.waitFor(b"ok"), line)
+        replay, _ = self.history(receiver, b"/history since 0 acl.t")
+        self.assertEqual(replay, [line])
+        receiver.send(b"/topics\n")
+        self.assertIn(b"acl.t", receiver.waitFor(b"+OK topics"))
+        for hub in (a, b):
+            self.assertNotIn("refused", hub.log())
+            self.assertNotIn("failed", hub.log())

@@ -58,7 +58,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
@@ -152,7 +152,15 @@ DROP_REASONS = (
     "bad-message",
     "too-long",
     "too-large",
+    "epoch",
 )
+
+#: Numbered messages held while their epoch is checked with Redis, at most.
+MAX_AWAITING = 1024
+
+#: Epochs replaced by a newer one that are remembered (their messages, still
+#: in flight, are dropped without asking Redis).
+MAX_RETIRED = 16
 
 #: Room for a message's header line: C{netdemo/1}, the node, the number (20
 #: digits at most), the identity, three spaces and the LF.
@@ -552,6 +560,9 @@ class _Backplane(Service):
 
     _log = Logger()
     up = False
+    #: Whether numbered messages are handed on with their numbers (else this
+    #: node cannot use the shared history, and delivers them unnumbered).
+    numbering = True
 
     def __init__(
         self,
@@ -594,11 +605,15 @@ class _Backplane(Service):
         # when they come back, they are dropped unread.
         self._skipEcho: dict[int, object] = {}
         self._ownNumbered = b"%s %s " % (HEADER_NUMBERED, self.node)
+        self._ownPlain = b"%s %s " % (HEADER, self.node)
         # The shared history's epoch, as last learnt from Redis, and the one
         # to store when Redis has none.
         self.epoch = b""
         self.epochCandidate = newEpoch()
         self.epochChanges = 0
+        self._retired: dict[bytes, None] = {}
+        # Numbered messages of an epoch not confirmed by Redis yet.
+        self._awaiting: deque[tuple[bytes, Message, object]] = deque()
         self._lastSeq: OrderedDict[bytes, int] = OrderedDict()
         metrics.addCollector(self._collect)
 
@@ -733,6 +748,9 @@ class _Backplane(Service):
         if len(payload) > self.maxMessage:
             self.messageTooLarge(channel, len(payload))
             return
+        if payload.startswith(self._ownPlain):
+            # This node's own plain message, back: dropped unread.
+            return
         if self._skipEcho and payload.startswith(self._ownNumbered):
             # This node's own batch, back: if it was delivered already, its
             # number says so, without reading its lines.
@@ -758,17 +776,8 @@ class _Backplane(Service):
             if node == self.node:
                 if message.first and self._ordered is not None:
                     self._echoed = max(self._echoed, message.seq)
-                    self._noteEpoch(message.epoch)
                     origin = self._origins.pop(message.seq, None)
-                    self._ordered(
-                        topic,
-                        message.identity,
-                        message.lines,
-                        message.first,
-                        message.epoch,
-                        origin,
-                        False,
-                    )
+                    self._numbered(topic, message, origin)
                 return
             last = self._lastSeq.pop(node, None)
             if last is not None and message.seq <= last:
@@ -800,17 +809,10 @@ class _Backplane(Service):
                 )
                 return
         if message.first and self._ordered is not None:
-            self._noteEpoch(message.epoch)
             self.receivedLines += len(lines)
-            self._ordered(
-                topic,
-                message.identity,
-                lines,
-                message.first,
-                message.epoch,
-                None,
-                False,
-            )
+            if len(lines) != len(message.lines):
+                message = evolve(message, lines=lines)
+            self._numbered(topic, message, None)
             return
         receiver = self._receiver
         if receiver is None:
@@ -818,13 +820,85 @@ class _Backplane(Service):
         self.receivedLines += len(lines)
         receiver(topic, message.identity, lines)
 
+    def _numbered(self, topic: bytes, message: Message, origin: object) -> None:
+        """
+        Hand a numbered message from the subscription to the hub if it is
+        of the epoch Redis has; hold it while an epoch never seen is checked
+        with Redis (anyone who may PUBLISH could name any epoch); drop it if
+        its epoch was replaced.
+        """
+        assert self._ordered is not None
+        epoch = message.epoch
+        if not self.numbering:
+            self._unnumbered(topic, message)
+        elif epoch == self.epoch:
+            self._ordered(
+                topic,
+                message.identity,
+                message.lines,
+                message.first,
+                epoch,
+                origin,
+                False,
+            )
+        elif epoch in self._retired or len(self._awaiting) >= MAX_AWAITING:
+            self.dropped["epoch"] += len(message.lines)
+        else:
+            self._awaiting.append((topic, message, origin))
+            self.checkEpoch()
+
+    def checkEpoch(self) -> None:
+        """
+        Ask Redis for its epoch (held messages wait for the answer).  Here,
+        with no Redis to ask, the epoch of the first held message is taken.
+        """
+        if self._awaiting:
+            self._noteEpoch(self._awaiting[0][1].epoch)
+
+    def _unnumbered(self, topic: bytes, message: Message) -> None:
+        """
+        Hand a numbered message to the hub without its number: this node
+        cannot use the shared history (Redis refused it the scripts).
+        """
+        if message.node != self.node and self._receiver is not None:
+            self._receiver(topic, message.identity, message.lines)
+
+    def _flushAwaiting(self) -> None:
+        """
+        The epoch is known: hand the held messages of it to the hub, drop
+        the others.
+        """
+        awaiting, self._awaiting = self._awaiting, deque()
+        for topic, message, origin in awaiting:
+            if not self.numbering:
+                self._unnumbered(topic, message)
+            elif message.epoch == self.epoch and self._ordered is not None:
+                self._ordered(
+                    topic,
+                    message.identity,
+                    message.lines,
+                    message.first,
+                    message.epoch,
+                    origin,
+                    False,
+                )
+            else:
+                self.dropped["epoch"] += len(message.lines)
+
     def _noteEpoch(self, epoch: bytes) -> None:
         """
-        Redis's epoch is C{epoch}: if it changed, count it and tell the hub.
+        Redis's epoch is C{epoch} (from Redis itself: a script's answer, a
+        read, the check): if it changed, count it and tell the hub; then
+        the messages held for it go on.
         """
         if epoch == self.epoch:
+            if self._awaiting:
+                self._flushAwaiting()
             return
         if self.epoch:
+            self._retired[self.epoch] = None
+            if len(self._retired) > MAX_RETIRED:
+                del self._retired[next(iter(self._retired))]
             self.epochChanges += 1
             self._log.warn(
                 "backplane: the shared history's epoch changed from {old} to {new} "
@@ -833,11 +907,14 @@ class _Backplane(Service):
                 old=self.epoch.decode(),
                 new=epoch.decode(),
             )
+        self._retired.pop(epoch, None)
         self.epoch = epoch
         if epoch == self.epochCandidate:
             self.epochCandidate = newEpoch()
         if self._epochSeen is not None:
             self._epochSeen(epoch)
+        if self._awaiting:
+            self._flushAwaiting()
 
     def messageTooLarge(self, channel: bytes, size: int) -> None:
         """
@@ -1094,6 +1171,7 @@ class RedisBackplane(_Backplane):
         self.metaKey = metaKey(self.prefix)
         self._scriptsReady = False
         self._scriptsRefused = False
+        self._epochCheck = False
         self.streamLines = 0
         self.localLines = 0
         self.scriptErrors = 0
@@ -1355,6 +1433,36 @@ class RedisBackplane(_Backplane):
         for item in queue:
             self._undelivered(item, "down")
 
+    def checkEpoch(self) -> None:
+        """
+        Ask Redis for its epoch (C{HGET PREFIX:meta epoch}), one question at
+        a time; held messages go on (or are dropped) with the answer, or are
+        dropped if none comes.
+        """
+        if self._epochCheck or not self._awaiting or self.publisher is None:
+            # Without a publishing connection they wait for the next one:
+            # its set-up learns the epoch.
+            return
+        self._epochCheck = True
+
+        def parse(reply: object) -> bytes:
+            if not isEpoch(reply):
+                raise ValueError("no epoch in Redis")
+            assert isinstance(reply, bytes)
+            return reply
+
+        def answered(epoch: bytes) -> None:
+            self._epochCheck = False
+            self._noteEpoch(epoch)
+
+        def failed(failure: Failure) -> None:
+            self._epochCheck = False
+            self._flushAwaiting()
+
+        self._timed(
+            self.publisher.execute_command(b"HGET", self.metaKey, b"epoch"), parse
+        ).addCallbacks(answered, failed)
+
     # Shared history: reading.
 
     def read(self, topic: bytes, after: int | None, count: int) -> Deferred[Any] | None:
@@ -1454,7 +1562,8 @@ class RedisBackplane(_Backplane):
                 return
             try:
                 value = parse(result)
-            except ValueError as e:
+            except Exception as e:
+                # Whatever Redis answered, the reader gets an answer.
                 out.errback(Failure(e))
             else:
                 out.callback(value)
@@ -1515,7 +1624,7 @@ class RedisBackplane(_Backplane):
                 return
             if isEpoch(epoch):
                 assert isinstance(epoch, bytes)
-                self._scriptsReady = True
+                self._scriptsReady = self.numbering = True
                 self._noteEpoch(epoch)
             else:
                 self._refuseScripts(f"unexpected answer {str(epoch)[:80]}")
@@ -1538,7 +1647,10 @@ class RedisBackplane(_Backplane):
         (logged once per run of the hub, counted each time).
         """
         self._scriptsReady = False
+        self.numbering = False
         self.scriptErrors += 1
+        if self._awaiting:
+            self._flushAwaiting()
         if self._scriptsRefused:
             return
         self._scriptsRefused = True

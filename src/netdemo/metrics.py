@@ -193,8 +193,8 @@ CATALOG: dict[str, MetricSpec] = {
     "netdemo_backplane_dropped_total": MetricSpec(
         "counter",
         "Backplane lines dropped: down, queue-full, error (outbound); "
-        "duplicate, bad-message, too-long (inbound); too-large counts inbound "
-        "messages refused whole",
+        "duplicate, bad-message, too-long, epoch (inbound); too-large counts "
+        "inbound messages refused whole",
         ("service", "reason"),
     ),
     "netdemo_backplane_gaps_total": MetricSpec(

@@ -625,10 +625,13 @@ class PubSubProtocol(FanOutProtocol):
     def checking(self, login: Any) -> None:
         """
         A login is in progress (a L{Deferred}, or the call that starts it
-        once its source address's turn comes): what this client sent after
-        it waits for its answer.
+        once its source address's turn comes), or a read of the shared
+        history: what this client sent after it waits for its answer.
         """
         self._login = login
+        if isinstance(login, Deferred) and not login.called and self.connected:
+            # Also when it begins outside a read (a replay on join).
+            self._holdInput()
 
     def checked(self) -> None:
         """
@@ -993,7 +996,36 @@ class PubSubFactory(FanOutFactory):
         if limits.presence:
             self.presence(p, 0, hubwire.joined)
         if limits.replayOnJoin and not p.defaultPending:
-            p.replay(self.history.last(DEFAULT_TOPIC, limits.replayOnJoin), None)
+            self._replayOnJoin(p, limits.replayOnJoin)
+
+    def _replayOnJoin(self, p: PubSubProtocol, count: int) -> None:
+        """
+        Replay the default topic's last C{count} lines to a new client: with
+        a shared history, as Redis has them (what the client sends meanwhile
+        waits), else, or if Redis cannot be read, as this hub kept them.
+        """
+        history = self.history
+        backplane: Any = self.backplane
+        d = None
+        if isinstance(history, SharedHistory) and backplane is not None:
+            d = backplane.read(DEFAULT_TOPIC, None, min(count, history.keep))
+        if d is None:
+            p.replay(history.last(DEFAULT_TOPIC, count), None)
+            return
+        p.checking(d)
+
+        def answered(answer: Any) -> None:
+            if not p.gone:
+                assert isinstance(history, SharedHistory)
+                p.replay(history.fromRedis(DEFAULT_TOPIC, answer.entries, False), None)
+                p.checked()
+
+        def failed(failure: Any) -> None:
+            if not p.gone:
+                p.replay(history.last(DEFAULT_TOPIC, count), None)
+                p.checked()
+
+        d.addCallback(answered).addErrback(failed)
 
     def attach(self, transport: Any, peer: Any) -> PubSubProtocol:
         """
@@ -1888,6 +1920,7 @@ class PubSubFactory(FanOutFactory):
             or self._historyLocal
         ):
             return False
+        requested = history.epoch
         d = backplane.read(topic, since, count)
         if d is None:
             return False
@@ -1895,6 +1928,15 @@ class PubSubFactory(FanOutFactory):
 
         def answered(answer: Any) -> None:
             if p.gone:
+                return
+            if (
+                since is not None
+                and answer.epoch
+                and answer.epoch.decode("ascii") != requested
+            ):
+                # Redis lost the history meanwhile: SEQ was of the old epoch.
+                gone = b"%d@%s" % (since, requested.encode("ascii"))
+                self._localHistory(p, [b"since", gone, topic], again=True)
                 return
             entries = history.fromRedis(topic, answer.entries, p.sequenced)
             first = answer.entries[0].seq if answer.entries else answer.last + 1
@@ -1927,21 +1969,37 @@ class PubSubFactory(FanOutFactory):
             )
             if p.gone:
                 return
-            self._historyLocal = True
-            try:
-                if goneEpoch or since is None:
-                    words = [b"%d" % count, topic]
-                    if goneEpoch:
-                        words = [b"since", b"%d@%s" % (asked, goneEpoch), topic]
-                    self.cmd_history(p, b" ".join(words))
-                else:
-                    self._historySince(p, [b"%d" % since, topic])
-            finally:
-                self._historyLocal = False
-            p.checked()
+            if goneEpoch:
+                words = [b"since", b"%d@%s" % (asked, goneEpoch), topic]
+            elif since is None:
+                words = [b"%d" % count, topic]
+            else:
+                words = [b"since", b"%d" % since, topic]
+            self._localHistory(p, words)
 
-        d.addCallbacks(answered, failed)
+        # A failure of answered too: the client must get an answer.
+        d.addCallback(answered).addErrback(failed)
         return True
+
+    def _localHistory(
+        self, p: PubSubProtocol, words: list[bytes], again: bool = False
+    ) -> None:
+        """
+        Answer a C{/history} command (its words) that waited for a read of
+        the shared history from what this hub keeps, or, C{again}, from
+        Redis once more (the epoch changed meanwhile: the position is gone,
+        everything kept is read); then go on with what C{p} sent after it.
+        """
+        if again:
+            p.checked()
+            self.cmd_history(p, b" ".join(words))
+            return
+        self._historyLocal = True
+        try:
+            self.cmd_history(p, b" ".join(words))
+        finally:
+            self._historyLocal = False
+        p.checked()
 
     def cmd_echo(self, p: PubSubProtocol, arg: bytes) -> None:
         """
