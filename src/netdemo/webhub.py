@@ -363,6 +363,17 @@ class HubTransport:
         self._direct = directTransport(self.tcp)
         #: The socket, for the hub's send-buffer bound (as for TCP).
         self.socket = getattr(self.tcp, "socket", None)
+        if wire is not None and self._direct is not None and self.watcher is not None:
+            self.write = self._writeFrames  # type: ignore[method-assign]
+
+    def _writeFrames(self, data: bytes) -> None:
+        """
+        L{write} for a WebSocket on plain TCP (the common case): the frames
+        go to the socket at once.
+        """
+        out = self.encode(data)
+        writeNow(self._direct, out)  # type: ignore[arg-type]
+        self.watcher.written += len(out)  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
         out = self.encode(data)
