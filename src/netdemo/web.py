@@ -944,7 +944,12 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
         f'<span id="requests">{e(doc["requests_text"])}</span> requests to this page'
         "</div>",
         '<nav><a href="metrics">/metrics</a> <a href="status.json">/status.json</a>'
-        "</nav></header>",
+        + (
+            ' <a href="hub">the hub</a>'
+            if any(s["name"] == "pubsub" for s in doc["services"])
+            else ""
+        )
+        + "</nav></header>",
         '<div class="cards">',
     ]
     for figure in doc["headline"]:
