@@ -426,6 +426,42 @@ class WebSocketHubTests(SynchronousTestCase):
         a = _position(lastId, "sse.a") + 2
         self.assertTrue(events[-1]["id"].endswith(f" sse.b={b} sse.a={a}"))
 
+    def test_eventStreamGapAndEpoch(self) -> None:
+        """
+        Resuming from a position the history no longer reaches back to
+        gives a C{gap} event naming the first line it can give, then those
+        lines; an id of another epoch (a restarted hub) is replayed
+        everything this hub has of its topics.
+        """
+        nc = self.tcp()
+        nc.send(b"".join(b"/pub gap.a line %d\n" % i for i in range(110)))
+        nc.send(b"/pub gap.b only\n")
+        for _ in range(111):
+            nc.until(lambda line: line == b"+OK")
+        probe = EventReader(self.http, "/hub/events?sub=gap.*")
+        self.addCleanup(probe.close)
+        hello = probe.waitFor(lambda e: "seq on, epoch" in e.get("data", ""))
+        epoch = json.loads(
+            [e for e in hello if "seq on" in e.get("data", "")][0]["data"]
+        )["text"].split()[-1]
+        probe.close()
+        resumed = EventReader(self.http, "/hub/events?sub=gap.*", f"{epoch} gap.a=2")
+        self.addCleanup(resumed.close)
+        events = resumed.waitFor(lambda e: '"line 109"' in e.get("data", ""))
+        gaps = [json.loads(e["data"]) for e in events if e.get("event") == "gap"]
+        self.assertEqual(gaps, [{"topic": "gap.a", "first": 11}])
+        texts = [json.loads(e["data"])["text"] for e in events if "id" in e]
+        self.assertEqual(texts, [f"line {i}" for i in range(10, 110)])
+        other = EventReader(
+            self.http, "/hub/events?sub=gap.*", "0123456789abcdef gap.b=7"
+        )
+        self.addCleanup(other.close)
+        events = other.waitFor(lambda e: '"only"' in e.get("data", ""))
+        self.assertEqual(
+            [json.loads(e["data"])["seq"] for e in events if "id" in e], [1]
+        )
+        self.assertNotIn("gap", [e.get("event") for e in events])
+
 
 def _position(eventId: str, topic: str) -> int:
     return parseEventId(eventId.encode())[1][topic.encode()]

@@ -742,7 +742,10 @@ class HubWeb:
         history = self.gate.history
         epoch, positions = parseEventId(request.getHeader(b"last-event-id"))
         if epoch != history.epoch:
-            positions = {}
+            # Another run of the hub (or another hub): its numbers mean
+            # nothing here, and everything this one has of those topics is
+            # after the client's position.
+            positions = dict.fromkeys(positions, 0)
         split = [p.split(b".") for p in patterns]
         positions = {
             topic: seq
