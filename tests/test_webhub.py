@@ -179,8 +179,9 @@ class EncoderTests(SynchronousTestCase):
         out = stream(b"#3 [a] <x> one\n#9 [b] <x> two\n#4 [a] <x> three\n")
         ids = [line for line in out.split(b"\n") if line.startswith(b"id: ")]
         self.assertEqual(ids, [b"id: e1 a=3", b"id: e1 a=3 b=9", b"id: e1 b=9 a=4"])
-        self.assertEqual(parseEventId(b"e1 b=9 a=4"), ("e1", {b"b": 9, b"a": 4}))
-        self.assertEqual(parseEventId(b"e1 bad!=3 c=x d=2"), ("e1", {b"d": 2}))
+        self.assertEqual(parseEventId(b"e1 b=9 a=4"), ("e1", {b"b": 9, b"a": 4}, False))
+        self.assertEqual(parseEventId(b"e1! b=9"), ("e1", {b"b": 9}, True))
+        self.assertEqual(parseEventId(b"e1! bad!=3 d=2"), ("e1", {b"d": 2}, False))
         many = b"".join(b"#1 [t%d] <x> l\n" % i for i in range(40))
         out = stream(many)
         last = [line for line in out.split(b"\n") if line.startswith(b"id: ")][-1]
@@ -405,12 +406,12 @@ class WebSocketHubTests(SynchronousTestCase):
         stream.waitFor(lambda e: "subscribed to sse.>" in e.get("data", ""))
         nc.send(b"/pub sse.a one\n/pub sse.b two\n/pub other x\n")
         events = stream.waitFor(lambda e: '"two"' in e.get("data", ""))
-        deliveries = [e for e in events if "id" in e]
+        deliveries = [e for e in events if "id" in e and "data" in e]
         self.assertEqual(
             [json.loads(e["data"])["text"] for e in deliveries], ["one", "two"]
         )
         lastId = deliveries[-1]["id"]
-        self.assertRegex(lastId, r"^[0-9a-f]{16} sse\.a=\d+ sse\.b=\d+$")
+        self.assertRegex(lastId, r"^[0-9a-f]{16}!? sse\.a=\d+ sse\.b=\d+$")
         stream.close()
         nc.send(b"/pub sse.a three\n/pub sse.b four\n")
         nc.until(lambda line: line == b"+OK")
@@ -418,13 +419,26 @@ class WebSocketHubTests(SynchronousTestCase):
         resumed = EventReader(self.http, "/hub/events?sub=sse.>", lastId)
         self.addCleanup(resumed.close)
         events = resumed.waitFor(lambda e: '"four"' in e.get("data", ""))
-        texts = [json.loads(e["data"])["text"] for e in events if "id" in e]
+        texts = [
+            json.loads(e["data"])["text"] for e in events if "id" in e and "data" in e
+        ]
         self.assertEqual(texts, ["three", "four"])
         nc.send(b"/pub sse.a five\n")
         events = resumed.waitFor(lambda e: '"five"' in e.get("data", ""))
         b = _position(lastId, "sse.b") + 1
         a = _position(lastId, "sse.a") + 2
         self.assertTrue(events[-1]["id"].endswith(f" sse.b={b} sse.a={a}"))
+
+    def test_eventIdComplete(self) -> None:
+        """
+        A new stream's first id names where each of its topics is (C{!}
+        after the epoch: all of them); the positions a stream keeps stay
+        complete until one is left out of the id.
+        """
+        stream = EventStream(_Events(Clock().seconds), "e1", {b"a": 4}, True)
+        self.assertEqual(stream.eventId(), b"e1! a=4")
+        stream(b"".join(b"#1 [t%d] <x> l\n" % i for i in range(32)))
+        self.assertEqual(stream.eventId().split(b" ")[0], b"e1")
 
     def test_eventStreamGapAndEpoch(self) -> None:
         """
@@ -450,7 +464,9 @@ class WebSocketHubTests(SynchronousTestCase):
         events = resumed.waitFor(lambda e: '"line 109"' in e.get("data", ""))
         gaps = [json.loads(e["data"]) for e in events if e.get("event") == "gap"]
         self.assertEqual(gaps, [{"topic": "gap.a", "first": 11}])
-        texts = [json.loads(e["data"])["text"] for e in events if "id" in e]
+        texts = [
+            json.loads(e["data"])["text"] for e in events if "id" in e and "data" in e
+        ]
         self.assertEqual(texts, [f"line {i}" for i in range(10, 110)])
         other = EventReader(
             self.http, "/hub/events?sub=gap.*", "0123456789abcdef gap.b=7"
@@ -458,9 +474,33 @@ class WebSocketHubTests(SynchronousTestCase):
         self.addCleanup(other.close)
         events = other.waitFor(lambda e: '"only"' in e.get("data", ""))
         self.assertEqual(
-            [json.loads(e["data"])["seq"] for e in events if "id" in e], [1]
+            [json.loads(e["data"])["seq"] for e in events if "id" in e and "data" in e],
+            [1],
         )
         self.assertNotIn("gap", [e.get("event") for e in events])
+
+    def test_eventStreamNewTopic(self) -> None:
+        """
+        A topic that matches a stream's patterns and gets its first line
+        while the browser is away is replayed when it resumes: the stream's
+        first id named every topic it had (none), so the new one is after.
+        """
+        stream = EventReader(self.http, "/hub/events?sub=fresh.>")
+        self.addCleanup(stream.close)
+        first = stream.waitFor(lambda e: "id" in e)
+        lastId = [e for e in first if "id" in e][-1]["id"]
+        self.assertRegex(lastId, r"^[0-9a-f]{16}!$")
+        stream.close()
+        nc = self.tcp()
+        nc.send(b"/pub fresh.topic first words\n")
+        nc.until(lambda line: line == b"+OK")
+        resumed = EventReader(self.http, "/hub/events?sub=fresh.>", lastId)
+        self.addCleanup(resumed.close)
+        events = resumed.waitFor(lambda e: "first words" in e.get("data", ""))
+        delivery = json.loads(
+            [e for e in events if "data" in e and "id" in e][-1]["data"]
+        )
+        self.assertEqual((delivery["topic"], delivery["seq"]), ("fresh.topic", 1))
 
 
 def _position(eventId: str, topic: str) -> int:
@@ -679,7 +719,7 @@ class StreamLimitTests(SynchronousTestCase):
 
         def allReceived() -> bool:
             received.extend(stream.waitFor(lambda e: True))
-            return sum("id" in e for e in received) == 360
+            return sum("id" in e and "data" in e for e in received) == 360
 
         poll(allReceived, "every line of the burst", STEP)
         self.assertEqual(

@@ -278,21 +278,34 @@ def _gapPattern() -> Any:
 _GAP = _gapPattern()
 
 
-def parseEventId(value: bytes | None) -> tuple[str, dict[bytes, int]]:
+def parseEventId(value: bytes | None) -> tuple[str, dict[bytes, int], bool]:
     """
-    A C{Last-Event-ID}: the epoch and the position of each topic (at most
-    L{MAX_ID_TOPICS}); anything malformed is left out.
+    A C{Last-Event-ID}: the epoch, the position of each topic (at most
+    L{MAX_ID_TOPICS}), and whether it names every topic of the stream that
+    had lines (L{COMPLETE} after the epoch); anything malformed is left
+    out.
     """
     if not value or len(value) > MAX_ID_BYTES:
-        return "", {}
+        return "", {}, False
     words = value.split(b" ")
-    epoch = words[0].decode("ascii", "replace")
+    epoch = words[0]
+    complete = epoch.endswith(COMPLETE)
+    if complete:
+        epoch = epoch[: -len(COMPLETE)]
     positions: dict[bytes, int] = {}
     for word in words[1 : MAX_ID_TOPICS + 1]:
         topic, _, number = word.rpartition(b"=")
         if hubwire.isTopic(topic) and number.isdigit() and len(number) <= 18:
             positions[topic] = int(number)
-    return epoch, positions
+        else:
+            complete = False
+    return epoch.decode("ascii", "replace"), positions, complete
+
+
+#: After the epoch in an event id: the id names every topic of the stream
+#: that had lines when it was sent (so a topic it does not name got its
+#: first lines after).
+COMPLETE = b"!"
 
 
 class EventStream:
@@ -300,24 +313,41 @@ class EventStream:
     What one event stream is sent: each delivery an event with its C{id:}
     (the epoch, then C{TOPIC=SEQ} for each topic seen, the most recent
     last), shared parsing (L{_Events}), its own positions.
+
+    @ivar complete: Whether the positions name every topic of the stream
+        that had lines: until one is left out of the id (its bounds).
     """
 
-    def __init__(self, events: _Events, epoch: str, positions: dict[bytes, int]):
+    def __init__(
+        self,
+        events: _Events,
+        epoch: str,
+        positions: dict[bytes, int],
+        complete: bool = False,
+    ) -> None:
         self.events = events
         self.epoch = epoch.encode("ascii", "replace")
         self.positions = dict(positions)
+        self.complete = complete
         self.delivered = 0
 
-    def _id(self) -> bytes:
+    def _value(self) -> bytes:
+        head = self.epoch + COMPLETE if self.complete else self.epoch
+        return b" ".join([head, *(b"%s=%d" % i for i in self.positions.items())])
+
+    def eventId(self) -> bytes:
+        """
+        The id of the next event (positions left out past the bounds).
+        """
         positions = self.positions
         while len(positions) > MAX_ID_TOPICS:
             del positions[next(iter(positions))]
-        parts = [self.epoch]
-        parts.extend(b"%s=%d" % item for item in positions.items())
-        value = b" ".join(parts)
+            self.complete = False
+        value = self._value()
         while len(value) > MAX_ID_BYTES and len(positions) > 1:
             del positions[next(iter(positions))]
-            value = b" ".join([self.epoch, *(b"%s=%d" % i for i in positions.items())])
+            self.complete = False
+            value = self._value()
         return value
 
     def __call__(self, data: bytes) -> bytes:
@@ -330,7 +360,7 @@ class EventStream:
             positions.pop(topic, None)
             positions[topic] = seq
             self.delivered += 1
-            out.append(b"id: " + self._id() + b"\ndata: " + body + b"\n\n")
+            out.append(b"id: " + self.eventId() + b"\ndata: " + body + b"\n\n")
         return b"".join(out)
 
 
@@ -740,28 +770,44 @@ class HubWeb:
             commands.append(b"/unsub " + hubwire.DEFAULT_TOPIC)
         commands.extend(b"/sub " + pattern for pattern in patterns)
         history = self.gate.history
-        epoch, positions = parseEventId(request.getHeader(b"last-event-id"))
-        if epoch != history.epoch:
-            # Another run of the hub (or another hub): its numbers mean
-            # nothing here, and everything this one has of those topics is
-            # after the client's position.
-            positions = dict.fromkeys(positions, 0)
+        epoch, positions, complete = parseEventId(request.getHeader(b"last-event-id"))
         split = [p.split(b".") for p in patterns]
-        positions = {
-            topic: seq
-            for topic, seq in positions.items()
-            if any(hubwire.patternMatches(p, topic.split(b".")) for p in split)
-        }
-        for topic, seq in positions.items():
-            commands.append(b"/history since %d %s" % (seq, topic))
-        if positions:
+
+        def matching(topic: bytes) -> bool:
+            return any(hubwire.patternMatches(p, topic.split(b".")) for p in split)
+
+        positions = {t: seq for t, seq in positions.items() if matching(t)}
+        if epoch:
+            if epoch != history.epoch:
+                # Another run of the hub (or another hub): its numbers mean
+                # nothing here, and everything this one has of those topics
+                # is after the client's position.
+                positions = dict.fromkeys(positions, 0)
+            replay = dict(positions)
+            if complete:
+                # The id named every topic the stream had seen lines of: a
+                # topic it does not name got its first lines since.
+                for topic in list(history.topics()):
+                    if topic not in replay and matching(topic):
+                        replay[topic] = 0
+            for topic, seq in replay.items():
+                commands.append(b"/history since %d %s" % (seq, topic))
             self.metrics.inc("netdemo_http_hub_resumes_total", service=self.serviceName)
+        elif not (user or token):
+            # A new stream: where each of its topics is now, so that a
+            # resume can tell the topics that get their first lines later.
+            # (Not while a login is pending: lines may come before the
+            # subscriptions.)
+            now = {t: history.lastSeq(t) for t in history.topics() if matching(t)}
+            complete = len(now) <= MAX_ID_TOPICS
+            positions = now if complete else {}
         self.open += 1
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"x-accel-buffering", b"no")
-        stream = EventStream(self.events, history.epoch, positions)
+        stream = EventStream(self.events, history.epoch, positions, complete)
         transport = HubTransport(request, stream)
-        transport.raw(b"retry: %d\n\n" % RETRY_MS)
+        # An event without data sets the browser's last event id only.
+        transport.raw(b"retry: %d\nid: %s\n\n" % (RETRY_MS, stream.eventId()))
         client = self.gate.attach(transport, self.peerOf(request))
         self.streams[transport] = None
         self._startHeartbeat()
