@@ -237,7 +237,7 @@ def measure(
         "seconds": elapsed,
         "deliveries_per_s": delivered / elapsed,
         "server_cpu_s": serverCpu,
-        "cpu_us_per_delivery": serverCpu / delivered * 1e6 if delivered else 0.0,
+        "cpu_ns_per_delivery": serverCpu / delivered * 1e9 if delivered else 0.0,
     }
 
 
@@ -278,7 +278,7 @@ def section(harness: Harness, options: Namespace) -> Section:
             print(
                 f"{kind:5} x{options.subscribers}: "
                 f"{r['deliveries_per_s'] / 1e3:8.1f} k deliveries/s, "
-                f"{r['cpu_us_per_delivery']:6.2f} us server CPU per delivery, "
+                f"{r['cpu_ns_per_delivery']:6.0f} ns server CPU per delivery, "
                 f"lost {r['lost']}, cut {r['cut']}",
                 flush=True,
             )
@@ -288,19 +288,19 @@ def section(harness: Harness, options: Namespace) -> Section:
         mine = [r for r in results if r["kind"] == kind]
         medians[kind] = (
             statistics.median(r["deliveries_per_s"] for r in mine),
-            statistics.median(r["cpu_us_per_delivery"] for r in mine),
+            statistics.median(r["cpu_ns_per_delivery"] for r in mine),
         )
     tcp = medians.get("tcp")
     for kind, (rate, cpu) in medians.items():
         ratio = f"{cpu / tcp[1]:.2f}x" if tcp and tcp[1] else "-"
-        rows.append(f"| {kind} | {rate / 1e3:.1f} k | {cpu:.2f} | {ratio} |")
+        rows.append(f"| {kind} | {rate / 1e3:.0f} k | {cpu:.0f} | {ratio} |")
     markdown = "\n".join(
         [
             f"{options.subscribers} subscribers of one kind, one TCP publisher "
             f"(64-byte lines), medians of {options.repeat} runs of "
             f"{options.duration:g} s:",
             "",
-            "| subscribers | deliveries/s | server CPU per delivery (us) | vs TCP |",
+            "| subscribers | deliveries/s | server CPU per delivery (ns) | vs TCP |",
             "|---|---|---|---|",
             *rows,
         ]

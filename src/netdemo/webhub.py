@@ -58,6 +58,7 @@ from twisted.internet.interfaces import (
     IConsumer,
     IProducer,
     IPushProducer,
+    ITCPTransport,
     ITransport,
 )
 from twisted.internet.task import LoopingCall
@@ -393,6 +394,13 @@ class HubTransport:
         self._direct = directTransport(self.tcp)
         #: The socket, for the hub's send-buffer bound (as for TCP).
         self.socket = getattr(self.tcp, "socket", None)
+        if ITCPTransport.providedBy(self.tcp):
+            # Twisted's HTTP channel turns Nagle's algorithm off; the hub's
+            # TCP clients have it on, so that a fan-out's small writes make
+            # fewer segments (bench/webfanout.py: server CPU per delivery
+            # to 100 WebSocket subscribers 112 ns with it off, 79 with it
+            # on, against 66-76 for TCP subscribers).
+            self.tcp.setTcpNoDelay(False)
         if wire is not None and self._direct is not None and self.watcher is not None:
             self.write = self._writeFrames  # type: ignore[method-assign]
 
