@@ -3,9 +3,10 @@ The hub in a real headless browser (Debian's C{chromium}, driven with
 Selenium and C{chromedriver}, as C{tests/test_browser.py} drives the status
 page): two C{/hub} tabs and a plain TCP client chat on two topics (the
 screenshot C{docs/protocol.md} shows: run with C{NETDEMO_SCREENSHOT=docs}
-to replace C{docs/images/hub-page.png}); a tab reading C{lab.>} over Server-Sent Events keeps a contiguous sequence across
-a server-side drop; a page of another origin is refused; a WebSocket client
-that stops reading is cut while the tabs go on.
+to replace C{docs/images/hub-page.png}); a tab reading C{lab.>} over
+Server-Sent Events keeps a contiguous sequence across a server-side drop;
+a page of another origin is refused; a WebSocket client that stops reading
+is cut while the tabs go on.
 """
 
 from __future__ import annotations
