@@ -728,3 +728,69 @@ class StreamLimitTests(SynchronousTestCase):
             ),
             0,
         )
+
+
+class OptionsAndTimerTests(SynchronousTestCase):
+    """
+    The options, and the event streams' heartbeat.
+    """
+
+    def test_options(self) -> None:
+        """
+        C{--http-origin} (repeatable) takes origins, lower-cased and
+        without a final slash, and refuses anything else in one line;
+        C{--http-hub-streams} bounds the streams; both reach the HTTP
+        service's limits.
+        """
+        from twisted.python.usage import UsageError
+
+        from netdemo.tap import Options
+
+        options = Options()
+        options.parseOptions(
+            [
+                "--http=tcp:0",
+                "--http-origin=HTTPS://App.Example.org/",
+                "--http-origin=http://127.0.0.1:9000",
+                "--http-hub-streams=5",
+            ]
+        )
+        limits = options.httpLimits()
+        self.assertEqual(
+            limits.origins, ("https://app.example.org", "http://127.0.0.1:9000")
+        )
+        self.assertEqual(limits.hubStreams, 5)
+        self.assertEqual(Options().httpLimits().hubStreams, 1000)
+        for bad in ("example.org", "ftp://x", "https://", "https://x/path"):
+            with self.assertRaises(UsageError) as caught:
+                Options().parseOptions(["--http=tcp:0", f"--http-origin={bad}"])
+            self.assertIn("--http-origin", str(caught.exception))
+
+    def test_heartbeat(self) -> None:
+        """
+        Every L{HEARTBEAT} seconds each open event stream gets a comment;
+        the timer stops once none is open.
+        """
+        from netdemo.metrics import MemoryMetrics
+        from netdemo.webhub import HEARTBEAT, HubWeb
+
+        clock = Clock()
+        web = HubWeb(object(), MemoryMetrics(), clock)  # type: ignore[arg-type]
+        sent: list[bytes] = []
+
+        class Stream:
+            disconnecting = False
+
+            def raw(self, data: bytes) -> None:
+                sent.append(data)
+
+        stream = Stream()
+        web.streams[stream] = None  # type: ignore[index]
+        web._startHeartbeat()
+        clock.advance(HEARTBEAT - 0.1)
+        self.assertEqual(sent, [])
+        clock.advance(0.1)
+        self.assertEqual(sent, [b": heartbeat\n\n"])
+        del web.streams[stream]  # type: ignore[arg-type]
+        clock.advance(HEARTBEAT)
+        self.assertEqual(clock.getDelayedCalls(), [])
