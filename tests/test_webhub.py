@@ -393,6 +393,17 @@ class WebSocketHubTests(SynchronousTestCase):
             ws = self.ws(origin=origin)
             self.assertRegex(ws.recv(), r"^\* welcome")
 
+    def test_notAHandshake(self) -> None:
+        """
+        A plain request for C{/hub/ws} is answered 400, by netdemo (not
+        logged as an error by Twisted's WebSocket resource).
+        """
+        with self.assertRaises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://{self.http}/hub/ws", timeout=STEP)
+        self.assertEqual(caught.exception.code, 400)
+        self.assertIn(b"WebSocket handshake", caught.exception.read())
+        caught.exception.close()
+
     def test_eventStream(self) -> None:
         """
         C{/hub/events} sends each delivery on the subscribed topics as an

@@ -50,6 +50,7 @@ is answered C{403} and counted as C{origin}.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -270,13 +271,9 @@ class _Events:
         return out
 
 
-def _gapPattern() -> Any:
-    import re
-
-    return re.compile(rb"\* gap: history of (\S+) starts at seq ([0-9]{1,18})\Z")
-
-
-_GAP = _gapPattern()
+#: The notice that a replay does not reach back far enough
+#: (L{hubwire.gap}).
+_GAP = re.compile(rb"\* gap: history of (\S+) starts at seq ([0-9]{1,18})\Z")
 
 
 def parseEventId(value: bytes | None) -> tuple[str, dict[bytes, int], bool]:
@@ -601,6 +598,21 @@ class HubSocket:
             client.connectionLost(reason)
 
 
+def isHandshake(request: Request) -> bool:
+    """
+    Whether C{request} asks for a WebSocket as RFC 6455 (4.2.1) says: an
+    upgrade to C{websocket}, version 13, with a key.
+    """
+    upgrade = (request.getHeader(b"upgrade") or b"").lower()
+    connection = (request.getHeader(b"connection") or b"").lower()
+    return (
+        upgrade == b"websocket"
+        and b"upgrade" in [c.strip() for c in connection.split(b",")]
+        and request.getHeader(b"sec-websocket-version") == b"13"
+        and bool(request.getHeader(b"sec-websocket-key"))
+    )
+
+
 class _SocketFactory:
     """
     A C{WebSocketServerFactory} for one request already checked.
@@ -737,6 +749,11 @@ class HubWeb:
             request.setHeader(b"retry-after", b"30")
             return self._plain(request, 503, b"too many hub streams\n")
         if path == "/hub/ws":
+            if not isHandshake(request):
+                # Twisted's resource would log each one as an error.
+                return self._plain(
+                    request, 400, b"a WebSocket handshake (version 13) is expected\n"
+                )
             answer = self._socket.render(request)
             if answer is NOT_DONE_YET:
                 self.open += 1
