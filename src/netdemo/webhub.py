@@ -66,6 +66,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
+from wsproto.utilities import LocalProtocolError
 from zope.interface import implementer
 
 from netdemo import hubwire
@@ -476,7 +477,7 @@ class HubTransport:
         if wire is not None:
             try:
                 wire.loseConnection(1000)
-            except Exception:
+            except LocalProtocolError:
                 # Closed by the peer already: wsproto refuses a second close.
                 pass
             else:
@@ -528,7 +529,10 @@ class HubSocket:
             return
         self._closing = True
         self.web.badMessage("too-big", self.request)
-        self.wire.loseConnection(1009)
+        try:
+            self.wire.loseConnection(1009)
+        except LocalProtocolError:
+            self.web.abort(self.request)
 
     def textMessageReceived(self, message: str) -> None:
         self.bytesMessageReceived(message.encode("utf-8"))
@@ -556,7 +560,8 @@ class HubSocket:
         """
         try:
             value = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # Bad JSON, or nested deeper than Python parses.
             value = None
         if isinstance(value, dict):
             command = value.get("command")
@@ -759,6 +764,14 @@ class HubWeb:
                 self.open += 1
             return answer
         return self._eventStream(request)
+
+    def abort(self, request: Request) -> None:
+        """
+        Close C{request}'s connection now.
+        """
+        transport: Any = request.channel.transport
+        if transport is not None:
+            transport.abortConnection()
 
     def streamClosed(self) -> None:
         self.open -= 1
