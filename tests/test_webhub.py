@@ -810,3 +810,55 @@ class OptionsAndTimerTests(SynchronousTestCase):
         del web.streams[stream]  # type: ignore[arg-type]
         clock.advance(HEARTBEAT)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class AccountsTests(SynchronousTestCase):
+    """
+    With C{--hub-auth}: a WebSocket logs in with C{/login}, an event stream
+    with C{user=} and C{token=}; the rights apply to both as to TCP clients.
+    """
+
+    def test_accounts(self) -> None:
+        """
+        An event stream logged in as alice gets the lines of the topics
+        she may read and not the others; one with a wrong token is told
+        its login failed and gets nothing; a WebSocket that logs in is
+        answered as a TCP client is, and may then subscribe.
+        """
+        from tests.test_pubsub_auth import ACCOUNTS, ALICE, ROOT, accountsFile
+
+        daemon = Daemon(
+            "--pubsub=tcp:0:interface=127.0.0.1",
+            "--http=tcp:0:interface=127.0.0.1",
+            f"--hub-auth={accountsFile(self, ACCOUNTS)}",
+        )
+        self.addCleanup(daemon.close)
+        daemon.waitListening(2, STEP)
+        host, port = daemon.address("http")
+        http = f"{host}:{port}"
+        alice = EventReader(http, f"/hub/events?sub=lab.>&user=alice&token={ALICE}")
+        self.addCleanup(alice.close)
+        alice.waitFor(lambda e: "subscribed to lab.>" in e.get("data", ""))
+        wrong = EventReader(http, "/hub/events?sub=lab.>&user=alice&token=nope")
+        self.addCleanup(wrong.close)
+        refused = wrong.waitFor(lambda e: "login failed" in e.get("data", ""))
+        ws = wsConnect(http)
+        self.addCleanup(ws.close)
+        ws.send(f"/login alice {ALICE}")
+        self.assertIn("+OK logged in as alice", recvUntil(ws, lambda m: "+OK" in m))
+        ws.send("/sub lab.>")
+        recvUntil(ws, lambda m: m.startswith("+OK subscribed to lab.>"))
+        root = HubClient(daemon.address("pubsub"))
+        self.addCleanup(root.close)
+        root.send(f"/login root {ROOT}\n".encode())
+        root.until(lambda line: line.startswith(b"+OK logged in"))
+        root.send(b"/pub lab.secret.x hidden\n/pub lab.x visible\n")
+        events = alice.waitFor(lambda e: "visible" in e.get("data", ""))
+        texts = [
+            json.loads(e["data"])["text"] for e in events if "id" in e and "data" in e
+        ]
+        self.assertEqual(texts, ["visible"])
+        self.assertIn("<root> visible", recvUntil(ws, lambda m: "visible" in m)[-1])
+        with wrong.lock:
+            refused += wrong.events
+        self.assertFalse([e for e in refused if "id" in e and "data" in e])
