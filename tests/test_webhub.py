@@ -16,6 +16,8 @@ import urllib.request
 from functools import partial
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -862,3 +864,71 @@ class AccountsTests(SynchronousTestCase):
         with wrong.lock:
             refused += wrong.events
         self.assertFalse([e for e in refused if "id" in e and "data" in e])
+
+
+def _unframe(data: bytes) -> list[bytes]:
+    """
+    The payloads of unmasked server frames.
+    """
+    out = []
+    while data:
+        size = data[1] & 0x7F
+        start = 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, start = int.from_bytes(data[2:10], "big"), 10
+        out.append(data[start : start + size])
+        data = data[start + size :]
+    return out
+
+
+class EncoderPropertyTests(SynchronousTestCase):
+    """
+    The encoders for any input.
+    """
+
+    @given(st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\n", b" "))))
+    def test_textFramesAreTheLines(self, lines: list[bytes]) -> None:
+        """
+        Text mode sends each line as one frame whose payload is the line
+        (valid UTF-8, as it is when it was).
+        """
+        if not lines:
+            return
+        block = b"".join(line + b"\n" for line in lines)
+        payloads = _unframe(TextFrames()(block))
+        self.assertEqual(
+            payloads, [line.decode("utf-8", "replace").encode() for line in lines]
+        )
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"a", b"b.c", b"d" * 200, b"e.f.g"])
+                | st.integers(0, 60).map(lambda i: b"t%d" % i),
+                st.integers(1, 10**12),
+            ),
+            min_size=1,
+        )
+    )
+    def test_eventIdsRoundTrip(self, deliveries: list[tuple[bytes, int]]) -> None:
+        """
+        After any deliveries, an event's id is at most 2 KiB and 32 topics,
+        names the topic just delivered at its position, and reads back as
+        the positions it was made of.
+        """
+        stream = EventStream(_Events(Clock().seconds), "0123456789abcdef", {})
+        block = b"".join(
+            b"#%d [%s] <x> y\n" % (seq, topic) for topic, seq in deliveries
+        )
+        out = stream(block)
+        last = [line for line in out.split(b"\n") if line.startswith(b"id: ")][-1][4:]
+        self.assertLessEqual(len(last), MAX_ID_BYTES)
+        epoch, positions, complete = parseEventId(last)
+        self.assertEqual(epoch, "0123456789abcdef")
+        self.assertFalse(complete)
+        self.assertLessEqual(len(positions), 32)
+        topic, seq = deliveries[-1]
+        self.assertEqual(positions[topic], seq)
+        self.assertEqual(positions, stream.positions)
