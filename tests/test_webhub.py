@@ -932,3 +932,58 @@ class EncoderPropertyTests(SynchronousTestCase):
         topic, seq = deliveries[-1]
         self.assertEqual(positions[topic], seq)
         self.assertEqual(positions, stream.positions)
+
+
+class HubPanelTests(SynchronousTestCase):
+    """
+    The status page's hub panel (L{netdemo.webhub.HubWeb.panel}).
+    """
+
+    def test_panel(self) -> None:
+        """
+        Topics are listed busiest first by lines/s measured over at least
+        two seconds (before that, by their last sequence number), with
+        subscribers and history, at most 20; the clients connected and the
+        nicknames; the page shows them, escaped.
+        """
+        from netdemo.metrics import MemoryMetrics
+        from netdemo.web import ServerInfo, renderStatusPage, statusDocument
+        from netdemo.webhub import TOP_TOPICS, HubWeb
+
+        class Gate:
+            rows = [(b"a", 1, 10, 10), (b"b<x", 2, 5, 50)] + [
+                (b"t%d" % i, 0, 1, 1) for i in range(30)
+            ]
+
+            def topics(self) -> list[tuple[bytes, int, int, int]]:
+                return list(self.rows)
+
+            def present(self, limit: int) -> tuple[int, list[bytes]]:
+                return 7, [b"alice", b"bob"][:limit]
+
+        clock = Clock()
+        gate = Gate()
+        web = HubWeb(gate, MemoryMetrics(), clock)  # type: ignore[arg-type]
+        clock.advance(100)
+        first = web.panel(clock.seconds())
+        self.assertEqual([t["topic"] for t in first["topics"][:2]], ["b<x", "a"])
+        self.assertIsNone(first["topics"][0]["rate"])
+        self.assertEqual(len(first["topics"]), TOP_TOPICS)
+        self.assertEqual(first["topic_count"], 32)
+        self.assertEqual((first["connected"], first["present"]), (7, ["alice", "bob"]))
+        gate.rows[0] = (b"a", 1, 10, 40)
+        clock.advance(1)
+        self.assertIsNone(web.panel(clock.seconds())["topics"][0]["rate"])
+        clock.advance(1)
+        second = web.panel(clock.seconds())
+        top = second["topics"][0]
+        self.assertEqual(
+            (top["topic"], top["rate"], top["rate_text"], top["subscribers"]),
+            ("a", 15.0, "15/s", 1),
+        )
+        self.assertEqual(second["topics"][1]["rate"], 0.0)
+        doc = statusDocument([], ServerInfo("1", 0.0), clock.seconds(), hub=second)
+        self.assertEqual(doc["panels"]["hub"], second)
+        page = renderStatusPage(doc)
+        self.assertIn("<td>b&lt;x</td>", page)
+        self.assertIn('data-panel="hub.present">alice, bob<', page)

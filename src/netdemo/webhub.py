@@ -70,6 +70,7 @@ from wsproto.utilities import LocalProtocolError
 from zope.interface import implementer
 
 from netdemo import hubwire
+from netdemo.dashboard import COUNT, formatCount, formatRate
 from netdemo.hubgate import IHubGate
 from netdemo.internals import boundWebSocketMessages, directTransport, writeNow
 from netdemo.logs import RateLimitedLog, formatAddress
@@ -78,6 +79,7 @@ from netdemo.metrics import IMetrics
 __all__ = [
     "HEARTBEAT",
     "MAX_STREAMS",
+    "TOP_TOPICS",
     "EventStream",
     "HubTransport",
     "HubWeb",
@@ -103,6 +105,14 @@ MAX_ID_BYTES = 2048
 
 #: What the browser waits before it reconnects an event stream.
 RETRY_MS = 2000
+
+#: Topics listed on the status page's hub panel, busiest first, and
+#: nicknames.
+TOP_TOPICS = 20
+MAX_PRESENT = 50
+
+#: Seconds over which the panel's lines/s are measured, at least.
+RATE_WINDOW = 2.0
 
 #: Why a WebSocket message was refused (C{reason} of
 #: C{netdemo_http_hub_bad_messages_total}).
@@ -670,6 +680,8 @@ class HubWeb:
         self.refuse: Callable[[str, Any], None] = self._countRefusal
         self._socket = WebSocketResource(_SocketFactory(self))
         self._heartbeat: LoopingCall | None = None
+        self._snapshot: tuple[float, dict[bytes, int]] = (0.0, {})
+        self._rates: dict[bytes, float] = {}
         self._logLimited = RateLimitedLog(self._log, clock.seconds)
         for reason in BAD_MESSAGE_REASONS:
             metrics.inc(
@@ -772,6 +784,50 @@ class HubWeb:
         transport: Any = request.channel.transport
         if transport is not None:
             transport.abortConnection()
+
+    def panel(self, now: float) -> dict[str, Any]:
+        """
+        The status page's hub panel: the busiest topics (lines/s over the
+        last L{RATE_WINDOW} seconds or more, then the most lines), with
+        their subscribers and history; how many clients are connected and
+        their nicknames.
+        """
+        rows = self.gate.topics()
+        then, seen = self._snapshot
+        if now - then >= RATE_WINDOW or now < then:
+            elapsed = now - then
+            rates = {}
+            if seen and elapsed > 0:
+                for topic, _, _, last in rows:
+                    before = seen.get(topic)
+                    if before is not None and last >= before:
+                        rates[topic] = (last - before) / elapsed
+            self._rates = rates
+            self._snapshot = (now, {row[0]: row[3] for row in rows})
+        rates = self._rates
+        rows.sort(key=lambda row: (-rates.get(row[0], 0.0), -row[3], row[0]))
+        topics = []
+        for topic, subscribers, kept, last in rows[:TOP_TOPICS]:
+            rate = rates.get(topic)
+            topics.append(
+                {
+                    "topic": _text(topic),
+                    "subscribers": subscribers,
+                    "rate": rate,
+                    "rate_text": formatRate(rate, COUNT),
+                    "history": kept,
+                    "history_text": formatCount(kept),
+                    "last_seq": last,
+                    "last_seq_text": formatCount(last),
+                }
+            )
+        connected, nicks = self.gate.present(MAX_PRESENT)
+        return {
+            "topics": topics,
+            "topic_count": len(rows),
+            "connected": connected,
+            "present": [_text(n) for n in nicks],
+        }
 
     def streamClosed(self) -> None:
         self.open -= 1
