@@ -64,6 +64,7 @@ SECTIONS = [
     ("echo", "tcp_echo"),
     ("memory", "idle_memory"),
     ("fanout", "fanout"),
+    ("webfanout", "webfanout"),
     ("backplane", "backplane"),
     ("hubabuse", "hubabuse"),
     ("broadcast", "broadcast"),

@@ -251,7 +251,7 @@ class StatusPageBrowserTests(SynchronousTestCase):
             base + "status.json", timeout=STEP
         ) as response:
             document = json.load(response)
-        self.assertEqual(document["schema"], 2)
+        self.assertEqual(document["schema"], 3)
         self.waitFor(
             lambda: text(received) == formatBytes(final),
             f"received bytes to reach {formatBytes(final)}",
@@ -301,7 +301,8 @@ class StatusPageBrowserTests(SynchronousTestCase):
         With traffic flowing from echo, the hub, UDP echo, and a second
         instance on the multicast group, the page shows hub lines and
         datagrams per second with their graphs rising, the busiest
-        connections (echo's and the hub's), and the other instance in the
+        connections (echo's and the hub's), the hub's busiest topic with
+        its subscribers and lines/s, and the other instance in the
         multicast peers table with its address, loss and jitter.  Its
         screenshots, light and dark, are the ones C{docs/operations.md}
         shows.
@@ -417,6 +418,25 @@ class StatusPageBrowserTests(SynchronousTestCase):
                 )
             ),
             "echo and hub connections in the connections table",
+            during=traffic,
+        )
+
+        def hubRow() -> list[str]:
+            cells: list[str] = run(
+                driver,
+                "return Array.from(document.querySelectorAll("
+                "'[data-hub-topics] tr:first-child td')).map(e => e.textContent)",
+            )
+            return cells
+
+        self.waitFor(
+            lambda: (
+                (row := hubRow())
+                and row[:2] == ["chat", "2"]
+                and re.fullmatch(r"[\d.,]+/s", row[2])
+                and row[2] != "0/s"
+            ),
+            "the busiest topic, its subscribers and lines/s in the hub panel",
             during=traffic,
         )
         # On a phone's width the page needs no sideways scrolling (wide

@@ -1,10 +1,12 @@
 """
 The hub in a real headless browser (Debian's C{chromium}, driven with
 Selenium and C{chromedriver}, as C{tests/test_browser.py} drives the status
-page): two C{/hub} tabs and a plain TCP client chat on two topics; a tab
-reading C{lab.>} over Server-Sent Events keeps a contiguous sequence across
-a server-side drop; a page of another origin is refused; a WebSocket client
-that stops reading is cut while the tabs go on.
+page): two C{/hub} tabs and a plain TCP client chat on two topics (the
+screenshot C{docs/protocol.md} shows: run with C{NETDEMO_SCREENSHOT=docs}
+to replace C{docs/images/hub-page.png}); a tab reading C{lab.>} over
+Server-Sent Events keeps a contiguous sequence across a server-side drop;
+a page of another origin is refused; a WebSocket client that stops reading
+is cut while the tabs go on.
 """
 
 from __future__ import annotations
@@ -172,6 +174,13 @@ class HubPageBrowserTests(SynchronousTestCase):
                     b"[lab.x] <bob> bob on lab",
                 ]
             ),
+        )
+        # The picture docs/protocol.md shows (NETDEMO_SCREENSHOT=docs).
+        driver.switch_to.window(tabs["bob"])
+        test_browser.StatusPageBrowserTests.screenshot(
+            self,  # type: ignore[arg-type]
+            driver,
+            test_browser.SCREENSHOT.with_name("hub-page.png"),
         )
         for name, tab in tabs.items():
             # Still exactly once, now that carol got everything too.

@@ -92,7 +92,7 @@ class StatusDocumentTests(SynchronousTestCase):
         self.assertEqual(
             {k: doc[k] for k in ("schema", "version", "time", "started", "uptime")},
             {
-                "schema": 2,
+                "schema": 3,
                 "version": "9.8.7",
                 "time": 1010.5,
                 "started": 1000.0,
@@ -352,7 +352,7 @@ class HTTPServiceTests(TestCase):
         line = collect.data.split(b"\n")[3]
         self.assertTrue(line.startswith(b"data: {"))
         doc = json.loads(line[len(b"data: ") :])
-        self.assertEqual(doc["schema"], 2)
+        self.assertEqual(doc["schema"], 3)
         self.assertIn("tcp-echo", [s["name"] for s in doc["services"]])
         await self.service.stopService()
         await collect.lost

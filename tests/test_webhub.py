@@ -16,6 +16,8 @@ import urllib.request
 from functools import partial
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -179,8 +181,9 @@ class EncoderTests(SynchronousTestCase):
         out = stream(b"#3 [a] <x> one\n#9 [b] <x> two\n#4 [a] <x> three\n")
         ids = [line for line in out.split(b"\n") if line.startswith(b"id: ")]
         self.assertEqual(ids, [b"id: e1 a=3", b"id: e1 a=3 b=9", b"id: e1 b=9 a=4"])
-        self.assertEqual(parseEventId(b"e1 b=9 a=4"), ("e1", {b"b": 9, b"a": 4}))
-        self.assertEqual(parseEventId(b"e1 bad!=3 c=x d=2"), ("e1", {b"d": 2}))
+        self.assertEqual(parseEventId(b"e1 b=9 a=4"), ("e1", {b"b": 9, b"a": 4}, False))
+        self.assertEqual(parseEventId(b"e1! b=9"), ("e1", {b"b": 9}, True))
+        self.assertEqual(parseEventId(b"e1! bad!=3 d=2"), ("e1", {b"d": 2}, False))
         many = b"".join(b"#1 [t%d] <x> l\n" % i for i in range(40))
         out = stream(many)
         last = [line for line in out.split(b"\n") if line.startswith(b"id: ")][-1]
@@ -211,6 +214,8 @@ class WebSocketHubTests(SynchronousTestCase):
             "--http=tcp:0:interface=127.0.0.1",
             "--http-origin=https://example.org",
             "--max-line=1000",
+            # The tests share the daemon: no notices of each other's clients.
+            "--no-presence",
         )
         cls.daemon.waitListening(2, STEP)
         host, port = cls.daemon.address("http")
@@ -271,7 +276,10 @@ class WebSocketHubTests(SynchronousTestCase):
             "netdemo_http_hub_bad_messages_total", service="http", reason="lines"
         )
         ws.send("one\ntwo")
-        self.assertEqual(ws.recv(), "-ERR bad message: one line per message")
+        self.assertEqual(
+            recvUntil(ws, lambda m: m.startswith("-ERR"))[-1],
+            "-ERR bad message: one line per message",
+        )
         poll(
             lambda: (
                 self.daemon.statusValue(
@@ -319,7 +327,7 @@ class WebSocketHubTests(SynchronousTestCase):
                 b"> /not a command"
             )
         )
-        for bad in ("[1]", "{", json.dumps({"command": "s u b"})):
+        for bad in ("[1]", "{", json.dumps({"command": "s u b"}), "[" * 5000):
             ws.send(bad)
             answer = json.loads(ws.recv())
             self.assertEqual(answer["ok"], False, bad)
@@ -392,6 +400,17 @@ class WebSocketHubTests(SynchronousTestCase):
             ws = self.ws(origin=origin)
             self.assertRegex(ws.recv(), r"^\* welcome")
 
+    def test_notAHandshake(self) -> None:
+        """
+        A plain request for C{/hub/ws} is answered 400, by netdemo (not
+        logged as an error by Twisted's WebSocket resource).
+        """
+        with self.assertRaises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://{self.http}/hub/ws", timeout=STEP)
+        self.assertEqual(caught.exception.code, 400)
+        self.assertIn(b"WebSocket handshake", caught.exception.read())
+        caught.exception.close()
+
     def test_eventStream(self) -> None:
         """
         C{/hub/events} sends each delivery on the subscribed topics as an
@@ -405,12 +424,12 @@ class WebSocketHubTests(SynchronousTestCase):
         stream.waitFor(lambda e: "subscribed to sse.>" in e.get("data", ""))
         nc.send(b"/pub sse.a one\n/pub sse.b two\n/pub other x\n")
         events = stream.waitFor(lambda e: '"two"' in e.get("data", ""))
-        deliveries = [e for e in events if "id" in e]
+        deliveries = [e for e in events if "id" in e and "data" in e]
         self.assertEqual(
             [json.loads(e["data"])["text"] for e in deliveries], ["one", "two"]
         )
         lastId = deliveries[-1]["id"]
-        self.assertRegex(lastId, r"^[0-9a-f]{16} sse\.a=\d+ sse\.b=\d+$")
+        self.assertRegex(lastId, r"^[0-9a-f]{16}!? sse\.a=\d+ sse\.b=\d+$")
         stream.close()
         nc.send(b"/pub sse.a three\n/pub sse.b four\n")
         nc.until(lambda line: line == b"+OK")
@@ -418,13 +437,88 @@ class WebSocketHubTests(SynchronousTestCase):
         resumed = EventReader(self.http, "/hub/events?sub=sse.>", lastId)
         self.addCleanup(resumed.close)
         events = resumed.waitFor(lambda e: '"four"' in e.get("data", ""))
-        texts = [json.loads(e["data"])["text"] for e in events if "id" in e]
+        texts = [
+            json.loads(e["data"])["text"] for e in events if "id" in e and "data" in e
+        ]
         self.assertEqual(texts, ["three", "four"])
         nc.send(b"/pub sse.a five\n")
         events = resumed.waitFor(lambda e: '"five"' in e.get("data", ""))
         b = _position(lastId, "sse.b") + 1
         a = _position(lastId, "sse.a") + 2
         self.assertTrue(events[-1]["id"].endswith(f" sse.b={b} sse.a={a}"))
+
+    def test_eventIdComplete(self) -> None:
+        """
+        A new stream's first id names where each of its topics is (C{!}
+        after the epoch: all of them); the positions a stream keeps stay
+        complete until one is left out of the id.
+        """
+        stream = EventStream(_Events(Clock().seconds), "e1", {b"a": 4}, True)
+        self.assertEqual(stream.eventId(), b"e1! a=4")
+        stream(b"".join(b"#1 [t%d] <x> l\n" % i for i in range(32)))
+        self.assertEqual(stream.eventId().split(b" ")[0], b"e1")
+
+    def test_eventStreamGapAndEpoch(self) -> None:
+        """
+        Resuming from a position the history no longer reaches back to
+        gives a C{gap} event naming the first line it can give, then those
+        lines; an id of another epoch (a restarted hub) is replayed
+        everything this hub has of its topics.
+        """
+        nc = self.tcp()
+        nc.send(b"".join(b"/pub gap.a line %d\n" % i for i in range(110)))
+        nc.send(b"/pub gap.b only\n")
+        for _ in range(111):
+            nc.until(lambda line: line == b"+OK")
+        probe = EventReader(self.http, "/hub/events?sub=gap.*")
+        self.addCleanup(probe.close)
+        hello = probe.waitFor(lambda e: "seq on, epoch" in e.get("data", ""))
+        epoch = json.loads(
+            [e for e in hello if "seq on" in e.get("data", "")][0]["data"]
+        )["text"].split()[-1]
+        probe.close()
+        resumed = EventReader(self.http, "/hub/events?sub=gap.*", f"{epoch} gap.a=2")
+        self.addCleanup(resumed.close)
+        events = resumed.waitFor(lambda e: '"line 109"' in e.get("data", ""))
+        gaps = [json.loads(e["data"]) for e in events if e.get("event") == "gap"]
+        self.assertEqual(gaps, [{"topic": "gap.a", "first": 11}])
+        texts = [
+            json.loads(e["data"])["text"] for e in events if "id" in e and "data" in e
+        ]
+        self.assertEqual(texts, [f"line {i}" for i in range(10, 110)])
+        other = EventReader(
+            self.http, "/hub/events?sub=gap.*", "0123456789abcdef gap.b=7"
+        )
+        self.addCleanup(other.close)
+        events = other.waitFor(lambda e: '"only"' in e.get("data", ""))
+        self.assertEqual(
+            [json.loads(e["data"])["seq"] for e in events if "id" in e and "data" in e],
+            [1],
+        )
+        self.assertNotIn("gap", [e.get("event") for e in events])
+
+    def test_eventStreamNewTopic(self) -> None:
+        """
+        A topic that matches a stream's patterns and gets its first line
+        while the browser is away is replayed when it resumes: the stream's
+        first id named every topic it had (none), so the new one is after.
+        """
+        stream = EventReader(self.http, "/hub/events?sub=fresh.>")
+        self.addCleanup(stream.close)
+        first = stream.waitFor(lambda e: "id" in e)
+        lastId = [e for e in first if "id" in e][-1]["id"]
+        self.assertRegex(lastId, r"^[0-9a-f]{16}!$")
+        stream.close()
+        nc = self.tcp()
+        nc.send(b"/pub fresh.topic first words\n")
+        nc.until(lambda line: line == b"+OK")
+        resumed = EventReader(self.http, "/hub/events?sub=fresh.>", lastId)
+        self.addCleanup(resumed.close)
+        events = resumed.waitFor(lambda e: "first words" in e.get("data", ""))
+        delivery = json.loads(
+            [e for e in events if "data" in e and "id" in e][-1]["data"]
+        )
+        self.assertEqual((delivery["topic"], delivery["seq"]), ("fresh.topic", 1))
 
 
 def _position(eventId: str, topic: str) -> int:
@@ -643,7 +737,7 @@ class StreamLimitTests(SynchronousTestCase):
 
         def allReceived() -> bool:
             received.extend(stream.waitFor(lambda e: True))
-            return sum("id" in e for e in received) == 360
+            return sum("id" in e and "data" in e for e in received) == 360
 
         poll(allReceived, "every line of the burst", STEP)
         self.assertEqual(
@@ -652,3 +746,244 @@ class StreamLimitTests(SynchronousTestCase):
             ),
             0,
         )
+
+
+class OptionsAndTimerTests(SynchronousTestCase):
+    """
+    The options, and the event streams' heartbeat.
+    """
+
+    def test_options(self) -> None:
+        """
+        C{--http-origin} (repeatable) takes origins, lower-cased and
+        without a final slash, and refuses anything else in one line;
+        C{--http-hub-streams} bounds the streams; both reach the HTTP
+        service's limits.
+        """
+        from twisted.python.usage import UsageError
+
+        from netdemo.tap import Options
+
+        options = Options()
+        options.parseOptions(
+            [
+                "--http=tcp:0",
+                "--http-origin=HTTPS://App.Example.org/",
+                "--http-origin=http://127.0.0.1:9000",
+                "--http-hub-streams=5",
+            ]
+        )
+        limits = options.httpLimits()
+        self.assertEqual(
+            limits.origins, ("https://app.example.org", "http://127.0.0.1:9000")
+        )
+        self.assertEqual(limits.hubStreams, 5)
+        self.assertEqual(Options().httpLimits().hubStreams, 1000)
+        for bad in ("example.org", "ftp://x", "https://", "https://x/path"):
+            with self.assertRaises(UsageError) as caught:
+                Options().parseOptions(["--http=tcp:0", f"--http-origin={bad}"])
+            self.assertIn("--http-origin", str(caught.exception))
+
+    def test_heartbeat(self) -> None:
+        """
+        Every L{HEARTBEAT} seconds each open event stream gets a comment;
+        the timer stops once none is open.
+        """
+        from netdemo.metrics import MemoryMetrics
+        from netdemo.webhub import HEARTBEAT, HubWeb
+
+        clock = Clock()
+        web = HubWeb(object(), MemoryMetrics(), clock)  # type: ignore[arg-type]
+        sent: list[bytes] = []
+
+        class Stream:
+            disconnecting = False
+
+            def raw(self, data: bytes) -> None:
+                sent.append(data)
+
+        stream = Stream()
+        web.streams[stream] = None  # type: ignore[index]
+        web._startHeartbeat()
+        clock.advance(HEARTBEAT - 0.1)
+        self.assertEqual(sent, [])
+        clock.advance(0.1)
+        self.assertEqual(sent, [b": heartbeat\n\n"])
+        del web.streams[stream]  # type: ignore[arg-type]
+        clock.advance(HEARTBEAT)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class AccountsTests(SynchronousTestCase):
+    """
+    With C{--hub-auth}: a WebSocket logs in with C{/login}, an event stream
+    with C{user=} and C{token=}; the rights apply to both as to TCP clients.
+    """
+
+    def test_accounts(self) -> None:
+        """
+        An event stream logged in as alice gets the lines of the topics
+        she may read and not the others; one with a wrong token is told
+        its login failed and gets nothing; a WebSocket that logs in is
+        answered as a TCP client is, and may then subscribe.
+        """
+        from tests.test_pubsub_auth import ACCOUNTS, ALICE, ROOT, accountsFile
+
+        daemon = Daemon(
+            "--pubsub=tcp:0:interface=127.0.0.1",
+            "--http=tcp:0:interface=127.0.0.1",
+            f"--hub-auth={accountsFile(self, ACCOUNTS)}",
+        )
+        self.addCleanup(daemon.close)
+        daemon.waitListening(2, STEP)
+        host, port = daemon.address("http")
+        http = f"{host}:{port}"
+        alice = EventReader(http, f"/hub/events?sub=lab.>&user=alice&token={ALICE}")
+        self.addCleanup(alice.close)
+        alice.waitFor(lambda e: "subscribed to lab.>" in e.get("data", ""))
+        wrong = EventReader(http, "/hub/events?sub=lab.>&user=alice&token=nope")
+        self.addCleanup(wrong.close)
+        refused = wrong.waitFor(lambda e: "login failed" in e.get("data", ""))
+        ws = wsConnect(http)
+        self.addCleanup(ws.close)
+        ws.send(f"/login alice {ALICE}")
+        self.assertIn("+OK logged in as alice", recvUntil(ws, lambda m: "+OK" in m))
+        ws.send("/sub lab.>")
+        recvUntil(ws, lambda m: m.startswith("+OK subscribed to lab.>"))
+        root = HubClient(daemon.address("pubsub"))
+        self.addCleanup(root.close)
+        root.send(f"/login root {ROOT}\n".encode())
+        root.until(lambda line: line.startswith(b"+OK logged in"))
+        root.send(b"/pub lab.secret.x hidden\n/pub lab.x visible\n")
+        events = alice.waitFor(lambda e: "visible" in e.get("data", ""))
+        texts = [
+            json.loads(e["data"])["text"] for e in events if "id" in e and "data" in e
+        ]
+        self.assertEqual(texts, ["visible"])
+        self.assertIn("<root> visible", recvUntil(ws, lambda m: "visible" in m)[-1])
+        with wrong.lock:
+            refused += wrong.events
+        self.assertFalse([e for e in refused if "id" in e and "data" in e])
+
+
+def _unframe(data: bytes) -> list[bytes]:
+    """
+    The payloads of unmasked server frames.
+    """
+    out = []
+    while data:
+        size = data[1] & 0x7F
+        start = 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, start = int.from_bytes(data[2:10], "big"), 10
+        out.append(data[start : start + size])
+        data = data[start + size :]
+    return out
+
+
+class EncoderPropertyTests(SynchronousTestCase):
+    """
+    The encoders for any input.
+    """
+
+    @given(st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\n", b" "))))
+    def test_textFramesAreTheLines(self, lines: list[bytes]) -> None:
+        """
+        Text mode sends each line as one frame whose payload is the line
+        (valid UTF-8, as it is when it was).
+        """
+        if not lines:
+            return
+        block = b"".join(line + b"\n" for line in lines)
+        payloads = _unframe(TextFrames()(block))
+        self.assertEqual(
+            payloads, [line.decode("utf-8", "replace").encode() for line in lines]
+        )
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"a", b"b.c", b"d" * 200, b"e.f.g"])
+                | st.integers(0, 60).map(lambda i: b"t%d" % i),
+                st.integers(1, 10**12),
+            ),
+            min_size=1,
+        )
+    )
+    def test_eventIdsRoundTrip(self, deliveries: list[tuple[bytes, int]]) -> None:
+        """
+        After any deliveries, an event's id is at most 2 KiB and 32 topics,
+        names the topic just delivered at its position, and reads back as
+        the positions it was made of.
+        """
+        stream = EventStream(_Events(Clock().seconds), "0123456789abcdef", {})
+        block = b"".join(
+            b"#%d [%s] <x> y\n" % (seq, topic) for topic, seq in deliveries
+        )
+        out = stream(block)
+        last = [line for line in out.split(b"\n") if line.startswith(b"id: ")][-1][4:]
+        self.assertLessEqual(len(last), MAX_ID_BYTES)
+        epoch, positions, complete = parseEventId(last)
+        self.assertEqual(epoch, "0123456789abcdef")
+        self.assertFalse(complete)
+        self.assertLessEqual(len(positions), 32)
+        topic, seq = deliveries[-1]
+        self.assertEqual(positions[topic], seq)
+        self.assertEqual(positions, stream.positions)
+
+
+class HubPanelTests(SynchronousTestCase):
+    """
+    The status page's hub panel (L{netdemo.webhub.HubWeb.panel}).
+    """
+
+    def test_panel(self) -> None:
+        """
+        Topics are listed busiest first by lines/s measured over at least
+        two seconds (before that, by their last sequence number), with
+        subscribers and history, at most 20; the clients connected and the
+        nicknames; the page shows them, escaped.
+        """
+        from netdemo.metrics import MemoryMetrics
+        from netdemo.web import ServerInfo, renderStatusPage, statusDocument
+        from netdemo.webhub import TOP_TOPICS, HubWeb
+
+        class Gate:
+            rows = [(b"a", 1, 10, 10), (b"b<x", 2, 5, 50)] + [
+                (b"t%d" % i, 0, 1, 1) for i in range(30)
+            ]
+
+            def topics(self) -> list[tuple[bytes, int, int, int]]:
+                return list(self.rows)
+
+            def present(self, limit: int) -> tuple[int, list[bytes]]:
+                return 7, [b"alice", b"bob"][:limit]
+
+        clock = Clock()
+        gate = Gate()
+        web = HubWeb(gate, MemoryMetrics(), clock)  # type: ignore[arg-type]
+        clock.advance(100)
+        first = web.panel(clock.seconds())
+        self.assertEqual([t["topic"] for t in first["topics"][:2]], ["b<x", "a"])
+        self.assertIsNone(first["topics"][0]["rate"])
+        self.assertEqual(len(first["topics"]), TOP_TOPICS)
+        self.assertEqual(first["topic_count"], 32)
+        self.assertEqual((first["connected"], first["present"]), (7, ["alice", "bob"]))
+        gate.rows[0] = (b"a", 1, 10, 40)
+        clock.advance(1)
+        self.assertIsNone(web.panel(clock.seconds())["topics"][0]["rate"])
+        clock.advance(1)
+        second = web.panel(clock.seconds())
+        top = second["topics"][0]
+        self.assertEqual(
+            (top["topic"], top["rate"], top["rate_text"], top["subscribers"]),
+            ("a", 15.0, "15/s", 1),
+        )
+        self.assertEqual(second["topics"][1]["rate"], 0.0)
+        doc = statusDocument([], ServerInfo("1", 0.0), clock.seconds(), hub=second)
+        self.assertEqual(doc["panels"]["hub"], second)
+        page = renderStatusPage(doc)
+        self.assertIn("<td>b&lt;x</td>", page)
+        self.assertIn('data-panel="hub.present">alice, bob<', page)

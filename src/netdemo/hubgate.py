@@ -17,6 +17,7 @@ its connection (L{netdemo.webhub.HubTransport}).
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from twisted.internet.interfaces import IAddress
@@ -43,6 +44,18 @@ class IHubGate(Interface):
         "The hub's history (netdemo.history.History's interface): epoch, "
         "since(topic, seq), lastSeq(topic), topics()."
     )
+
+    def topics() -> list[tuple[bytes, int, int, int]]:
+        """
+        The topics with history (at most the history's bound on topics),
+        each as C{(topic, subscribers, lines kept, last sequence number)}.
+        """
+
+    def present(limit: int) -> tuple[int, list[bytes]]:
+        """
+        How many clients are connected, and the first C{limit} nicknames
+        taken, sorted.
+        """
 
     def attach(transport: Any, peer: IAddress | None) -> Any:
         """
@@ -86,6 +99,28 @@ class HubGate:
         # Read at each use: the history object may be replaced (a shared
         # history behind the same interface).
         return self._hub.history
+
+    def topics(self) -> list[tuple[bytes, int, int, int]]:
+        hub = self._hub
+        history = hub.history
+        subscribers = hub.router.subscribers
+        rows = []
+        for topic in list(history.topics()):
+            last = history.lastSeq(topic)
+            rows.append(
+                (
+                    topic,
+                    len(subscribers(topic)),
+                    last - history.firstSeq(topic) + 1,
+                    last,
+                )
+            )
+        return rows
+
+    def present(self, limit: int) -> tuple[int, list[bytes]]:
+        hub = self._hub
+        nicks = heapq.nsmallest(limit, (p.identity for p in hub.nicks.values()))
+        return len(hub.clients), nicks
 
     def attach(self, transport: Any, peer: IAddress | None) -> Any:
         return self._hub.attach(transport, peer)

@@ -142,8 +142,8 @@ RENDER_INTERVAL = 0.5
 #: The version of the C{/status.json} layout (C{docs/operations.md}),
 #: bumped on every change of it: 2 added the formatted texts, rates,
 #: headline, history, panels, connections, collapsed rows and the process
-#: metrics.
-STATUS_SCHEMA = 2
+#: metrics; 3 the hub's panel (C{panels.hub}).
+STATUS_SCHEMA = 3
 
 #: The paths counted by name; anything else is counted as C{other}.
 PATHS = (
@@ -612,6 +612,7 @@ def statusDocument(
     limits: ConnectionLimits | None = None,
     connections: list[dict[str, Any]] | None = None,
     history: dict[str, Any] | None = None,
+    hub: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
     The C{/status.json} document (schema in C{docs/operations.md}):
@@ -625,6 +626,8 @@ def statusDocument(
     @param limits: The stream services' connection limits.
     @param connections: The L{topConnections}.
     @param history: The C{history} part, if already made from C{ring}.
+    @param hub: The hub's panel (L{netdemo.webhub.HubWeb.panel}), when the
+        daemon runs a hub.
     """
     process = process or {}
     rates = ring.rates if ring is not None else {}
@@ -672,6 +675,8 @@ def statusDocument(
         panels["udp_peers"] = udpPeers
     if "backplane" in services:
         panels["backplane"] = _backplane(services["backplane"]["metrics"])
+    if hub is not None:
+        panels["hub"] = hub
     requests = sum(
         sample["value"]
         for sample in services.get(SERVICE_NAME, {}).get("metrics", [])
@@ -944,7 +949,12 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
         f'<span id="requests">{e(doc["requests_text"])}</span> requests to this page'
         "</div>",
         '<nav><a href="metrics">/metrics</a> <a href="status.json">/status.json</a>'
-        "</nav></header>",
+        + (
+            ' <a href="hub">the hub</a>'
+            if any(s["name"] == "pubsub" for s in doc["services"])
+            else ""
+        )
+        + "</nav></header>",
         '<div class="cards">',
     ]
     for figure in doc["headline"]:
@@ -978,12 +988,59 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
             f'data-panel="backplane.dropped_text">{e(b["dropped_text"])}</td></tr>'
             "</table></section>"
         )
+    if "hub" in panels:
+        parts.append(_hubPanel(panels["hub"]))
     parts.append(_connectionsPanel(doc["connections"]))
     for service in doc["services"]:
         parts.append(_serviceSection(service))
     parts.append(_serviceSection({"name": "process", "metrics": doc["metrics"]}))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+#: The columns of the hub's topics table: field and heading.
+HUB_TOPIC_COLUMNS = (
+    ("topic", "topic"),
+    ("subscribers", "subscribers"),
+    ("rate_text", "lines/s"),
+    ("history_text", "history"),
+    ("last_seq_text", "last seq"),
+)
+
+
+def _hubPanel(hub: Mapping[str, Any]) -> str:
+    """
+    The hub: its busiest topics, who is connected.
+    """
+    e = html.escape
+    numeric = ' class="n"'
+    head = "".join(
+        f"<th{numeric if i else ''}>{e(h)}</th>"
+        for i, (_, h) in enumerate(HUB_TOPIC_COLUMNS)
+    )
+    parts = [
+        '<section id="panel-hub"><h2>hub: topics, busiest first '
+        f'(<span data-panel="hub.topic_count">{hub["topic_count"]}</span> with '
+        "history)</h2>",
+        f"<table><thead><tr>{head}</tr></thead><tbody data-hub-topics>",
+    ]
+    for t in hub["topics"]:
+        parts.append(
+            "<tr>"
+            + "".join(
+                f"<td{numeric if i else ''}>{e(str(t[k]))}</td>"
+                for i, (k, _) in enumerate(HUB_TOPIC_COLUMNS)
+            )
+            + "</tr>"
+        )
+    present = ", ".join(hub["present"]) or "none"
+    parts.append(
+        "</tbody></table>"
+        f'<p><span data-panel="hub.connected">{hub["connected"]}</span> connected; '
+        f'nicknames: <span data-panel="hub.present">{e(present)}</span></p>'
+        '<p><a href="hub">open the hub</a></p></section>'
+    )
+    return "".join(parts)
 
 
 #: The columns of the connections table: field and heading.
@@ -1469,6 +1526,7 @@ class StatusResource(Resource):
             limits=self.limits,
             connections=self.connections(),
             history=self.history(),
+            hub=None if self.hub is None else self.hub.panel(self.clock.seconds()),
         )
 
     def render(self, request: Request) -> bytes:

@@ -80,6 +80,25 @@
       body.replaceChildren(rows);
     }
     var panels = doc.panels;
+    var hubTopics = document.querySelector("[data-hub-topics]");
+    if (panels.hub && hubTopics) {
+      var topicRows = document.createDocumentFragment();
+      panels.hub.topics.forEach(function (t) {
+        var tr = document.createElement("tr");
+        ["topic", "subscribers", "rate_text", "history_text", "last_seq_text"].forEach(
+          function (k, i) {
+            var td = document.createElement("td");
+            if (i > 0) { td.className = "n"; }
+            td.textContent = t[k];
+            tr.appendChild(td);
+          });
+        topicRows.appendChild(tr);
+      });
+      hubTopics.replaceChildren(topicRows);
+      set(attr("data-panel", "hub.topic_count"), String(panels.hub.topic_count));
+      set(attr("data-panel", "hub.connected"), String(panels.hub.connected));
+      set(attr("data-panel", "hub.present"), panels.hub.present.join(", ") || "none");
+    }
     if (panels.multicast) {
       var shown = document.querySelectorAll("tr[data-peer]").length;
       if (shown !== panels.multicast.peers.length) { missing = true; }
