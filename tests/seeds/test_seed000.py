@@ -167,11 +167,26 @@ class BroadcastTests(SynchronousTestCase):
         started = time.monotonic()
         while sent < total:
             floor = sent - window
-            poll(
-                lambda: min(first.received, second.received) >= floor,  # noqa: B023
-                f"the seed clients to read {floor} bytes",
-                interval=0.002,
-            )
+            try:
+                poll(
+                    lambda: min(first.received, second.received) >= floor,  # noqa: B023
+                    f"the seed clients to read {floor} bytes",
+                    interval=0.002,
+                )
+            except AssertionError as e:
+                # Once seen in a full run on a loaded machine: say who stalled.
+                raise AssertionError(
+                    f"{e}: {sent} sent; read {first.received} and "
+                    f"{second.received}; exit codes {first.process.poll()} and "
+                    f"{second.process.poll()}; slow consumers cut "
+                    + str(
+                        daemon.statusValue(
+                            "netdemo_refused_total",
+                            service="broadcast",
+                            reason="slow-consumer",
+                        )
+                    )
+                ) from None
             flooder.sendall(block)
             sent += len(block)
         poll(
