@@ -6,7 +6,13 @@ against one hub, in the same run.
   - C{backplane}: hubs A and B, each with C{--backplane redis://...} on one
     C{redis-server}, with C{N} subscribers each (100 by default); the
     publisher is a client of A, so B's subscribers get every line through
-    Redis.
+    Redis.  The history is shared (the default): every batch is one script
+    call (numbers, C{XADD} per line, C{PUBLISH}), and A's own subscribers
+    get a batch once Redis has numbered it;
+  - C{plain}: the same with C{--no-backplane-history} (plain C{PUBLISH}).
+
+For C{backplane}, Redis's own accounting (C{INFO commandstats}) gives what
+the script costs per line: all of it (C{evalsha}) and its C{XADD}s.
 
 Both are measured with the load generator of C{bench/fanout.py}
 (C{bench/pubsubload.py}: subscriber worker processes that count newlines,
@@ -23,6 +29,7 @@ why and exits 0.  Usage::
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from argparse import ArgumentParser, Namespace
@@ -116,6 +123,48 @@ def latency(
     return result
 
 
+def commandStats(port: int) -> dict[str, tuple[int, float]]:
+    """
+    Redis's C{INFO commandstats} on C{port}: command -> (calls, usec).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"INFO commandstats\r\n")
+        data = b""
+        while not data.endswith(b"\r\n") or data.count(b"\r\n") < 2:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            header, _, body = data.partition(b"\r\n")
+            if header.startswith(b"$") and len(body) >= int(header[1:]) + 2:
+                break
+    stats: dict[str, tuple[int, float]] = {}
+    for line in data.decode("ascii", "replace").splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line[len("cmdstat_") :].partition(":")
+            values = dict(f.split("=", 1) for f in fields.split(","))
+            stats[name] = (int(values["calls"]), float(values["usec"]))
+    return stats
+
+
+def scriptCost(port: int) -> dict[str, float]:
+    """
+    What the shared history's script cost Redis per line: all of it
+    (C{evalsha}) and its C{XADD}s (one per line).
+    """
+    stats = commandStats(port)
+    lines, xadd = stats.get("xadd", (0, 0.0))
+    _, script = stats.get("evalsha", (0, 0.0))
+    if not lines:
+        return {}
+    return {
+        "script_us_per_line": script / lines,
+        "xadd_us_per_line": xadd / lines,
+        "script_calls": float(stats.get("evalsha", (0, 0.0))[0]),
+        "lines": float(lines),
+    }
+
+
 @contextmanager
 def setUp(harness: Harness, setup: str, kind: str) -> Iterator[list[Server]]:
     """
@@ -126,11 +175,14 @@ def setUp(harness: Harness, setup: str, kind: str) -> Iterator[list[Server]]:
         options = catalog.HUB
         names = [f"{setup}-{kind}"]
         alsoLogged: tuple[str, ...] = ()
-        if setup == "backplane":
+        if setup in ("backplane", "plain"):
             redis = harness.start(catalog.redis(), None, log=f"{setup}-{kind}-redis")
             stack.callback(redis.stop)
             url = f"redis://127.0.0.1:{redis.port}?prefix={PREFIX}"
             options = [*options, "--backplane", url]
+            if setup == "plain":
+                options.append("--no-backplane-history")
+            harness.redisPort = redis.port  # type: ignore[attr-defined]
             names = [f"{setup}-{kind}-{hub}" for hub in "AB"]
             alsoLogged = ("backplane_up",)
         hubs = []
@@ -152,12 +204,14 @@ def section(harness: Harness, options: Namespace) -> Section:
         return Section("backplane", "Cross-node fan-out", "", {"results": []})
     perHub, workers = options.subscribers, options.workers
     results: list[dict[str, Any]] = []
-    for setup in ("single", "backplane"):
-        n, w = (perHub, workers) if setup == "backplane" else (2 * perHub, 2 * workers)
+    for setup in ("single", "backplane", "plain"):
+        n, w = (2 * perHub, 2 * workers) if setup == "single" else (perHub, workers)
         for kind in ("throughput", "latency"):
             with setUp(harness, setup, kind) as hubs:
                 if kind == "throughput":
                     r = throughput(hubs, n, options.duration, w)
+                    if setup == "backplane":
+                        r.update(scriptCost(harness.redisPort))  # type: ignore[attr-defined]
                 else:
                     r = latency(hubs, n, options.rate, options.duration, w)
             r["setup"] = setup
@@ -173,10 +227,17 @@ def describe(r: dict[str, Any]) -> str:
     """
     head = f"{r['setup']:9} {r['hubs']} hub(s), {r['subscribers']} subscribers:"
     if "deliveries_per_s" in r:
-        return (
+        text = (
             f"{head} {r['deliveries_per_s'] / 1e6:6.3f} M deliveries/s, "
             f"lost {r['lost']}, disconnected {r['disconnected']}"
         )
+        if "script_us_per_line" in r:
+            text += (
+                f"; Redis per line: script {r['script_us_per_line']:.3f} us, "
+                f"XADD {r['xadd_us_per_line']:.3f} us "
+                f"({r['lines'] / max(r['script_calls'], 1):.0f} lines per call)"
+            )
+        return text
     text = f"{head} at {r['rate']:.0f}/s: p50/p99 A {r['p50_ms_A']:.2f}/"
     text += f"{r['p99_ms_A']:.2f} ms"
     if "p99_ms_B" in r:
@@ -189,16 +250,19 @@ def printRatios(results: list[dict[str, Any]]) -> None:
     Print the backplane's figures as ratios to the single hub's.
     """
     byKey = {(r["setup"], "deliveries_per_s" in r): r for r in results}
-    single, joined = byKey[("single", True)], byKey[("backplane", True)]
-    print("\nbackplane / single hub:")
-    if single["deliveries_per_s"]:
-        ratio = joined["deliveries_per_s"] / single["deliveries_per_s"]
-        print(f"  deliveries/s: {ratio:5.2f}x")
-    singleLatency, joinedLatency = byKey[("single", False)], byKey[("backplane", False)]
-    if singleLatency["p99_ms_A"]:
-        for name in "AB":
-            ratio = joinedLatency[f"p99_ms_{name}"] / singleLatency["p99_ms_A"]
-            print(f"  p99 latency, hub {name}: {ratio:5.2f}x")
+    single = byKey[("single", True)]
+    singleLatency = byKey[("single", False)]
+    for setup in ("backplane", "plain"):
+        joined, joinedLatency = byKey[(setup, True)], byKey[(setup, False)]
+        what = "with shared history" if setup == "backplane" else "plain PUBLISH"
+        print(f"\nbackplane ({what}) / single hub:")
+        if single["deliveries_per_s"]:
+            ratio = joined["deliveries_per_s"] / single["deliveries_per_s"]
+            print(f"  deliveries/s: {ratio:5.2f}x")
+        if singleLatency["p99_ms_A"]:
+            for name in "AB":
+                ratio = joinedLatency[f"p99_ms_{name}"] / singleLatency["p99_ms_A"]
+                print(f"  p99 latency, hub {name}: {ratio:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -33,10 +33,12 @@ def hubFactory(
     hubLimits: HubLimits | None = None,
     limits: ConnectionLimits | None = None,
     auth: Any = None,
+    backplane: Any = None,
 ) -> PubSubFactory:
     """
     A hub named C{pubsub}, with the default limits unless given (and the
-    accounts C{auth}, an L{netdemo.hubauth.AccountsFile}, if given).
+    accounts C{auth}, an L{netdemo.hubauth.AccountsFile}, and a backplane,
+    if given).
     """
     return PubSubFactory(
         "pubsub",
@@ -44,6 +46,7 @@ def hubFactory(
         hubLimits or HubLimits(),
         metrics,
         clock,
+        backplane,
         auth=auth,
     )
 
@@ -177,10 +180,13 @@ class FakeHub:
         limits: ConnectionLimits | None = None,
         auth: Any = None,
         metrics: MemoryMetrics | None = None,
+        backplane: Any = None,
     ) -> None:
         self.clock = MemoryReactorClock()
         self.metrics = metrics or MemoryMetrics()
-        self.factory = hubFactory(self.metrics, self.clock, hubLimits, limits, auth)
+        self.factory = hubFactory(
+            self.metrics, self.clock, hubLimits, limits, auth, backplane
+        )
         # The per-turn time budget reads a frozen clock (a test that needs
         # time to pass sets its own): on a busy machine, real time would end
         # turns where a test counts lines.

@@ -430,7 +430,9 @@ class LivenessTests(WithBackplane, SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.makeBackplane(BackplaneLimits(pingInterval=5.0, pingTimeout=3.0))
+        self.makeBackplane(
+            BackplaneLimits(pingInterval=5.0, pingTimeout=3.0, history=False)
+        )
         self.events = captureEvents(self)
 
     def named(self, name: str) -> list[Any]:
@@ -614,7 +616,7 @@ class ConnectionTests(WithBackplane, SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.makeBackplane(BackplaneLimits(maxMessage=1000))
+        self.makeBackplane(BackplaneLimits(maxMessage=1000, history=False))
         self.got: list[Any] = []
         self.backplane.attach(lambda *args: self.got.append(args))
         self.makePublisher, self.makeSubscriber = backplane._redisFactories()

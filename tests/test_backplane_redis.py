@@ -91,9 +91,10 @@ class BackplaneHub(Daemon):
         poll(lambda: self.count(text) >= times, f"{text!r} logged {times} times")
 
 
-class RedisTests(SynchronousTestCase):
+class RedisCase(SynchronousTestCase):
     """
-    Hubs joined through a real Redis.
+    Tests of hubs joined through a real Redis: its server, its hubs, their
+    clients, C{redis-cli}.
     """
 
     def setUp(self) -> None:
@@ -167,6 +168,12 @@ class RedisTests(SynchronousTestCase):
             timeout=PATIENCE,
             check=True,
         ).stdout
+
+
+class RedisTests(RedisCase):
+    """
+    Hubs joined through a real Redis.
+    """
 
     def test_twoHubsExactlyOnceInOrder(self) -> None:
         """
@@ -460,6 +467,8 @@ class RedisTests(SynchronousTestCase):
             client.collect(RELAYED, 1, settle=0.5), [b"<ops> members only"]
         )
         self.assertEqual(bad.count("refused us"), 1, bad.log())
+        # This user may not run scripts: no shared history, said once.
+        self.assertEqual(good.count("refused the shared history's scripts"), 1)
         self.assertNotIn("s3cret", good.log() + bad.log())
         self.assertNotIn("wrong", bad.log())
 

@@ -8,8 +8,10 @@ the per-connection state that L{netdemo.stream.LimitedProtocol} sets up.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
+import struct
 import threading
 from typing import Any
 
@@ -24,7 +26,7 @@ from netdemo.echo import QUEUED_BUFFER, SEND_BUFFER, Echo, EchoFactory
 from netdemo.internals import unsentBytes
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import MemoryMetrics
-from tests.support import PATIENCE, waitUntil
+from tests.support import PATIENCE, captureEvents, waitUntil
 
 #: The reactor, for the calls its interfaces do not all declare.
 _reactor: Any = reactor
@@ -124,6 +126,46 @@ class DirectSendTests(TestCase):
         [p] = self.factory.built
         self.assertTrue(p.direct)
         self.assertGreater(p.queued, 0)
+
+    async def test_peerGoneIsConnectionLost(self) -> None:
+        """
+        A reply whose direct send fails because the peer is gone (C{EPIPE}
+        after its reset) raises nothing in C{dataReceived}: it is queued in
+        the transport, whose next write reports the connection lost, and
+        the connection is closed, counted and logged as lost.
+        """
+        events = captureEvents(self)
+        client = socket.create_connection(
+            ("127.0.0.1", self.port.getHost().port), timeout=PATIENCE
+        )
+        self.addCleanup(client.close)
+        await waitUntil(lambda: bool(self.factory.built))
+        [p] = self.factory.built
+        await waitUntil(lambda: p.connected)
+        transport: Any = p.transport
+        # The reactor must not see the reset before the reply is sent.
+        transport.stopReading()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        sock = transport.socket
+        await waitUntil(
+            lambda: (
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET
+            )
+        )
+        # The pending reset is read (and cleared) above: the send gets EPIPE.
+        with self.assertRaises(OSError) as raised:
+            sock.send(b"")
+        self.assertEqual(raised.exception.errno, errno.EPIPE)
+        p.dataReceived(b"x" * 64)
+        self.assertEqual(p.bytesIn, 64)
+        self.assertEqual(unsentBytes(transport), 64)
+        await waitUntil(lambda: not self.factory.connections)
+        self.assertFalse(p.connected)
+        [closed] = [e for e in events if e.get("event") == "connection_closed"]
+        self.assertTrue(closed["reason"].startswith("lost: "), closed["reason"])
+        self.assertEqual(closed["bytesIn"], 64)
+        self.assertEqual(closed["bytesOut"], 0)
 
 
 class StalledReaderTests(TestCase):

@@ -992,6 +992,93 @@ class LeanServerTests(TestCase):
             first.noSuchAttribute  # noqa: B018
         await self.closeAll()
 
+    async def test_noFallback(self) -> None:
+        """
+        L{internals.LeanServer} has no C{__getattr__}: every attribute lookup
+        on a connection (the reactor makes several per event) is the
+        interpreter's own, as on C{tcp.Server}.  What it does not keep is
+        computed by class attributes that a value stored on the connection
+        overrides: the write list is made once and then found on the
+        connection, and a C{client} stored later (as a PROXY header's
+        hand-over does) is the one read.
+        """
+        self.assertFalse(hasattr(internals.LeanServer, "__getattr__"))
+        self.assertIs(
+            type(internals.LeanServer).__getattribute__,
+            type(tcp.Server).__getattribute__,
+        )
+        first, second, client, _ = await self.accept()
+        pending = first._tempDataBuffer
+        self.assertEqual(pending, [])
+        self.assertIs(vars(first)["_tempDataBuffer"], pending)
+        self.assertIs(first._tempDataBuffer, pending)
+        first.client = ("203.0.113.9", 4711)
+        self.assertEqual(first.getPeer().host, "203.0.113.9")
+        self.assertEqual(first.getPeer().port, 4711)
+        self.assertEqual(second.client[0], "127.0.0.1")
+        with self.assertRaises(AttributeError):
+            first.noSuchAttribute  # noqa: B018
+        await self.closeAll()
+
+    def test_twistedRead(self) -> None:
+        """
+        What L{internals.LeanServer.doRead} does in one call is what
+        Twisted's C{tcp.Connection.doRead} and C{_dataReceived} do in two.
+        """
+        import inspect
+
+        self.assertIn("doRead", vars(internals.LeanServer))
+        doRead = inspect.getsource(tcp.Connection.doRead)
+        for line in (
+            "data = self.socket.recv(self.bufferSize)",
+            "if se.args[0] == EWOULDBLOCK:",
+            "return main.CONNECTION_LOST",
+            "return self._dataReceived(data)",
+        ):
+            self.assertIn(line, doRead)
+        received = inspect.getsource(tcp.Connection._dataReceived)
+        for line in (
+            "if not data:",
+            "return main.CONNECTION_DONE",
+            "self.protocol.dataReceived(data)",
+        ):
+            self.assertIn(line, received)
+        self.assertIs(tcp.Server._dataReceived, tcp.Connection._dataReceived)
+
+    async def test_doRead(self) -> None:
+        """
+        L{internals.LeanServer.doRead}: nothing to read is L{None}; bytes go
+        to the protocol; the peer's FIN is C{CONNECTION_DONE}; a reset is
+        C{CONNECTION_LOST}.
+        """
+        import select
+        import struct
+
+        from twisted.internet import main
+
+        first, second, client, otherClient = await self.accept()
+        first.stopReading()
+        second.stopReading()
+
+        def readable(transport: Any) -> bool:
+            return bool(select.select([transport.socket], [], [], 0)[0])
+
+        self.assertIsNone(first.doRead())
+        client.transport.write(b"abc")
+        await waitUntil(lambda: readable(first))
+        self.assertIsNone(first.doRead())
+        self.assertEqual(first.protocol.received, b"abc")
+        client.transport.loseConnection()
+        await waitUntil(lambda: readable(first))
+        self.assertIs(first.doRead(), main.CONNECTION_DONE)
+        otherClient.transport.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        otherClient.transport.abortConnection()
+        await waitUntil(lambda: readable(second))
+        self.assertIs(second.doRead(), main.CONNECTION_LOST)
+        await self.closeAll()
+
     async def test_ipv6(self) -> None:
         """
         An IPv6 peer's four-item C{client} is kept as Twisted made it (but

@@ -428,7 +428,7 @@ class ProtocolTests(SynchronousTestCase):
             b"/history since\n"
             b"/history since " + b"9" * 18 + b"\n"
         )
-        usage = b"-ERR usage: /history since SEQ [TOPIC]"
+        usage = b"-ERR usage: /history since SEQ[@EPOCH] [TOPIC]"
         self.assertEqual(
             a.new(),
             [
@@ -439,6 +439,37 @@ class ProtocolTests(SynchronousTestCase):
                 b"* gap: history of chat starts at seq 1",
                 b"+OK history 0 lines since %s, last seq 0, epoch %s"
                 % (b"9" * 18, hub.factory.history.epoch.encode()),
+            ],
+        )
+
+    def test_historySinceEpoch(self) -> None:
+        """
+        C{/history since SEQ@EPOCH} of the hub's epoch is C{/history since
+        SEQ}; of another epoch, the position is gone: a notice, then all
+        the history there is; an epoch that is no word is a usage error.
+        """
+        hub = FakeHub(HubLimits(history=3))
+        self.addCleanup(hub.stop)
+        a = hub.connect()
+        a.new()
+        a.send(b"one\ntwo\n")
+        epoch = hub.factory.history.epoch.encode()
+        a.send(
+            b"/history since 1@" + epoch + b"\n"
+            b"/history since 1@0ther\n"
+            b"/history since 1@bad-epoch\n"
+        )
+        prefix = b"<%s> " % a.identity
+        self.assertEqual(
+            a.new(),
+            [
+                prefix + b"two",
+                b"+OK history 1 lines since 1, last seq 2, epoch " + epoch,
+                b"* gap: epoch 0ther is gone",
+                prefix + b"one",
+                prefix + b"two",
+                b"+OK history 2 lines since 1, last seq 2, epoch " + epoch,
+                b"-ERR usage: /history since SEQ[@EPOCH] [TOPIC]",
             ],
         )
 

@@ -10,6 +10,7 @@ C{twistd}; the tests' own reactor is not involved.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import subprocess
 import threading
@@ -17,9 +18,14 @@ from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import ConnectionDone, ConnectionFdescWentAway
+from twisted.internet.interfaces import IHalfCloseableDescriptor, IReadDescriptor
+from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import context
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from netdemo.internals import LogContextCachingEPollReactor
 from tests.support import PATIENCE, Daemon, captureEvents, twistdPath
@@ -387,6 +393,203 @@ class DispatchTests(SynchronousTestCase):
         [failure] = [e for e in self.events if e.get("failure")]
         self.assertEqual(failure["system"], server.logPrefix())
         self.flushLoggedErrors(ZeroDivisionError)
+
+
+@implementer(IReadDescriptor)
+class _Reader:
+    """
+    A selectable reading one end of a socket pair, as the test tells it to:
+    C{doRead} reads, then raises C{raises} if given, else returns
+    C{returns} (C{CONNECTION_DONE} once the other end closed); C{fileno}
+    says -1 once C{gone}.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        returns: Any = None,
+        raises: BaseException | None = None,
+    ) -> None:
+        self.sock = sock
+        self.returns = returns
+        self.raises = raises
+        self.gone = False
+        self.reads = 0
+        self.lost: list[Failure] = []
+        self.readLost: list[Failure] = []
+
+    def fileno(self) -> int:
+        return -1 if self.gone else self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "the-reader"
+
+    def doRead(self) -> Any:
+        self.reads += 1
+        if not self.sock.recv(100):
+            return CONNECTION_DONE
+        if self.raises is not None:
+            raise self.raises
+        return self.returns
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost.append(reason)
+
+
+@implementer(IHalfCloseableDescriptor)
+class _HalfCloseableReader(_Reader):
+    """
+    A L{_Reader} that a read-side close leaves open.
+    """
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        self.readLost.append(reason)
+
+    def writeConnectionLost(self, reason: Failure) -> None:
+        """
+        Not called: the reader never writes.
+        """
+
+
+class TwistedReadEventTests(SynchronousTestCase):
+    """
+    How Twisted's epoll reactor handles a readable descriptor; the netdemo
+    reactor, which handles a readable-only event without
+    C{_doReadOrWrite}, must do the same (L{NetdemoReadEventTests}).
+    """
+
+    reactorType: type[EPollReactor] = EPollReactor
+
+    def setUp(self) -> None:
+        self.reactor = self.reactorType()
+        self.addCleanup(self.reactor.removeAll)
+        self.events = captureEvents(self)
+
+    def reader(self, kind: type[_Reader], **outcome: Any) -> tuple[Any, Any]:
+        """
+        A reader on one end of a socket pair, watched by the reactor, and
+        the other end.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.setblocking(False)
+        reader = kind(ours, **outcome)
+        self.reactor.addReader(reader)
+        # Before the sockets close: the reactor unregisters their numbers.
+        self.addCleanup(self.reactor.removeAll)
+        return reader, theirs
+
+    def turn(self, done: Any) -> None:
+        """
+        Turn the reactor under test at the bottom of a fresh context stack
+        (a thread of its own) until C{done()}, 200 turns of 50 ms at most.
+        """
+
+        def work() -> None:
+            for _ in range(200):
+                if done():
+                    return
+                self.reactor.iterate(0.05)
+            raise AssertionError("the reactor under test did not get there")
+
+        _runInThread(work)
+
+    def test_readStaysWatched(self) -> None:
+        """
+        A read that returns nothing keeps the descriptor watched, and logs
+        nothing.
+        """
+        reader, theirs = self.reader(_Reader)
+        theirs.sendall(b"x")
+        self.turn(lambda: reader.reads == 1)
+        self.assertIn(reader, self.reactor.getReaders())
+        self.assertEqual(reader.lost, [])
+        self.assertEqual([e for e in self.events if e.get("failure")], [])
+
+    def test_errorLoggedWithPrefix(self) -> None:
+        """
+        An exception from C{doRead} is logged with the selectable's log
+        prefix, and the selectable is disconnected with it.
+        """
+        reader, theirs = self.reader(_Reader, raises=ZeroDivisionError("in doRead"))
+        theirs.sendall(b"x")
+        self.turn(lambda: bool(reader.lost))
+        [failure] = [e for e in self.events if e.get("failure")]
+        self.assertEqual(failure["system"], "the-reader")
+        self.assertIsInstance(failure["failure"].value, ZeroDivisionError)
+        [reason] = reader.lost
+        self.assertIsInstance(reason.value, ZeroDivisionError)
+        self.assertNotIn(reader, self.reactor.getReaders())
+        self.flushLoggedErrors(ZeroDivisionError)
+
+    def test_doneIsReadSideClose(self) -> None:
+        """
+        C{CONNECTION_DONE} returned by C{doRead} is a read-side close for a
+        half-closeable selectable (C{readConnectionLost}).
+        """
+        reader, theirs = self.reader(_HalfCloseableReader, returns=CONNECTION_DONE)
+        theirs.sendall(b"x")
+        self.turn(lambda: bool(reader.readLost))
+        self.assertIsInstance(reader.readLost[0].value, ConnectionDone)
+        self.assertEqual(reader.lost, [])
+
+    def test_raisedDoneIsNotReadSideClose(self) -> None:
+        """
+        C{ConnectionDone} raised (not returned) by C{doRead} is an error:
+        logged, and the whole connection is lost even for a half-closeable
+        selectable.
+        """
+        reader, theirs = self.reader(_HalfCloseableReader, raises=ConnectionDone())
+        theirs.sendall(b"x")
+        self.turn(lambda: bool(reader.lost))
+        self.assertEqual(reader.readLost, [])
+        self.assertIsInstance(reader.lost[0].value, ConnectionDone)
+        [failure] = [e for e in self.events if e.get("failure")]
+        self.assertEqual(failure["system"], "the-reader")
+        self.flushLoggedErrors(ConnectionDone)
+
+    def test_descriptorGone(self) -> None:
+        """
+        A selectable whose C{fileno} says -1 when its event comes is not
+        read: it is disconnected (C{ConnectionFdescWentAway}).
+        """
+        reader, theirs = self.reader(_Reader)
+        reader.gone = True
+        theirs.sendall(b"x")
+        self.turn(lambda: bool(reader.lost))
+        self.assertEqual(reader.reads, 0)
+        self.assertIsInstance(reader.lost[0].value, ConnectionFdescWentAway)
+
+
+class NetdemoReadEventTests(TwistedReadEventTests):
+    """
+    L{TwistedReadEventTests} on the netdemo reactor.
+    """
+
+    reactorType = LogContextCachingEPollReactor
+
+    def test_readableInline(self) -> None:
+        """
+        A readable-only event is handled without C{_doReadOrWrite}; a
+        hang-up goes through it.
+        """
+        reader, theirs = self.reader(_HalfCloseableReader)
+        calls: list[int] = []
+        dispatch = self.reactor._doReadOrWrite
+
+        def counting(selectable: Any, fd: int, event: int) -> None:
+            calls.append(event)
+            dispatch(selectable, fd, event)
+
+        self.reactor._doReadOrWrite = counting  # type: ignore[method-assign]
+        theirs.sendall(b"x")
+        self.turn(lambda: reader.reads == 1)
+        self.assertEqual(calls, [])
+        theirs.close()
+        self.turn(lambda: bool(reader.readLost))
+        self.assertEqual(len(calls), 1)
+        self.assertTrue(calls[0] & select.EPOLLHUP)
 
 
 class InstallTests(SynchronousTestCase):

@@ -12,7 +12,7 @@ import re
 import socket
 import subprocess
 from ipaddress import ip_address
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,6 +32,7 @@ from netdemo.throttle import TokenBucket
 from netdemo.udpecho import UDPEcho, buildUDPEchoService
 from tests.datagramhelpers import FakeDatagramReactor, FakeDatagramTransport
 from tests.support import (
+    PATIENCE,
     Daemon,
     ExternalServer,
     captureEvents,
@@ -969,3 +970,119 @@ class BuilderTests(SynchronousTestCase):
                 answered,
             )
             self.assertEqual(refused(metrics, reason), 20 - answered)
+
+
+class _RecordingSocket:
+    """
+    A socket that records which call sent each reply (C{sendto} or
+    C{sendmsg}) and is the wrapped socket otherwise.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def sendto(self, *args: Any) -> int:
+        self.calls.append("sendto")
+        return self._sock.sendto(*args)
+
+    def sendmsg(self, *args: Any) -> int:
+        self.calls.append("sendmsg")
+        return self._sock.sendmsg(*args)
+
+
+class PlainSendTests(SynchronousTestCase):
+    """
+    A wildcard IPv4 port replies with a plain C{sendto} when the kernel
+    would choose the address the client sent to anyway, and with
+    C{sendmsg} and the packet information otherwise.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.task import Clock
+
+        service = buildUDPEchoService(
+            [ListenAddress("0.0.0.0", 0)], DatagramLimits(), MemoryMetrics(), reactor
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        # A PacketInfoPort (the list is typed with its interface).
+        self.port: Any = cast(Any, service.ports[0])
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.port.protocol.guard.clock = self.clock
+        self.recording = _RecordingSocket(self.port.socket)
+        self.port.socket = self.recording
+        self.addCleanup(setattr, self.port, "socket", self.recording._sock)
+
+    def ask(self, server: str, data: bytes) -> bytes:
+        """
+        Send C{data} from 127.0.0.1 to C{server} on the port, connected (so
+        only a reply from C{server} arrives), let the port read it, and
+        return the reply.
+        """
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.connect((server, self.port.getHost().port))
+            s.send(data)
+            self.port.doRead()
+            s.settimeout(PATIENCE)
+            return s.recv(100)
+
+    def test_sameSource(self) -> None:
+        """
+        A client that sent to the address the kernel replies from gets its
+        replies through C{sendto} once it was checked; one that sent to
+        another address (127.0.0.2) gets them from there through
+        C{sendmsg}, every time.
+        """
+        self.assertEqual(self.ask("127.0.0.1", b"a"), b"a")
+        self.assertEqual(self.ask("127.0.0.1", b"b"), b"b")
+        self.assertEqual(self.recording.calls, ["sendto", "sendto"])
+        self.assertEqual(list(self.port._sameSource), ["127.0.0.1"])
+        self.assertEqual(self.ask("127.0.0.2", b"c"), b"c")
+        self.assertEqual(self.ask("127.0.0.2", b"d"), b"d")
+        self.assertEqual(self.recording.calls[2:], ["sendmsg", "sendmsg"])
+        self.assertEqual(len(self.port._otherSource), 1)
+
+    def test_forgotten(self) -> None:
+        """
+        What was learnt of the kernel's choice is forgotten after
+        C{SAME_SOURCE_SECONDS} (a route or an address may have changed), and
+        when the clock steps back.
+        """
+        from netdemo.udpecho import SAME_SOURCE_SECONDS
+
+        self.assertEqual(self.ask("127.0.0.1", b"a"), b"a")
+        self.assertEqual(self.ask("127.0.0.2", b"b"), b"b")
+        self.clock.advance(SAME_SOURCE_SECONDS / 2)
+        self.port.doRead()
+        self.assertEqual(list(self.port._sameSource), ["127.0.0.1"])
+        self.clock.advance(SAME_SOURCE_SECONDS / 2)
+        self.port.doRead()
+        self.assertEqual(self.port._sameSource, {})
+        self.assertEqual(self.port._otherSource, set())
+        self.assertEqual(self.ask("127.0.0.1", b"c"), b"c")
+        self.clock.rightNow -= 5
+        self.port.doRead()
+        self.assertEqual(self.port._sameSource, {})
+
+    def test_broadcastStillRefused(self) -> None:
+        """
+        A client whose replies go through C{sendto} is still refused when it
+        sends to a broadcast address.
+        """
+        self.assertEqual(self.ask("127.0.0.1", b"a"), b"a")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            s.bind(("127.0.0.1", 0))
+            s.sendto(b"everyone", ("127.255.255.255", self.port.getHost().port))
+            self.port.doRead()
+        self.assertEqual(self.recording.calls, ["sendto"])
+        self.assertEqual(
+            refused(self.port.protocol.guard.metrics, "destination-not-unicast"), 1
+        )

@@ -68,6 +68,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from netdemo.hubwire import (
+    MAX_SEQ_DIGITS,
     MAX_TOPIC,
     escapeControls,
     escapeLines,
@@ -82,6 +83,18 @@ from netdemo.hubwire import (
 from netdemo.limits import BackplaneLimits, HubLimits
 from netdemo.logs import RateLimitedLog
 from netdemo.metrics import IMetrics, sampleOf
+from netdemo.streams import (
+    EPOCH_SCRIPT,
+    PUBLISH_SCRIPT,
+    READ_SCRIPT,
+    Script,
+    isEpoch,
+    metaKey,
+    parsePublishAnswer,
+    parseReadAnswer,
+    seqField,
+    streamKey,
+)
 
 __all__ = [
     "BackplaneURL",
@@ -101,6 +114,21 @@ SERVICE_NAME = "backplane"
 
 #: The first token of a hub's message.
 HEADER = b"netdemo/1"
+
+#: The first token of a hub's message numbered by Redis (shared history,
+#: L{netdemo.streams}): its header also carries the topic's first number and
+#: the epoch.
+HEADER_NUMBERED = b"netdemo/2"
+
+#: Room the first number and the epoch take in a numbered message's header.
+_NUMBERED_ROOM = 20 + 64 + 2
+
+#: Reads of the shared history unanswered at once, at most.
+MAX_READS = 64
+
+#: The hub's own messages whose sender is remembered until they come back
+#: through the subscription, at most.
+MAX_ORIGINS = 4096
 
 #: The channel prefix when the URL gives none.
 DEFAULT_PREFIX = "netdemo"
@@ -156,6 +184,13 @@ _WORST_BYTE = _MAX_PREFIX + 5
 _PMESSAGE = b"*4\r\n$8\r\npmessage\r\n"
 
 Receiver = Callable[[bytes, bytes, list[bytes]], None]
+
+#: Takes lines numbered by Redis: topic, identity, lines, the first number
+#: (0: not numbered, delivered on this hub only), the epoch, the local
+#: client that published them (or L{None}), and whether they come with the
+#: script's answer (C{True}) or through the subscription; answers whether
+#: it delivered them.
+OrderedReceiver = Callable[[bytes, bytes, list[bytes], int, bytes, object, bool], bool]
 
 
 @frozen
@@ -257,12 +292,17 @@ class Message:
     @ivar seq: The hub's message number (0 for external ones).
     @ivar identity: Who published the lines.
     @ivar lines: The lines, control characters escaped.
+    @ivar first: The number of the first line on its topic, given by Redis
+        (shared history), or 0.
+    @ivar epoch: The epoch of that number, or empty.
     """
 
     node: bytes | None
     seq: int
     identity: bytes
     lines: list[bytes]
+    first: int = 0
+    epoch: bytes = b""
 
 
 def encodeMessage(
@@ -281,6 +321,26 @@ def decodeMessage(payload: bytes) -> Message | None:
     @return: The message, or C{None} when it is a malformed hub message or
         has no lines.
     """
+    if payload.startswith(HEADER_NUMBERED + b" "):
+        head, _, body = payload.partition(b"\n")
+        parts = head.split(b" ")
+        if (
+            len(parts) != 6
+            or not isNode(parts[1])
+            or not parts[2].isdigit()
+            or not isIdentity(parts[3])
+            or not parts[4].isdigit()
+            or len(parts[4]) > MAX_SEQ_DIGITS
+            or not isEpoch(parts[5])
+            or not body
+        ):
+            return None
+        first = int(parts[4])
+        if not first:
+            return None
+        return Message(
+            parts[1], int(parts[2]), parts[3], escapeLines(body), first, parts[5]
+        )
     if payload.startswith(HEADER + b" "):
         head, _, body = payload.partition(b"\n")
         parts = head.split(b" ")
@@ -447,10 +507,25 @@ class IBackplane(Interface):
         Hand the lines of other nodes to C{receiver(topic, identity, lines)}.
         """
 
-    def publish(topic: bytes, identity: bytes, lines: Sequence[bytes]) -> None:
+    def attachOrdered(
+        receiver: OrderedReceiver, epochSeen: Callable[[bytes], None]
+    ) -> None:
+        """
+        Hand lines numbered by Redis (shared history) to C{receiver}, and
+        Redis's epoch, whenever it is learnt, to C{epochSeen}.
+        """
+
+    def publish(
+        topic: bytes, identity: bytes, lines: Sequence[bytes], origin: object = None
+    ) -> bool:
         """
         Send lines published on this node to the other nodes.  Never blocks
         and never fails: what cannot be sent is dropped and counted.
+
+        @param origin: The local client that published them.
+        @return: Whether the backplane delivers them to this node too, once
+            Redis has numbered them (to the L{OrderedReceiver}); if not, the
+            hub delivers them itself, now.
         """
 
 
@@ -507,6 +582,23 @@ class _Backplane(Service):
         self.gaps = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self._receiver: Receiver | None = None
+        self._ordered: OrderedReceiver | None = None
+        self._epochSeen: Callable[[bytes], None] | None = None
+        # This node's numbered messages not yet back from the subscription:
+        # their number -> the local client that published them.
+        self._origins: dict[int, object] = {}
+        # The highest number of this node's numbered messages that came
+        # back through the subscription: Redis ran their scripts.
+        self._echoed = 0
+        # This node's numbered messages delivered at the script's answer:
+        # when they come back, they are dropped unread.
+        self._skipEcho: dict[int, object] = {}
+        self._ownNumbered = b"%s %s " % (HEADER_NUMBERED, self.node)
+        # The shared history's epoch, as last learnt from Redis, and the one
+        # to store when Redis has none.
+        self.epoch = b""
+        self.epochCandidate = newEpoch()
+        self.epochChanges = 0
         self._lastSeq: OrderedDict[bytes, int] = OrderedDict()
         metrics.addCollector(self._collect)
 
@@ -551,7 +643,33 @@ class _Backplane(Service):
     def attach(self, receiver: Receiver) -> None:
         self._receiver = receiver
 
-    def publish(self, topic: bytes, identity: bytes, lines: Sequence[bytes]) -> None:
+    def attachOrdered(
+        self, receiver: OrderedReceiver, epochSeen: Callable[[bytes], None]
+    ) -> None:
+        """
+        Hand lines numbered by Redis (shared history) to C{receiver}, and
+        the epoch Redis has, whenever it is learnt, to C{epochSeen}.
+        """
+        self._ordered = receiver
+        self._epochSeen = epochSeen
+
+    def publish(
+        self,
+        topic: bytes,
+        identity: bytes,
+        lines: Sequence[bytes],
+        origin: object = None,
+    ) -> bool:
+        self._publishPlain(topic, identity, lines)
+        return False
+
+    def _publishPlain(
+        self, topic: bytes, identity: bytes, lines: Sequence[bytes]
+    ) -> None:
+        """
+        Publish lines as a plain hub message (C{netdemo/1}), split if need
+        be.
+        """
         channel = self.channelStart + topic
         count = len(lines)
         self.seq += 1
@@ -615,6 +733,17 @@ class _Backplane(Service):
         if len(payload) > self.maxMessage:
             self.messageTooLarge(channel, len(payload))
             return
+        if self._skipEcho and payload.startswith(self._ownNumbered):
+            # This node's own batch, back: if it was delivered already, its
+            # number says so, without reading its lines.
+            start = len(self._ownNumbered)
+            number = payload[start : payload.find(b" ", start)]
+            if number.isdigit():
+                seq = int(number)
+                self._echoed = max(self._echoed, seq)
+                if seq in self._skipEcho:
+                    del self._skipEcho[seq]
+                    return
         message = decodeMessage(payload)
         topic = channel[len(self.channelStart) :]
         if (
@@ -627,6 +756,19 @@ class _Backplane(Service):
         node = message.node
         if node is not None:
             if node == self.node:
+                if message.first and self._ordered is not None:
+                    self._echoed = max(self._echoed, message.seq)
+                    self._noteEpoch(message.epoch)
+                    origin = self._origins.pop(message.seq, None)
+                    self._ordered(
+                        topic,
+                        message.identity,
+                        message.lines,
+                        message.first,
+                        message.epoch,
+                        origin,
+                        False,
+                    )
                 return
             last = self._lastSeq.pop(node, None)
             if last is not None and message.seq <= last:
@@ -641,6 +783,9 @@ class _Backplane(Service):
         lines = message.lines
         if max(map(len, lines)) > self.maxLine:
             kept = [line for line in lines if len(line) <= self.maxLine]
+            if message.first:
+                # Numbered lines go whole or not at all.
+                kept = []
             self.dropped["too-long"] += len(lines) - len(kept)
             if not kept:
                 return
@@ -654,11 +799,45 @@ class _Backplane(Service):
                     channel, delivered, "to each subscriber", "--max-pending", bound
                 )
                 return
+        if message.first and self._ordered is not None:
+            self._noteEpoch(message.epoch)
+            self.receivedLines += len(lines)
+            self._ordered(
+                topic,
+                message.identity,
+                lines,
+                message.first,
+                message.epoch,
+                None,
+                False,
+            )
+            return
         receiver = self._receiver
         if receiver is None:
             return
         self.receivedLines += len(lines)
         receiver(topic, message.identity, lines)
+
+    def _noteEpoch(self, epoch: bytes) -> None:
+        """
+        Redis's epoch is C{epoch}: if it changed, count it and tell the hub.
+        """
+        if epoch == self.epoch:
+            return
+        if self.epoch:
+            self.epochChanges += 1
+            self._log.warn(
+                "backplane: the shared history's epoch changed from {old} to {new} "
+                "(Redis lost it); positions of the old epoch are gone",
+                event="backplane_epoch_changed",
+                old=self.epoch.decode(),
+                new=epoch.decode(),
+            )
+        self.epoch = epoch
+        if epoch == self.epochCandidate:
+            self.epochCandidate = newEpoch()
+        if self._epochSeen is not None:
+            self._epochSeen(epoch)
 
     def messageTooLarge(self, channel: bytes, size: int) -> None:
         """
@@ -755,6 +934,72 @@ class MemoryBackplane(_Backplane):
         self.bus.publish(channel, payload)
 
 
+class _Batch:
+    """
+    Lines of one publication on their way to the publishing script.
+
+    @ivar seq: This node's message number.
+    @ivar origin: The local client that published them.
+    """
+
+    __slots__ = ("identity", "lines", "origin", "seq", "topic")
+
+    def __init__(
+        self,
+        topic: bytes,
+        identity: bytes,
+        lines: list[bytes],
+        seq: int,
+        origin: object,
+    ) -> None:
+        self.topic = topic
+        self.identity = identity
+        self.lines = lines
+        self.seq = seq
+        self.origin = origin
+
+
+#: What the publishing connection sends: a plain message (channel, payload,
+#: lines) or a batch for the script.
+_Item = tuple[bytes, bytes, int] | _Batch
+
+
+def _itemSize(item: _Item) -> int:
+    """
+    The bytes C{item} holds.
+    """
+    if type(item) is _Batch:
+        return sum(map(len, item.lines)) + len(item.lines)
+    return len(item[1])  # type: ignore[index]
+
+
+def _itemLines(item: _Item) -> int:
+    """
+    The lines C{item} holds.
+    """
+    if type(item) is _Batch:
+        return len(item.lines)
+    return item[2]  # type: ignore[index]
+
+
+def _errorText(failure: Failure) -> str:
+    """
+    The text of a Redis error answer.
+    """
+    args = getattr(failure.value, "args", None)
+    text = args[0] if args else ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return str(text)
+
+
+def newEpoch() -> bytes:
+    """
+    A new epoch: 16 random hexadecimal digits.
+    """
+    return secrets.token_hex(8).encode("ascii")
+
+
 class _ReportingEndpoint:
     """
     A client endpoint that tells the backplane when a connection attempt
@@ -834,7 +1079,7 @@ class RedisBackplane(_Backplane):
         self.subscriber: Any = None
         self.inFlight = 0
         self._inFlightBytes = 0
-        self._queue: deque[tuple[bytes, bytes, int]] = deque()
+        self._queue: deque[_Item] = deque()
         self._queued = 0
         self._factories: list[Any] = []
         self._deadlines: dict[Any, Any] = {}
@@ -843,6 +1088,37 @@ class RedisBackplane(_Backplane):
         self._refused = False
         self._stopping = False
         self.silentConnections = 0
+        # Shared history (netdemo.streams).
+        self.streams = limits.history
+        self.keep = (hubLimits or HubLimits()).history
+        self.metaKey = metaKey(self.prefix)
+        self._scriptsReady = False
+        self._scriptsRefused = False
+        self.streamLines = 0
+        self.localLines = 0
+        self.scriptErrors = 0
+        self.historyReads = 0
+        self.readTimeouts = 0
+        self.readsInFlight = 0
+
+    def _collect(self) -> list[Any]:
+        samples = super()._collect()
+        if not self.streams:
+            return samples
+        service = self.serviceName
+        samples.extend(
+            sampleOf(name, value, service=service)
+            for name, value in (
+                ("netdemo_backplane_history_up", int(self.sequencing())),
+                ("netdemo_backplane_stream_lines_total", self.streamLines),
+                ("netdemo_backplane_local_lines_total", self.localLines),
+                ("netdemo_backplane_script_errors_total", self.scriptErrors),
+                ("netdemo_backplane_history_reads_total", self.historyReads),
+                ("netdemo_backplane_history_read_timeouts_total", self.readTimeouts),
+                ("netdemo_backplane_epoch_changes_total", self.epochChanges),
+            )
+        )
+        return samples
 
     @property
     def queuedBytes(self) -> int:
@@ -853,49 +1129,215 @@ class RedisBackplane(_Backplane):
 
     # Publishing.
 
+    def sequencing(self) -> bool:
+        """
+        Whether lines published now go through Redis's numbering (shared
+        history on, the publishing connection up, the scripts loaded).
+        """
+        return self.publisher is not None and self._scriptsReady
+
+    def publish(
+        self,
+        topic: bytes,
+        identity: bytes,
+        lines: Sequence[bytes],
+        origin: object = None,
+    ) -> bool:
+        if not self.sequencing():
+            if self.streams and self.publisher is None:
+                # Redis down: delivered on this hub only, not numbered.
+                self.localLines += len(lines)
+            self._publishPlain(topic, identity, lines)
+            return False
+        count = len(lines)
+        names = len(self.node) + len(identity) + _NUMBERED_ROOM
+        size = sum(map(len, lines)) + count + _HEADER_ROOM + names
+        if size <= self.maxMessage and (
+            size + count * _MAX_PREFIX <= self.maxPending
+            or size + count * len(linePrefix(topic, identity)) <= self.maxPending
+        ):
+            parts: Sequence[Sequence[bytes]] = (lines,)
+        else:
+            parts = self._split(lines, len(linePrefix(topic, identity)), names)
+        for part in parts:
+            self.seq += 1
+            self._enqueue(_Batch(topic, identity, list(part), self.seq, origin))
+        return True
+
     def send(self, channel: bytes, payload: bytes, lines: int) -> None:
         if self.publisher is None:
             self.dropped["down"] += lines
             return
+        self._enqueue((channel, payload, lines))
+
+    def _enqueue(self, item: _Item) -> None:
+        """
+        Send a message (a plain one, or a batch for the script) now, or queue
+        it behind those waiting; past C{maxQueue} bytes it is dropped (a
+        batch is then delivered here only).
+        """
+        size = _itemSize(item)
         waiting = self._queued + self._inFlightBytes
-        if waiting and waiting + len(payload) > self.maxQueue:
-            self.dropped["queue-full"] += lines
+        if waiting and waiting + size > self.maxQueue:
+            self._undelivered(item, "queue-full")
             return
         if self._queue or self.inFlight >= WINDOW:
-            self._queue.append((channel, payload, lines))
-            self._queued += len(payload)
+            self._queue.append(item)
+            self._queued += size
             return
-        self._publish(channel, payload, lines)
+        self._execute(item)
 
-    def _publish(self, channel: bytes, payload: bytes, lines: int) -> None:
+    def _execute(self, item: _Item) -> None:
+        """
+        Send one message to Redis: C{PUBLISH}, or the publishing script.
+        """
+        size = _itemSize(item)
         try:
-            d = self.publisher.execute_command("PUBLISH", channel, payload)
+            if type(item) is _Batch:
+                args = self._scriptArgs(item)
+                d = self.publisher.execute_command(*PUBLISH_SCRIPT.evalsha(*args))
+            else:
+                assert type(item) is tuple
+                channel, payload, _ = item
+                d = self.publisher.execute_command("PUBLISH", channel, payload)
         except Exception:
-            self.dropped["down"] += lines
+            self._undelivered(item, "down")
             return
         self.inFlight += 1
-        self._inFlightBytes += len(payload)
+        self._inFlightBytes += size
         d.addCallbacks(
             self._published,
             self._notPublished,
-            callbackArgs=(lines, len(payload)),
-            errbackArgs=(lines, len(payload)),
+            callbackArgs=(item, size),
+            errbackArgs=(item, size),
         )
 
-    def _published(self, result: object, lines: int, size: int) -> None:
+    def _scriptArgs(self, batch: _Batch) -> tuple[list[bytes], list[bytes]]:
+        """
+        The keys and arguments of the publishing script for C{batch}.
+        """
+        topic = batch.topic
+        header = b"%s %s %d %s " % (
+            HEADER_NUMBERED,
+            self.node,
+            batch.seq,
+            batch.identity,
+        )
+        args = [
+            seqField(topic),
+            b"%d" % self.keep,
+            self.channelStart + topic,
+            header,
+            self.epochCandidate,
+            batch.identity,
+            *batch.lines,
+        ]
+        return [self.metaKey, streamKey(self.prefix, topic)], args
+
+    def _published(self, result: object, item: _Item, size: int) -> None:
         self.inFlight -= 1
         self._inFlightBytes -= size
-        if isinstance(result, Exception):
-            self.dropped["error"] += lines
+        if type(item) is _Batch:
+            self._scripted(result, item)
+        elif isinstance(result, Exception):
+            self.dropped["error"] += _itemLines(item)
         else:
-            self.sentLines += lines
+            self.sentLines += _itemLines(item)
         self._pump()
 
-    def _notPublished(self, failure: Failure, lines: int, size: int) -> None:
+    def _scripted(self, result: object, batch: _Batch) -> None:
+        """
+        The publishing script answered: the batch was numbered, stored and
+        published; deliver it here if its turn has come.
+        """
+        answer = parsePublishAnswer(result)
+        if answer is None:
+            self._scriptFailed(f"unexpected answer {str(result)[:80]}")
+            self._undelivered(batch, "error")
+            return
+        first, epoch = answer
+        count = len(batch.lines)
+        self.sentLines += count
+        self.streamLines += count
+        self._noteEpoch(epoch)
+        if self._ordered is not None and self._ordered(
+            batch.topic, batch.identity, batch.lines, first, epoch, batch.origin, True
+        ):
+            done = self._skipEcho
+        else:
+            # Delivered when it comes back through the subscription.
+            done = self._origins
+        done[batch.seq] = batch.origin
+        if len(done) > MAX_ORIGINS:
+            del done[next(iter(done))]
+
+    def _notPublished(self, failure: Failure, item: _Item, size: int) -> None:
         self.inFlight -= 1
         self._inFlightBytes -= size
-        self.dropped["down" if self.publisher is None else "error"] += lines
+        if type(item) is _Batch and self._noScript(failure):
+            # Redis lost the scripts (restarted, SCRIPT FLUSH): send this one.
+            keys, args = self._scriptArgs(item)
+            try:
+                d = self.publisher.execute_command(*PUBLISH_SCRIPT.eval(keys, args))
+            except Exception:
+                self._undelivered(item, "down")
+            else:
+                self.inFlight += 1
+                self._inFlightBytes += size
+                d.addCallbacks(
+                    self._published,
+                    self._notPublished,
+                    callbackArgs=(item, size),
+                    errbackArgs=(item, size),
+                )
+            return
+        if self.publisher is None:
+            self._undelivered(item, "down")
+        else:
+            if type(item) is _Batch:
+                self._scriptFailed(failure.getErrorMessage())
+            self._undelivered(item, "error")
         self._pump()
+
+    @staticmethod
+    def _noScript(failure: Failure) -> bool:
+        """
+        Whether Redis answered C{NOSCRIPT}.
+        """
+        return _errorText(failure).startswith("NOSCRIPT")
+
+    def _undelivered(self, item: _Item, reason: str) -> None:
+        """
+        A message did not reach Redis: count its lines as dropped; a batch's
+        lines are still delivered on this hub (not numbered, marked).
+        """
+        lines = _itemLines(item)
+        if type(item) is _Batch and item.seq <= self._echoed:
+            # Its answer was lost, but the subscription brought it back:
+            # Redis numbered it and this hub delivered it so.
+            self.sentLines += lines
+            return
+        self.dropped[reason] += lines
+        if type(item) is _Batch and self._ordered is not None:
+            self.localLines += lines
+            self._ordered(
+                item.topic, item.identity, item.lines, 0, b"", item.origin, True
+            )
+
+    def _scriptFailed(self, why: str) -> None:
+        """
+        Count a script error and log it at a bounded rate.
+        """
+        self.scriptErrors += 1
+        self._refusals.emit(
+            "script",
+            LogLevel.error,
+            "backplane: the history script failed on {url} ({why}); the lines "
+            "are delivered on this hub only",
+            event="backplane_script_error",
+            url=self.url.display(),
+            why=why,
+        )
 
     def _pump(self) -> None:
         """
@@ -903,15 +1345,128 @@ class RedisBackplane(_Backplane):
         """
         queue = self._queue
         while queue and self.inFlight < WINDOW and self.publisher is not None:
-            channel, payload, lines = queue.popleft()
-            self._queued -= len(payload)
-            self._publish(channel, payload, lines)
+            item = queue.popleft()
+            self._queued -= _itemSize(item)
+            self._execute(item)
 
     def _dropQueue(self) -> None:
-        for _, _, lines in self._queue:
-            self.dropped["down"] += lines
-        self._queue.clear()
+        queue, self._queue = self._queue, deque()
         self._queued = 0
+        for item in queue:
+            self._undelivered(item, "down")
+
+    # Shared history: reading.
+
+    def read(self, topic: bytes, after: int | None, count: int) -> Deferred[Any] | None:
+        """
+        Read C{topic}'s stream: its C{count} last lines, only those
+        numbered after C{after} unless it is L{None}.
+
+        @return: A L{Deferred} firing with a L{netdemo.streams.ReadAnswer}
+            (or failing: an error, no answer within C{pingTimeout}), or
+            L{None} when it cannot be read now (Redis down, no shared
+            history, L{MAX_READS} reads unanswered).
+        """
+        start = b"-" if after is None else b"%d" % (after + 1)
+        keys = [self.metaKey, streamKey(self.prefix, topic)]
+        args = [seqField(topic), start, b"%d" % max(count, 1)]
+        maxLine = self.maxLine
+
+        def parse(reply: object) -> Any:
+            answer = parseReadAnswer(reply, maxLine)
+            if answer.epoch:
+                self._noteEpoch(answer.epoch)
+            return answer
+
+        return self._bounded(READ_SCRIPT, keys, args, parse)
+
+    def topics(self, count: int) -> Deferred[Any] | None:
+        """
+        Up to about C{count} topics that have a counter in Redis (one
+        C{HSCAN} step).
+
+        @return: A L{Deferred} firing with a list of topics, or L{None} as
+            for L{read}.
+        """
+        if not self.sequencing() or self.readsInFlight >= MAX_READS:
+            return None
+
+        def parse(reply: object) -> list[bytes]:
+            if not isinstance(reply, list) or len(reply) != 2:
+                raise ValueError("not an answer to HSCAN")
+            found = reply[1] if isinstance(reply[1], list) else []
+            return [
+                name[4:]
+                for name in found[::2]
+                if isinstance(name, bytes)
+                and name.startswith(b"seq:")
+                and isTopic(name[4:])
+            ]
+
+        command = [b"HSCAN", self.metaKey, b"0", b"MATCH", b"seq:*", b"COUNT", count]
+        return self._timed(self.publisher.execute_command(*command), parse)
+
+    def _bounded(
+        self,
+        script: Script,
+        keys: list[bytes],
+        args: list[bytes],
+        parse: Callable[[object], Any],
+    ) -> Deferred[Any] | None:
+        """
+        Run a reading script (once more as C{EVAL} on C{NOSCRIPT}), at most
+        L{MAX_READS} at once, its answer awaited for C{pingTimeout}.
+        """
+        if not self.sequencing() or self.readsInFlight >= MAX_READS:
+            return None
+        publisher = self.publisher
+        try:
+            d = publisher.execute_command(*script.evalsha(keys, args))
+        except Exception:
+            return None
+
+        def retry(failure: Failure) -> Any:
+            if self._noScript(failure) and publisher.connected:
+                return publisher.execute_command(*script.eval(keys, args))
+            return failure
+
+        d.addErrback(retry)
+        return self._timed(d, parse)
+
+    def _timed(self, d: Deferred[Any], parse: Callable[[object], Any]) -> Deferred[Any]:
+        """
+        A L{Deferred} that fires with C{parse} of what C{d} fires with, or
+        fails once C{pingTimeout} has passed; C{d} counts as a read in
+        flight until it fires.
+        """
+        self.readsInFlight += 1
+        self.historyReads += 1
+        out: Deferred[Any] = Deferred()
+
+        def answered(result: object) -> None:
+            self.readsInFlight -= 1
+            if timer.active():
+                timer.cancel()
+            if out.called:
+                return
+            if isinstance(result, Failure):
+                out.errback(result)
+                return
+            try:
+                value = parse(result)
+            except ValueError as e:
+                out.errback(Failure(e))
+            else:
+                out.callback(value)
+
+        def late() -> None:
+            self.readTimeouts += 1
+            text = f"no answer from Redis within {self.pingTimeout:g} s"
+            out.errback(Failure(TimeoutError(text)))
+
+        timer = self.reactor.callLater(self.pingTimeout, late)
+        d.addBoth(answered)
+        return out
 
     # Liveness.
 
@@ -927,7 +1482,74 @@ class RedisBackplane(_Backplane):
         The publishing connection is set up (password, database): it
         counts once Redis answers a C{PING} on it.
         """
-        self._ping(protocol, self.publisherReady)
+        self._ping(protocol, self._prepareHistory)
+
+    def _prepareHistory(self, protocol: Any) -> None:
+        """
+        Load the shared history's scripts and learn (or set) the epoch on
+        the publishing connection; then it is ready.  A Redis that refuses
+        scripts (an ACL, say) leaves the backplane without shared history,
+        said once.
+        """
+        if not self.streams:
+            self.publisherReady(protocol)
+            return
+        self._expect(protocol, "connecting")
+        execute = protocol.execute_command
+        try:
+            loads = [
+                execute(b"SCRIPT", b"LOAD", script.body)
+                for script in (PUBLISH_SCRIPT, READ_SCRIPT)
+            ]
+            loads.append(
+                execute(*EPOCH_SCRIPT.eval([self.metaKey], [self.epochCandidate]))
+            )
+        except Exception:
+            return
+        from twisted.internet.defer import gatherResults
+
+        def ready(answers: list[object]) -> None:
+            self._answered(protocol)
+            epoch = answers[-1]
+            if not protocol.connected:
+                return
+            if isEpoch(epoch):
+                assert isinstance(epoch, bytes)
+                self._scriptsReady = True
+                self._noteEpoch(epoch)
+            else:
+                self._refuseScripts(f"unexpected answer {str(epoch)[:80]}")
+            self.publisherReady(protocol)
+
+        def refused(failure: Failure) -> None:
+            self._answered(protocol)
+            if not protocol.connected:
+                return
+            value = failure.value
+            inner = getattr(value, "subFailure", None)
+            self._refuseScripts(_errorText(inner) if inner is not None else str(value))
+            self.publisherReady(protocol)
+
+        gatherResults(loads, consumeErrors=True).addCallbacks(ready, refused)
+
+    def _refuseScripts(self, why: str) -> None:
+        """
+        Redis refused the shared history's scripts: plain pub/sub only
+        (logged once per run of the hub, counted each time).
+        """
+        self._scriptsReady = False
+        self.scriptErrors += 1
+        if self._scriptsRefused:
+            return
+        self._scriptsRefused = True
+        self._log.error(
+            "backplane: {url} refused the shared history's scripts ({why}); lines "
+            "still cross between hubs, history stays on each hub (see the ACL "
+            "in docs/scaling.md)",
+            event="backplane_history_refused",
+            url=self.url.display(),
+            why=why,
+        )
 
     def pingAll(self) -> None:
         """
@@ -1018,6 +1640,7 @@ class RedisBackplane(_Backplane):
         self._answered(protocol)
         if protocol is self.publisher:
             self.publisher = None
+            self._scriptsReady = False
             self._dropQueue()
         elif protocol is self.subscriber:
             self.subscriber = None

@@ -46,7 +46,6 @@ from netdemo.internals import (
     directTransport,
     limitWriteBuffer,
     unsentBytes,
-    writeNow,
 )
 from netdemo.limits import ConnectionLimits
 from netdemo.metrics import IMetrics
@@ -125,13 +124,34 @@ class Echo(SlottedLimitedProtocol):
             limitWriteBuffer(transport, QUEUED_BUFFER)
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Send C{data} back: straight to the socket when nothing is queued
+        (L{netdemo.internals.writeNow}, written out here to save a call per
+        read), what the kernel did not take through the transport, which
+        keeps order and flow control and reports a failed send as the
+        connection's loss.
+        """
         self.idleTicks = 0
         self.bytesIn += len(data)
         t = self._direct
-        if t is not None:
-            writeNow(t, data, QUEUED_BUFFER)
-        else:
+        if t is None:
             self.transport.write(data)  # type: ignore[union-attr]
+            return
+        if not t._tempDataLen and not t.dataBuffer:
+            try:
+                sent = t.socket.send(data)
+            except OSError:
+                # EAGAIN: the kernel took nothing.  Any other error (EPIPE,
+                # ECONNRESET): the transport buffers the data and its next
+                # doWrite reports the loss.
+                sent = 0
+            if sent == len(data):
+                return
+            if sent:
+                data = data[sent:]
+        # The kernel's buffer is full: pause above QUEUED_BUFFER, read less.
+        t.bufferSize = QUEUED_BUFFER
+        t.write(data)
 
     # The transport's producer: its pauses, passed on.
 

@@ -162,6 +162,9 @@ class ReflectionGuard:
         self.metrics = metrics
         self.clock = clock
         self.sources: OrderedDict[str, list[Any]] = OrderedDict()
+        # The table's lookup and its "most recently used" move, bound once.
+        self._sourceOf = self.sources.get
+        self._touch = self.sources.move_to_end
         self.networks: dict[tuple[int, int], list[Any]] = {}
         self._denied: OrderedDict[str, str] = OrderedDict()
         self._maxDatagram = limits.maxDatagram
@@ -250,25 +253,31 @@ class ReflectionGuard:
         L{admit} without the reply budget: the size, the source port, the
         source address and its network's bucket, at the C{now} of the last
         L{batch}.
+
+        The common case (a known source, tokens left) is kept to few
+        operations: it runs for every datagram.  A bucket already brought
+        up to C{now} (a second datagram of the network in one batch) is not
+        refilled again.
         """
-        if size > self._maxDatagram:
-            return self.refuse("too-large", host, port)
-        if port < self._portFloor:
-            return self.refuse("source-port", host, port)
-        sources = self.sources
-        bucket = sources.get(host)
+        if size > self._maxDatagram or port < self._portFloor:
+            return self.refuse(
+                "too-large" if size > self._maxDatagram else "source-port", host, port
+            )
+        bucket = self._sourceOf(host)
         if bucket is None:
             bucket = self._enter(host, port, now)
             if bucket is None:
                 return False
         else:
-            sources.move_to_end(host)
+            self._touch(host)
         rate = self._rate
         if rate:
-            tokens = bucket[0] + (now - bucket[1]) * rate
-            if tokens > self._burst:
-                tokens = self._burst
-            bucket[1] = now
+            tokens = bucket[0]
+            if bucket[1] != now:
+                tokens += (now - bucket[1]) * rate
+                if tokens > self._burst:
+                    tokens = self._burst
+                bucket[1] = now
             if tokens < 1.0:
                 bucket[0] = tokens
                 return self.refuse("prefix-rate", host, port)

@@ -57,7 +57,10 @@ __all__ = [
     "err",
     "escapeControls",
     "escapeLines",
+    "epochChanged",
+    "epochGone",
     "gap",
+    "missed",
     "greeting",
     "hasControls",
     "historyAnswer",
@@ -123,7 +126,7 @@ _SENDER = re.compile(rb"<(%s)> ?" % _IDENTITY_CHARS)
 # A delivery as clients see it: "<identity> text" or "[topic] <identity> text".
 # With /seq on, "#SEQ " before either.
 _DELIVERY = re.compile(
-    rb"\A(?:#(?P<seq>[0-9]{1,18}) )?"
+    rb"\A(?:#(?:(?P<seq>[0-9]{1,18})|(?P<local>-)) )?"
     rb"(?:\[(?P<topic>[^\]\s]+)\] )?<(?P<identity>[^>\s]+)> (?P<text>.*)\Z",
     re.S,
 )
@@ -484,8 +487,12 @@ def sequencedBlock(first: int, prefix: bytes, lines: Sequence[bytes]) -> bytes:
     """
     A batch of lines published on one topic, each after C{prefix} and
     numbered from C{first} (C{#SEQ PREFIX LINE}), with their ends: one
-    write's worth, shared by every client with C{/seq on}.
+    write's worth, shared by every client with C{/seq on}.  With C{first}
+    0 the lines have no number (shared history: delivered while Redis was
+    down, local only): each is C{#- PREFIX LINE}.
     """
+    if not first:
+        return b"".join([b"#- %s%s\n" % (prefix, line) for line in lines])
     return b"".join(
         [b"#%d %s%s\n" % (seq, prefix, line) for seq, line in enumerate(lines, first)]
     )
@@ -497,6 +504,38 @@ def gap(topic: bytes, first: int) -> bytes:
     the position asked for: its first line is numbered C{first}.
     """
     return b"* gap: history of %s starts at seq %d" % (topic, first)
+
+
+def missed(topic: bytes, start: int, end: int) -> bytes:
+    """
+    The notice that the lines of C{topic} numbered C{start} to C{end} were
+    not delivered live by this hub (shared history: its subscription to
+    Redis was down); C{/history since} gives them.
+    """
+    return b"* gap: seq %d to %d of %s not delivered, see /history since %d %s" % (
+        start,
+        end,
+        topic,
+        start - 1,
+        topic,
+    )
+
+
+def epochGone(epoch: bytes) -> bytes:
+    """
+    The notice that a resume's position (C{/history since SEQ@EPOCH}) is of
+    an epoch the shared history no longer has: what follows is all there
+    is.
+    """
+    return b"* gap: epoch %s is gone" % (epoch,)
+
+
+def epochChanged(epoch: bytes) -> bytes:
+    """
+    The notice to clients with C{/seq on} that the shared history lost its
+    past (Redis lost it): numbers start again in epoch C{epoch}.
+    """
+    return b"* epoch changed to %s" % (epoch,)
 
 
 def historyAnswer(
@@ -906,12 +945,16 @@ class Delivery:
     @ivar text: The text, byte for byte as the hub relayed it.
     @ivar seq: Its sequence number on its topic (with C{/seq on}), or
         L{None}.
+    @ivar local: Whether the hub marked it as local only (C{#- }): with a
+        shared history, delivered by its hub while Redis was down, never
+        numbered.
     """
 
     topic: bytes
     identity: bytes
     text: bytes
     seq: int | None = None
+    local: bool = False
 
 
 def parseDelivery(line: bytes) -> Delivery | None:
@@ -928,6 +971,7 @@ def parseDelivery(line: bytes) -> Delivery | None:
         match["identity"],
         match["text"],
         None if seq is None else int(seq),
+        match["local"] is not None,
     )
 
 

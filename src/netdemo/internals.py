@@ -14,7 +14,9 @@ say so too).  The touchpoints:
 
   - the write buffer of a stream transport (C{FileDescriptor.dataBuffer},
     C{offset}, C{_tempDataLen}): how many bytes are still unsent, for byte
-    accounting, idle detection and the direct-send path;
+    accounting, idle detection and the direct-send path
+    (L{netdemo.echo.Echo.dataReceived} writes L{writeNow} out in place, to
+    save a call per read: the one reader of these outside this module);
   - the socket of a plain TCP transport (C{tcp.Connection.socket}): the
     direct-send path of echo and the hub hands a reply to the kernel at
     once when nothing is queued, saving two C{epoll_ctl} calls and a reactor
@@ -31,7 +33,9 @@ say so too).  The touchpoints:
     the options are parsed rather than when listening fails;
   - the epoll reactor's dispatch loop (C{EPollReactor._poller},
     C{_selectables}, C{_doReadOrWrite}, and C{doIteration}, which Twisted
-    binds to its own C{doPoll} in the class body) and the log context stack
+    binds to its own C{doPoll} in the class body; for a readable-only
+    event, what C{_doReadOrWrite} does, with C{_disconnectSelectable} and
+    C{posixbase._NO_FILEDESC}) and the log context stack
     (C{ContextTracker.contexts}): L{LogContextCachingEPollReactor}, the
     reactor C{twistd --reactor=netdemo} installs (L{netdemo.reactor});
   - the reactor's writers (C{getWriters}) as the set of transports holding
@@ -64,6 +68,8 @@ say so too).  The touchpoints:
     (C{twistd._SomeApplicationRunner.loggerFactory(config)._getLogObserver()}):
     netdemo hands that same observer back to twistd without Twisted's
     per-port chatter (L{twistdLogObserver});
+  - C{tcp.Connection.doRead} and its C{_dataReceived}, which
+    L{LeanServer.doRead} does in one call;
   - the attributes C{tcp.Server.__init__} sets on every accepted
     connection (C{repstr}, C{sessionno}, C{client}, C{hostname},
     C{logstr} as C{"prefix,sessionno,host"}) and C{FileDescriptor}'s
@@ -79,14 +85,15 @@ say so too).  The touchpoints:
 from __future__ import annotations
 
 import errno
+import select
 import socket
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar, overload
 
-from twisted.internet import abstract, tcp, udp
+from twisted.internet import abstract, main, tcp, udp
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import IHalfCloseableDescriptor
-from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.posixbase import _NO_FILEDESC, PosixReactorBase
 from twisted.protocols import basic
 from twisted.python import context, log
 from twisted.python.systemd import ListenFDs
@@ -115,6 +122,12 @@ __all__ = [
     "unsentBytes",
     "writeNow",
 ]
+
+_T = TypeVar("_T")
+
+#: An epoll event that is a read and nothing else (no hang-up, no error, no
+#: write), which the netdemo reactor handles without C{_doReadOrWrite}.
+_READABLE = select.EPOLLIN
 
 #: The first descriptor systemd passes (C{SD_LISTEN_FDS_START}, sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
@@ -180,6 +193,69 @@ def limitWriteBuffer(transport: Any, size: int | None) -> None:
             transport.bufferSize = size
 
 
+class _Derived(Generic[_T]):
+    """
+    A class attribute that C{compute(instance)} gives for an instance that
+    has no value of its own: a non-data descriptor, so that a value stored
+    on the instance (by Twisted, or by C{compute} itself) is found first,
+    by the interpreter's ordinary attribute lookup, with no Python call.
+    """
+
+    __slots__ = ("_compute",)
+
+    def __init__(self, compute: Callable[[Any], _T]) -> None:
+        self._compute = compute
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _Derived[_T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+
+    def __get__(
+        self, instance: object | None, owner: type | None = None
+    ) -> _T | _Derived[_T]:
+        if instance is None:
+            return self
+        return self._compute(instance)
+
+
+def _firstWriteList(transport: Any) -> list[bytes]:
+    """
+    A L{LeanServer}'s C{_tempDataBuffer} at its first use: made now and
+    stored on the connection, where later lookups find it.
+    """
+    pending: list[bytes] = []
+    transport._tempDataBuffer = pending
+    return pending
+
+
+def _sessionNumber(transport: Any) -> int:
+    """
+    A L{LeanServer}'s C{sessionno}, read back from its C{logstr}
+    (C{"<protocol's prefix>,<sessionno>,<host>"}; the host, an IPv6
+    address too, holds no comma).
+    """
+    return int(transport.logstr.rsplit(",", 2)[1])
+
+
+def _ipv4Client(transport: Any) -> tuple[Any, int]:
+    """
+    An IPv4 L{LeanServer}'s C{client}: its host and port (an IPv6 one keeps
+    its own four-item C{client}, which is found first).
+    """
+    return (transport.hostname, transport._peerPort)
+
+
+def _represent(transport: Any) -> str:
+    """
+    A L{LeanServer}'s C{repstr}, as C{tcp.Server} formats it.
+    """
+    server = transport.server
+    port = server._realPortNumber if server is not None else None
+    return f"<{transport.protocol.__class__.__name__} #{transport.sessionno} on {port}>"
+
+
 class LeanServer(tcp.Server):
     """
     Twisted's TCP server connection, keeping five objects fewer for as
@@ -202,6 +278,12 @@ class LeanServer(tcp.Server):
         C{hostname} and the port when asked (by C{getPeer}) rather than
         kept as a tuple; an IPv6 peer's four-item C{client} is kept.
 
+    Each of those four is a class attribute computed from the connection
+    when it has no value of its own (L{_Derived}): looking up any other
+    attribute costs what it costs on C{tcp.Server} (a C{__getattr__}
+    fallback would put a Python-level hook on every attribute lookup of the
+    connection, the reactor's included).
+
     Everything else is C{tcp.Server}'s; L{leanTransports} makes a listening
     port build these.
     """
@@ -211,6 +293,11 @@ class LeanServer(tcp.Server):
 
     #: Host -> the one string of it that connections share.
     _hosts: dict[Any, Any] = {}
+
+    _tempDataBuffer = _Derived(_firstWriteList)
+    sessionno = _Derived(_sessionNumber)
+    client = _Derived(_ipv4Client)
+    repstr = _Derived(_represent)
 
     def __init__(
         self,
@@ -240,31 +327,25 @@ class LeanServer(tcp.Server):
             self._peerPort = client[1]
             del self.client
 
-    def __getattr__(self, name: str) -> Any:
+    def doRead(self) -> Any:
         """
-        Called only for an attribute that is not there: make the write list
-        at its first use.
-        """
-        if name == "_tempDataBuffer":
-            pending: list[bytes] = []
-            self._tempDataBuffer = pending
-            return pending
-        if name == "client":
-            return (self.hostname, self._peerPort)
-        if name == "sessionno":
-            # logstr is "<protocol's prefix>,<sessionno>,<host>"; the host
-            # (an IPv6 address too) holds no comma.
-            return int(self.logstr.rsplit(",", 2)[1])
-        raise AttributeError(
-            f"{type(self).__name__!r} object has no attribute {name!r}"
-        )
+        C{tcp.Connection.doRead} and its C{_dataReceived} in one: read at
+        most C{bufferSize} bytes and hand them to the protocol, one Python
+        call fewer per read.
 
-    def __repr__(self) -> str:
+        @return: L{None}; C{CONNECTION_DONE} when the peer closed (an empty
+            read); C{CONNECTION_LOST} when the read failed.
+        """
         try:
-            return self.repstr
-        except AttributeError:
-            port = self.server._realPortNumber if self.server is not None else None
-            return f"<{self.protocol.__class__.__name__} #{self.sessionno} on {port}>"
+            data = self.socket.recv(self.bufferSize)
+        except OSError as se:
+            if se.args[0] == errno.EWOULDBLOCK:
+                return None
+            return main.CONNECTION_LOST
+        if not data:
+            return main.CONNECTION_DONE
+        self.protocol.dataReceived(data)
+        return None
 
 
 def leanTransports(port: object) -> bool:
@@ -499,6 +580,12 @@ class LogContextCachingEPollReactor(EPollReactor):
     ten thousand contexts, and a connection that wakes up gets its context
     built again.
 
+    An event that is a read and nothing else (C{EPOLLIN} alone: by far the
+    most common) is handled in the loop itself, as C{_doReadOrWrite} would
+    handle it (the descriptor checked, C{doRead}, an exception logged and
+    the selectable disconnected, a returned reason disconnecting it); every
+    other event goes to C{_doReadOrWrite}.
+
     The behaviour is the epoll reactor's: every error is still logged with
     the selectable's prefix (C{system}), a failing C{logPrefix} is reported
     as Twisted reports it, and when the reactor does not run at the bottom of
@@ -618,7 +705,26 @@ class LogContextCachingEPollReactor(EPollReactor):
                 pushed = self._logContextFor(fd, selectable)
             push(pushed)
             try:
-                dispatch(selectable, fd, event)
+                if event == _READABLE:
+                    # The common event, readable and nothing else: what
+                    # _doReadOrWrite does for it, without the call.
+                    why: Any = None
+                    inRead = False
+                    try:
+                        if selectable.fileno() == -1:
+                            why = _NO_FILEDESC
+                        else:
+                            why = selectable.doRead()
+                            inRead = True
+                    except BaseException as e:
+                        # As Twisted: logged (with the pushed context's
+                        # prefix), then the selectable is disconnected.
+                        why = e
+                        log.err()
+                    if why:
+                        self._disconnectSelectable(selectable, why, inRead)
+                else:
+                    dispatch(selectable, fd, event)
             except KeyboardInterrupt:
                 raise
             except BaseException:

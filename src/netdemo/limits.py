@@ -242,9 +242,13 @@ class BackplaneLimits:
     @ivar pingTimeout: Seconds Redis has to answer a C{PING} (or a new
         connection's first commands) before the connection is given up and
         the backplane reported down.
+    @ivar history: Whether the hubs share their history in Redis Streams
+        (C{netdemo.streams}); off (C{--no-backplane-history}), each hub keeps
+        its own.
     """
 
     maxQueue: int = field(default=1 << 20, validator=_positive)
     maxMessage: int = field(default=1 << 16, validator=_positive)
     pingInterval: float = field(default=5.0, validator=_positive)
     pingTimeout: float = field(default=5.0, validator=_positive)
+    history: bool = True

@@ -207,6 +207,42 @@ CATALOG: dict[str, MetricSpec] = {
         "Bytes waiting to be published to Redis, or published and not answered",
         ("service",),
     ),
+    "netdemo_backplane_history_up": MetricSpec(
+        "gauge",
+        "1 while lines are numbered and stored by Redis (shared history), "
+        "else 0 (Redis down, scripts refused)",
+        ("service",),
+    ),
+    "netdemo_backplane_stream_lines_total": MetricSpec(
+        "counter",
+        "Lines numbered, stored in a Redis stream and published by the script",
+        ("service",),
+    ),
+    "netdemo_backplane_local_lines_total": MetricSpec(
+        "counter",
+        "Lines the script could not number (Redis down, an error): delivered "
+        "on this hub only, marked local",
+        ("service",),
+    ),
+    "netdemo_backplane_script_errors_total": MetricSpec(
+        "counter",
+        "Shared history scripts that failed or were refused",
+        ("service",),
+    ),
+    "netdemo_backplane_history_reads_total": MetricSpec(
+        "counter", "Reads of the shared history (/history, /topics)", ("service",)
+    ),
+    "netdemo_backplane_history_read_timeouts_total": MetricSpec(
+        "counter",
+        "Reads of the shared history not answered within the ping timeout "
+        "(answered from this hub's)",
+        ("service",),
+    ),
+    "netdemo_backplane_epoch_changes_total": MetricSpec(
+        "counter",
+        "Times the shared history's epoch changed (Redis lost it)",
+        ("service",),
+    ),
     "netdemo_datagrams_received_total": MetricSpec(
         "counter", "Datagrams received", ("service",)
     ),

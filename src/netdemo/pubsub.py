@@ -81,7 +81,7 @@ from zope.interface import implementer
 from netdemo import hubwire
 from netdemo.accounts import Access
 from netdemo.fanout import FanOutFactory, FanOutProtocol
-from netdemo.history import History
+from netdemo.history import History, SharedHistory
 from netdemo.hubwire import (
     DEFAULT_TOPIC,
     Command,
@@ -705,6 +705,9 @@ class PubSubFactory(FanOutFactory):
 
     protocol = PubSubProtocol
     backplane: IBackplane | None = None
+    # Whether /history is answered from what this hub keeps, even with a
+    # shared history (reading it failed).
+    _historyLocal = False
     auth: AccountsFile | None = None
     verifyLogin: Callable[..., Deferred[Any]]
     loginThrottle: BucketTable
@@ -725,7 +728,13 @@ class PubSubFactory(FanOutFactory):
         self.clients: dict[PubSubProtocol, None] = {}
         self.nicks: dict[bytes, PubSubProtocol] = {}
         self.router: Router[PubSubProtocol] = Router()
-        self.history = History(hubLimits.history)
+        # With a backplane that shares history (Redis Streams), Redis numbers
+        # the lines and holds the history; else this hub does.
+        self.history: History | SharedHistory = (
+            SharedHistory(hubLimits.history)
+            if getattr(backplane, "streams", False)
+            else History(hubLimits.history)
+        )
         # The clients with /seq on: while there is none, a publish costs
         # nothing more than before sequence numbers.
         self.sequenced: set[PubSubProtocol] = set()
@@ -782,6 +791,8 @@ class PubSubFactory(FanOutFactory):
         if backplane is not None:
             self.backplane = backplane
             backplane.attach(self.deliverRemote)
+            if isinstance(self.history, SharedHistory):
+                backplane.attachOrdered(self.deliverOrdered, self.epochSeen)
 
     def _collectHub(self) -> list[Any]:
         """
@@ -1163,10 +1174,14 @@ class PubSubFactory(FanOutFactory):
         Deliver lines from C{sender} on C{topic}: one write per subscriber;
         hand them to the backplane, if any.
         """
-        self._fanOut(sender, topic, self.prefixFor(sender, topic), lines)
         self.publishedLines += len(lines)
-        if self.backplane is not None:
-            self.backplane.publish(topic, sender.identity, lines)
+        backplane = self.backplane
+        if backplane is not None and backplane.publish(
+            topic, sender.identity, lines, sender
+        ):
+            # Delivered once Redis has numbered them (deliverOrdered).
+            return
+        self._fanOut(sender, topic, self.prefixFor(sender, topic), lines)
 
     def deliverRemote(self, topic: bytes, identity: bytes, lines: list[bytes]) -> None:
         """
@@ -1176,25 +1191,98 @@ class PubSubFactory(FanOutFactory):
         """
         self._fanOut(None, topic, linePrefix(topic, identity), lines)
 
+    def deliverOrdered(
+        self,
+        topic: bytes,
+        identity: bytes,
+        lines: list[bytes],
+        first: int,
+        epoch: bytes,
+        origin: object,
+        answered: bool,
+    ) -> bool:
+        """
+        Deliver lines numbered by Redis from C{first} (shared history), in
+        the order of their numbers (L{SharedHistory.accept}); lines of this
+        hub that Redis could not number (C{first} 0) at once, marked local.
+
+        @param origin: The local client that published them, or L{None}.
+        @param answered: Whether they come with the script's answer.
+        @return: Whether they were delivered (else they were already, or
+            wait for their turn).
+        """
+        history = self.history
+        assert isinstance(history, SharedHistory)
+        if first:
+            if epoch.decode("ascii") != history.epoch:
+                return False
+            gaps = history.gaps
+            if not history.accept(topic, first, len(lines), answered):
+                return False
+            if history.gaps != gaps and self.sequenced:
+                # Numbers never delivered here (lost while the subscription
+                # was down): clients with /seq on are told, not left to guess.
+                self._missed(topic, first - (history.gaps - gaps), first - 1)
+        # The publisher (a client of this hub, of any kind) unless it is
+        # gone or renamed since.
+        sender: Any = origin
+        if sender is not None and getattr(sender, "identity", None) == identity:
+            prefix = self.prefixFor(sender, topic)
+        else:
+            prefix = linePrefix(topic, identity)
+        self._fanOut(sender, topic, prefix, lines, first)
+        return True
+
+    def _missed(self, topic: bytes, start: int, end: int) -> None:
+        """
+        Tell the subscribers of C{topic} with C{/seq on} that the lines
+        numbered C{start} to C{end} were not delivered here.
+        """
+        notice = hubwire.missed(topic, start, end) + b"\n"
+        for s in list(self.router.subscribers(topic)):
+            if s.sequenced:
+                s.send(notice, 1)
+
+    def epochSeen(self, epoch: bytes) -> None:
+        """
+        Redis's epoch is C{epoch} (shared history): if it is not the one
+        this hub knew, forget the old one's numbers and tell the clients
+        with C{/seq on}.
+        """
+        history = self.history
+        text = epoch.decode("ascii")
+        if not isinstance(history, SharedHistory) or text == history.epoch:
+            return
+        history.changeEpoch(text)
+        notice = hubwire.epochChanged(epoch) + b"\n"
+        for s in list(self.sequenced):
+            s.send(notice, 1)
+
     def _fanOut(
         self,
         sender: PubSubProtocol | None,
         topic: bytes,
         prefix: bytes,
         lines: list[bytes],
+        first: int | None = None,
     ) -> None:
         """
         Write lines, each after C{prefix}, to the subscribers of C{topic} (but
         C{sender}, unless it asked for its echo), and remember them.  The
         clients with C{/seq on} get the lines numbered: formatted once for
-        all of them, when the first one is met.
+        all of them, when the first one is met.  C{first} is the number
+        Redis gave the first line (shared history); without it the history
+        numbers them.
         """
         count = len(lines)
         if count == 1:
             data = prefix + lines[0] + b"\n"
         else:
             data = prefix + (b"\n" + prefix).join(lines) + b"\n"
-        first = self.history.add(topic, prefix, lines)
+        if first is None:
+            first = self.history.add(topic, prefix, lines)
+        else:
+            self.history.record(topic, prefix, lines, first)  # type: ignore[union-attr]
         delivered = 0
         # A copy: a subscriber disconnected for being slow leaves the table.
         subscribers = list(self.router.subscribers(topic))
@@ -1625,11 +1713,33 @@ class PubSubFactory(FanOutFactory):
         """
         C{/topics}: the client's subscriptions and the topics with history.
         """
+        backplane: Any = self.backplane
+        if isinstance(self.history, SharedHistory) and backplane is not None:
+            # Also the topics that only Redis has (one bounded HSCAN step).
+            d = backplane.topics(MAX_LISTED)
+            if d is not None:
+                p.checking(d)
+
+                def answer(found: Any) -> None:
+                    if not p.gone:
+                        self._topics(p, found if isinstance(found, list) else [])
+                        p.checked()
+
+                d.addBoth(answer)
+                return
+        self._topics(p, [])
+
+    def _topics(self, p: PubSubProtocol, shared: list[bytes]) -> None:
+        """
+        Answer C{/topics}, with the topics of the shared history too.
+        """
         mine = b" ".join(sorted(self.router.patterns(p))[:MAX_LISTED])
         rights = p.rights
-        topics = [
-            t for t in self.history.topics() if rights is None or rights.mayReceive(t)
-        ]
+        topics = {
+            t
+            for t in (*self.history.topics(), *shared)
+            if rights is None or rights.mayReceive(t)
+        }
         known = b" ".join(sorted(topics)[:MAX_LISTED])
         p.reply(hubwire.ok(b"topics subscribed: " + mine + b"; with history: " + known))
 
@@ -1661,7 +1771,11 @@ class PubSubFactory(FanOutFactory):
         lines after SEQ.
         """
         words = arg.split()
-        if len(words) > 1 and words[0].lower() == b"since" and words[1].isdigit():
+        if (
+            len(words) > 1
+            and words[0].lower() == b"since"
+            and words[1].partition(b"@")[0].isdigit()
+        ):
             self._historySince(p, words[1:])
             return
         count = self.hubLimits.history
@@ -1681,39 +1795,153 @@ class PubSubFactory(FanOutFactory):
         if p.rights is not None and not p.rights.mayReceive(topic):
             self.deny(p, "history", topic)
             return
+        if self._readShared(p, topic, None, count):
+            return
         history = self.history
-        entries = history.last(topic, count)
-        last = history.lastSeq(topic)
         if p.sequenced:
-            entries = hubwire.sequenced(last - len(entries) + 1, entries)
+            entries = history.lastNumbered(topic, count)
+        else:
+            entries = history.last(topic, count)
+        last = history.lastSeq(topic)
         p.replay(entries, hubwire.historyAnswer(len(entries), last))
 
     def _historySince(self, p: PubSubProtocol, words: list[bytes]) -> None:
         """
-        C{/history since SEQ [TOPIC]}: replay the lines of a topic numbered
-        after SEQ; first a gap notice if history no longer reaches back to
-        SEQ + 1 (or SEQ is ahead of the topic's numbering).
+        C{/history since SEQ[@EPOCH] [TOPIC]}: replay the lines of a topic
+        numbered after SEQ; first a gap notice if history no longer reaches
+        back to SEQ + 1 (or SEQ is ahead of the topic's numbering, or of
+        another epoch than the history's).
         """
-        seq = parseCount(words[0], hubwire.MAX_SEQ_DIGITS)
+        number, _, asked = words[0].partition(b"@")
+        seq = parseCount(number, hubwire.MAX_SEQ_DIGITS)
         topic = words[1] if len(words) > 1 else DEFAULT_TOPIC
-        if seq is None or seq < 0 or len(words) > 2 or not isTopic(topic):
-            self.error(p, "usage", hubwire.usage(b"/history since SEQ [TOPIC]"))
+        if (
+            seq is None
+            or seq < 0
+            or len(words) > 2
+            or not isTopic(topic)
+            or len(asked) > 64
+            or asked
+            and not asked.isalnum()
+        ):
+            self.error(p, "usage", hubwire.usage(b"/history since SEQ[@EPOCH] [TOPIC]"))
             return
         if p.rights is not None and not p.rights.mayReceive(topic):
             self.deny(p, "history", topic)
             return
         history = self.history
-        entries, gap = history.since(topic, seq)
+        if asked and asked.decode("ascii") != history.epoch:
+            # A position of another epoch: everything kept, after a notice.
+            if self._readShared(p, topic, None, self.hubLimits.history, asked, seq):
+                return
+            entries = [
+                hubwire.epochGone(asked),
+                *(
+                    history.lastNumbered(topic, history.keep)
+                    if p.sequenced
+                    else history.last(topic, history.keep)
+                ),
+            ]
+            answer = hubwire.historyAnswer(
+                len(entries) - 1, history.lastSeq(topic), seq, history.epoch.encode()
+            )
+            p.replay(entries, answer)
+            return
+        if self._readShared(p, topic, seq, self.hubLimits.history):
+            return
+        entries, first, gap = history.replaySince(topic, seq, p.sequenced)
         last = history.lastSeq(topic)
-        first = last - len(entries) + 1
-        if p.sequenced:
-            entries = hubwire.sequenced(first, entries)
         if gap:
             entries = [hubwire.gap(topic, first), *entries]
         answer = hubwire.historyAnswer(
             len(entries) - gap, last, seq, history.epoch.encode("ascii")
         )
         p.replay(entries, answer)
+
+    def _readShared(
+        self,
+        p: PubSubProtocol,
+        topic: bytes,
+        since: int | None,
+        count: int,
+        goneEpoch: bytes = b"",
+        asked: int = 0,
+    ) -> bool:
+        """
+        With a shared history, answer C{/history} from Redis: the C{count}
+        last lines of C{topic} (C{since} L{None}) or those numbered after
+        C{since}; what C{p} sends meanwhile waits.  If Redis does not
+        answer in time, or fails, the lines kept here are replayed.
+
+        @param goneEpoch: The epoch of a position that is gone: its notice
+            comes first.
+        @param asked: The number of that position.
+        @return: Whether the answer comes from Redis (else the caller
+            answers from what is kept here).
+        """
+        backplane: Any = self.backplane
+        history = self.history
+        if (
+            not isinstance(history, SharedHistory)
+            or not count
+            or backplane is None
+            or self._historyLocal
+        ):
+            return False
+        d = backplane.read(topic, since, count)
+        if d is None:
+            return False
+        p.checking(d)
+
+        def answered(answer: Any) -> None:
+            if p.gone:
+                return
+            entries = history.fromRedis(topic, answer.entries, p.sequenced)
+            first = answer.entries[0].seq if answer.entries else answer.last + 1
+            last = answer.last
+            epoch = answer.epoch or history.epoch.encode("ascii")
+            notices = []
+            if goneEpoch:
+                notices.append(hubwire.epochGone(goneEpoch))
+            elif since is not None and (since + 1 < first or since > last):
+                notices.append(hubwire.gap(topic, first))
+            if since is None and not goneEpoch:
+                final = hubwire.historyAnswer(len(entries), last)
+            else:
+                final = hubwire.historyAnswer(
+                    len(entries), last, asked if since is None else since, epoch
+                )
+            p.replay([*notices, *entries], final)
+            p.checked()
+
+        def failed(failure: Any) -> None:
+            self._hubLog.emit(
+                "history-read",
+                LogLevel.warn,
+                "{service}: reading the shared history of {topic} failed "
+                "({why}); answered from this hub's",
+                event="history_read_failed",
+                service=self.serviceName,
+                topic=topic.decode("ascii", "replace"),
+                why=failure.getErrorMessage(),
+            )
+            if p.gone:
+                return
+            self._historyLocal = True
+            try:
+                if goneEpoch or since is None:
+                    words = [b"%d" % count, topic]
+                    if goneEpoch:
+                        words = [b"since", b"%d@%s" % (asked, goneEpoch), topic]
+                    self.cmd_history(p, b" ".join(words))
+                else:
+                    self._historySince(p, [b"%d" % since, topic])
+            finally:
+                self._historyLocal = False
+            p.checked()
+
+        d.addCallbacks(answered, failed)
+        return True
 
     def cmd_echo(self, p: PubSubProtocol, arg: bytes) -> None:
         """

@@ -617,6 +617,12 @@ GROUPS: tuple[OptionGroup, ...] = (
                 5.0,
                 positiveFloat,
             ),
+            Option(
+                "no-backplane-history",
+                "",
+                "Keep history on each hub, not shared in Redis Streams (no "
+                "scripts needed; sequence numbers are then per hub).",
+            ),
         ),
     ),
     OptionGroup(
@@ -1293,6 +1299,7 @@ class Options(usage.Options):
             maxMessage=self["backplane-max-message"],
             pingInterval=self["backplane-ping"],
             pingTimeout=self["backplane-ping-timeout"],
+            history=not self["no-backplane-history"],
         )
 
     def datagramLimits(self) -> DatagramLimits:

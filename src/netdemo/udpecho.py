@@ -63,6 +63,12 @@ IPV6_PKTINFO: int = getattr(socket, "IPV6_PKTINFO", 50)
 #: gets to serve other sockets.
 BATCH = 256
 
+#: How long a wildcard IPv4 port trusts what it learnt of the kernel's
+#: choice of source address for a client (L{PacketInfoPort._kernelChooses}),
+#: in seconds, and for how many clients at most.
+SAME_SOURCE_SECONDS = 1.0
+SAME_SOURCE_HOSTS = 256
+
 _ANCILLARY_SIZE = socket.CMSG_SPACE(20)
 _ZERO4 = b"\0\0\0\0"
 
@@ -139,6 +145,14 @@ class PacketInfoPort(udp.Port):
     passes it back with C{sendmsg}, with the interface index cleared for
     IPv4 (a non-zero index would make the kernel use the interface's primary
     address instead).  Bound to one address, it needs neither.
+
+    An IPv4 reply goes out with a plain C{sendto} (cheaper: no ancillary
+    data to build and parse) when the kernel would choose the right source
+    address anyway: when the client's route leaves from the address it sent
+    to, as it does on a host with one address per route
+    (L{_kernelChooses}).  The packet information is still read for every
+    datagram, so a datagram to another address, or to a broadcast one, is
+    told apart as before.
     """
 
     protocol: UDPEcho
@@ -154,6 +168,13 @@ class PacketInfoPort(udp.Port):
         super().__init__(port, proto, interface, maxPacketSize, reactor)
         self._replyInfo: dict[bytes, Any] = {}
         self._wantInfo = False
+        #: IPv4 source host -> the packet information of the datagrams
+        #: from it that a plain C{sendto} answers from the right address,
+        #: and the (host, packet information) pairs it does not
+        #: (L{_kernelChooses}); both emptied every L{SAME_SOURCE_SECONDS}.
+        self._sameSource: dict[str, bytes] = {}
+        self._otherSource: set[tuple[str, bytes]] = set()
+        self._sameSourceSince = 0.0
 
     def createInternetSocket(self) -> socket.socket:
         skt: socket.socket = super().createInternetSocket()
@@ -212,6 +233,38 @@ class PacketInfoPort(udp.Port):
         self._replyInfo[info] = reply
         return reply
 
+    def _kernelChooses(self, host: str, info: bytes) -> bool:
+        """
+        Whether a reply to IPv4 C{host} sent with a plain C{sendto} would
+        leave from the address the datagram (packet information C{info},
+        a unicast destination) was sent to: the kernel's own choice of
+        source for C{host}, learnt by connecting a probe socket to it (a
+        route lookup; nothing is sent), is that address.
+
+        The answer is remembered (at most L{SAME_SOURCE_HOSTS} of each
+        kind) until the caches are emptied, every L{SAME_SOURCE_SECONDS},
+        so that a changed route or address is noticed; a host is probed
+        only once the guard admitted its datagram, so a flood of forged
+        sources makes no more probes than the guard lets replies through.
+        """
+        if (host, info) in self._otherSource:
+            return False
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect((host, 9))
+                chosen = socket.inet_aton(probe.getsockname()[0])
+        except OSError:
+            chosen = b""
+        if chosen != info[8:12]:
+            if len(self._otherSource) >= SAME_SOURCE_HOSTS:
+                self._otherSource.clear()
+            self._otherSource.add((host, info))
+            return False
+        if len(self._sameSource) >= SAME_SOURCE_HOSTS:
+            self._sameSource.clear()
+        self._sameSource[host] = info
+        return True
+
     def doRead(self) -> None:
         """
         Read and answer up to L{BATCH} datagrams, with one clock reading.
@@ -230,6 +283,13 @@ class PacketInfoPort(udp.Port):
         ancsize = _ANCILLARY_SIZE if self._wantInfo else 0
         replyInfo = self._replyInfo
         now = guard.clock.seconds()
+        since = self._sameSourceSince
+        if now - since >= SAME_SOURCE_SECONDS or now < since:
+            self._sameSource.clear()
+            self._otherSource.clear()
+            self._sameSourceSince = now
+        sameSource = self._sameSource
+        ipv4 = self.addressFamily == socket.AF_INET
         budget, volume = guard.batch(now)
         # Whole replies and bytes, no more than a batch can use: the checks
         # below compare small ints, CPython's fastest comparison.
@@ -259,13 +319,21 @@ class PacketInfoPort(udp.Port):
                 try:
                     if ancillary:
                         info = ancillary[0][2]
-                        reply = replyInfo.get(info)
-                        if reply is None:
-                            reply = self._replyAncillary(info)
-                        if reply is False:
-                            guard.refuse("destination-not-unicast", addr[0], addr[1])
-                            continue
-                        sendmsg((data,), reply, 0, addr)
+                        if sameSource.get(addr[0]) == info:
+                            sendto(data, addr)
+                        else:
+                            reply = replyInfo.get(info)
+                            if reply is None:
+                                reply = self._replyAncillary(info)
+                            if reply is False:
+                                guard.refuse(
+                                    "destination-not-unicast", addr[0], addr[1]
+                                )
+                                continue
+                            if reply and ipv4 and self._kernelChooses(addr[0], info):
+                                sendto(data, addr)
+                            else:
+                                sendmsg((data,), reply, 0, addr)
                     else:
                         sendto(data, addr)
                 except OSError as e:

@@ -81,6 +81,7 @@ RESUME_INTERVAL = 1.0
 
 _EPOCH = re.compile(rb"epoch ([0-9A-Za-z]{1,64})")
 _LAST_SEQ = re.compile(rb"last seq ([0-9]{1,18})")
+_EPOCH_CHANGED = b"* epoch changed to "
 
 
 def _historyCoerce(value: str) -> int:
@@ -253,20 +254,22 @@ def asJSON(delivery: Delivery, received: datetime, history: bool) -> str:
     A delivery as one JSON object (one line): C{topic}, C{identity},
     C{text} (invalid UTF-8 replaced), C{received} (UTC, ISO 8601),
     C{history} (whether the line was replayed from the hub's history) and
-    C{seq} (its sequence number on its topic, or null).
+    C{seq} (its sequence number on its topic, or null); C{local} (true)
+    for a line its hub marked as delivered while Redis was down (C{#- }).
     """
     stamp = received.isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return json.dumps(
-        {
-            "topic": delivery.topic.decode("ascii", "replace"),
-            "identity": delivery.identity.decode("utf-8", "replace"),
-            "text": delivery.text.decode("utf-8", "replace"),
-            "received": stamp,
-            "history": history,
-            "seq": delivery.seq,
-        },
-        ensure_ascii=False,
-    )
+    record: dict[str, Any] = {
+        "topic": delivery.topic.decode("ascii", "replace"),
+        "identity": delivery.identity.decode("utf-8", "replace"),
+        "text": delivery.text.decode("utf-8", "replace"),
+        "received": stamp,
+        "history": history,
+        "seq": delivery.seq,
+    }
+    if delivery.local:
+        # Shared history: delivered by its hub while Redis was down.
+        record["local"] = True
+    return json.dumps(record, ensure_ascii=False)
 
 
 class Tail:
@@ -315,11 +318,13 @@ class Tail:
         """
         delivery = parseDelivery(line)
         if delivery is None:
+            if line.startswith(_EPOCH_CHANGED):
+                self.epochChanged(line[len(_EPOCH_CHANGED) :])
             settingUp = self.session.connection is None
             if not isGreeting(line) and not (settingUp and line.startswith(ERR)):
                 self.console.note(f"hub: {text(line)}")
             return
-        if delivery.seq is not None:
+        if delivery.seq is not None or delivery.local:
             # As the hub sends it without /seq on.
             line = line.split(b" ", 1)[1]
         held = self.held
@@ -334,6 +339,17 @@ class Tail:
                 self.held = []
             return
         self.emit(delivery, line, self.replaying)
+
+    def epochChanged(self, epoch: bytes) -> None:
+        """
+        The hub's shared history lost its past (C{* epoch changed to E}):
+        numbers start again from 1, so every position goes back to 0.
+        """
+        if not _EPOCH.fullmatch(b"epoch " + epoch):
+            return
+        self.epoch = epoch.decode("ascii")
+        self.positions = dict.fromkeys(self.positions, 0)
+        self._changed = True
 
     def emit(self, delivery: Delivery, line: bytes, history: bool) -> None:
         """
@@ -525,9 +541,12 @@ class Tail:
                     and any(topicMatches(p, topic) for p in self.patterns)
                 ):
                     since[topic] = start
+        # The epoch too, when known: a hub whose history is of another
+        # epoch says that the position is gone, and replays all it kept.
+        epoch = f"@{self.epoch}" if self.epoch else ""
         for topic, seq in since.items():
             answer = await connection.command(
-                f"/history since {seq} {topic}".encode("ascii", "replace")
+                f"/history since {seq}{epoch} {topic}".encode("ascii", "replace")
             )
             match = _LAST_SEQ.search(answer)
             if answer.startswith(ERR) or match is None:
