@@ -447,6 +447,33 @@ class WebSocketHubTests(SynchronousTestCase):
         a = _position(lastId, "sse.a") + 2
         self.assertTrue(events[-1]["id"].endswith(f" sse.b={b} sse.a={a}"))
 
+    def test_sharedHistoryLines(self) -> None:
+        """
+        With a shared history: a line delivered while Redis was down
+        (C{#- }) is an event without an id, marked local (the browser's last
+        id stays); the notice of lines this hub did not get is a C{gap}
+        event; after the notice of a new epoch the ids name the new epoch
+        and no position of the old one.
+        """
+        from netdemo import hubwire
+
+        clock = Clock()
+        stream = EventStream(_Events(clock.seconds), "old", {b"a": 3}, True)
+        out = stream(b"#- [a] <x> while down\n")
+        self.assertEqual(
+            out,
+            b'data: {"topic":"a","from":"x","seq":null,"time":0.0,'
+            b'"text":"while down","local":true}\n\n',
+        )
+        out = stream(hubwire.missed(b"a", 4, 6) + b"\n")
+        self.assertEqual(
+            out,
+            b'event: gap\ndata: {"topic":"a","first":7,"missed":[4,6]}\n\n',
+        )
+        out = stream(hubwire.epochChanged(b"new1") + b"\n#1 [b] <x> y\n")
+        self.assertIn(b"event: hub\n", out)
+        self.assertIn(b"id: new1 b=1\n", out)
+
     def test_eventIdComplete(self) -> None:
         """
         A new stream's first id names where each of its topics is (C{!}

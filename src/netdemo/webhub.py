@@ -205,13 +205,18 @@ def lineObject(line: bytes, now: float) -> dict[str, Any]:
     """
     delivery = hubwire.parseDelivery(line)
     if delivery is not None:
-        return {
+        found = {
             "topic": _text(delivery.topic),
             "from": _text(delivery.identity),
             "seq": delivery.seq,
             "time": now,
             "text": _text(delivery.text),
         }
+        if delivery.local:
+            # Delivered by this hub alone while the shared history was
+            # down (C{#- }): no number.
+            found["local"] = True
+        return found
     if line.startswith(hubwire.OK):
         return {"ok": True, "text": _text(line[4:])}
     if line.startswith(hubwire.ERR):
@@ -247,11 +252,18 @@ class JSONFrames:
         return out
 
 
+#: What an event stream makes of a line that is not a numbered delivery.
+_PLAIN = 0
+_EPOCH = -1
+
+
 class _Events:
     """
     The lines of a block as the event streams see them, parsed once for
-    all streams: C{(topic, seq, data)} for a delivery (C{data} the JSON
-    object), C{(None, 0, event)} for anything else (a whole event).
+    all streams: C{(topic, seq, data)} for a numbered delivery (C{data}
+    the JSON object), C{(None, 0, event)} for anything else (a whole
+    event), C{(None, -1, epoch)} for the notice that the shared history's
+    epoch changed.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -266,18 +278,37 @@ class _Events:
         out: list[tuple[bytes | None, int, bytes]] = []
         for line in _lines(data):
             delivery = hubwire.parseDelivery(line)
-            if delivery is not None and delivery.seq is not None:
+            if delivery is not None:
                 body = _dumps(lineObject(line, now))
-                out.append((delivery.topic, delivery.seq, body))
+                if delivery.seq is not None:
+                    out.append((delivery.topic, delivery.seq, body))
+                else:
+                    # Not numbered (a local line): no id, the browser's
+                    # last id stays.
+                    out.append((None, _PLAIN, b"data: " + body + b"\n\n"))
                 continue
             gap = _GAP.match(line)
+            missed = _MISSED.match(line) if gap is None else None
             if gap is not None:
                 event = b"event: gap\ndata: " + _dumps(
                     {"topic": _text(gap[1]), "first": int(gap[2])}
                 )
+            elif missed is not None:
+                # Lines this hub did not get from Redis (shared history):
+                # what the stream has next of the topic comes after them.
+                event = b"event: gap\ndata: " + _dumps(
+                    {
+                        "topic": _text(missed[3]),
+                        "first": int(missed[2]) + 1,
+                        "missed": [int(missed[1]), int(missed[2])],
+                    }
+                )
             else:
                 event = b"event: hub\ndata: " + _dumps(lineObject(line, now))
-            out.append((None, 0, event + b"\n\n"))
+                changed = _EPOCH_CHANGED.match(line)
+                if changed is not None:
+                    out.append((None, _EPOCH, changed[1]))
+            out.append((None, _PLAIN, event + b"\n\n"))
         last.data, last.out = data, out
         return out
 
@@ -285,6 +316,16 @@ class _Events:
 #: The notice that a replay does not reach back far enough
 #: (L{hubwire.gap}).
 _GAP = re.compile(rb"\* gap: history of (\S+) starts at seq ([0-9]{1,18})\Z")
+
+#: The notice that lines were not delivered live by this hub (shared
+#: history; L{hubwire.missed}).
+_MISSED = re.compile(
+    rb"\* gap: seq ([0-9]{1,18}) to ([0-9]{1,18}) of (\S+) not delivered"
+)
+
+#: The notice that the shared history's epoch changed
+#: (L{hubwire.epochChanged}).
+_EPOCH_CHANGED = re.compile(rb"\* epoch changed to ([0-9A-Za-z]{1,64})\Z")
 
 
 def parseEventId(value: bytes | None) -> tuple[str, dict[bytes, int], bool]:
@@ -364,6 +405,13 @@ class EventStream:
         positions = self.positions
         for topic, seq, body in self.events.parse(data):
             if topic is None:
+                if seq == _EPOCH:
+                    # The shared history starts again: positions of the
+                    # old epoch mean nothing.
+                    self.epoch = body
+                    positions.clear()
+                    self.complete = False
+                    continue
                 out.append(body)
                 continue
             positions.pop(topic, None)
