@@ -32,6 +32,7 @@ from netdemo.webhub import (
     textFrame,
 )
 from tests.support import Daemon, poll
+from tests.test_backplane_redis import BackplaneHub, RedisCase
 
 #: Seconds any one step may take, at most (the machine is shared).
 STEP = 30.0
@@ -1014,3 +1015,56 @@ class HubPanelTests(SynchronousTestCase):
         page = renderStatusPage(doc)
         self.assertIn("<td>b&lt;x</td>", page)
         self.assertIn('data-panel="hub.present">alice, bob<', page)
+
+
+class SharedHistoryTests(RedisCase):
+    """
+    Event streams over hubs that share their history through Redis
+    (C{--backplane}, issue 16).
+    """
+
+    def test_resumeOnAnotherHub(self) -> None:
+        """
+        A browser whose event stream on one hub drops resumes on another
+        hub (behind a load balancer, say) with its C{Last-Event-ID}: the
+        numbers and the epoch are Redis's, so it is replayed exactly what
+        it missed, whichever hub the lines were published on.
+        """
+        redis = self.redis()
+        url = f"redis://127.0.0.1:{redis.port}?prefix=sse{redis.port}"
+        hubs = []
+        for _ in range(2):
+            hub = BackplaneHub(url, "--http", "tcp:0:interface=127.0.0.1")
+            self.addCleanup(hub.close)
+            hubs.append(hub)
+        http = ["{}:{}".format(*hub.address("http")) for hub in hubs]
+        first = EventReader(http[0], "/hub/events?sub=lab.>")
+        self.addCleanup(first.close)
+        first.waitFor(lambda e: "subscribed to lab.>" in e.get("data", ""))
+        publisher = HubClient(hubs[0].address("pubsub"))
+        self.addCleanup(publisher.close)
+        publisher.line()
+        for i in range(3):
+            publisher.send(b"/pub lab.x line %d\n" % i)
+            publisher.until(lambda line: line == b"+OK")
+        events = first.waitFor(lambda e: "line 2" in e.get("data", ""))
+        deliveries = [e for e in events if "id" in e and "data" in e]
+        lastId = deliveries[-1]["id"]
+        first.close()
+        other = HubClient(hubs[1].address("pubsub"))
+        self.addCleanup(other.close)
+        other.line()
+        for i in range(3, 6):
+            other.send(b"/pub lab.x line %d\n" % i)
+            other.until(lambda line: line == b"+OK")
+        resumed = EventReader(http[1], "/hub/events?sub=lab.>", lastId)
+        self.addCleanup(resumed.close)
+        events = resumed.waitFor(lambda e: "line 5" in e.get("data", ""))
+        seen = [
+            json.loads(e["data"])
+            for e in deliveries + events
+            if "id" in e and "data" in e
+        ]
+        self.assertEqual([m["text"] for m in seen], [f"line {i}" for i in range(6)])
+        seqs = [m["seq"] for m in seen]
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + 6)))
