@@ -666,6 +666,26 @@ class StreamLimitTests(SynchronousTestCase):
         host, port = self.daemon.address("http")
         self.http = f"{host}:{port}"
 
+    def test_shutdown(self) -> None:
+        """
+        On SIGTERM a WebSocket client is told the hub shuts down and gets a
+        normal close (1000), an event stream the same notice before its
+        connection ends, and the daemon exits.
+        """
+        ws = wsConnect(self.http)
+        self.addCleanup(ws.close)
+        ws.recv()
+        stream = EventReader(self.http, "/hub/events?sub=a")
+        self.addCleanup(stream.close)
+        stream.waitFor(lambda e: "subscribed to a" in e.get("data", ""))
+        self.daemon.stop()
+        self.assertEqual(
+            recvUntil(ws, lambda m: m.startswith("* server"))[-1],
+            "* server shutting down",
+        )
+        self.assertEqual(closeCode(ws), 1000)
+        stream.waitFor(lambda e: "shutting down" in e.get("data", ""))
+
     def test_streamLimit(self) -> None:
         """
         Past C{--http-hub-streams} WebSockets and event streams together,
