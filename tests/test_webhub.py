@@ -1120,3 +1120,67 @@ class SharedHistoryTests(RedisCase):
         self.assertEqual([m["text"] for m in seen], [f"line {i}" for i in range(6)])
         seqs = [m["seq"] for m in seen]
         self.assertEqual(seqs, list(range(seqs[0], seqs[0] + 6)))
+
+
+class TLSTests(SynchronousTestCase):
+    """
+    The hub over C{wss:} and C{https:} (an C{ssl:} HTTP listener): the
+    path for transports whose socket netdemo does not write to itself.
+    """
+
+    def test_wssAndEvents(self) -> None:
+        """
+        A WebSocket over TLS publishes and receives; an event stream over
+        TLS receives, its events chunked by Twisted.
+        """
+        import shutil
+        import ssl
+        import tempfile
+
+        from tests.tlshelpers import makePKI
+
+        directory = tempfile.mkdtemp(prefix="netdemo-tls-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        pki = makePKI(directory)
+        daemon = Daemon(
+            "--pubsub=tcp:0:interface=127.0.0.1",
+            f"--http={pki.serverDescription()}",
+            "--no-presence",
+        )
+        self.addCleanup(daemon.close)
+        daemon.waitListening(2, STEP)
+        host, port = daemon.address("http")
+        import websocket
+
+        ws = websocket.create_connection(
+            f"wss://{host}:{port}/hub/ws",
+            timeout=STEP,
+            sslopt={"ca_certs": pki.ca, "check_hostname": False},
+        )
+        self.addCleanup(ws.close)
+        self.assertRegex(str(ws.recv()), r"^\* welcome")
+        ws.send("/sub tls.x")
+        self.assertEqual(ws.recv(), "+OK subscribed to tls.x")
+        context = ssl.create_default_context(cafile=pki.ca)
+        context.check_hostname = False
+        from http.client import HTTPSConnection
+
+        connection = HTTPSConnection(host, port, timeout=STEP, context=context)
+        self.addCleanup(connection.close)
+        connection.request("GET", "/hub/events?sub=tls.x")
+        response = connection.getresponse()
+        self.assertEqual(response.status, 200)
+        nc = HubClient(daemon.address("pubsub"))
+        self.addCleanup(nc.close)
+        nc.line()
+        nc.send(b"/sub tls.x\n")
+        nc.until(lambda line: line.startswith(b"+OK subscribed"))
+        nc.send(b"/pub tls.x secret\n")
+        self.assertEqual(recvUntil(ws, lambda m: "secret" in m)[-1][-6:], "secret")
+        ws.send("/pub tls.x from wss")
+        self.assertIn(b"from wss", nc.until(lambda line: b"from wss" in line)[-1])
+        seen = b""
+        while b'"secret"' not in seen:
+            line = response.readline()
+            self.assertTrue(line, "the stream ended")
+            seen += line
