@@ -45,6 +45,9 @@ that is not one line (or, in JSON mode, not a valid object) is answered
 with an error; both counted in C{netdemo_http_hub_bad_messages_total}.  A
 request whose C{Origin} is not the page's own nor one of C{--http-origin}
 is answered C{403} and counted as C{origin}.
+
+The status page's hub panel (busiest topics, who is connected) is made
+here too (L{HubWeb.panel}), from the gate.
 """
 
 from __future__ import annotations
