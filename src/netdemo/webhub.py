@@ -45,6 +45,9 @@ that is not one line (or, in JSON mode, not a valid object) is answered
 with an error; both counted in C{netdemo_http_hub_bad_messages_total}.  A
 request whose C{Origin} is not the page's own nor one of C{--http-origin}
 is answered C{403} and counted as C{origin}.
+
+The status page's hub panel (busiest topics, who is connected) is made
+here too (L{HubWeb.panel}), from the gate.
 """
 
 from __future__ import annotations
@@ -205,13 +208,18 @@ def lineObject(line: bytes, now: float) -> dict[str, Any]:
     """
     delivery = hubwire.parseDelivery(line)
     if delivery is not None:
-        return {
+        found = {
             "topic": _text(delivery.topic),
             "from": _text(delivery.identity),
             "seq": delivery.seq,
             "time": now,
             "text": _text(delivery.text),
         }
+        if delivery.local:
+            # Delivered by this hub alone while the shared history was
+            # down (C{#- }): no number.
+            found["local"] = True
+        return found
     if line.startswith(hubwire.OK):
         return {"ok": True, "text": _text(line[4:])}
     if line.startswith(hubwire.ERR):
@@ -247,11 +255,27 @@ class JSONFrames:
         return out
 
 
+#: What an event stream makes of a line that is not a numbered delivery:
+#: an event as it is, the new epoch of the shared history, the answer to a
+#: replay (C{/history}).
+_PLAIN = 0
+_EPOCH = -1
+_ANSWER = -2
+
+#: Numbered deliveries an event stream holds back while it waits for its
+#: replays (L{EventStream}), at most.
+MAX_HELD = 10000
+
+
 class _Events:
     """
     The lines of a block as the event streams see them, parsed once for
-    all streams: C{(topic, seq, data)} for a delivery (C{data} the JSON
-    object), C{(None, 0, event)} for anything else (a whole event).
+    all streams: C{(topic, seq, data)} for a numbered delivery (C{data}
+    the JSON object), C{(None, 0, event)} for anything else (a whole
+    event), C{(None, -1, epoch)} for the notice that the shared history's
+    epoch changed, C{(None, -2, event)} for the answer to a replay, and
+    C{(topic, -first, event)} for the notice that a replay of C{topic}
+    starts at C{first}.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -266,18 +290,42 @@ class _Events:
         out: list[tuple[bytes | None, int, bytes]] = []
         for line in _lines(data):
             delivery = hubwire.parseDelivery(line)
-            if delivery is not None and delivery.seq is not None:
+            if delivery is not None:
                 body = _dumps(lineObject(line, now))
-                out.append((delivery.topic, delivery.seq, body))
+                if delivery.seq is not None:
+                    out.append((delivery.topic, delivery.seq, body))
+                else:
+                    # Not numbered (a local line): no id, the browser's
+                    # last id stays.
+                    out.append((None, _PLAIN, b"data: " + body + b"\n\n"))
                 continue
             gap = _GAP.match(line)
+            missed = _MISSED.match(line) if gap is None else None
             if gap is not None:
                 event = b"event: gap\ndata: " + _dumps(
                     {"topic": _text(gap[1]), "first": int(gap[2])}
                 )
+                out.append((gap[1], -int(gap[2]), event + b"\n\n"))
+                continue
+            if missed is not None:
+                # Lines this hub did not get from Redis (shared history):
+                # what the stream has next of the topic comes after them.
+                event = b"event: gap\ndata: " + _dumps(
+                    {
+                        "topic": _text(missed[3]),
+                        "first": int(missed[2]) + 1,
+                        "missed": [int(missed[1]), int(missed[2])],
+                    }
+                )
             else:
                 event = b"event: hub\ndata: " + _dumps(lineObject(line, now))
-            out.append((None, 0, event + b"\n\n"))
+                changed = _EPOCH_CHANGED.match(line)
+                if changed is not None:
+                    out.append((None, _EPOCH, changed[1]))
+                elif line.startswith(_REPLAY_ANSWERS):
+                    out.append((None, _ANSWER, event + b"\n\n"))
+                    continue
+            out.append((None, _PLAIN, event + b"\n\n"))
         last.data, last.out = data, out
         return out
 
@@ -285,6 +333,19 @@ class _Events:
 #: The notice that a replay does not reach back far enough
 #: (L{hubwire.gap}).
 _GAP = re.compile(rb"\* gap: history of (\S+) starts at seq ([0-9]{1,18})\Z")
+
+#: The notice that lines were not delivered live by this hub (shared
+#: history; L{hubwire.missed}).
+_MISSED = re.compile(
+    rb"\* gap: seq ([0-9]{1,18}) to ([0-9]{1,18}) of (\S+) not delivered"
+)
+
+#: The answers to C{/history}: a replay, or its refusal.
+_REPLAY_ANSWERS = (b"+OK history ", b"-ERR permission denied: history ")
+
+#: The notice that the shared history's epoch changed
+#: (L{hubwire.epochChanged}).
+_EPOCH_CHANGED = re.compile(rb"\* epoch changed to ([0-9A-Za-z]{1,64})\Z")
 
 
 def parseEventId(value: bytes | None) -> tuple[str, dict[bytes, int], bool]:
@@ -323,8 +384,16 @@ class EventStream:
     (the epoch, then C{TOPIC=SEQ} for each topic seen, the most recent
     last), shared parsing (L{_Events}), its own positions.
 
+    A stream that resumes is subscribed, then replayed what it missed; with
+    a shared history the replay is read from Redis meanwhile, so a live
+    line may come before the replayed ones, or again after them.  Until
+    its C{pending} replays are answered, a stream holds back a line that
+    does not follow its topic's position (at most L{MAX_HELD}), and it
+    never sends a line at or before its topic's position twice.
+
     @ivar complete: Whether the positions name every topic of the stream
         that had lines: until one is left out of the id (its bounds).
+    @ivar pending: Replays asked for and not answered yet.
     """
 
     def __init__(
@@ -333,11 +402,14 @@ class EventStream:
         epoch: str,
         positions: dict[bytes, int],
         complete: bool = False,
+        pending: int = 0,
     ) -> None:
         self.events = events
         self.epoch = epoch.encode("ascii", "replace")
         self.positions = dict(positions)
         self.complete = complete
+        self.pending = pending
+        self.held: list[tuple[int, bytes, bytes]] = []
         self.delivered = 0
 
     def _value(self) -> bytes:
@@ -360,17 +432,74 @@ class EventStream:
         return value
 
     def __call__(self, data: bytes) -> bytes:
-        out = []
+        out: list[bytes] = []
         positions = self.positions
         for topic, seq, body in self.events.parse(data):
             if topic is None:
+                if seq == _EPOCH:
+                    # The shared history starts again: positions of the
+                    # old epoch mean nothing.
+                    self.epoch = body
+                    positions.clear()
+                    self.complete = False
+                    self._release(out)
+                    continue
+                out.append(body)
+                if seq == _ANSWER and self.pending:
+                    self.pending -= 1
+                    if not self.pending:
+                        self._release(out)
+                continue
+            if seq < 0:
+                # The replay of topic starts at -seq: what comes before
+                # it is gone.
+                if positions.get(topic, 0) < -seq - 1:
+                    positions[topic] = -seq - 1
                 out.append(body)
                 continue
+            self._deliver(topic, seq, body, out)
+        return b"".join(out)
+
+    def _deliver(self, topic: bytes, seq: int, body: bytes, out: list[bytes]) -> None:
+        """
+        Send one numbered delivery, unless it was sent already; while
+        replays are pending, hold it back if lines before it are missing.
+        """
+        positions = self.positions
+        position = positions.get(topic)
+        if position is not None:
+            if seq <= position:
+                return
+            if self.pending and seq > position + 1:
+                self.held.append((seq, topic, body))
+                if len(self.held) > MAX_HELD:
+                    self._release(out)
+                return
+        while True:
             positions.pop(topic, None)
             positions[topic] = seq
             self.delivered += 1
             out.append(b"id: " + self.eventId() + b"\ndata: " + body + b"\n\n")
-        return b"".join(out)
+            if not self.held:
+                return
+            # A line held back that follows now.
+            following = [h for h in self.held if h[0] == seq + 1 and h[1] == topic]
+            if not following:
+                return
+            self.held.remove(following[0])
+            seq, _, body = following[0]
+
+    def _release(self, out: list[bytes]) -> None:
+        """
+        Send what was held back, in order (the replays are answered: what
+        is still missing is not coming).
+        """
+        held, self.held = self.held, []
+        pending, self.pending = self.pending, 0
+        for seq, topic, body in sorted(held, key=lambda h: (h[1], h[0])):
+            self._deliver(topic, seq, body, out)
+        # Past MAX_HELD, nothing more is held for this resume.
+        self.pending = pending if len(held) <= MAX_HELD else 0
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
@@ -864,6 +993,7 @@ class HubWeb:
             commands.append(b"/unsub " + hubwire.DEFAULT_TOPIC)
         commands.extend(b"/sub " + pattern for pattern in patterns)
         history = self.gate.history
+        pending = 0
         epoch, positions, complete = parseEventId(request.getHeader(b"last-event-id"))
         split = [p.split(b".") for p in patterns]
 
@@ -886,6 +1016,9 @@ class HubWeb:
                         replay[topic] = 0
             for topic, seq in replay.items():
                 commands.append(b"/history since %d %s" % (seq, topic))
+            pending = len(replay)
+            # A topic new to the stream is at 0 until its replay comes.
+            positions = replay
             self.metrics.inc("netdemo_http_hub_resumes_total", service=self.serviceName)
         elif not (user or token):
             # A new stream: where each of its topics is now, so that a
@@ -898,7 +1031,7 @@ class HubWeb:
         self.open += 1
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"x-accel-buffering", b"no")
-        stream = EventStream(self.events, history.epoch, positions, complete)
+        stream = EventStream(self.events, history.epoch, positions, complete, pending)
         transport = HubTransport(request, stream)
         # An event without data sets the browser's last event id only.
         transport.raw(b"retry: %d\nid: %s\n\n" % (RETRY_MS, stream.eventId()))
