@@ -329,38 +329,35 @@ def decodeMessage(payload: bytes) -> Message | None:
     @return: The message, or C{None} when it is a malformed hub message or
         has no lines.
     """
-    if payload.startswith(HEADER_NUMBERED + b" "):
+    numbered = payload.startswith(HEADER_NUMBERED + b" ")
+    if numbered or payload.startswith(HEADER + b" "):
         head, _, body = payload.partition(b"\n")
         parts = head.split(b" ")
         if (
-            len(parts) != 6
+            len(parts) != (6 if numbered else 4)
             or not isNode(parts[1])
             or not parts[2].isdigit()
             or not isIdentity(parts[3])
-            or not parts[4].isdigit()
+            or not body
+        ):
+            return None
+        if not numbered:
+            return Message(parts[1], int(parts[2]), parts[3], escapeLines(body))
+        if (
+            not parts[4].isdigit()
             or len(parts[4]) > MAX_SEQ_DIGITS
             or not isEpoch(parts[5])
-            or not body
+            or not int(parts[4])
         ):
-            return None
-        first = int(parts[4])
-        if not first:
             return None
         return Message(
-            parts[1], int(parts[2]), parts[3], escapeLines(body), first, parts[5]
+            parts[1],
+            int(parts[2]),
+            parts[3],
+            escapeLines(body),
+            int(parts[4]),
+            parts[5],
         )
-    if payload.startswith(HEADER + b" "):
-        head, _, body = payload.partition(b"\n")
-        parts = head.split(b" ")
-        if (
-            len(parts) != 4
-            or not isNode(parts[1])
-            or not parts[2].isdigit()
-            or not isIdentity(parts[3])
-            or not body
-        ):
-            return None
-        return Message(parts[1], int(parts[2]), parts[3], escapeLines(body))
     sender, text = splitSender(payload)
     lines = textLines(text)
     if not lines:

@@ -58,19 +58,17 @@ def newEpoch() -> str:
     return os.urandom(8).hex()
 
 
-class History:
+class _Bounded:
     """
-    The last lines of each topic.
+    The bounds and counters L{History} and L{SharedHistory} share.
 
     @ivar keep: Lines kept per topic; 0 keeps nothing.
     @ivar maxTopics: Topics kept at most.
     @ivar maxBytes: Bytes kept at most, over all topics.
     @ivar size: Bytes kept now, over all topics.
     @ivar maxCounters: Topics whose sequence counter is kept at most.
-    @ivar epoch: Names this history (one run of the hub): sequence numbers
-        of two epochs cannot be compared.
-    @ivar floor: The highest number given on a topic whose counter was
-        forgotten (0: none was).
+    @ivar epoch: Names the history: sequence numbers of two epochs cannot
+        be compared.
     """
 
     def __init__(
@@ -89,10 +87,32 @@ class History:
         self.maxCounters = maxCounters
         self.epoch = newEpoch() if epoch is None else epoch
         self.size = 0
+        # Topic -> bytes kept of it.
+        self._sizes: dict[bytes, int] = {}
+
+
+class History(_Bounded):
+    """
+    The last lines of each topic, within L{_Bounded}'s bounds.
+
+    @ivar epoch: Names this history (one run of the hub): sequence numbers
+        of two epochs cannot be compared.
+    @ivar floor: The highest number given on a topic whose counter was
+        forgotten (0: none was).
+    """
+
+    def __init__(
+        self,
+        keep: int,
+        maxTopics: int = MAX_HISTORY_TOPICS,
+        maxBytes: int = MAX_HISTORY_BYTES,
+        maxCounters: int = MAX_SEQUENCE_TOPICS,
+        epoch: str | None = None,
+    ) -> None:
+        super().__init__(keep, maxTopics, maxBytes, maxCounters, epoch)
         self.floor = 0
         # Least recently published first.
         self._lines: dict[bytes, deque[bytes]] = {}
-        self._sizes: dict[bytes, int] = {}
         # Topic -> its next sequence number; least recently published first.
         self._next: dict[bytes, int] = {}
 
@@ -215,7 +235,7 @@ class History:
         return len(self._lines)
 
 
-class SharedHistory:
+class SharedHistory(_Bounded):
     """
     A hub's view of the history that the hubs of one backplane share in
     Redis Streams (L{netdemo.streams}): Redis numbers the lines, this keeps
@@ -250,19 +270,11 @@ class SharedHistory:
         maxCounters: int = MAX_SEQUENCE_TOPICS,
         epoch: str | None = None,
     ) -> None:
-        if maxCounters < maxTopics:
-            raise ValueError("maxCounters must be at least maxTopics")
-        self.keep = keep
-        self.maxTopics = maxTopics
-        self.maxBytes = maxBytes
-        self.maxCounters = maxCounters
-        self.epoch = newEpoch() if epoch is None else epoch
-        self.size = 0
+        super().__init__(keep, maxTopics, maxBytes, maxCounters, epoch)
         self.gaps = 0
         # Least recently published first: topic -> its kept lines, each
         # with its number (0: local only).
         self._lines: dict[bytes, deque[tuple[int, bytes]]] = {}
-        self._sizes: dict[bytes, int] = {}
         # Topic -> the last number delivered; least recently first.
         self._last: dict[bytes, int] = {}
 
