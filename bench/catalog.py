@@ -118,8 +118,9 @@ def asyncioEcho(name: str, *options: str) -> ServerSpec:
 def tcpEcho(name: str, netdemoOptions: Sequence[str] = TCP_ECHO) -> ServerSpec:
     """
     A TCP echo server: C{netdemo} (on Twisted's default reactor),
-    C{netdemo-reactor} (on C{--reactor=netdemo}), C{tutorial}, C{asyncio} or
-    C{uvloop}.
+    C{netdemo-reactor} (on C{--reactor=netdemo}), C{tutorial}, C{asyncio},
+    C{uvloop} or C{c} (C{bench/tcpecho.c}: the same system calls per round
+    trip as netdemo's echo, without the interpreter).
     """
     if name == "netdemo":
         return netdemo(name, "tcp-echo", netdemoOptions)
@@ -129,6 +130,9 @@ def tcpEcho(name: str, netdemoOptions: Sequence[str] = TCP_ECHO) -> ServerSpec:
         return ours(name, "tutorial_echo.py")
     if name in ("asyncio", "uvloop"):
         return asyncioEcho(name)
+    if name == "c":
+        argv = [str(BUILD / "tcpecho"), "127.0.0.1", "0"]
+        return ServerSpec(name, lambda port: argv, announcedPort)
     raise Unavailable(f"unknown TCP echo server {name!r}: skipped")
 
 

@@ -157,7 +157,7 @@ def withNotes(lines: list[str], notes: list[str]) -> str:
 
 
 #: The compiled load generators (and C echo) of C{bench/Makefile}.
-TOOLS = ("loadgen", "udpload")
+TOOLS = ("loadgen", "udpload", "tcpecho")
 
 
 @functools.cache

@@ -2,10 +2,12 @@
 Section C{echo}: TCP echo round trips per second and latency.
 
 netdemo's echo (a real C{twistd netdemo} with every protection on: its
-defaults) against the Twisted tutorial echo, a stdlib asyncio echo and a
-uvloop echo (when uvloop is installed), all driven by the same compiled
-load generator (C{bench/loadgen.c}): closed-loop ping-pong, one message
-in flight per connection.
+defaults, on Twisted's default reactor and on C{--reactor=netdemo})
+against the Twisted tutorial echo, a stdlib asyncio echo, a uvloop echo
+(when uvloop is installed) and a C epoll echo (C{bench/tcpecho.c}: what the
+kernel allows with the same system calls and no interpreter), all driven by
+the same compiled load generator (C{bench/loadgen.c}): closed-loop
+ping-pong, one message in flight per connection.
 
 Every server is started once and listens with a backlog of 1024 (what
 netdemo gives a bare port); the runs are interleaved (each repeat goes
@@ -58,7 +60,7 @@ def addArguments(parser: ArgumentParser) -> None:
     Options of this section.
     """
     serversOption(
-        parser, "echo", "netdemo,netdemo-reactor,tutorial,asyncio,uvloop", "compare"
+        parser, "echo", "netdemo,netdemo-reactor,tutorial,asyncio,uvloop,c", "compare"
     )
 
 
