@@ -1184,3 +1184,111 @@ class TLSTests(SynchronousTestCase):
             line = response.readline()
             self.assertTrue(line, "the stream ended")
             seen += line
+
+
+class ManyStreamsTests(SynchronousTestCase):
+    """
+    The stream limit at its default (1000), the way an attacker would meet
+    it: a thousand WebSocket handshakes at once from several addresses.
+    """
+
+    SOURCES = 8
+
+    def setUp(self) -> None:
+        self.daemon = Daemon(
+            "--pubsub=tcp:0:interface=127.0.0.1",
+            "--http=tcp:0:interface=127.0.0.1",
+        )
+        self.addCleanup(self.daemon.close)
+        self.daemon.waitListening(2, STEP)
+        host, port = self.daemon.address("http")
+        self.http = f"{host}:{port}"
+        self.port = port
+        self.sockets: list[socket.socket] = []
+        self.addCleanup(self._closeAll)
+
+    def _closeAll(self) -> None:
+        for s in self.sockets:
+            s.close()
+
+    def _handshake(self, source: str) -> socket.socket:
+        """
+        Start a raw WebSocket handshake from C{source}; the answer is read
+        later.
+        """
+        s = socket.create_connection(
+            ("127.0.0.1", self.port), timeout=STEP, source_address=(source, 0)
+        )
+        self.sockets.append(s)
+        s.sendall(
+            b"GET /hub/ws HTTP/1.1\r\nHost: " + self.http.encode() + b"\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n"
+            b"Origin: http://" + self.http.encode() + b"\r\n\r\n"
+        )
+        return s
+
+    def _readUntil(self, s: socket.socket, marker: bytes) -> bytes:
+        """
+        What C{s} received up to and including C{marker} (bounded).
+        """
+        seen = b""
+        while marker not in seen:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            seen += chunk
+            if len(seen) > 1 << 20:
+                break
+        return seen
+
+    def test_thousandStreams(self) -> None:
+        """
+        A thousand WebSockets from eight addresses are all served; the next
+        one is answered 503 and counted; one line published over TCP reaches
+        every one of the thousand; a plain hub client is still served at
+        once; when they all leave, the hub's client count falls to the one
+        TCP client.
+        """
+        sources = [f"127.0.0.{i + 1}" for i in range(self.SOURCES)]
+        streams = [self._handshake(sources[i % self.SOURCES]) for i in range(1000)]
+        for s in streams:
+            self.assertIn(b" 101 ", self._readUntil(s, b"\r\n\r\n").split(b"\r\n")[0])
+        extra = self._handshake(sources[0])
+        self.assertIn(b" 503 ", self._readUntil(extra, b"\r\n").split(b"\r\n")[0])
+        poll(
+            lambda: (
+                self.daemon.statusValue(
+                    "netdemo_refused_total", service="http", reason="hub-streams"
+                )
+                == 1
+            ),
+            "the refusal to be counted",
+            STEP,
+        )
+        poll(
+            lambda: (
+                self.daemon.statusValue("netdemo_connections_current", service="pubsub")
+                == 1000
+            ),
+            "a thousand hub clients",
+            STEP,
+        )
+        nc = HubClient(self.daemon.address("pubsub"))
+        self.addCleanup(nc.close)
+        nc.send(b"attack of the thousand\n")
+        for s in streams:
+            self.assertIn(b"attack of the thousand", self._readUntil(s, b"thousand"))
+        nc.send(b"/ping\n")
+        nc.until(lambda line: line == b"+OK pong")
+        self._closeAll()
+        self.sockets = []
+        poll(
+            lambda: (
+                self.daemon.statusValue("netdemo_connections_current", service="pubsub")
+                == 1
+            ),
+            "the thousand hub clients to leave",
+            STEP * 2,
+        )
