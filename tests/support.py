@@ -66,6 +66,7 @@ __all__ = [
     "checkoutWheel",
     "notifySocket",
     "poll",
+    "readUntil",
     "receiveDatagram",
     "refusingPort",
     "requireRoot",
@@ -85,6 +86,23 @@ _LISTENING = re.compile(
     r"(?P<service>[\w-]+): listening on (?P<address>\S+) "
     r"\((?P<description>.*?)\)(?:, (?P<detail>.*))?$"
 )
+
+
+def readUntil(s: socket.socket, marker: bytes, limit: int = 1 << 20) -> bytes:
+    """
+    What C{s} receives until C{marker}, its close (or reset), or C{limit}
+    bytes, whichever comes first.
+    """
+    data = b""
+    while marker not in data and len(data) < limit:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def poll(

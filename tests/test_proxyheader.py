@@ -33,7 +33,7 @@ from netdemo.proxyheader import (
     ProxyHeaderFactory,
     wantsProxyHeader,
 )
-from tests.support import PATIENCE, Daemon, poll, requireTool
+from tests.support import PATIENCE, Daemon, poll, readUntil, requireTool
 
 PROXY = IPv4Address("TCP", "127.0.0.1", 50000)
 
@@ -351,22 +351,6 @@ def _fromAddress(source: str, address: tuple[str, int]) -> socket.socket:
     return s
 
 
-def _readUntil(s: socket.socket, marker: bytes) -> bytes:
-    """
-    What C{s} receives until C{marker} or its close (or reset).
-    """
-    data = b""
-    while marker not in data:
-        try:
-            chunk = s.recv(4096)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 class HAProxyDaemonTests(SynchronousTestCase):
     """
     A real daemon with C{haproxy:} listeners behind Debian's C{haproxy}
@@ -457,17 +441,17 @@ class HAProxyDaemonTests(SynchronousTestCase):
         """
         s = _fromAddress("127.0.0.2", self.frontends["echo"])
         s.sendall(b"hello through haproxy")
-        self.assertEqual(_readUntil(s, b"haproxy"), b"hello through haproxy")
+        self.assertEqual(readUntil(s, b"haproxy"), b"hello through haproxy")
         # --max-per-peer 1 counts 127.0.0.2, not haproxy's address: a
         # second connection of 127.0.0.2 is refused, one of 127.0.0.3 is
         # served.
         again = _fromAddress("127.0.0.2", self.frontends["echo"])
         self.addCleanup(again.close)
-        self.assertEqual(_readUntil(again, b"x"), b"")
+        self.assertEqual(readUntil(again, b"x"), b"")
         other = _fromAddress("127.0.0.3", self.frontends["echo"])
         self.addCleanup(other.close)
         other.sendall(b"from .3")
-        self.assertEqual(_readUntil(other, b".3"), b"from .3")
+        self.assertEqual(readUntil(other, b".3"), b"from .3")
         [refused] = self.daemon.waitEvent("refused")
         self.assertEqual(refused["reason"], "max-per-peer")
         self.assertTrue(refused["peer"].startswith("127.0.0.2:"), refused)
@@ -485,17 +469,17 @@ class HAProxyDaemonTests(SynchronousTestCase):
         """
         alice = _fromAddress("127.0.0.2", self.frontends["hub"])
         self.addCleanup(alice.close)
-        greeting = _readUntil(alice, b"\n")
+        greeting = readUntil(alice, b"\n")
         self.assertIn(b"you are 127.0.0.2:", greeting)
         again = _fromAddress("127.0.0.2", self.frontends["hub"])
         self.addCleanup(again.close)
-        self.assertEqual(_readUntil(again, b"\n"), b"-ERR refused: max-per-peer\n")
+        self.assertEqual(readUntil(again, b"\n"), b"-ERR refused: max-per-peer\n")
         bob = _fromAddress("127.0.0.3", self.frontends["hub"])
         self.addCleanup(bob.close)
-        self.assertIn(b"you are 127.0.0.3:", _readUntil(bob, b"\n"))
+        self.assertIn(b"you are 127.0.0.3:", readUntil(bob, b"\n"))
         alice.sendall(b"/who\n")
-        who = _readUntil(alice, b"+OK who")
-        who += _readUntil(alice, b"\n")
+        who = readUntil(alice, b"+OK who")
+        who += readUntil(alice, b"\n")
         self.assertIn(b"127.0.0.2:", who)
         self.assertIn(b"127.0.0.3:", who)
         self.assertNotIn(b"127.0.0.1:", who)
@@ -511,13 +495,13 @@ class HAProxyDaemonTests(SynchronousTestCase):
         """
         s = _fromAddress("127.0.0.2", self.frontends["web"])
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertTrue(_readUntil(s, b"ok").startswith(b"HTTP/1.1 200"))
+        self.assertTrue(readUntil(s, b"ok").startswith(b"HTTP/1.1 200"))
         # The kept-alive connection counts for 127.0.0.2: its second one is
         # refused (--max-per-peer 1).
         again = _fromAddress("127.0.0.2", self.frontends["web"])
         self.addCleanup(again.close)
         again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(_readUntil(again, b"ok"), b"")
+        self.assertEqual(readUntil(again, b"ok"), b"")
         [limited] = self.daemon.waitEvent("refused")
         self.assertEqual(limited["reason"], "max-per-peer")
         self.assertTrue(limited["peer"].startswith("127.0.0.2:"), limited)
@@ -552,7 +536,7 @@ class HAProxyDaemonTests(SynchronousTestCase):
         """
         s = _fromAddress("127.0.0.2", self.daemon.address("pubsub"))
         s.sendall(b"hello\n")
-        self.assertEqual(_readUntil(s, b"\n"), b"")
+        self.assertEqual(readUntil(s, b"\n"), b"")
         refused = self.daemon.waitEvent("refused")
         self.assertEqual(refused[0]["reason"], "proxy-header")
         self.assertTrue(refused[0]["peer"].startswith("127.0.0.2:"), refused[0])
@@ -641,7 +625,7 @@ class HAProxyTLSDaemonTests(SynchronousTestCase):
         self.addCleanup(stop)
         s = _fromAddress("127.0.0.2", listener.getsockname())
         s.sendall(b"hello over tls")
-        self.assertEqual(_readUntil(s, b"tls"), b"hello over tls")
+        self.assertEqual(readUntil(s, b"tls"), b"hello over tls")
         s.close()
         [closed] = daemon.waitEvent("connection_closed")
         self.assertTrue(closed["peer"].startswith("127.0.0.2:"), closed)
@@ -695,8 +679,8 @@ class WaitingFloodDaemonTests(SynchronousTestCase):
             timeout=HEADER_TIMEOUT + PATIENCE,
         )
         for c in clients:
-            self.assertEqual(_readUntil(c, b"\n"), b"")
+            self.assertEqual(readUntil(c, b"\n"), b"")
         s = socket.create_connection(address, timeout=PATIENCE)
         self.addCleanup(s.close)
         s.sendall(v1("203.0.113.9", 4711))
-        self.assertIn(b"you are 203.0.113.9:4711", _readUntil(s, b"\n"))
+        self.assertIn(b"you are 203.0.113.9:4711", readUntil(s, b"\n"))

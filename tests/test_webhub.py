@@ -31,7 +31,7 @@ from netdemo.webhub import (
     parseEventId,
     textFrame,
 )
-from tests.support import Daemon, poll
+from tests.support import Daemon, poll, readUntil
 from tests.test_backplane_redis import BackplaneHub, RedisCase
 
 #: Seconds any one step may take, at most (the machine is shared).
@@ -45,6 +45,25 @@ def wsConnect(http: str, path: str = "/hub/ws", **kwargs: Any) -> Any:
     import websocket
 
     return websocket.create_connection(f"ws://{http}{path}", timeout=STEP, **kwargs)
+
+
+def hubDaemon(*options: str) -> tuple[Daemon, str]:
+    """
+    A daemon with the hub and HTTP on loopback (and C{options}), listening,
+    and its HTTP listener's C{host:port}.  The caller closes it.
+    """
+    daemon = Daemon(
+        "--pubsub=tcp:0:interface=127.0.0.1",
+        "--http=tcp:0:interface=127.0.0.1",
+        *options,
+    )
+    try:
+        daemon.waitListening(2, STEP)
+    except BaseException:
+        daemon.close()
+        raise
+    host, port = daemon.address("http")
+    return daemon, f"{host}:{port}"
 
 
 def recvUntil(ws: Any, predicate: Any, limit: int = 200) -> list[str]:
@@ -210,17 +229,12 @@ class WebSocketHubTests(SynchronousTestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.daemon = Daemon(
-            "--pubsub=tcp:0:interface=127.0.0.1",
-            "--http=tcp:0:interface=127.0.0.1",
+        cls.daemon, cls.http = hubDaemon(
             "--http-origin=https://example.org",
             "--max-line=1000",
             # The tests share the daemon: no notices of each other's clients.
             "--no-presence",
         )
-        cls.daemon.waitListening(2, STEP)
-        host, port = cls.daemon.address("http")
-        cls.http = f"{host}:{port}"
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -655,16 +669,10 @@ class StreamLimitTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.daemon = Daemon(
-            "--pubsub=tcp:0:interface=127.0.0.1",
-            "--http=tcp:0:interface=127.0.0.1",
-            "--http-hub-streams=2",
-            "--max-pending=64KiB",
+        self.daemon, self.http = hubDaemon(
+            "--http-hub-streams=2", "--max-pending=64KiB"
         )
         self.addCleanup(self.daemon.close)
-        self.daemon.waitListening(2, STEP)
-        host, port = self.daemon.address("http")
-        self.http = f"{host}:{port}"
 
     def test_shutdown(self) -> None:
         """
@@ -1195,15 +1203,9 @@ class ManyStreamsTests(SynchronousTestCase):
     SOURCES = 8
 
     def setUp(self) -> None:
-        self.daemon = Daemon(
-            "--pubsub=tcp:0:interface=127.0.0.1",
-            "--http=tcp:0:interface=127.0.0.1",
-        )
+        self.daemon, self.http = hubDaemon()
         self.addCleanup(self.daemon.close)
-        self.daemon.waitListening(2, STEP)
-        host, port = self.daemon.address("http")
-        self.http = f"{host}:{port}"
-        self.port = port
+        self.port = self.daemon.address("http")[1]
         self.sockets: list[socket.socket] = []
         self.addCleanup(self._closeAll)
 
@@ -1229,20 +1231,6 @@ class ManyStreamsTests(SynchronousTestCase):
         )
         return s
 
-    def _readUntil(self, s: socket.socket, marker: bytes) -> bytes:
-        """
-        What C{s} received up to and including C{marker} (bounded).
-        """
-        seen = b""
-        while marker not in seen:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            seen += chunk
-            if len(seen) > 1 << 20:
-                break
-        return seen
-
     def test_thousandStreams(self) -> None:
         """
         A thousand WebSockets from eight addresses are all served; the next
@@ -1254,9 +1242,9 @@ class ManyStreamsTests(SynchronousTestCase):
         sources = [f"127.0.0.{i + 1}" for i in range(self.SOURCES)]
         streams = [self._handshake(sources[i % self.SOURCES]) for i in range(1000)]
         for s in streams:
-            self.assertIn(b" 101 ", self._readUntil(s, b"\r\n\r\n").split(b"\r\n")[0])
+            self.assertIn(b" 101 ", readUntil(s, b"\r\n\r\n").split(b"\r\n")[0])
         extra = self._handshake(sources[0])
-        self.assertIn(b" 503 ", self._readUntil(extra, b"\r\n").split(b"\r\n")[0])
+        self.assertIn(b" 503 ", readUntil(extra, b"\r\n").split(b"\r\n")[0])
         poll(
             lambda: (
                 self.daemon.statusValue(
@@ -1279,7 +1267,7 @@ class ManyStreamsTests(SynchronousTestCase):
         self.addCleanup(nc.close)
         nc.send(b"attack of the thousand\n")
         for s in streams:
-            self.assertIn(b"attack of the thousand", self._readUntil(s, b"thousand"))
+            self.assertIn(b"attack of the thousand", readUntil(s, b"thousand"))
         nc.send(b"/ping\n")
         nc.until(lambda line: line == b"+OK pong")
         self._closeAll()
